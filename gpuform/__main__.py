@@ -1,0 +1,3 @@
+from gpuform.cli.main import main
+
+raise SystemExit(main())

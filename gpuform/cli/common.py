@@ -1,0 +1,77 @@
+"""Shared CLI plumbing: global options, printing diagnostics and errors, exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from gpuform.diagnostics import Diagnostic
+from gpuform.engine.context import Workspace
+from gpuform.engine.operations import workspace
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+out_console = Console(highlight=False, soft_wrap=True)
+
+
+@dataclass
+class Globals:
+    directory: Path = Path(".")
+    state_dir: Path | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+    colour: bool = True
+
+    def workspace(self) -> Workspace:
+        ws = workspace(self.directory, self.state_dir)
+        ws.on_event = _progress
+        return ws
+
+
+def _progress(address: str, message: str) -> None:
+    if message in ("done", "failed"):
+        return
+    err_console.print(f"[dim]{address}: {message}[/dim]")
+
+
+def globals_of(ctx: typer.Context) -> Globals:
+    found = ctx.find_root().obj
+    if isinstance(found, Globals):
+        return found
+    return Globals()
+
+
+def use_colour(g: Globals) -> bool:
+    return g.colour and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def print_diagnostics(diags: list[Diagnostic]) -> None:
+    for d in diags:
+        colour = "red" if d.severity == "error" else "yellow"
+        head, _, rest = d.render().partition("\n")
+        err_console.print(f"[{colour}]{_escape(head)}[/{colour}]")
+        if rest:
+            err_console.print(_escape(rest))
+
+
+def print_error(message: str, hint: str = "") -> None:
+    err_console.print(f"[red]Error:[/red] {_escape(message)}")
+    if hint:
+        err_console.print(f"  [dim]hint:[/dim] {_escape(hint)}")
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+def parse_vars(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--var takes NAME=VALUE, got {pair!r}")
+        out[key] = value
+    return out

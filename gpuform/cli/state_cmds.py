@@ -1,0 +1,188 @@
+"""state list|show|rm|mv|pull|push, import, output, force-unlock, schema."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gpuform.cli.common import globals_of, out_console
+from gpuform.engine.context import Workspace
+from gpuform.engine.operations import desired_state, load_config, outputs_of
+from gpuform.errors import GpuformError, StateError
+from gpuform.plan.render import _value
+from gpuform.resources.handlers import HANDLERS, Op
+from gpuform.state.model import ResourceState
+from gpuform.state.store import LocalStateStore, parse_state
+
+state_app = typer.Typer(help="Inspect and edit the state (advanced).", no_args_is_help=True)
+
+
+def _ws(ctx: typer.Context) -> Workspace:
+    return globals_of(ctx).workspace()
+
+
+@state_app.command("list")
+def state_list(ctx: typer.Context) -> None:
+    """List the addresses in the state."""
+    for address in sorted(_ws(ctx).store.read().resources):
+        out_console.print(address)
+
+
+@state_app.command("show")
+def state_show(ctx: typer.Context, address: str) -> None:
+    """Show one resource's attributes (sensitive values masked) and computed values."""
+    state = _ws(ctx).store.read()
+    res = state.resources.get(address)
+    if res is None:
+        raise GpuformError(f"no resource {address} in the state", "See `gpuform state list`.")
+    out_console.print(f"# {address}{' (tainted)' if res.status == 'tainted' else ''}")
+    _print_attrs(res.attributes, 0)
+    if res.computed:
+        out_console.print("\n# computed")
+        _print_attrs(res.computed, 0)
+
+
+def _print_attrs(attrs: dict[str, Any], indent: int) -> None:
+    pad = " " * indent
+    for key in sorted(attrs):
+        value = attrs[key]
+        if isinstance(value, dict) and value:
+            out_console.print(f"{pad}{key} {{", markup=False)
+            _print_attrs(value, indent + 4)
+            out_console.print(f"{pad}}}", markup=False)
+        else:
+            out_console.print(f"{pad}{key} = {_value(value)}", markup=False)
+
+
+@state_app.command("rm")
+def state_rm(ctx: typer.Context, addresses: list[str],
+             lock_timeout: Annotated[float, typer.Option("--lock-timeout")] = 0.0) -> None:
+    """Forget resources without destroying them (they keep running, unmanaged)."""
+    ws = _ws(ctx)
+    with ws.store.lock("state rm", lock_timeout):
+        state = ws.store.read()
+        missing = [a for a in addresses if a not in state.resources]
+        if missing:
+            raise GpuformError(f"no resource {missing[0]} in the state", "See `gpuform state list`.")
+        for address in addresses:
+            del state.resources[address]
+        ws.store.write(state)
+    out_console.print(f"Removed {len(addresses)} resource(s) from the state.")
+
+
+@state_app.command("mv")
+def state_mv(ctx: typer.Context, source: str, destination: str,
+             lock_timeout: Annotated[float, typer.Option("--lock-timeout")] = 0.0) -> None:
+    """Rename a resource in the state (after renaming it in the configuration)."""
+    ws = _ws(ctx)
+    with ws.store.lock("state mv", lock_timeout):
+        state = ws.store.read()
+        res = state.resources.get(source)
+        if res is None:
+            raise GpuformError(f"no resource {source} in the state", "See `gpuform state list`.")
+        kind, _, name = destination.partition(".")
+        if kind != res.kind or not name:
+            raise GpuformError(f"cannot move {source} to {destination}", f"The destination must be {res.kind}.NAME.")
+        if destination in state.resources:
+            raise GpuformError(f"{destination} already exists in the state", "Remove it first or pick another name.")
+        del state.resources[source]
+        res.address, res.name = destination, name
+        state.resources[destination] = res
+        ws.store.write(state)
+    out_console.print(f"Moved {source} to {destination}.")
+
+
+@state_app.command("pull")
+def state_pull(ctx: typer.Context) -> None:
+    """Print the state as JSON."""
+    state = _ws(ctx).store.read()
+    sys.stdout.write(json.dumps(state.to_json(), indent=2) + "\n")
+
+
+@state_app.command("push")
+def state_push(ctx: typer.Context, file: Path,
+               force: Annotated[bool, typer.Option("--force", help="Skip the lineage and serial checks.")] = False,
+               lock_timeout: Annotated[float, typer.Option("--lock-timeout")] = 0.0) -> None:
+    """Replace the state with FILE (refused for another lineage or an older serial unless --force)."""
+    ws = _ws(ctx)
+    try:
+        raw = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StateError(f"cannot read {file}: {exc.strerror}", "Check the path.") from exc
+    new = parse_state(raw, str(file))
+    with ws.store.lock("state push", lock_timeout):
+        current = ws.store.read()
+        if current.exists and not force:
+            if new.lineage != current.lineage:
+                raise StateError(f"{file} has lineage {new.lineage}, the state has {current.lineage}",
+                                 "These are different states; pass --force only if you are sure.")
+            if new.serial < current.serial:
+                raise StateError(f"{file} has serial {new.serial}, older than the state's {current.serial}",
+                                 "Pull the state, edit that, and push it; or pass --force.")
+        new.serial = max(new.serial, current.serial)
+        ws.store.write(new)
+    out_console.print(f"Pushed {file} (serial {new.serial}).")
+
+
+def import_cmd(ctx: typer.Context, address: str, identifier: Annotated[str, typer.Argument(metavar="ID")],
+               lock_timeout: Annotated[float, typer.Option("--lock-timeout")] = 0.0) -> None:
+    """Bring an existing object under management: ADDR must be in the configuration; ID names the object."""
+    g = globals_of(ctx)
+    ws = g.workspace()
+    config = load_config(ws, g.variables)
+    with ws.store.lock("import", lock_timeout):
+        state = ws.store.read()
+        if address in state.resources:
+            raise GpuformError(f"{address} is already managed", "Use `gpuform state rm` first to re-import it.")
+        desired = desired_state(ws, config, state)
+        want = desired.get(address)
+        if want is None:
+            raise GpuformError(f"{address} is not in the configuration", "Declare it first, then import it.")
+        if identifier != want.name:
+            raise GpuformError(f"ID {identifier!r} does not match {address}",
+                               f"gpuform objects are identified by their name; use ID {want.name!r}.")
+        stub = ResourceState(address, want.kind, want.name, want.provider, dict(want.attributes),
+                             dependencies=sorted(want.dependencies))
+        state.resources[address] = stub
+        observed = HANDLERS[want.kind].read(Op(ws, state, desired), stub)
+        if not observed.exists or observed.error:
+            raise GpuformError(f"cannot import {address}: {observed.error or 'no such object was found'}",
+                               "Check that it exists, or let apply create it.")
+        stub.attributes.update({k: v for k, v in observed.attributes.items() if k in stub.attributes})
+        stub.computed = observed.computed
+        ws.store.write(state)
+    ws.close()
+    out_console.print(f"Imported {address}. Run `gpuform plan` to see any difference from the configuration.")
+
+
+def output_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show the gateway URL and each endpoint's URLs."""
+    state = _ws(ctx).store.read()
+    outputs = state.outputs or outputs_of(state)
+    if json_out:
+        sys.stdout.write(json.dumps(outputs, indent=2) + "\n")
+        return
+    if "gateway_url" in outputs:
+        out_console.print(f"gateway_url = {outputs['gateway_url']}", markup=False)
+    for name, urls in sorted((outputs.get("endpoints") or {}).items()):
+        out_console.print(f"endpoints.{name}.url = {urls['url']}", markup=False)
+        out_console.print(f"endpoints.{name}.openai_base_url = {urls['openai_base_url']}", markup=False)
+
+
+def force_unlock_cmd(ctx: typer.Context, lock_id: str) -> None:
+    """Clear a lock record left by a process that no longer runs."""
+    store = _ws(ctx).store
+    assert isinstance(store, LocalStateStore)
+    store.force_unlock(lock_id)
+    out_console.print("The state has been unlocked.")
+
+
+def schema_cmd() -> None:
+    """Print the JSON Schema of gpuform.yaml (for editors)."""
+    from gpuform.config.jsonschema import config_schema
+
+    sys.stdout.write(json.dumps(config_schema(), indent=2) + "\n")

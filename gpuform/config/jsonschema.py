@@ -1,0 +1,30 @@
+"""JSON Schema of the whole configuration, pools included as a union over installed providers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from pydantic import Field, create_model
+
+from gpuform.config import schema
+from gpuform.config.types import Model
+from gpuform.provider import registry
+
+
+def config_schema() -> dict[str, Any]:
+    pool_models = tuple(spec.pool_model for spec in registry().values())
+    pool_type: Any = Annotated[Union[pool_models], Field(discriminator="provider")] if len(pool_models) > 1 \
+        else pool_models[0]
+    top = create_model(
+        "GpuformConfig", __base__=Model,
+        variables=(dict[str, Any], Field(default_factory=dict, description=schema.SECTIONS["variables"])),
+        pools=(dict[str, pool_type], Field(default_factory=dict, description=schema.SECTIONS["pools"])),
+        volumes=(dict[str, schema.Volume], Field(default_factory=dict, description=schema.SECTIONS["volumes"])),
+        policies=(dict[str, schema.Policy], Field(default_factory=dict, description=schema.SECTIONS["policies"])),
+        gateway=(dict[str, schema.Gateway], Field(default_factory=dict, description=schema.SECTIONS["gateway"])),
+        endpoints=(dict[str, schema.Endpoint], Field(default_factory=dict, description=schema.SECTIONS["endpoints"])),
+    )
+    result: dict[str, Any] = top.model_json_schema()
+    result["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    result["title"] = "gpuform configuration (gpuform.yaml)"
+    return result

@@ -1,0 +1,221 @@
+"""Load a configuration directory: every ``*.yaml`` file, merged, interpolated, validated and checked.
+
+All problems are collected in one pass and raised together as :class:`~gpuform.errors.ConfigError`,
+each located at ``file:line:col``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gpuform.config import schema
+from gpuform.config.interpolate import Interpolation
+from gpuform.config.pyerrors import pydantic_diagnostics
+from gpuform.config.references import check_references
+from gpuform.config.types import NAME_PATTERN
+from gpuform.config.yamlsrc import Document, SourceMap, read_file
+from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error, has_errors, sort_key
+from gpuform.errors import ConfigError
+from gpuform.provider import registry
+
+
+@dataclass
+class Config:
+    """A validated configuration. ``sensitive`` holds the paths whose values came from the environment."""
+
+    directory: FsPath
+    files: list[str]
+    variables: dict[str, Any]
+    pools: dict[str, schema.PoolBase] = field(default_factory=dict)
+    volumes: dict[str, schema.Volume] = field(default_factory=dict)
+    policies: dict[str, schema.Policy] = field(default_factory=dict)
+    gateways: dict[str, schema.Gateway] = field(default_factory=dict)
+    endpoints: dict[str, schema.Endpoint] = field(default_factory=dict)
+    sources: SourceMap = field(default_factory=SourceMap)
+    sensitive: set[Path] = field(default_factory=set)
+    warnings: list[Diagnostic] = field(default_factory=list)
+    invalid: set[str] = field(default_factory=set)
+
+    def section(self, kind: str) -> Mapping[str, BaseModel]:
+        table: dict[str, Mapping[str, BaseModel]] = {
+            "pool": self.pools, "volume": self.volumes, "policy": self.policies,
+            "gateway": self.gateways, "endpoint": self.endpoints}
+        return table[kind]
+
+    def gateway_of(self, endpoint: schema.Endpoint) -> str:
+        """The gateway serving ``endpoint`` (validated to exist)."""
+        return endpoint.gateway or next(iter(self.gateways))
+
+    def source_of(self, kind: str, name: str) -> str:
+        section = next(s for s, k in schema.KIND_OF_SECTION.items() if k == kind)
+        loc = self.sources.keys.get((section, name))
+        return str(loc) if loc else ""
+
+    def digest(self) -> str:
+        """A hash of the evaluated configuration (sensitive values included only as hashes)."""
+        blob = {kind: {n: m.model_dump(mode="json") for n, m in self.section(kind).items()}
+                for kind in ("pool", "volume", "policy", "gateway", "endpoint")}
+        text = json.dumps(blob, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def find_files(directory: FsPath) -> list[FsPath]:
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
+         env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate every YAML file in ``directory``; raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    diags: list[Diagnostic] = []
+    if not directory.is_dir():
+        raise ConfigError([error(f"configuration directory {directory} does not exist",
+                                 "Run gpuform in a directory holding gpuform.yaml, or pass -C DIR.")])
+    files = find_files(directory)
+    if not files:
+        raise ConfigError([error(f"no *.yaml file in {directory}",
+                                 "Create gpuform.yaml there (see examples/quickstart), or pass -C DIR.")])
+    merged, sources = _merge(files, directory, diags)
+    variables = _variables(merged.get("variables", {}), var_overrides or {}, env, sources, diags)
+    interp = Interpolation(env, variables, sources)
+    data = {k: interp.walk(v, (k,)) for k, v in merged.items() if k != "variables"}
+    diags += interp.diagnostics
+    config = Config(directory, [str(f) for f in files], variables, sources=sources, sensitive=interp.sensitive)
+    _validate_sections(data, config, diags, interp.failed)
+    diags += check_references(config)
+    if has_errors(diags):
+        raise ConfigError(sorted(diags, key=sort_key))
+    config.warnings = [d for d in diags if d.severity == "warning"]
+    return config
+
+
+def _display(path: FsPath, directory: FsPath) -> str:
+    try:
+        return str(path.relative_to(FsPath.cwd()))
+    except ValueError:
+        return str(path) if path.parent != directory else str(path)
+
+
+def _merge(files: list[FsPath], directory: FsPath, diags: list[Diagnostic]) -> tuple[dict[str, Any], SourceMap]:
+    merged: dict[str, Any] = {}
+    sources = SourceMap()
+    for path in files:
+        doc, found = read_file(path, _display(path, directory))
+        diags += found
+        if doc is not None:
+            _merge_document(doc, merged, sources, diags)
+    return merged, sources
+
+
+def _merge_document(doc: Document, merged: dict[str, Any], sources: SourceMap, diags: list[Diagnostic]) -> None:
+    if not isinstance(doc.data, dict):
+        diags.append(error("the top level must be a mapping of sections",
+                           f"Start with one of: {', '.join(schema.SECTIONS)}.", doc.sources.locate(())))
+        return
+    for section, body in doc.data.items():
+        key_loc = doc.sources.keys.get((section,))
+        if section not in schema.SECTIONS:
+            hint = did_you_mean(section, schema.SECTIONS)
+            diags.append(error(f'unknown section "{section}"',
+                               f"Valid sections: {', '.join(schema.SECTIONS)}.{hint}", key_loc))
+            continue
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            diags.append(error(f'section "{section}" must be a mapping of NAME: {{...}}',
+                               "Indent the entries under the section name.", doc.sources.locate((section,))))
+            continue
+        target = merged.setdefault(section, {})
+        for name, value in body.items():
+            if name in target:
+                first = sources.keys.get((section, name))
+                diags.append(error(f'{section}.{name} is defined twice',
+                                   f"First definition at {first}; remove or rename one of them.",
+                                   doc.sources.keys.get((section, name))))
+                continue
+            target[name] = value
+    sources.update(doc.sources)
+
+
+def _variables(declared: Any, overrides: Mapping[str, str], env: Mapping[str, str], sources: SourceMap,
+               diags: list[Diagnostic]) -> dict[str, Any]:
+    if not isinstance(declared, dict):
+        diags.append(error("`variables` must be a mapping of NAME: default", "", sources.locate(("variables",))))
+        declared = {}
+    values = dict(declared)
+    prefix = "GPUFORM_VAR_"
+    for key, raw in env.items():
+        if key.startswith(prefix):
+            values[key[len(prefix):]] = _scalar(raw)
+    for key, raw in overrides.items():
+        values[key] = _scalar(raw)
+    return values
+
+
+def _scalar(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, str | int | float | bool) else text
+
+
+def _validate_sections(data: dict[str, Any], config: Config, diags: list[Diagnostic],
+                       failed: set[Path]) -> None:
+    """Validate each resource; record the addresses that fail in ``config.invalid``."""
+    providers = registry()
+    for section, kind in schema.KIND_OF_SECTION.items():
+        for name, body in (data.get(section) or {}).items():
+            path: Path = (section, name)
+            address = f"{kind}.{name}"
+            config.invalid.add(address)
+            if not _valid_name(name):
+                diags.append(error(f'invalid name "{name}" for {kind}',
+                                   "Names use lower-case letters, digits, - and _, starting with a letter "
+                                   "or digit (at most 63).", config.sources.keys.get(path), address))
+                continue
+            model = _model_for(kind, body, path, providers, config.sources, diags)
+            if model is None:
+                continue
+            try:
+                obj = model.model_validate(body)
+            except ValidationError as exc:
+                found = pydantic_diagnostics(exc, model, path, config.sources, address, body)
+                diags += [d for d in found if d.path not in failed]
+                continue
+            config.invalid.discard(address)
+            getattr(config, "gateways" if kind == "gateway" else section)[name] = obj
+
+
+def _valid_name(name: str) -> bool:
+    return isinstance(name, str) and bool(re.fullmatch(NAME_PATTERN, name))
+
+
+def _model_for(kind: str, body: Any, path: Path, providers: Mapping[str, Any], sources: SourceMap,
+               diags: list[Diagnostic]) -> type[BaseModel] | None:
+    if not isinstance(body, dict):
+        diags.append(error(f"{kind} {path[-1]} must be a mapping of fields", "Indent its fields under its name.",
+                           sources.locate(path), f"{kind}.{path[-1]}"))
+        return None
+    if kind != "pool":
+        return schema.MODEL_OF_KIND[kind]
+    provider = body.get("provider")
+    if provider in providers:
+        model: type[BaseModel] = providers[provider].pool_model
+        return model
+    names = ", ".join(sorted(providers))
+    where = sources.locate((*path, "provider")) if "provider" in body else sources.keys.get(path)
+    summary = f'unknown provider "{provider}"' if provider is not None else "pool has no `provider`"
+    hint = did_you_mean(str(provider), providers) if provider is not None else ""
+    diags.append(error(summary, f"Set `provider:` to one of: {names}.{hint}", where, f"pool.{path[-1]}"))
+    return None

@@ -1,0 +1,113 @@
+"""Checks across resources: references exist, volumes sit on the endpoint's pool, no cycles."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gpuform.config import schema
+from gpuform.config.graph import dependencies, find_cycle
+from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error
+from gpuform.provider import registry
+
+if TYPE_CHECKING:
+    from gpuform.config.load import Config
+
+
+def check_references(config: Config) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for name, vol in config.volumes.items():
+        _ref(config, out, ("volumes", name, "pool"), "pool", vol.pool, f"volume.{name}")
+    for name, gw in config.gateways.items():
+        _ref(config, out, ("gateway", name, "pool"), "pool", gw.pool, f"gateway.{name}")
+    for name, ep in config.endpoints.items():
+        _check_endpoint(config, name, ep, out)
+    out += _check_depends_on(config)
+    if not out and not config.invalid:
+        out += _check_cycles(config)
+    return out
+
+
+def _ref(config: Config, out: list[Diagnostic], path: Path, kind: str, target: str, address: str) -> bool:
+    names = config.section(kind)
+    if target in names:
+        return True
+    if f"{kind}.{target}" in config.invalid:
+        return False  # declared but invalid: already reported
+    section = next(s for s, k in schema.KIND_OF_SECTION.items() if k == kind)
+    hint = did_you_mean(target, names)
+    known = f" Declared: {', '.join(sorted(names))}." if names and not hint else ""
+    out.append(error(f'{path[-1]} "{target}" refers to no {kind}',
+                     f"Declare it under `{section}:` or fix the name.{hint}{known}",
+                     config.sources.locate(path), address))
+    return False
+
+
+def _check_endpoint(config: Config, name: str, ep: schema.Endpoint, out: list[Diagnostic]) -> None:
+    base: Path = ("endpoints", name)
+    address = f"endpoint.{name}"
+    pool_ok = _ref(config, out, (*base, "pool"), "pool", ep.pool, address)
+    if ep.gateway is not None:
+        _ref(config, out, (*base, "gateway"), "gateway", ep.gateway, address)
+    elif len(config.gateways) + sum(a.startswith("gateway.") for a in config.invalid) != 1:
+        what = "no gateway is declared" if not config.gateways else "several gateways are declared"
+        out.append(error(f"endpoint {name} needs a gateway, but {what}",
+                         "Declare one under `gateway:`, or name it with `gateway: NAME`.",
+                         config.sources.keys.get(base), address))
+    if ep.policy is not None:
+        _ref(config, out, (*base, "policy"), "policy", ep.policy, address)
+    if ep.model and ep.model.volume is not None:
+        path: Path = (*base, "model", "volume")
+        if _ref(config, out, path, "volume", ep.model.volume, address):
+            vol = config.volumes[ep.model.volume]
+            if vol.pool != ep.pool:
+                out.append(error(f'volume "{ep.model.volume}" is staged on pool "{vol.pool}", but the endpoint '
+                                 f'runs on pool "{ep.pool}"',
+                                 "Use a volume on the endpoint's pool, or move the endpoint.",
+                                 config.sources.locate(path), address))
+    if ep.api_keys and config.gateways:
+        gw_name = ep.gateway or next(iter(config.gateways))
+        keys = config.gateways[gw_name].api_keys if gw_name in config.gateways else {}
+        for i, key in enumerate(ep.api_keys):
+            if key not in keys:
+                out.append(error(f'api key "{key}" is not declared on gateway {gw_name}',
+                                 f"Add it to gateway.{gw_name}.api_keys.{did_you_mean(key, keys)}",
+                                 config.sources.locate((*base, "api_keys", i)), address))
+    if pool_ok:
+        out += _provider_checks(config, name, ep)
+
+
+def _provider_checks(config: Config, name: str, ep: schema.Endpoint) -> list[Diagnostic]:
+    pool = config.pools[ep.pool]
+    spec = registry().get(pool.provider)
+    if spec is None or spec.check_endpoint is None:
+        return []
+    base: Path = ("endpoints", name)
+    return [error(message, "", config.sources.locate((*base, *path)), f"endpoint.{name}")
+            for path, message in spec.check_endpoint(pool, ep)]
+
+
+def _check_depends_on(config: Config) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for section in ("volumes", "gateway", "endpoints"):
+        kind = schema.KIND_OF_SECTION[section]
+        for name, obj in config.section(kind).items():
+            for i, addr in enumerate(getattr(obj, "depends_on", [])):
+                target_kind, _, target = addr.partition(".")
+                if addr in config.invalid:
+                    continue
+                if target_kind not in schema.KIND_OF_SECTION.values() or target not in config.section(target_kind):
+                    out.append(error(f'depends_on "{addr}" refers to no declared resource',
+                                     "Use a KIND.NAME address such as endpoint.chat or volume.weights.",
+                                     config.sources.locate((section, name, "depends_on", i)), f"{kind}.{name}"))
+    return out
+
+
+def _check_cycles(config: Config) -> list[Diagnostic]:
+    cycle = find_cycle(dependencies(config))
+    if not cycle:
+        return []
+    kind, _, name = cycle[0].partition(".")
+    section = next(s for s, k in schema.KIND_OF_SECTION.items() if k == kind)
+    loc = config.sources.locate((section, name, "depends_on")) or config.sources.keys.get((section, name))
+    return [error("dependency cycle: " + " -> ".join(cycle),
+                  "Remove one of the depends_on entries that close the cycle.", loc, cycle[0])]

@@ -1,0 +1,286 @@
+"""The configuration schema: one pydantic model per resource kind.
+
+Every model forbids unknown fields and describes every field (``gpuform schema`` turns them into a JSON
+Schema for editors). Defaults follow RunPod Serverless where a RunPod user would expect them: idle timeout
+5 s, execution timeout 600 s, TTL 24 h, max workers 3, scaler ``queue_delay`` with value 4.
+Pool models are contributed by providers (subclasses of :class:`PoolBase`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gpuform.config.types import Duration, Model, Name, Size
+
+Scalar = str | int | float | bool
+DEFAULT_PRICE_NOTE = "Unknown prices show as unknown in plans, never as $0."
+
+
+class SSHHost(Model):
+    """A machine reached over SSH."""
+
+    address: str = Field(description="Host name or IP address the control plane and gateway connect to.")
+    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+    user: str = Field("root", description="SSH user.")
+    identity_file: str | None = Field(None, description="Private key file; omit to use the SSH agent.")
+    name: Name | None = Field(None, description="Short name shown in plans and status; defaults to the address.")
+    cordon: bool = Field(False, description="No new workers start here; running ones drain. Set before removing.")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.address
+
+
+class PoolBase(Model):
+    """Fields every pool has, whatever its provider."""
+
+    provider: str = Field(description="Provider that drives the pool's hosts: local, docker or baremetal.")
+    price_per_gpu_second: dict[str, float] = Field(
+        default_factory=dict,
+        description="Price per GPU-second by GPU type (e.g. H100-80GB), and per worker-second for `cpu`. "
+        + DEFAULT_PRICE_NOTE)
+    max_workers: int | None = Field(None, ge=0, description="Cap on workers across all endpoints in this pool.")
+
+    def host_labels(self) -> list[str]:
+        """Names of the pool's hosts, as shown in plans."""
+        return []
+
+
+class ScheduleWindow(Model):
+    """A recurring window during which an endpoint keeps at least ``min_workers`` warm."""
+
+    cron: str = Field(description='Start of each window, a 5-field cron expression in the policy time zone, '
+                                  'e.g. "0 8 * * 1-5".')
+    duration: Duration = Field(description="How long each window lasts, e.g. 10h.")
+    min_workers: int = Field(ge=0, description="Workers kept running during the window.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str) -> str:
+        from gpuform.util.cron import check_cron
+
+        check_cron(value)
+        return value
+
+
+class Policy(Model):
+    """Warm-worker schedules shared by endpoints."""
+
+    schedule: list[ScheduleWindow] = Field(default_factory=list, description="Windows of extra warm workers.")
+    timezone: str = Field("UTC", description="IANA time zone the cron expressions are read in.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f'unknown time zone "{value}"; use an IANA name such as Europe/Berlin') from exc
+        return value
+
+
+class Volume(Model):
+    """Model weights staged from a source directory onto every host of a pool."""
+
+    pool: Name = Field(description="Pool whose hosts receive the files.")
+    path: str = Field(description="Absolute directory on each host where the files are kept.")
+    source: str = Field(description="Local directory to copy from, relative to the configuration directory.")
+    prevent_destroy: bool = Field(False, description="Refuse any plan that would delete this volume.")
+    depends_on: list[str] = Field(default_factory=list, description="Extra dependencies as KIND.NAME addresses; "
+                                                                   "this resource is applied after them.")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path on the host, e.g. /srv/models/qwen")
+        return value.rstrip("/") or "/"
+
+
+class GatewayTimings(Model):
+    """Timeouts and intervals of the runtime; every one can be set down to seconds (tests do)."""
+
+    lease_timeout: Duration = Field(30.0, description="A job whose worker sends no heartbeat for this long "
+                                                      "is requeued.")
+    ping_interval: Duration = Field(10.0, description="How often workers send a heartbeat.")
+    reconcile_interval: Duration = Field(1.0, description="How often the autoscaler compares desired and "
+                                                          "actual workers.")
+    result_retention_run: Duration = Field(1800.0, description="How long /run results are kept (RunPod: 30 min).")
+    result_retention_sync: Duration = Field(60.0, description="How long /runsync results are kept (RunPod: 1 min).")
+    runsync_wait: Duration = Field(90.0, description="Default wait of /runsync before it answers a non-final "
+                                                     "status (RunPod: 90 s).")
+    take_timeout: Duration = Field(30.0, description="How long a worker's job-take long-poll waits for work.")
+    max_job_attempts: int = Field(3, ge=1, description="Times a job is handed out before it fails because its "
+                                                       "workers keep dying.")
+    webhook_retries: int = Field(2, ge=0, description="Extra webhook deliveries after a failed one (RunPod: 2).")
+    webhook_retry_delay: Duration = Field(10.0, description="Wait between webhook deliveries (RunPod: 10 s).")
+    start_backoff: Duration = Field(10.0, description="First back-off after a worker fails to start; doubles "
+                                                      "each time.")
+    start_backoff_max: Duration = Field(300.0, description="Longest back-off between failed worker starts.")
+    drain_timeout: Duration = Field(30.0, description="How long a stopping worker may finish its jobs.")
+
+
+class Gateway(Model):
+    """The gateway: endpoint URLs, the durable queue, the autoscaler and the metering ledger."""
+
+    pool: Name = Field(description="Pool whose (first) host runs the gateway.")
+    listen: str = Field("127.0.0.1:8080", description="host:port the gateway binds.")
+    advertise_url: str | None = Field(None, description="URL workers and clients use to reach the gateway; "
+                                                        "defaults to http://LISTEN (127.0.0.1 only works for "
+                                                        "the local pool).")
+    api_keys: dict[Name, str] = Field(default_factory=dict, description="Client API keys by name. Use "
+                                      "${env.NAME} so keys stay out of files; stored only as salted hashes.")
+    admin_key: str | None = Field(None, description="Key for the CLI's admin calls; generated and kept in the "
+                                                    "state directory (mode 0600) when omitted.")
+    queue: Literal["sqlite"] = Field("sqlite", description="Queue backend: a SQLite file in WAL mode.")
+    data_dir: str | None = Field(None, description="Directory on the gateway host for the queue and logs; "
+                                                   "defaults to the provider's data directory.")
+    max_payload_run: Size = Field(10_000_000, description="Largest /run body (RunPod: 10 MB).")
+    max_payload_runsync: Size = Field(20_000_000, description="Largest /runsync body (RunPod: 20 MB).")
+    timings: GatewayTimings = Field(default_factory=GatewayTimings, description="Runtime timeouts and intervals.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Gateway log level.")
+    depends_on: list[str] = Field(default_factory=list, description="Extra dependencies as KIND.NAME addresses; "
+                                                                   "this resource is applied after them.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _list_to_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {f"key{i + 1}": key for i, key in enumerate(value)}
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f'"{value}" is not host:port, e.g. 0.0.0.0:8080')
+        return value
+
+    def resolved_advertise_url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host, _, port = self.listen.rpartition(":")
+        if host in ("0.0.0.0", "::", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
+
+class WorkerSpec(Model):
+    """What runs in each worker and how."""
+
+    template: Literal["custom", "echo", "vllm"] = Field(
+        "custom", description="custom: your command or image; echo: a built-in handler that returns its input; "
+                              "vllm: the official vLLM OpenAI server with the model from a volume.")
+    image: str | None = Field(None, description="Container image (docker pools).")
+    command: list[str] | None = Field(None, description="argv of the worker process, e.g. "
+                                                        "[python, handler.py]; relative paths are resolved from "
+                                                        "the configuration directory on local pools.")
+    python: str | None = Field(None, description="Python interpreter (or virtualenv directory) that runs the "
+                                                 "worker on local and baremetal pools.")
+    workdir: str | None = Field(None, description="Working directory of the worker process.")
+    env: dict[str, Scalar] = Field(default_factory=dict, description="Environment passed to every worker.")
+    concurrency: int = Field(1, ge=1, description="Jobs one worker runs at once (gpuform SDK; RunPod handlers "
+                                                  "use concurrency_modifier).")
+    runpod_system_checks: bool = Field(False, description="Let the runpod SDK run its start-up fitness checks "
+                                                         "(they probe the internet); off by default.")
+    ready_timeout: Duration = Field(600.0, description="A worker not ready this long after start is unhealthy.")
+    keep_stopped: bool = Field(True, description="Keep a stopped worker's container for a fast restart "
+                                                 "(docker pools).")
+    sleep_mode: bool = Field(False, description="vLLM on GPUs: put idle workers to sleep instead of stopping "
+                                                "them (unverified on a GPU; see README).")
+
+
+class ModelSpec(Model):
+    """The model a worker serves."""
+
+    name: str = Field(description="Model name clients send (OpenAI `model`) and /v1/models lists.")
+    volume: Name | None = Field(None, description="Volume holding the weights; mounted read-only.")
+    path: str = Field("", description="Directory of the model inside the volume; the volume root by default.")
+
+
+class GpuSpec(Model):
+    """GPU types in priority order and GPUs per worker."""
+
+    types: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1,
+                             description="GPU types in priority order, spelled as derived from nvidia-smi "
+                                         "(H100-80GB, A100-80GB); `cpu` for CPU workers.")
+    count: int = Field(1, ge=1, le=16, description="GPUs per worker (CPU workers: ignored for placement, "
+                                                   "multiplies the cpu price).")
+
+    @field_validator("types")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("GPU types must not repeat")
+        return value
+
+
+class Scaling(Model):
+    """How many workers run, and what makes more of them start."""
+
+    min_workers: int = Field(0, ge=0, description="Workers always running (billed while idle). RunPod: active "
+                                                  "workers, default 0.")
+    max_workers: int = Field(3, ge=0, description="Most workers at once (RunPod default 3).")
+    idle_timeout: Duration = Field(5.0, description="A worker stops after this long without a job (RunPod: 5 s).")
+    scaler: Literal["queue_delay", "request_count"] = Field(
+        "queue_delay", description="queue_delay: add a worker when the oldest job waited longer than "
+                                   "scaler_value seconds; request_count: ceil((queued+running)/scaler_value).")
+    scaler_value: float = Field(4.0, gt=0, description="Seconds (queue_delay) or jobs per worker "
+                                                       "(request_count); RunPod default 4.")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Scaling:
+        if self.min_workers > self.max_workers:
+            raise ValueError(f"min_workers ({self.min_workers}) is greater than max_workers "
+                             f"({self.max_workers}); raise max_workers or lower min_workers")
+        return self
+
+
+class Endpoint(Model):
+    """A serverless endpoint: a queue, its workers and its URL."""
+
+    pool: Name = Field(description="Pool whose hosts run the workers.")
+    gateway: Name | None = Field(None, description="Gateway serving the endpoint; the only one by default.")
+    worker: WorkerSpec = Field(default_factory=WorkerSpec, description="What each worker runs.")
+    model: ModelSpec | None = Field(None, description="Model served (required for the vllm template).")
+    gpu: GpuSpec = Field(default_factory=GpuSpec, description="GPU types and GPUs per worker.")
+    scaling: Scaling = Field(default_factory=Scaling, description="Worker counts and the scaler.")
+    execution_timeout: Duration = Field(600.0, description="A job running longer fails and its worker is "
+                                                           "stopped (RunPod: 600 s).")
+    ttl: Duration = Field(86400.0, description="A job's whole lifespan from submission (RunPod: 24 h).")
+    policy: Name | None = Field(None, description="Warm-worker policy applied to this endpoint.")
+    api_keys: list[Name] | None = Field(None, description="Names of gateway keys allowed here; all by default.")
+    max_queue: int | None = Field(None, ge=1, description="Queued jobs above this get 429 with Retry-After.")
+    spend_limit_per_day: float | None = Field(None, ge=0, description="UTC-day spending cap in the pool's "
+                                                                      "currency; above it no scale-up beyond "
+                                                                      "min_workers.")
+    prevent_destroy: bool = Field(False, description="Refuse any plan that would delete this endpoint.")
+    depends_on: list[str] = Field(default_factory=list, description="Extra dependencies as KIND.NAME addresses; "
+                                                                   "this resource is applied after them.")
+
+    @model_validator(mode="after")
+    def _template_needs(self) -> Endpoint:
+        if self.worker.template == "vllm" and self.model is None:
+            raise ValueError("the vllm template needs `model: {name: ..., volume: ...}`")
+        if self.execution_timeout < 1 or self.ttl < 1:
+            raise ValueError("execution_timeout and ttl must be at least 1s")
+        return self
+
+
+SECTIONS: dict[str, str] = {
+    "variables": "Values for ${var.NAME}; override with --var NAME=VALUE or GPUFORM_VAR_NAME.",
+    "pools": "GPU hosts by name.",
+    "volumes": "Model weights staged onto pool hosts.",
+    "policies": "Warm-worker schedules.",
+    "gateway": "The gateway (one per configuration directory is usual).",
+    "endpoints": "Serverless endpoints.",
+}
+KIND_OF_SECTION = {"pools": "pool", "volumes": "volume", "policies": "policy", "gateway": "gateway",
+                   "endpoints": "endpoint"}
+MODEL_OF_KIND: dict[str, type[Model]] = {"volume": Volume, "policy": Policy, "gateway": Gateway,
+                                         "endpoint": Endpoint}

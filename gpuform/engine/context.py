@@ -1,0 +1,90 @@
+"""What an operation (refresh, apply, destroy) works with: directories, the store, providers, gateways."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpuform.config.load import Config
+from gpuform.errors import GatewayError, ProviderError
+from gpuform.provider import Provider, ProviderContext, registry
+from gpuform.state.model import State
+from gpuform.state.store import StateStore
+
+Event = Callable[[str, str], None]  # (address, message)
+
+
+@dataclass
+class Workspace:
+    """A configuration directory, its state directory and the live objects an operation needs."""
+
+    config_dir: Path
+    state_dir: Path
+    store: StateStore
+    config: Config | None = None
+    on_event: Event = field(default=lambda address, message: None)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    _providers: dict[str, Provider] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def provider(self, pool: str, pool_attrs: dict[str, Any], lineage: str) -> Provider:
+        """The provider driving ``pool`` (one instance per pool and operation)."""
+        with self._lock:
+            if pool not in self._providers:
+                self._providers[pool] = make_provider(pool, pool_attrs, lineage, self.state_dir, self.config_dir,
+                                                      self.cancelled, self.on_event)
+            return self._providers[pool]
+
+    def close(self) -> None:
+        for provider in self._providers.values():
+            provider.close()
+        self._providers.clear()
+
+    def secrets_dir(self) -> Path:
+        path = self.state_dir / "secrets"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    def admin_key(self, gateway: str, configured: str | None, create: bool) -> str | None:
+        """The gateway's admin key: the configured one, or one generated once and kept (mode 0600)."""
+        if configured:
+            return configured
+        path = self.secrets_dir() / f"gateway.{gateway}.admin_key"
+        if path.exists():
+            return path.read_text(encoding="utf-8").strip()
+        if not create:
+            return None
+        key = "gpf_admin_" + secrets.token_urlsafe(32)
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(key, encoding="utf-8")
+        tmp.replace(path)
+        return key
+
+
+def make_provider(pool: str, attrs: dict[str, Any], lineage: str, state_dir: Path, config_dir: Path,
+                  cancelled: threading.Event | None = None, on_event: Event | None = None) -> Provider:
+    """Instantiate the provider for a pool from its attributes (config or state)."""
+    name = attrs.get("provider", "")
+    spec = registry().get(name)
+    if spec is None:
+        raise ProviderError(f'pool "{pool}" uses provider "{name}", which is not installed',
+                            f"Installed providers: {', '.join(sorted(registry()))}.", f"pool.{pool}")
+    model = spec.pool_model.model_validate(attrs)
+    events = on_event or (lambda a, m: None)
+    ctx = ProviderContext(lineage=lineage, state_dir=state_dir, config_dir=config_dir,
+                          progress=lambda message: events(f"pool.{pool}", message),
+                          cancelled=cancelled or threading.Event())
+    return spec.factory()(pool, model, ctx)
+
+
+def gateway_endpoint(state: State, gateway: str) -> tuple[str, str]:
+    """(URL, address) of a gateway recorded in state; raises GatewayError when it is not there."""
+    res = state.resources.get(f"gateway.{gateway}")
+    if res is None:
+        raise GatewayError(f"gateway.{gateway} is not in the state", "Run `gpuform apply` to create it.")
+    return str(res.attributes["advertise_url"]), res.address

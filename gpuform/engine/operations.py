@@ -1,0 +1,131 @@
+"""Operations the CLI (and tests) run: plan, apply a plan, read outputs. The CLI only parses and renders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpuform.config.load import Config, load
+from gpuform.engine.apply import ApplyResult, apply
+from gpuform.engine.context import Workspace
+from gpuform.engine.refresh import refresh
+from gpuform.errors import StalePlan
+from gpuform.plan.model import Plan
+from gpuform.plan.planner import PlanOptions, plan
+from gpuform.resources.desired import Desired, VolumeSource, build
+from gpuform.resources.handlers import Op
+from gpuform.resources.volumes import scan_source
+from gpuform.state.model import State
+from gpuform.state.store import LocalStateStore
+
+PLANFILE_KIND = "gpuform-plan"
+
+
+def workspace(config_dir: Path, state_dir: Path | None = None) -> Workspace:
+    config_dir = config_dir.resolve()
+    state_dir = (state_dir or config_dir / "state").resolve()
+    return Workspace(config_dir=config_dir, state_dir=state_dir, store=LocalStateStore(state_dir))
+
+
+def load_config(ws: Workspace, variables: Mapping[str, str] | None = None) -> Config:
+    ws.config = load(ws.config_dir, variables)
+    return ws.config
+
+
+def volume_sources(ws: Workspace, config: Config) -> dict[str, VolumeSource]:
+    cache = ws.state_dir / ".cache" / "volume-sources.json"
+    return {name: scan_source((ws.config_dir / vol.source).resolve(), cache) for name, vol in config.volumes.items()}
+
+
+def desired_state(ws: Workspace, config: Config, state: State) -> dict[str, Desired]:
+    return build(config, state.lineage, volume_sources(ws, config))
+
+
+def config_digest(desired: Mapping[str, Desired]) -> str:
+    blob = json.dumps({a: d.attributes for a, d in sorted(desired.items())}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class Planned:
+    plan: Plan
+    desired: dict[str, Desired]
+    state: State
+
+
+def make_plan(ws: Workspace, config: Config | None, mode: str = "normal", do_refresh: bool = True,
+              targets: tuple[str, ...] = (), replace: tuple[str, ...] = (), parallelism: int = 10) -> Planned:
+    """Refresh (unless told not to) and plan. ``config`` may be None for destroy without a configuration."""
+    state = ws.store.read()
+    desired = desired_state(ws, config, state) if config is not None else {}
+    observed = refresh(Op(ws, state, desired), parallelism) if do_refresh else None
+    options = PlanOptions(mode=mode, targets=targets, replace=replace, config_digest=config_digest(desired))
+    return Planned(plan(desired, state, observed, options), desired, state)
+
+
+def run_apply(ws: Workspace, planned: Planned, parallelism: int = 10) -> ApplyResult:
+    """Apply ``planned.plan``; the caller holds the state lock."""
+    start = planned.plan.refreshed or planned.state
+    start.lineage = planned.plan.lineage or start.lineage
+    op = Op(ws, start, planned.desired)
+    if planned.plan.mode == "refresh-only":
+        ws.store.write(start)
+        return ApplyResult()
+    result = apply(op, planned.plan, ws.store, parallelism)
+    start.outputs = outputs_of(start)
+    ws.store.write(start)
+    return result
+
+
+def check_saved_plan(saved: Plan, state: State, desired: Mapping[str, Desired]) -> None:
+    """Refuse a plan made from another state or configuration (Terraform's stale-plan rule)."""
+    if state.exists and saved.lineage != state.lineage:
+        raise StalePlan(f"the saved plan was made for state lineage {saved.lineage}, but the state has "
+                        f"lineage {state.lineage}", "Run `gpuform plan -out FILE` again against this state.")
+    if saved.serial != state.serial:
+        raise StalePlan(f"the saved plan is stale: it was made from state serial {saved.serial}, and the state "
+                        f"is now at serial {state.serial} (something was applied since)",
+                        "Run `gpuform plan -out FILE` again, review it, then apply the new file.")
+    if saved.mode != "destroy" and saved.config_digest != config_digest(desired):
+        raise StalePlan("the configuration (or a value from the environment, or a volume's source files) "
+                        "changed since the plan was saved",
+                        "Run `gpuform plan -out FILE` again so the plan matches what you apply.")
+
+
+def save_plan(path: Path, saved: Plan) -> None:
+    data = {"kind": PLANFILE_KIND, "plan": saved.to_json()}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_plan(path: Path) -> Plan:
+    from gpuform.errors import GpuformError
+
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GpuformError(f"cannot read plan file {path}: {exc}", "Pass a file written by `gpuform plan -out`.") from exc
+    if not isinstance(data, dict) or data.get("kind") != PLANFILE_KIND:
+        raise GpuformError(f"{path} is not a gpuform plan file", "Pass a file written by `gpuform plan -out`.")
+    return Plan.from_json(data["plan"])
+
+
+def outputs_of(state: State) -> dict[str, Any]:
+    """``gateway_url`` and, per endpoint, its ``url`` and ``openai_base_url``."""
+    gateways = {r.name: str(r.attributes.get("advertise_url", "")) for r in state.resources.values()
+                if r.kind == "gateway"}
+    out: dict[str, Any] = {}
+    if gateways:
+        out["gateway_url"] = next(iter(gateways.values())) if len(gateways) == 1 else gateways
+    endpoints = {}
+    for res in state.resources.values():
+        if res.kind == "endpoint":
+            base = gateways.get(str(res.attributes.get("gateway")), "")
+            endpoints[res.name] = {"url": f"{base}/v2/{res.name}", "openai_base_url": f"{base}/v2/{res.name}/openai/v1"}
+    out["endpoints"] = endpoints
+    return out

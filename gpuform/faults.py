@@ -1,0 +1,32 @@
+"""Fault injection for crash tests: kill the process at a numbered point of an operation.
+
+``GPUFORM_FAULT_TRACE=FILE`` appends the name of every point reached to FILE (one per line);
+``GPUFORM_FAULT_KILL_AT=N`` sends SIGKILL to this process when the N-th point (1-based) is reached.
+Apply calls :func:`point` before and after every provider call and every state write, so a test can run an
+apply once to count the points and then kill it at each one in turn.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+_lock = threading.Lock()
+_count = 0
+
+
+def point(name: str) -> None:
+    """Mark a fault point; a no-op unless the fault environment variables are set."""
+    trace = os.environ.get("GPUFORM_FAULT_TRACE")
+    kill_at = os.environ.get("GPUFORM_FAULT_KILL_AT")
+    if not trace and not kill_at:
+        return
+    global _count
+    with _lock:
+        _count += 1
+        if trace:
+            with open(trace, "a", encoding="utf-8") as fh:
+                fh.write(f"{_count} {name}\n")
+        if kill_at and int(kill_at) == _count:
+            os.kill(os.getpid(), signal.SIGKILL)

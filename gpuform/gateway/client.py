@@ -1,0 +1,102 @@
+"""The CLI's client for the gateway's admin API (``/admin/...``, admin key required)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from gpuform.errors import GatewayError
+
+
+class AdminClient:
+    def __init__(self, base_url: str, admin_key: str | None, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, trust_env=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise GatewayError(f"cannot reach the gateway at {self.base_url} ({type(exc).__name__}: {exc})",
+                               "Check that it runs (`gpuform status`); `gpuform apply` starts it again.") from exc
+
+    def _json(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+        resp = self._request(method, path, **kwargs)
+        if resp.status_code == 401:
+            raise GatewayError(f"the gateway at {self.base_url} refused the admin key",
+                               "The key in state/secrets does not match the running gateway; "
+                               "`gpuform apply -replace gateway.NAME` restarts it with the current key.")
+        if resp.status_code not in ok:
+            raise GatewayError(f"{method} {path} answered {resp.status_code}: {_error_text(resp)}",
+                               "See the gateway log (gpuform logs --gateway).")
+        return resp.json() if resp.content else None
+
+    def healthy(self) -> dict[str, Any] | None:
+        try:
+            resp = self._http.get("/healthz", timeout=2.0)
+        except httpx.HTTPError:
+            return None
+        return resp.json() if resp.status_code == 200 else None
+
+    def wait_healthy(self, timeout: float, lineage: str | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            health = self.healthy()
+            if health is not None and (lineage is None or health.get("lineage") == lineage):
+                return health
+            if time.monotonic() > deadline:
+                raise GatewayError(f"the gateway at {self.base_url} did not become healthy in {timeout:.0f}s",
+                                   "Read its log (under the state directory) for the reason.")
+            time.sleep(0.1)
+
+    def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/admin/info")
+        return result
+
+    def put_endpoint(self, name: str, spec: dict[str, Any], secret_env: dict[str, str]) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("PUT", f"/admin/endpoints/{name}",
+                                            json={"spec": spec, "secret_env": secret_env})
+        return result
+
+    def get_endpoint(self, name: str) -> dict[str, Any] | None:
+        resp = self._request("GET", f"/admin/endpoints/{name}")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise GatewayError(f"GET /admin/endpoints/{name} answered {resp.status_code}: {_error_text(resp)}",
+                               "See the gateway log.")
+        result: dict[str, Any] = resp.json()
+        return result
+
+    def delete_endpoint(self, name: str, drain_timeout: float) -> None:
+        self._json("DELETE", f"/admin/endpoints/{name}", ok=(200, 404),
+                   params={"drain_timeout": drain_timeout}, timeout=drain_timeout + 30)
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/admin/status")
+        return result
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._json("GET", path, params=params)
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:300]
+    if isinstance(body, dict) and "error" in body:
+        return str(body["error"])
+    return str(body)[:300]

@@ -1,0 +1,209 @@
+"""The plan: what apply will do, what changed outside gpuform, and what it costs. Round-trips through JSON.
+
+The JSON follows the shape of Terraform's plan JSON (``resource_changes[].change.actions/before/after``,
+``resource_drift``), so tools that read one can read the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuform import __version__
+from gpuform.state.model import State
+
+FORMAT_VERSION = "1.0"
+Attrs = dict[str, Any]
+
+
+@dataclass
+class Observed:
+    """What refresh saw of one resource: ``exists`` False means gone; ``attributes`` may omit keys."""
+
+    exists: bool
+    attributes: Attrs = field(default_factory=dict)
+    computed: Attrs = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: str = ""  # refresh failed (unreachable): the prior state is kept
+
+    def to_json(self) -> dict[str, Any]:
+        return {"exists": self.exists, "attributes": self.attributes, "computed": self.computed,
+                "notes": self.notes, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Observed:
+        return cls(bool(data["exists"]), dict(data.get("attributes") or {}), dict(data.get("computed") or {}),
+                   list(data.get("notes") or []), str(data.get("error") or ""))
+
+
+@dataclass
+class Cost:
+    """Estimated cost per hour at min and max workers; ``None`` means the price is unknown."""
+
+    currency_per_hour_min: float | None
+    currency_per_hour_max: float | None
+    price_key: str
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"per_hour_at_min_workers": self.currency_per_hour_min,
+                "per_hour_at_max_workers": self.currency_per_hour_max, "priced_as": self.price_key,
+                "note": self.note}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Cost:
+        return cls(data.get("per_hour_at_min_workers"), data.get("per_hour_at_max_workers"),
+                   str(data.get("priced_as", "")), str(data.get("note", "")))
+
+
+@dataclass
+class ResourceChange:
+    address: str
+    kind: str
+    name: str
+    provider: str
+    actions: list[str]  # ["no-op"], ["create"], ["update"], ["delete"], ["delete", "create"]
+    before: Attrs | None
+    after: Attrs | None
+    pool: str | None = None
+    replace_paths: list[list[str | int]] = field(default_factory=list)
+    action_reason: str = ""
+    sensitive_paths: list[list[str | int]] = field(default_factory=list)
+    dependencies: list[str] = field(default_factory=list)
+    cost: Cost | None = None
+    prior_cost: Cost | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def action(self) -> str:
+        """One word: create, update, replace, delete or no-op."""
+        return "replace" if len(self.actions) == 2 else self.actions[0]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "address": self.address, "mode": "managed", "type": self.kind, "name": self.name,
+            "provider_name": self.provider, "pool": self.pool,
+            "change": {"actions": self.actions, "before": self.before, "after": self.after,
+                       "before_sensitive": _mask(self.before, self.sensitive_paths),
+                       "after_sensitive": _mask(self.after, self.sensitive_paths),
+                       "replace_paths": self.replace_paths},
+            "dependencies": self.dependencies, "notes": self.notes,
+        }
+        if self.action_reason:
+            out["action_reason"] = self.action_reason
+        if self.cost:
+            out["cost"] = self.cost.to_json()
+        if self.prior_cost:
+            out["prior_cost"] = self.prior_cost.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ResourceChange:
+        change = data["change"]
+        return cls(address=data["address"], kind=data["type"], name=data["name"], provider=data["provider_name"],
+                   actions=list(change["actions"]), before=change.get("before"), after=change.get("after"),
+                   pool=data.get("pool"), replace_paths=[list(p) for p in change.get("replace_paths") or []],
+                   action_reason=data.get("action_reason", ""),
+                   sensitive_paths=_unmask(change.get("after_sensitive") or change.get("before_sensitive")),
+                   dependencies=list(data.get("dependencies") or []),
+                   cost=Cost.from_json(data["cost"]) if data.get("cost") else None,
+                   prior_cost=Cost.from_json(data["prior_cost"]) if data.get("prior_cost") else None,
+                   notes=list(data.get("notes") or []))
+
+
+@dataclass
+class Drift:
+    """A difference refresh found between state and reality ("changed outside gpuform")."""
+
+    address: str
+    kind: str
+    name: str
+    before: Attrs | None
+    after: Attrs | None  # None: deleted outside gpuform
+    changed_paths: list[list[str | int]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        actions = ["delete"] if self.after is None else ["update"]
+        return {"address": self.address, "type": self.kind, "name": self.name,
+                "change": {"actions": actions, "before": self.before, "after": self.after,
+                           "changed_paths": self.changed_paths}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Drift:
+        change = data["change"]
+        return cls(data["address"], data["type"], data["name"], change.get("before"), change.get("after"),
+                   [list(p) for p in change.get("changed_paths") or []])
+
+
+@dataclass
+class Plan:
+    lineage: str
+    serial: int
+    config_digest: str
+    mode: str = "normal"  # normal | destroy | refresh-only
+    changes: list[ResourceChange] = field(default_factory=list)
+    drift: list[Drift] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    refreshed: State | None = None  # state after refresh, applied as-is by refresh-only plans
+    gpuform_version: str = __version__
+
+    @property
+    def has_changes(self) -> bool:
+        if self.mode == "refresh-only":
+            return bool(self.drift)
+        return any(c.action != "no-op" for c in self.changes)
+
+    def counts(self) -> dict[str, int]:
+        out = {"add": 0, "change": 0, "destroy": 0}
+        for c in self.changes:
+            out["add"] += c.action in ("create", "replace")
+            out["change"] += c.action == "update"
+            out["destroy"] += c.action in ("delete", "replace")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION, "gpuform_version": self.gpuform_version,
+            "lineage": self.lineage, "serial": self.serial, "config_digest": self.config_digest,
+            "mode": self.mode, "applyable": self.has_changes, "complete": True, "errored": False,
+            "resource_changes": [c.to_json() for c in self.changes],
+            "resource_drift": [d.to_json() for d in self.drift], "warnings": self.warnings,
+            "targets": self.targets,
+            "prior_state": self.refreshed.to_json() if self.refreshed else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        return cls(lineage=data["lineage"], serial=int(data["serial"]), config_digest=data["config_digest"],
+                   mode=data.get("mode", "normal"),
+                   changes=[ResourceChange.from_json(c) for c in data.get("resource_changes") or []],
+                   drift=[Drift.from_json(d) for d in data.get("resource_drift") or []],
+                   warnings=list(data.get("warnings") or []), targets=list(data.get("targets") or []),
+                   refreshed=State.from_json(data["prior_state"]) if data.get("prior_state") else None,
+                   gpuform_version=data.get("gpuform_version", ""))
+
+
+def _mask(value: Attrs | None, paths: list[list[str | int]]) -> Any:
+    """Terraform's ``*_sensitive`` shape: ``true`` at each sensitive leaf."""
+    if value is None:
+        return False
+    out: dict[str, Any] = {}
+    for path in paths:
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(str(part), {})
+        node[str(path[-1])] = True
+    return out
+
+
+def _unmask(mask: Any, prefix: tuple[str, ...] = ()) -> list[list[str | int]]:
+    if not isinstance(mask, dict):
+        return []
+    out: list[list[str | int]] = []
+    for key, val in mask.items():
+        if val is True:
+            out.append([*prefix, key])
+        else:
+            out += _unmask(val, (*prefix, key))
+    return out

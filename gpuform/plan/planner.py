@@ -1,0 +1,200 @@
+"""``plan(desired, state, observed) -> Plan``: a pure function. No I/O, no clock, no randomness.
+
+Refresh results (``observed``) are first folded into a copy of the state: what vanished or changed behind
+gpuform's back becomes drift, shown apart from the changes; resources an interrupted apply created (journal
+entries in ``state.pending``) are adopted. The desired attributes are then compared with that refreshed
+state. Only declared attributes are compared; computed values (pids, hosts chosen, live worker counts) never
+make a change or drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from gpuform.errors import PlanError
+from gpuform.plan.checks import capacity_warnings
+from gpuform.plan.cost import endpoint_cost
+from gpuform.plan.model import Attrs, Drift, Observed, Plan, ResourceChange
+from gpuform.resources.desired import Desired
+from gpuform.state.model import ResourceState, State
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    mode: str = "normal"  # normal | destroy | refresh-only
+    targets: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+    config_digest: str = ""
+
+
+def plan(desired: Mapping[str, Desired], state: State, observed: Mapping[str, Observed] | None,
+         options: PlanOptions = PlanOptions()) -> Plan:
+    """Compare desired resources with the refreshed state; raise PlanError for forbidden deletions."""
+    refreshed, drift, warnings = refresh_state(state, observed or {}, desired)
+    result = Plan(lineage=state.lineage, serial=state.serial, config_digest=options.config_digest,
+                  mode=options.mode, drift=drift, warnings=warnings, targets=list(options.targets),
+                  refreshed=refreshed)
+    if options.mode == "refresh-only":
+        return result
+    wanted = {} if options.mode == "destroy" else desired
+    changes = [_change(addr, wanted.get(addr), refreshed.resources.get(addr), options, observed or {})
+               for addr in sorted(set(wanted) | set(refreshed.resources))]
+    changes = _select_targets(changes, options.targets, wanted, refreshed)
+    _reregister_endpoints(changes)
+    _check_prevent_destroy(changes, desired, refreshed)
+    _add_costs(changes, desired, refreshed)
+    result.changes = changes
+    result.warnings += capacity_warnings(desired, observed or {})
+    return result
+
+
+def refresh_state(state: State, observed: Mapping[str, Observed],
+                  desired: Mapping[str, Desired]) -> tuple[State, list[Drift], list[str]]:
+    """Fold refresh results into a copy of ``state``; return it with the drift found and warnings."""
+    refreshed = state.copy()
+    drift: list[Drift] = []
+    warnings: list[str] = []
+    for addr, res in sorted(state.resources.items()):
+        obs = observed.get(addr)
+        if obs is None:
+            continue
+        if obs.error:
+            warnings.append(f"{addr}: could not refresh ({obs.error}); planning from the saved state")
+            continue
+        if not obs.exists:
+            drift.append(Drift(addr, res.kind, res.name, res.attributes, None))
+            del refreshed.resources[addr]
+            continue
+        merged = {**res.attributes, **{k: v for k, v in obs.attributes.items() if k in res.attributes}}
+        if merged != res.attributes:
+            drift.append(Drift(addr, res.kind, res.name, res.attributes, merged,
+                               changed_paths(res.attributes, merged)))
+        refreshed.resources[addr].attributes = merged
+        refreshed.resources[addr].computed = {**res.computed, **obs.computed}
+    _adopt_pending(state, observed, desired, refreshed, warnings)
+    return refreshed, drift, warnings
+
+
+def _adopt_pending(state: State, observed: Mapping[str, Observed], desired: Mapping[str, Desired],
+                   refreshed: State, warnings: list[str]) -> None:
+    """Record what an interrupted create left behind, so it is updated instead of created twice."""
+    for op in state.pending:
+        obs = observed.get(op.address)
+        if op.address in refreshed.resources or obs is None or not obs.exists or obs.error:
+            continue
+        want = desired.get(op.address)
+        kind, _, name = op.address.partition(".")
+        base = dict(want.attributes) if want else {}
+        attrs = {**base, **obs.attributes}
+        refreshed.resources[op.address] = ResourceState(
+            address=op.address, kind=kind, name=name, provider=want.provider if want else "unknown",
+            attributes=attrs, computed=dict(obs.computed),
+            dependencies=sorted(want.dependencies) if want else [])
+        warnings.append(f"{op.address}: adopted what an interrupted apply created")
+    refreshed.pending = []
+
+
+def changed_paths(before: Attrs, after: Attrs) -> list[list[str | int]]:
+    """Paths of the leaves that differ (deepdiff, only ever called on resources known to differ)."""
+    from deepdiff import DeepDiff
+    from deepdiff.path import parse_path
+
+    diff = DeepDiff(before, after, verbose_level=0)
+    return sorted((list(parse_path(p)) for p in diff.affected_paths), key=lambda p: [str(x) for x in p])
+
+
+def _change(addr: str, want: Desired | None, prior: ResourceState | None, options: PlanOptions,
+            observed: Mapping[str, Observed]) -> ResourceChange:
+    notes = list(observed[addr].notes) if addr in observed else []
+    if want is None:
+        assert prior is not None
+        return _from_prior(prior, ["delete"], "delete_because_no_resource_config"
+                           if options.mode != "destroy" else "", notes)
+    change = ResourceChange(address=addr, kind=want.kind, name=want.name, provider=want.provider,
+                            actions=["create"], before=None, after=want.attributes, pool=want.pool,
+                            sensitive_paths=want.sensitive_paths, dependencies=sorted(want.dependencies),
+                            notes=notes)
+    if prior is None:
+        return change
+    change.before = prior.attributes
+    if addr in options.replace:
+        change.actions, change.action_reason = ["delete", "create"], "replace_by_request"
+    elif prior.status == "tainted":
+        change.actions, change.action_reason = ["delete", "create"], "replace_because_tainted"
+    elif prior.attributes == want.attributes:
+        change.actions = ["no-op"]
+    else:
+        paths = changed_paths(prior.attributes, want.attributes)
+        forced = [p for p in paths if p and p[0] in want.replace_fields]
+        if forced:
+            change.actions, change.replace_paths = ["delete", "create"], forced
+            change.action_reason = "replace_because_cannot_update"
+        else:
+            change.actions = ["update"]
+    return change
+
+
+def _from_prior(prior: ResourceState, actions: list[str], reason: str, notes: list[str]) -> ResourceChange:
+    return ResourceChange(address=prior.address, kind=prior.kind, name=prior.name, provider=prior.provider,
+                          actions=actions, before=prior.attributes, after=None,
+                          pool=prior.attributes.get("pool") if prior.kind != "pool" else prior.name,
+                          action_reason=reason, sensitive_paths=prior.sensitive_paths,
+                          dependencies=prior.dependencies, notes=notes)
+
+
+def _reregister_endpoints(changes: list[ResourceChange]) -> None:
+    """Endpoints of a gateway being (re)created are registered with it again."""
+    fresh = {c.name for c in changes if c.kind == "gateway" and c.action in ("create", "replace")}
+    for c in changes:
+        if c.kind == "endpoint" and c.action == "no-op" and (c.after or {}).get("gateway") in fresh:
+            c.actions = ["update"]
+            c.notes.append(f"registered again with gateway.{(c.after or {}).get('gateway')}, which is (re)created")
+
+
+def _select_targets(changes: list[ResourceChange], targets: Iterable[str], desired: Mapping[str, Desired],
+                    state: State) -> list[ResourceChange]:
+    targets = list(targets)
+    if not targets:
+        return changes
+    known = set(desired) | set(state.resources)
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        raise PlanError(f"--target {unknown[0]} matches no resource in the configuration or state",
+                        "Use an address from `gpuform state list`, such as endpoint.chat.")
+    keep = set(targets)
+    stack = list(targets)
+    while stack:
+        addr = stack.pop()
+        deps = desired[addr].dependencies if addr in desired else set()
+        for dep in deps - keep:
+            keep.add(dep)
+            stack.append(dep)
+    return [c for c in changes if c.address in keep]
+
+
+def _check_prevent_destroy(changes: list[ResourceChange], desired: Mapping[str, Desired], state: State) -> None:
+    blocked = []
+    for c in changes:
+        if "delete" not in c.actions:
+            continue
+        protected = desired[c.address].prevent_destroy if c.address in desired else False
+        prior = state.resources.get(c.address)
+        if protected or (prior is not None and prior.attributes.get("prevent_destroy")):
+            blocked.append(c.address)
+    if blocked:
+        raise PlanError(
+            "the plan would delete resources that have prevent_destroy set: " + ", ".join(blocked),
+            "Set prevent_destroy: false on them and apply that first, or change the plan (e.g. --target) "
+            "so they are not deleted or replaced.")
+
+
+def _add_costs(changes: list[ResourceChange], desired: Mapping[str, Desired], state: State) -> None:
+    for c in changes:
+        if c.kind != "endpoint":
+            continue
+        if c.after is not None and c.pool and f"pool.{c.pool}" in desired:
+            c.cost = endpoint_cost(c.after, desired[f"pool.{c.pool}"].attributes)
+        prior_pool = state.resources.get(f"pool.{(c.before or {}).get('pool')}")
+        if c.before is not None and prior_pool is not None:
+            c.prior_cost = endpoint_cost(c.before, prior_pool.attributes)

@@ -1,0 +1,174 @@
+"""Turn a validated configuration into the desired attributes of each resource (pure, no I/O).
+
+Sensitive values (gateway keys, anything interpolated from ``${env.…}``) appear in attributes only as
+salted hashes, so state, saved plans and rendered plans never hold them; the real values travel beside the
+attributes in ``Desired.secrets`` for the apply that needs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuform.config import schema
+from gpuform.config.graph import dependencies
+from gpuform.config.load import Config
+from gpuform.diagnostics import Path
+
+SENSITIVE_PREFIX = "sensitive:hmac-sha256:"
+GENERATED = "(generated)"
+
+# Fields whose change cannot be applied in place: the plan replaces the resource and names the field.
+REPLACE_FIELDS: dict[str, frozenset[str]] = {
+    "pool": frozenset({"provider"}),
+    "volume": frozenset({"pool", "path"}),
+    "policy": frozenset(),
+    "gateway": frozenset({"pool", "queue", "data_dir"}),
+    "endpoint": frozenset({"pool", "gateway"}),
+}
+_LIFECYCLE = {"depends_on"}
+
+
+@dataclass(frozen=True)
+class VolumeSource:
+    """What refresh found in a volume's source directory (computed outside the planner)."""
+
+    digest: str
+    files: int
+    bytes: int
+    manifest: dict[str, tuple[int, str]] = field(default_factory=dict)  # relpath -> (size, sha256)
+    error: str = ""
+
+
+@dataclass
+class Desired:
+    address: str
+    kind: str
+    name: str
+    provider: str
+    pool: str | None
+    attributes: dict[str, Any]
+    dependencies: set[str]
+    sensitive_paths: list[list[str | int]] = field(default_factory=list)
+    secrets: dict[tuple[str | int, ...], Any] = field(default_factory=dict)
+    prevent_destroy: bool = False
+    source: str = ""
+
+    @property
+    def replace_fields(self) -> frozenset[str]:
+        return REPLACE_FIELDS[self.kind]
+
+
+def hash_secret(value: Any, salt: str) -> str:
+    digest = hmac.new(salt.encode(), str(value).encode(), hashlib.sha256).hexdigest()
+    return SENSITIVE_PREFIX + digest[:40]
+
+
+def is_hashed(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(SENSITIVE_PREFIX)
+
+
+def build(config: Config, lineage: str, volume_sources: dict[str, VolumeSource] | None = None) -> dict[str, Desired]:
+    """Desired state of every declared resource, keyed by address."""
+    deps = dependencies(config)
+    volume_sources = volume_sources or {}
+    out: dict[str, Desired] = {}
+    for name, pool in config.pools.items():
+        out[f"pool.{name}"] = _make(config, "pool", name, pool.provider, name, _dump(pool), deps, lineage)
+    for name, policy in config.policies.items():
+        out[f"policy.{name}"] = _make(config, "policy", name, "gpuform", None, _dump(policy), deps, lineage)
+    for name, vol in config.volumes.items():
+        out[f"volume.{name}"] = _make(config, "volume", name, _provider(config, vol.pool), vol.pool,
+                                      _volume_attrs(vol, volume_sources.get(name)), deps, lineage)
+    for name, gw in config.gateways.items():
+        out[f"gateway.{name}"] = _make(config, "gateway", name, _provider(config, gw.pool), gw.pool,
+                                       _gateway_attrs(config, name, gw, deps), deps, lineage)
+    for name, ep in config.endpoints.items():
+        out[f"endpoint.{name}"] = _make(config, "endpoint", name, _provider(config, ep.pool), ep.pool,
+                                        _endpoint_attrs(config, ep), deps, lineage)
+    return out
+
+
+def _provider(config: Config, pool: str) -> str:
+    return config.pools[pool].provider
+
+
+def _dump(model: schema.Model) -> dict[str, Any]:
+    data = model.model_dump(mode="json")
+    return {k: v for k, v in data.items() if k not in _LIFECYCLE}
+
+
+def _volume_attrs(vol: schema.Volume, source: VolumeSource | None) -> dict[str, Any]:
+    attrs = _dump(vol)
+    if source is not None and not source.error:
+        attrs.update(content=source.digest, files=source.files, bytes=source.bytes)
+    return attrs
+
+
+def _gateway_attrs(config: Config, name: str, gw: schema.Gateway, deps: dict[str, set[str]]) -> dict[str, Any]:
+    attrs = _dump(gw)
+    attrs["advertise_url"] = gw.resolved_advertise_url()
+    if gw.admin_key is None:
+        attrs["admin_key"] = GENERATED
+    driven = sorted(a.split(".", 1)[1] for a in deps[f"gateway.{name}"] if a.startswith("pool."))
+    attrs["pools"] = {p: _dump(config.pools[p]) for p in driven}
+    return attrs
+
+
+def _endpoint_attrs(config: Config, ep: schema.Endpoint) -> dict[str, Any]:
+    attrs = _dump(ep)
+    attrs["gateway"] = config.gateway_of(ep)
+    policy = config.policies.get(ep.policy) if ep.policy else None
+    attrs["schedule"] = _dump(policy) if policy else None
+    volume_path = None
+    if ep.model and ep.model.volume:
+        base = config.volumes[ep.model.volume].path
+        volume_path = base + ("/" + ep.model.path.strip("/") if ep.model.path.strip("/") else "")
+    attrs["volume_path"] = volume_path
+    return attrs
+
+
+_SECTION = {"pool": "pools", "volume": "volumes", "policy": "policies", "gateway": "gateway",
+            "endpoint": "endpoints"}
+_ALWAYS_SENSITIVE: dict[str, list[Path]] = {"gateway": [("admin_key",)]}
+
+
+def _make(config: Config, kind: str, name: str, provider: str, pool: str | None, attrs: dict[str, Any],
+          deps: dict[str, set[str]], lineage: str) -> Desired:
+    address = f"{kind}.{name}"
+    prefix = (_SECTION[kind], name)
+    paths = [p[2:] for p in config.sensitive if p[:2] == prefix]
+    paths += _ALWAYS_SENSITIVE.get(kind, [])
+    if kind == "gateway":
+        paths += [("api_keys", k) for k in attrs.get("api_keys", {})]
+    secrets: dict[tuple[str | int, ...], Any] = {}
+    for path in sorted(set(paths), key=str):
+        value = _get(attrs, path)
+        if value is None or value == GENERATED:
+            continue
+        secrets[path] = value
+        _set(attrs, path, hash_secret(value, lineage))
+    obj = config.section(kind)[name]
+    return Desired(address=address, kind=kind, name=name, provider=provider, pool=pool, attributes=attrs,
+                   dependencies=deps.get(address, set()), sensitive_paths=[list(p) for p in secrets],
+                   secrets=secrets, prevent_destroy=bool(getattr(obj, "prevent_destroy", False)),
+                   source=config.source_of(kind, name))
+
+
+def _get(data: Any, path: Path) -> Any:
+    for part in path:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _set(data: Any, path: Path, value: Any) -> None:
+    for part in path[:-1]:
+        data = data[part]
+    data[path[-1]] = value

@@ -1,0 +1,123 @@
+"""Volume manifests: what a source directory holds (size and sha256 per file) and what a host lacks.
+
+Hosts keep ``.gpuform-manifest.json`` beside the staged files; refresh compares the files' sizes and
+modification times with it (cheap, no re-hashing), and staging verifies checksums of what it copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpuform.resources.desired import VolumeSource
+
+MANIFEST_NAME = ".gpuform-manifest.json"
+Manifest = dict[str, tuple[int, str]]  # relpath -> (size, sha256)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_digest(manifest: Manifest) -> str:
+    h = hashlib.sha256()
+    for rel in sorted(manifest):
+        size, digest = manifest[rel]
+        h.update(f"{rel}\0{size}\0{digest}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def scan_source(directory: Path, cache_file: Path | None = None) -> VolumeSource:
+    """Hash every file under ``directory``; reuse hashes from ``cache_file`` for unchanged files."""
+    if not directory.is_dir():
+        return VolumeSource("", 0, 0, error=f"source directory {directory} does not exist")
+    cache = _load_cache(cache_file)
+    manifest: Manifest = {}
+    fresh: dict[str, Any] = {}
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            rel = path.relative_to(directory).as_posix()
+            if rel == MANIFEST_NAME:
+                continue
+            st = path.stat()
+            key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+            digest = cache.get(key) or sha256_file(path)
+            fresh[key] = digest
+            manifest[rel] = (st.st_size, digest)
+    if cache_file is not None:
+        _save_cache(cache_file, {**cache, **fresh})
+    total = sum(size for size, _ in manifest.values())
+    return VolumeSource(manifest_digest(manifest), len(manifest), total, manifest)
+
+
+@dataclass(frozen=True)
+class HostFiles:
+    """What a host holds under a volume path, judged against its recorded manifest."""
+
+    manifest: Manifest  # as recorded after the last staging, for files whose size and mtime still match
+    missing_or_changed: list[str]
+
+
+def host_view(recorded: dict[str, Any] | None, stats: dict[str, tuple[int, int]]) -> Manifest:
+    """Files of the recorded manifest whose (size, mtime_ns) still match ``stats`` (relpath -> stat)."""
+    if not recorded:
+        return {}
+    out: Manifest = {}
+    for rel, entry in (recorded.get("files") or {}).items():
+        size, digest, mtime = int(entry[0]), str(entry[1]), int(entry[2])
+        if stats.get(rel) == (size, mtime):
+            out[rel] = (size, digest)
+    return out
+
+
+def to_copy(source: Manifest, host: Manifest) -> list[str]:
+    """Relative paths the host lacks or holds with other contents."""
+    return sorted(rel for rel, entry in source.items() if host.get(rel) != entry)
+
+
+def extra_files(source: Manifest, stats: dict[str, tuple[int, int]]) -> list[str]:
+    return sorted(rel for rel in stats if rel not in source and rel != MANIFEST_NAME)
+
+
+def observed_content(source: Manifest, hosts: dict[str, Manifest]) -> str:
+    """The content digest all hosts agree on, or a description of how they differ."""
+    digests = {h: manifest_digest(m) for h, m in hosts.items()}
+    if hosts and len(set(digests.values())) == 1:
+        only: Manifest = next(iter(hosts.values()))
+        if only == source or not source:
+            return next(iter(digests.values()))
+    differing = sorted(h for h, m in hosts.items() if m != source)
+    missing = sum(len(to_copy(source, hosts[h])) for h in differing)
+    return f"differs on {', '.join(differing)} ({missing} file(s) missing or changed)"
+
+
+def manifest_record(source: Manifest, mtimes: dict[str, int]) -> str:
+    files = {rel: [size, digest, mtimes.get(rel, 0)] for rel, (size, digest) in source.items()}
+    return json.dumps({"version": 1, "digest": manifest_digest(source), "files": files}, sort_keys=True)
+
+
+def _load_cache(path: Path | None) -> dict[str, str]:
+    if path is None or not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _save_cache(path: Path, cache: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache), encoding="utf-8")
+    tmp.replace(path)

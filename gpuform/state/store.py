@@ -1,0 +1,213 @@
+"""State storage. :class:`StateStore` is the interface; :class:`LocalStateStore` keeps files on disk.
+
+The local store writes atomically (temporary file, fsync, rename), keeps the previous serial as
+``gpuform.state.json.backup`` (hard-linked before the rename, so a state file always exists), and locks
+with ``flock`` on a lock file that also records the holder (pid, host, operation, time). A process killed
+with -9 releases its flock, so its lock never goes stale on this host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from gpuform import __version__, faults
+from gpuform.errors import StateError, StateLocked
+from gpuform.state.model import STATE_VERSION, State
+
+STATE_FILE = "gpuform.state.json"
+LOCK_FILE = ".gpuform.lock"
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    id: str
+    operation: str
+    who: str
+    pid: int
+    host: str
+    created: str
+    path: str
+    version: str = __version__
+
+    def render(self) -> str:
+        return (f"Lock Info:\n  ID:        {self.id}\n  Path:      {self.path}\n"
+                f"  Operation: {self.operation}\n  Who:       {self.who} (pid {self.pid} on {self.host})\n"
+                f"  Version:   {self.version}\n  Created:   {self.created}")
+
+
+class StateStore(Protocol):
+    """Where state lives. Implementations must make ``write`` atomic and ``lock`` exclusive."""
+
+    def read(self) -> State: ...
+
+    def write(self, state: State) -> None: ...
+
+    def lock(self, operation: str, timeout: float = 0.0) -> contextlib.AbstractContextManager[LockInfo]: ...
+
+    def lock_info(self) -> LockInfo | None: ...
+
+    def force_unlock(self, lock_id: str) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+class LocalStateStore:
+    """State in ``DIRECTORY/gpuform.state.json``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / STATE_FILE
+        self.backup = directory / (STATE_FILE + ".backup")
+        self.lock_path = directory / LOCK_FILE
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def read(self) -> State:
+        """The saved state, or an empty one (serial 0, fresh lineage) when none was saved."""
+        try:
+            raw = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return State()
+        except OSError as exc:
+            raise StateError(f"cannot read {self.path}: {exc.strerror}", "Check its permissions.") from exc
+        return parse_state(raw, str(self.path))
+
+    def write(self, state: State) -> None:
+        """Bump the serial and replace the state file atomically, keeping the previous one as backup."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        state.serial += 1
+        text = json.dumps(state.to_json(), indent=2, sort_keys=False) + "\n"
+        faults.point("before-state-write")
+        tmp = self.directory / f".{STATE_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if self.path.exists():
+            link = self.directory / f".{STATE_FILE}.backup.{os.getpid()}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            os.link(self.path, link)
+            os.replace(link, self.backup)
+        os.replace(tmp, self.path)
+        _fsync_dir(self.directory)
+        faults.point("after-state-write")
+
+    @contextlib.contextmanager
+    def lock(self, operation: str, timeout: float = 0.0) -> Iterator[LockInfo]:
+        """Hold the exclusive lock; raise StateLocked (with the holder's info) after ``timeout`` seconds."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._acquire(fd, timeout)
+            info = LockInfo(id=str(uuid.uuid4()), operation=operation, who=_who(), pid=os.getpid(),
+                            host=socket.gethostname(), created=datetime.now(UTC).isoformat(),
+                            path=str(self.path))
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info.__dict__).encode(), 0)
+            try:
+                yield info
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _acquire(self, fd: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    held = self.lock_info()
+                    detail = held.render() if held else "(the holder has not written its details yet)"
+                    raise StateLocked(
+                        f"Error acquiring the state lock: another gpuform operation holds it.\n{detail}",
+                        "Wait for it to finish, or pass --lock-timeout 300 to wait up to 5 minutes.") from None
+                time.sleep(0.1)
+
+    def lock_info(self) -> LockInfo | None:
+        try:
+            raw = self.lock_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        if not raw.strip():
+            return None
+        try:
+            return LockInfo(**json.loads(raw))
+        except (ValueError, TypeError):
+            return None
+
+    def is_locked(self) -> bool:
+        """Whether a live process holds the lock."""
+        if not self.lock_path.exists():
+            return False
+        fd = os.open(self.lock_path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        return False
+
+    def force_unlock(self, lock_id: str) -> None:
+        """Clear the lock record ``lock_id``. A lock held by a live process cannot be broken here."""
+        info = self.lock_info()
+        if info is None or info.id != lock_id:
+            raise StateError(f"no lock with ID {lock_id} is recorded in {self.lock_path}",
+                             "Copy the ID from the 'Lock Info' of the error that reported the lock.")
+        if self.is_locked():
+            raise StateError(f"lock {lock_id} is held by a running process (pid {info.pid} on {info.host})",
+                             f"Stop that process first (kill {info.pid}); its lock is released when it exits.")
+        self.lock_path.write_text("", encoding="utf-8")
+
+
+def parse_state(raw: str, where: str) -> State:
+    try:
+        data: Any = json.loads(raw)
+    except ValueError as exc:
+        raise StateError(f"{where} is not valid JSON ({exc})",
+                         f"Restore it from {where}.backup, or fix it by hand.") from exc
+    if not isinstance(data, dict) or "lineage" not in data or "serial" not in data:
+        raise StateError(f"{where} is not a gpuform state file", "Restore it from its .backup copy.")
+    if int(data.get("version", 0)) > STATE_VERSION:
+        raise StateError(f"{where} was written by a newer gpuform (state version {data['version']})",
+                         "Upgrade gpuform.")
+    try:
+        return State.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"{where} is damaged: {exc!r}", "Restore it from its .backup copy.") from exc
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

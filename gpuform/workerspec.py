@@ -1,0 +1,33 @@
+"""How an endpoint's worker template becomes a command line, shared by every provider."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+TEMPLATE_MODULES = {"echo": "gpuform.workers.echo", "vllm": "gpuform.workers.vllm"}
+PYTHON_NAMES = ("python", "python3")
+VOLUME_MOUNT = "/runpod-volume"
+
+
+def template_argv(template: str, command: list[str] | None) -> list[str]:
+    """The worker's argv with ``python`` as a placeholder for the interpreter."""
+    if template in TEMPLATE_MODULES and not command:
+        return ["python", "-m", TEMPLATE_MODULES[template]]
+    return list(command or [])
+
+
+def interpreter(python: str | None, default: str = sys.executable) -> str:
+    """``python`` may name an interpreter or a virtualenv directory; default: the running interpreter."""
+    if not python:
+        return default
+    if os.path.isdir(python):
+        return str(Path(python) / "bin" / "python")
+    return python
+
+
+def resolve_argv(argv: list[str], python: str) -> list[str]:
+    if argv and argv[0] in PYTHON_NAMES:
+        return [python, *argv[1:]]
+    return argv

@@ -1,0 +1,1 @@
+"""Providers shipped with gpuform, registered as `gpuform.providers` entry points."""

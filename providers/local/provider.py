@@ -1,0 +1,260 @@
+"""The local provider: this machine is the pool's only host.
+
+Files live under the pool's data directory (default ``STATE_DIR/local/POOL``):
+``gateways/NAME/{config.json,supervisor.pid,gateway.log,queue.db}`` and
+``workers/ID.json`` (pid file) + ``workers/ID.log``. Workers are processes in their own session, so a
+gateway restart does not take them down; the gateway adopts them again from their pid files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gpuform.errors import NoCapacity, ProviderError
+from gpuform.provider import (Attrs, HostInventory, ProviderContext, ResourceRef, WorkerInfo, WorkerLaunch)
+from gpuform.providers.local import LocalPool
+from gpuform.providers.local.volume import LocalVolumes
+from gpuform.util import procs
+from gpuform.util.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi, place
+from gpuform.workerspec import interpreter, resolve_argv
+
+HOST = "localhost"
+
+
+class LocalProvider:
+    def __init__(self, pool_name: str, pool: LocalPool, ctx: ProviderContext) -> None:
+        self.pool_name = pool_name
+        self.pool = pool
+        self.ctx = ctx
+        self.data_dir = Path(pool.data_dir) if pool.data_dir else ctx.state_dir / "local" / pool_name
+        self.workers_dir = self.data_dir / "workers"
+        self.volumes = LocalVolumes(ctx)
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    # ---- declared resources -------------------------------------------------------------------------
+
+    def read(self, ref: ResourceRef, prior: Attrs) -> Attrs | None:
+        if ref.kind == "pool":
+            return {"data_dir": str(self.data_dir)} if self.data_dir.exists() else {}
+        if ref.kind == "volume":
+            return self.volumes.read(prior)
+        if ref.kind == "gateway":
+            pid = self._gateway_pid(ref.name)
+            return {"pid": pid} if pid else None
+        return {}
+
+    def create(self, ref: ResourceRef, desired: Attrs) -> Attrs:
+        if ref.kind == "pool":
+            self.workers_dir.mkdir(parents=True, exist_ok=True)
+            return {"data_dir": str(self.data_dir)}
+        if ref.kind == "volume":
+            return self.volumes.stage(desired)
+        if ref.kind == "gateway":
+            return self._start_gateway(ref.name, desired)
+        return {}
+
+    def update(self, ref: ResourceRef, prior: Attrs, desired: Attrs) -> Attrs:
+        if ref.kind == "volume" and prior.get("path") != desired.get("path"):
+            self.volumes.delete(prior)
+        return self.create(ref, desired)
+
+    def delete(self, ref: ResourceRef, prior: Attrs) -> None:
+        if ref.kind == "pool":
+            if self.data_dir.is_relative_to(self.ctx.state_dir) and not self.list_workers():
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+        elif ref.kind == "volume":
+            self.volumes.delete(prior)
+        elif ref.kind == "gateway":
+            self._stop_gateway(ref.name, remove_data=True)
+        elif ref.kind == "endpoint":
+            for worker in self.list_workers(ref.name):
+                self.stop_worker(worker, grace_s=5.0)
+                self._forget(worker.worker_id)
+
+    # ---- gateway daemon -----------------------------------------------------------------------------
+
+    def _gateway_dir(self, name: str) -> Path:
+        return self.data_dir / "gateways" / name
+
+    def _labels(self, name: str) -> dict[str, str]:
+        return {"gpuform.lineage": self.ctx.lineage, "gpuform.address": f"gateway.{name}"}
+
+    def _gateway_pid(self, name: str) -> int | None:
+        pidfile = self._gateway_dir(name) / "supervisor.pid"
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            data = json.loads(pidfile.read_text())
+            if procs.alive(int(data["pid"]), data.get("started")):
+                return int(data["pid"])
+        return next(procs.find_by_labels(self._labels(name)), None)
+
+    def _start_gateway(self, name: str, desired: Attrs) -> Attrs:
+        gdir = self._gateway_dir(name)
+        gdir.mkdir(parents=True, exist_ok=True)
+        config = json.loads(desired["runtime_config"])
+        config["data_dir"] = desired.get("data_dir") or str(gdir)
+        text = json.dumps(config, indent=2, sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        running = self._gateway_pid(name)
+        cfg_path = gdir / "config.json"
+        if running and (gdir / "config.sha").exists() and (gdir / "config.sha").read_text() == digest:
+            return {"pid": running, "config_sha": digest}  # adopt: already running this configuration
+        if running:
+            self._stop_gateway(name, remove_data=False)
+        _write_private(cfg_path, text)
+        (gdir / "config.sha").write_text(digest)
+        label_args = [a for k, v in self._labels(name).items() for a in ("--label", f"{k}={v}")]
+        argv = [sys.executable, "-m", "gpuform.util.supervise", "--pidfile", str(gdir / "supervisor.pid"),
+                *label_args, "--", sys.executable, "-m", "gpuform.gateway", "--config", str(cfg_path)]
+        with open(gdir / "gateway.log", "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True, env=_gateway_env())
+        return {"pid": proc.pid, "config_sha": digest}
+
+    def _stop_gateway(self, name: str, remove_data: bool) -> None:
+        pid = self._gateway_pid(name)
+        while pid:
+            procs.terminate(pid, grace=30.0)
+            pid = self._gateway_pid(name)
+        gdir = self._gateway_dir(name)
+        with contextlib.suppress(FileNotFoundError):
+            (gdir / "supervisor.pid").unlink()
+        if remove_data:
+            shutil.rmtree(gdir, ignore_errors=True)
+
+    # ---- inventory and workers ----------------------------------------------------------------------
+
+    def inventory(self) -> list[HostInventory]:
+        try:
+            out = subprocess.run([self.pool.nvidia_smi, *NVIDIA_SMI_ARGS], capture_output=True, text=True,
+                                 timeout=30, check=False)
+        except FileNotFoundError:
+            return [HostInventory(HOST, True)]
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return [HostInventory(HOST, True, reason=f"nvidia-smi failed: {exc}")]
+        if out.returncode != 0:
+            return [HostInventory(HOST, True, reason=f"nvidia-smi exited {out.returncode}: {out.stderr[-200:]}")]
+        try:
+            return [HostInventory(HOST, True, gpus=tuple(parse_nvidia_smi(out.stdout)))]
+        except ValueError as exc:
+            return [HostInventory(HOST, True, reason=str(exc))]
+
+    def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
+        running = [w for w in self.list_workers() if w.state == "running"]
+        used = {HOST: {i for w in running for i in w.gpu_indices}}
+        spot = place(self.inventory(), used, {HOST: len(running)}, launch.gpu_types, launch.gpu_count)
+        if spot is None:
+            raise NoCapacity(f"no free GPU of type {' or '.join(launch.gpu_types)} on this machine",
+                             "Free GPUs, add a type to gpu.types, or lower max_workers.", f"pool.{self.pool_name}")
+        self.workers_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **launch.env, "GPUFORM_GPU_TYPE": spot.gpu_type}
+        if spot.indices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spot.indices)
+        if launch.volume_path:
+            env.setdefault("GPUFORM_VOLUME_PATH", launch.volume_path)
+        argv = resolve_argv(launch.command, interpreter(launch.python))
+        cwd = launch.workdir or str(self.ctx.config_dir)
+        log_path = self.workers_dir / f"{launch.worker_id}.log"
+        try:
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise ProviderError(f"cannot start worker {launch.worker_id}: {exc.strerror} ({argv[0]})",
+                                "Check worker.command and worker.python.", f"endpoint.{launch.endpoint}") from exc
+        self._children[launch.worker_id] = proc
+        info = WorkerInfo(launch.worker_id, launch.endpoint, HOST, "running", spot.gpu_type, spot.indices,
+                          ref=str(proc.pid), started_at=time.time(), spec_revision=launch.spec_revision)
+        record = {"pid": proc.pid, "started": procs.start_time(proc.pid), "lineage": launch.lineage,
+                  "endpoint": launch.endpoint, "gpu_type": spot.gpu_type, "gpu_indices": list(spot.indices),
+                  "started_at": info.started_at, "spec_revision": launch.spec_revision, "argv": argv}
+        _write_json(self.workers_dir / f"{launch.worker_id}.json", record)
+        return info
+
+    def stop_worker(self, worker: WorkerInfo, grace_s: float) -> None:
+        record = self._record(worker.worker_id)
+        if record and procs.alive(int(record["pid"]), record.get("started")):
+            procs.terminate(int(record["pid"]), grace_s, group=True)
+        child = self._children.pop(worker.worker_id, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=1)
+        if record is not None:
+            record["stopped"] = True
+            _write_json(self.workers_dir / f"{worker.worker_id}.json", record)
+
+    def list_workers(self, endpoint: str | None = None) -> list[WorkerInfo]:
+        out: list[WorkerInfo] = []
+        if not self.workers_dir.exists():
+            return out
+        for path in sorted(self.workers_dir.glob("*.json")):
+            record = self._record(path.stem)
+            if not record or record.get("lineage") != self.ctx.lineage:
+                continue
+            if endpoint is not None and record.get("endpoint") != endpoint:
+                continue
+            out.append(self._info(path.stem, record))
+        return out
+
+    def _info(self, worker_id: str, record: dict[str, Any]) -> WorkerInfo:
+        child = self._children.get(worker_id)
+        code = child.poll() if child is not None else None
+        running = code is None and procs.alive(int(record["pid"]), record.get("started"))
+        state = "running" if running else ("stopped" if record.get("stopped") else "exited")
+        return WorkerInfo(worker_id, str(record["endpoint"]), HOST, state, str(record.get("gpu_type", "cpu")),
+                          tuple(record.get("gpu_indices") or ()), exit_code=code, ref=str(record["pid"]),
+                          started_at=float(record.get("started_at") or 0),
+                          spec_revision=str(record.get("spec_revision", "")))
+
+    def _record(self, worker_id: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.workers_dir / f"{worker_id}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def _forget(self, worker_id: str) -> None:
+        """Remove a worker's pid file; its log is kept (renamed) so a crash can still be read."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.workers_dir / f"{worker_id}.json").unlink()
+
+    def remove_worker(self, worker: WorkerInfo) -> None:
+        self._forget(worker.worker_id)
+
+    def worker_logs(self, worker: WorkerInfo, tail: int = 50) -> str:
+        return procs.tail(self.workers_dir / f"{worker.worker_id}.log", tail)
+
+    def close(self) -> None:
+        return None
+
+
+def _gateway_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("GPUFORM_FAULT_TRACE", "GPUFORM_FAULT_KILL_AT"):
+        env.pop(key, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Workers shipped with gpuform: the echo handler and the vLLM worker."""
