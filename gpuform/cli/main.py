@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every error becomes a message and an exit code, never a traceback (but for bugs)."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="gpuform", standalone_mode=False)
+        result = command.main(args=argv, prog_name="gpuform", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.TyperException as exc:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception:  # the last resort: a bug, reported as one
         return _report_bug()
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def _report_bug() -> int:

@@ -16,8 +16,16 @@ from gpuform.config.load import load
 from gpuform.diagnostics import Diagnostic
 from gpuform.engine.apply import ApplyResult
 from gpuform.engine.context import Workspace
-from gpuform.engine.operations import (Planned, check_saved_plan, desired_state, load_config, make_plan, read_plan,
-                                       run_apply, save_plan)
+from gpuform.engine.operations import (
+    Planned,
+    check_saved_plan,
+    desired_state,
+    load_config,
+    make_plan,
+    read_plan,
+    run_apply,
+    save_plan,
+)
 from gpuform.errors import ConfigError, Interrupted
 from gpuform.plan.render import render_json, render_markdown, render_text
 from gpuform.state.store import LocalStateStore
@@ -53,7 +61,8 @@ def validate(ctx: typer.Context,
 def plan_cmd(ctx: typer.Context,
              out: Annotated[Path | None, typer.Option("-out", "--out", help="Save the plan to FILE.")] = None,
              detailed_exitcode: Annotated[bool, typer.Option(
-                 "--detailed-exitcode", "-detailed-exitcode", help="Exit 0: no changes, 1: error, 2: changes.")] = False,
+                 "--detailed-exitcode", "-detailed-exitcode",
+                 help="Exit 0: no changes, 1: error, 2: changes.")] = False,
              json_out: Annotated[bool, typer.Option("--json", help="Terraform-shaped plan JSON.")] = False,
              markdown: Annotated[bool, typer.Option("--markdown", help="Markdown for a pull request.")] = False,
              target: Targets = [],  # noqa: B006

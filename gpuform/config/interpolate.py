@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error
 from gpuform.config.yamlsrc import SourceMap
+from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error
 
 _REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _NAME = re.compile(r"^\s*(env|var)\.([A-Za-z_][A-Za-z0-9_]*)\s*$")

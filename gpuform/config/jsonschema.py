@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import Field, create_model
 
@@ -13,7 +13,7 @@ from gpuform.provider import registry
 
 def config_schema() -> dict[str, Any]:
     pool_models = tuple(spec.pool_model for spec in registry().values())
-    pool_type: Any = Annotated[Union[pool_models], Field(discriminator="provider")] if len(pool_models) > 1 \
+    pool_type: Any = Annotated[pool_models, Field(discriminator="provider")] if len(pool_models) > 1 \
         else pool_models[0]
     top = create_model(
         "GpuformConfig", __base__=Model,

@@ -85,7 +85,7 @@ def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
     if not files:
         raise ConfigError([error(f"no *.yaml file in {directory}",
                                  "Create gpuform.yaml there (see examples/quickstart), or pass -C DIR.")])
-    merged, sources = _merge(files, directory, diags)
+    merged, sources = _merge(files, diags)
     variables = _variables(merged.get("variables", {}), var_overrides or {}, env, sources, diags)
     interp = Interpolation(env, variables, sources)
     data = {k: interp.walk(v, (k,)) for k, v in merged.items() if k != "variables"}
@@ -99,18 +99,19 @@ def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
     return config
 
 
-def _display(path: FsPath, directory: FsPath) -> str:
+def _display(path: FsPath) -> str:
+    """The path as the user would type it: relative to the working directory when inside it."""
     try:
         return str(path.relative_to(FsPath.cwd()))
     except ValueError:
-        return str(path) if path.parent != directory else str(path)
+        return str(path)
 
 
-def _merge(files: list[FsPath], directory: FsPath, diags: list[Diagnostic]) -> tuple[dict[str, Any], SourceMap]:
+def _merge(files: list[FsPath], diags: list[Diagnostic]) -> tuple[dict[str, Any], SourceMap]:
     merged: dict[str, Any] = {}
     sources = SourceMap()
     for path in files:
-        doc, found = read_file(path, _display(path, directory))
+        doc, found = read_file(path, _display(path))
         diags += found
         if doc is not None:
             _merge_document(doc, merged, sources, diags)
@@ -210,7 +211,7 @@ def _model_for(kind: str, body: Any, path: Path, providers: Mapping[str, Any], s
     if kind != "pool":
         return schema.MODEL_OF_KIND[kind]
     provider = body.get("provider")
-    if provider in providers:
+    if isinstance(provider, str) and provider in providers:
         model: type[BaseModel] = providers[provider].pool_model
         return model
     names = ", ".join(sorted(providers))

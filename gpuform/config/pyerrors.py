@@ -47,9 +47,7 @@ def _data_path(loc: Path, body: Any) -> Path:
     out: list[str | int] = []
     node = body
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if _has(node, part):
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and part.isidentifier():
             node = None  # a missing field
@@ -57,6 +55,12 @@ def _data_path(loc: Path, body: Any) -> Path:
             continue  # a part pydantic added: a union tag or a validator's name
         out.append(part)
     return tuple(out)
+
+
+def _has(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
 def _unwrap(annotation: Any) -> Any:

@@ -59,7 +59,7 @@ def _check_endpoint(config: Config, name: str, ep: schema.Endpoint, out: list[Di
         path: Path = (*base, "model", "volume")
         if _ref(config, out, path, "volume", ep.model.volume, address):
             vol = config.volumes[ep.model.volume]
-            if vol.pool != ep.pool:
+            if pool_ok and vol.pool != ep.pool:
                 out.append(error(f'volume "{ep.model.volume}" is staged on pool "{vol.pool}", but the endpoint '
                                  f'runs on pool "{ep.pool}"',
                                  "Use a volume on the endpoint's pool, or move the endpoint.",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Field
 from pydantic import BaseModel as _PydanticBase
+from pydantic import BeforeValidator, ConfigDict, Field
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")

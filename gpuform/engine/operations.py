@@ -83,7 +83,7 @@ def run_apply(ws: Workspace, planned: Planned, parallelism: int = 10) -> ApplyRe
 
 def check_saved_plan(saved: Plan, state: State, desired: Mapping[str, Desired]) -> None:
     """Refuse a plan made from another state or configuration (Terraform's stale-plan rule)."""
-    if state.exists and saved.lineage != state.lineage:
+    if state.exists and saved.serial > 0 and saved.lineage != state.lineage:
         raise StalePlan(f"the saved plan was made for state lineage {saved.lineage}, but the state has "
                         f"lineage {state.lineage}", "Run `gpuform plan -out FILE` again against this state.")
     if saved.serial != state.serial:
@@ -109,7 +109,8 @@ def read_plan(path: Path) -> Plan:
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise GpuformError(f"cannot read plan file {path}: {exc}", "Pass a file written by `gpuform plan -out`.") from exc
+        raise GpuformError(f"cannot read plan file {path}: {exc}",
+                           "Pass a file written by `gpuform plan -out`.") from exc
     if not isinstance(data, dict) or data.get("kind") != PLANFILE_KIND:
         raise GpuformError(f"{path} is not a gpuform plan file", "Pass a file written by `gpuform plan -out`.")
     return Plan.from_json(data["plan"])

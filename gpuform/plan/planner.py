@@ -100,8 +100,9 @@ def changed_paths(before: Attrs, after: Attrs) -> list[list[str | int]]:
     from deepdiff import DeepDiff
     from deepdiff.path import parse_path
 
-    diff = DeepDiff(before, after, verbose_level=0)
-    return sorted((list(parse_path(p)) for p in diff.affected_paths), key=lambda p: [str(x) for x in p])
+    diff = DeepDiff(before, after)
+    paths: list[list[str | int]] = [list(parse_path(p)) for p in diff.affected_paths]  # type: ignore[no-untyped-call]
+    return sorted(paths, key=lambda p: [str(x) for x in p])
 
 
 def _change(addr: str, want: Desired | None, prior: ResourceState | None, options: PlanOptions,

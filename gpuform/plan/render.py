@@ -39,10 +39,11 @@ def _is_block(value: Any) -> bool:
 def _lines_all(attrs: dict[str, Any], symbol: str, indent: int, colour: bool) -> list[str]:
     """Every attribute, each line marked ``symbol`` (create and delete)."""
     out: list[str] = []
-    width = max((len(k) for k in attrs), default=0)
+    shown = {k: v for k, v in attrs.items() if v is not None and v != [] and v != {}}
+    width = max((len(k) for k in shown), default=0)
     pad = " " * indent
-    for key in sorted(attrs):
-        value = attrs[key]
+    for key in sorted(shown):
+        value = shown[key]
         if _is_block(value):
             out.append(_paint(f"{pad}{symbol} {key} {{", symbol, colour))
             out += _lines_all(value, symbol, indent + 4, colour)

@@ -12,6 +12,8 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from gpuform.config import schema
 from gpuform.config.graph import dependencies
 from gpuform.config.load import Config
@@ -95,7 +97,7 @@ def _provider(config: Config, pool: str) -> str:
     return config.pools[pool].provider
 
 
-def _dump(model: schema.Model) -> dict[str, Any]:
+def _dump(model: BaseModel) -> dict[str, Any]:
     data = model.model_dump(mode="json")
     return {k: v for k, v in data.items() if k not in _LIFECYCLE}
 
@@ -159,12 +161,12 @@ def _make(config: Config, kind: str, name: str, provider: str, pool: str | None,
 
 def _get(data: Any, path: Path) -> Any:
     for part in path:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
+        if isinstance(data, dict):
+            if part not in data:
+                return None
+        elif not (isinstance(data, list) and isinstance(part, int) and part < len(data)):
             return None
+        data = data[part]
     return data
 
 

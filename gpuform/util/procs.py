@@ -50,17 +50,18 @@ def find_by_labels(labels: dict[str, str]) -> Iterator[int]:
 
 def terminate(pid: int, grace: float, group: bool = False) -> None:
     """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Never raises for a process already gone."""
-    send = (lambda s: os.killpg(pid, s)) if group else (lambda s: os.kill(pid, s))
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        send(signal.SIGTERM)
+    def send(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            (os.killpg if group else os.kill)(pid, sig)
+
+    send(signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         _reap(pid)
         if not alive(pid):
             return
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        send(signal.SIGKILL)
+    send(signal.SIGKILL)
     for _ in range(100):
         _reap(pid)
         if not alive(pid):

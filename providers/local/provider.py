@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuform.errors import NoCapacity, ProviderError
-from gpuform.provider import (Attrs, HostInventory, ProviderContext, ResourceRef, WorkerInfo, WorkerLaunch)
+from gpuform.provider import Attrs, HostInventory, ProviderContext, ResourceRef, WorkerInfo, WorkerLaunch
 from gpuform.providers.local import LocalPool
 from gpuform.providers.local.volume import LocalVolumes
 from gpuform.util import procs

@@ -11,8 +11,17 @@ from typing import Any
 
 from gpuform.errors import ProviderError
 from gpuform.provider import Attrs, ProviderContext
-from gpuform.resources.volumes import (MANIFEST_NAME, Manifest, extra_files, host_view, manifest_record,
-                                       observed_content, scan_source, sha256_file, to_copy)
+from gpuform.resources.volumes import (
+    MANIFEST_NAME,
+    Manifest,
+    extra_files,
+    host_view,
+    manifest_record,
+    observed_content,
+    scan_source,
+    sha256_file,
+    to_copy,
+)
 
 HOST = "localhost"
 
@@ -54,11 +63,11 @@ class LocalVolumes:
             source = self.source(prior)
         except ProviderError:
             source = {}
-        missing = len(to_copy(source, held)) if source else 0
-        notes = [f"{missing} file(s) to copy to {HOST}"] if missing else []
+        todo = to_copy(source, held) if source else []
+        size = sum(source[r][0] for r in todo)
+        notes = [f"{len(todo)} file(s), {size} bytes to copy to {HOST}"] if todo else []
         return {"content": observed_content(source, {HOST: held}) if source else prior.get("content"),
-                "hosts": {HOST: {"files": len(held), "bytes_to_copy": sum(source[r][0] for r in to_copy(source, held))}},
-                "_notes": notes}
+                "hosts": {HOST: {"files": len(held), "bytes_to_copy": size}}, "_notes": notes}
 
     def stage(self, attrs: Attrs) -> Attrs:
         path = Path(attrs["path"])

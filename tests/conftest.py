@@ -1,0 +1,93 @@
+"""Shared fixtures: isolated workspaces, free ports, running the CLI in-process or as a real process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gpuform.cli.main import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run the CLI in this process; returns exit code and captured output."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def run_gpuform(*args: str, env: dict[str, str] | None = None, timeout: float = 180,
+                check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m gpuform`` as a separate process (what a user runs)."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "gpuform", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"gpuform {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """A configuration directory; everything a test applies there is destroyed at the end."""
+    directory = tmp_path / "cfg"
+    directory.mkdir()
+    yield directory
+    if (directory / "state" / "gpuform.state.json").exists():
+        run_gpuform("-C", str(directory), "destroy", "--auto-approve", timeout=120)
+
+
+def write_config(directory: Path, text: str, name: str = "gpuform.yaml") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def local_config(port: int, extra: str = "", endpoint: str = "") -> str:
+    """A minimal configuration on the local pool with a gateway on ``port``."""
+    return textwrap.dedent(f"""
+        pools:
+          here:
+            provider: local
+            price_per_gpu_second: {{cpu: 0.001}}
+        gateway:
+          main:
+            pool: here
+            listen: 127.0.0.1:{port}
+            api_keys: {{test: test-key}}
+            timings: {{lease_timeout: 5s, ping_interval: 1s, reconcile_interval: 0.2s, drain_timeout: 5s}}
+        """) + textwrap.dedent(endpoint or """
+        endpoints:
+          echo:
+            pool: here
+            worker: {template: echo}
+            scaling: {min_workers: 0, max_workers: 2, idle_timeout: 5s}
+        """) + textwrap.dedent(extra)
