@@ -1,0 +1,122 @@
+"""The CLI: exit codes, JSON outputs, state surgery, and no tracebacks for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gpuform.state.model import ResourceState, State
+from gpuform.state.store import LocalStateStore
+from tests.conftest import REPO, write_config
+
+pytestmark = pytest.mark.unit
+
+CONFIG = """
+pools: {lab: {provider: local}}
+gateway: {main: {pool: lab, listen: "127.0.0.1:18080", api_keys: {app: "${env.HOME}"}}}
+endpoints: {chat: {pool: lab}}
+"""
+
+
+def _seed_state(directory: Path) -> State:
+    store = LocalStateStore(directory / "state")
+    state = State()
+    state.resources["pool.lab"] = ResourceState("pool.lab", "pool", "lab", "local", {"provider": "local"})
+    state.resources["gateway.main"] = ResourceState(
+        "gateway.main", "gateway", "main", "local",
+        {"pool": "lab", "advertise_url": "http://127.0.0.1:18080", "api_keys": {"app": "sensitive:hmac-sha256:ab"}},
+        computed={"pid": 1})
+    state.resources["endpoint.chat"] = ResourceState("endpoint.chat", "endpoint", "chat", "local",
+                                                     {"pool": "lab", "gateway": "main"})
+    store.write(state)
+    return store.read()
+
+
+def test_validate_json_reports_diagnostics_with_ranges(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write_config(tmp_path, CONFIG.replace("pool: lab}}\n", "pool: lob}}\n"))
+    result = cli("-C", str(tmp_path), "validate", "--json")
+    assert result.code == 1
+    data = json.loads(result.out)
+    assert data["valid"] is False and data["error_count"] == 1
+    assert data["diagnostics"][0]["range"]["start"] == {"line": 3, "column": 26}
+
+
+def test_validate_success_and_every_example_validates(cli) -> None:  # type: ignore[no-untyped-def]
+    examples = sorted(p for p in (REPO / "examples").iterdir() if p.is_dir())
+    assert examples
+    for example in examples:
+        result = cli("-C", str(example), "validate")
+        assert result.code == 0, f"{example.name}:\n{result.err}"
+        assert "The configuration is valid" in result.out
+
+
+def test_bad_usage_and_missing_directory_are_clear(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    missing = cli("-C", str(tmp_path / "nope"), "plan")
+    assert missing.code == 1 and "does not exist" in missing.err and "Traceback" not in missing.err
+    bad_var = cli("--var", "novalue", "validate")
+    assert bad_var.code == 2 and "NAME=VALUE" in bad_var.err
+    assert cli("frobnicate").code == 2
+
+
+def test_schema_describes_every_field(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("schema")
+    schema = json.loads(result.out)
+    assert set(schema["properties"]) == {"variables", "pools", "volumes", "policies", "gateway", "endpoints"}
+    undescribed = []
+    for name, definition in schema["$defs"].items():
+        for field, spec in (definition.get("properties") or {}).items():
+            if "description" not in spec:
+                undescribed.append(f"{name}.{field}")
+    assert not undescribed, undescribed
+
+
+def test_state_list_show_mv_rm_pull_push(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write_config(tmp_path, CONFIG)
+    state = _seed_state(tmp_path)
+    d = str(tmp_path)
+    assert cli("-C", d, "state", "list").out.split() == ["endpoint.chat", "gateway.main", "pool.lab"]
+    shown = cli("-C", d, "state", "show", "gateway.main").out
+    assert "(sensitive value)" in shown and "pid = 1" in shown and "hmac" not in shown
+    assert cli("-C", d, "state", "mv", "endpoint.chat", "endpoint.talk").code == 0
+    assert cli("-C", d, "state", "mv", "endpoint.talk", "pool.x").code == 1
+    assert cli("-C", d, "state", "rm", "endpoint.talk").code == 0
+    assert cli("-C", d, "state", "rm", "endpoint.talk").code == 1
+    pulled = json.loads(cli("-C", d, "state", "pull").out)
+    assert pulled["lineage"] == state.lineage and pulled["serial"] == state.serial + 2
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({**pulled, "serial": 1}))
+    refused = cli("-C", d, "state", "push", str(old))
+    assert refused.code == 1 and "older than" in refused.err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**pulled, "lineage": "different"}))
+    assert "different states" in cli("-C", d, "state", "push", str(other)).err
+    assert cli("-C", d, "state", "push", str(other), "--force").code == 0
+
+
+def test_output_json_has_gateway_and_endpoint_urls(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write_config(tmp_path, CONFIG)
+    _seed_state(tmp_path)
+    data = json.loads(cli("-C", str(tmp_path), "output", "--json").out)
+    assert data == {"gateway_url": "http://127.0.0.1:18080",
+                    "endpoints": {"chat": {"url": "http://127.0.0.1:18080/v2/chat",
+                                           "openai_base_url": "http://127.0.0.1:18080/v2/chat/openai/v1"}}}
+
+
+def test_plan_without_refresh_json_and_markdown(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write_config(tmp_path, CONFIG)
+    result = cli("-C", str(tmp_path), "plan", "--no-refresh", "--json", "--detailed-exitcode")
+    assert result.code == 2
+    data = json.loads(result.out)
+    assert {c["address"]: c["change"]["actions"] for c in data["resource_changes"]} == {
+        "endpoint.chat": ["create"], "gateway.main": ["create"], "pool.lab": ["create"]}
+    assert "/root" not in result.out  # ${env.HOME} is sensitive
+    md = cli("-C", str(tmp_path), "plan", "--no-refresh", "--markdown").out
+    assert "| `gateway.main` | + create | new |" in md
+
+
+def test_force_unlock_with_an_unknown_id_is_an_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write_config(tmp_path, CONFIG)
+    result = cli("-C", str(tmp_path), "force-unlock", "abc")
+    assert result.code == 1 and "no lock with ID abc" in result.err
