@@ -83,7 +83,8 @@ def local_config(port: int, extra: str = "", endpoint: str = "") -> str:
             pool: here
             listen: 127.0.0.1:{port}
             api_keys: {{test: test-key}}
-            timings: {{lease_timeout: 5s, ping_interval: 1s, reconcile_interval: 0.2s, drain_timeout: 5s}}
+            timings: {{lease_timeout: 5s, ping_interval: 1s, reconcile_interval: 0.2s, drain_timeout: 5s,
+                      take_timeout: 2s, start_backoff: 1s, start_backoff_max: 4s, webhook_retry_delay: 0.3s}}
         """) + textwrap.dedent(endpoint or """
         endpoints:
           echo:
@@ -91,3 +92,11 @@ def local_config(port: int, extra: str = "", endpoint: str = "") -> str:
             worker: {template: echo}
             scaling: {min_workers: 0, max_workers: 2, idle_timeout: 5s}
         """) + textwrap.dedent(extra)
+
+
+@pytest.fixture
+def deployment(workdir: Path):  # type: ignore[no-untyped-def]
+    """A gateway on the local pool (apply it with ``deployment.apply(endpoints_yaml)``); destroyed afterwards."""
+    from tests.helpers import Deployment
+
+    return Deployment(workdir, free_port())

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
+
+from gpuform.cli.common import globals_of, out_console
+from gpuform.engine.context import Workspace
+from gpuform.errors import GatewayError, GpuformError
+from gpuform.gateway.client import AdminClient
+from gpuform.plan.cost import format_cost
+from gpuform.state.model import State
 
 
 def gateway_cmd(config: Annotated[Path, typer.Option("--config", help="Runtime configuration written by apply.")],
@@ -16,5 +27,144 @@ def gateway_cmd(config: Annotated[Path, typer.Option("--config", help="Runtime c
     raise typer.Exit(serve(config, listen))
 
 
+def _admins(ws: Workspace, state: State) -> list[tuple[str, AdminClient]]:
+    out = []
+    for res in state.resources.values():
+        if res.kind == "gateway":
+            key = ws.admin_key(res.name, None, create=False)
+            out.append((res.name, AdminClient(str(res.attributes["advertise_url"]), key)))
+    if not out:
+        raise GpuformError("no gateway in the state", "Run `gpuform apply` first.")
+    return out
+
+
+def status_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Hosts, GPUs, volumes, endpoints and their workers, as the gateway sees them now."""
+    ws = globals_of(ctx).workspace()
+    state = ws.store.read()
+    report: dict[str, Any] = {"pools": {}, "volumes": {}, "gateways": {}}
+    for res in sorted(state.resources.values(), key=lambda r: r.address):
+        if res.kind == "pool":
+            report["pools"][res.name] = res.computed.get("hosts", [])
+        elif res.kind == "volume":
+            report["volumes"][res.name] = {"path": res.attributes.get("path"), "files": res.attributes.get("files"),
+                                           "bytes": res.attributes.get("bytes"), "hosts": res.computed.get("hosts")}
+    for name, admin in _admins(ws, state):
+        with admin:
+            try:
+                report["gateways"][name] = admin.status()
+            except GatewayError as exc:
+                report["gateways"][name] = {"error": exc.message}
+    if json_out:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    _print_status(report)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    hosts = Table("pool", "host", "reachable", "GPUs", title="Hosts", title_justify="left")
+    for pool, entries in report["pools"].items():
+        for h in entries:
+            gpus = ", ".join(f"{g['index']}:{g['type']}" for g in h.get("gpus") or []) or "cpu"
+            reach = "yes" if h.get("reachable") else f"no: {h.get('reason', '')}"
+            hosts.add_row(pool, h.get("name", ""), reach + (" (cordoned)" if h.get("cordoned") else ""), gpus)
+    out_console.print(hosts)
+    if report["volumes"]:
+        vols = Table("volume", "path", "files", "bytes", "hosts", title="Volumes", title_justify="left")
+        for name, v in report["volumes"].items():
+            vols.add_row(name, str(v["path"]), str(v["files"]), str(v["bytes"]), ", ".join(v.get("hosts") or {}))
+        out_console.print(vols)
+    for gw, body in report["gateways"].items():
+        if "error" in body:
+            out_console.print(f"[red]gateway.{gw}: {body['error']}[/red]")
+            continue
+        _print_gateway(gw, body)
+
+
+def _print_gateway(gw: str, body: dict[str, Any]) -> None:
+    eps = Table("endpoint", "status", "workers (idle/running/starting)", "queue", "desired", "delay p50", "cold start p50",
+                "spent today", title=f"Endpoints on gateway.{gw}", title_justify="left")
+    workers = Table("worker", "endpoint", "state", "host", "gpu", "up", title="Workers", title_justify="left")
+    notes: list[str] = []
+    now = time.time()
+    for name, ep in body.get("endpoints", {}).items():
+        w, jobs = ep["workers"], ep["jobs"]
+        delay = ep["metrics"]["delay"]["p50"]
+        cold = ep["metrics"]["cold_start"]["p50"]
+        eps.add_row(name, ep["status"], f"{w['idle']}/{w['running']}/{w['initializing']}",
+                    f"{jobs['inQueue']} queued, {jobs['inProgress']} running", str(ep.get("desired_workers")),
+                    f"{delay:.2f}s" if delay is not None else "-", f"{cold:.1f}s" if cold is not None else "-",
+                    format_cost(ep.get("spent_today")))
+        cond = ep.get("condition") or {}
+        if cond.get("status", "OK") != "OK":
+            notes.append(f"{name}: {cond['status']}: {cond.get('message', '')}")
+            if cond.get("log_tail"):
+                notes.append("  last log lines:\n    " + cond["log_tail"].replace("\n", "\n    "))
+        notes += [f"{name}: {n}" for n in ep.get("scaling_notes") or []]
+        for wk in ep.get("worker_list") or []:
+            up = f"{now - wk['requested_at']:.0f}s" if wk.get("requested_at") and not wk.get("stopped_at") else "-"
+            workers.add_row(wk["id"], name, wk["state"], wk.get("host") or "-", wk.get("gpu_type") or "-", up)
+    out_console.print(eps)
+    out_console.print(workers)
+    for note in notes:
+        out_console.print(note, markup=False)
+
+
+def usage_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Billed GPU-seconds and cost per endpoint and UTC day, from the gateway's ledger."""
+    ws = globals_of(ctx).workspace()
+    rows: list[dict[str, Any]] = []
+    for _name, admin in _admins(ws, ws.store.read()):
+        with admin:
+            rows += admin.get("/admin/usage")["usage"]
+    if json_out:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table("day (UTC)", "endpoint", "gpu type", "workers", "worker-seconds", "GPU-seconds", "cost")
+    for r in rows:
+        table.add_row(r["day"], r["endpoint"], r["gpu_type"], str(r["workers"]), f"{r['worker_seconds']:.1f}",
+                      f"{r['gpu_seconds']:.1f}", format_cost(r["cost"]))
+    out_console.print(table)
+
+
+def logs_cmd(ctx: typer.Context, endpoint: str,
+             worker: Annotated[str | None, typer.Option("--worker", help="One worker's log.")] = None,
+             follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+             tail: Annotated[int, typer.Option("--tail", help="Lines to show.")] = 100) -> None:
+    """Print the logs of an endpoint's workers (running ones, and recent crashes)."""
+    ws = globals_of(ctx).workspace()
+    (_, admin), *_ = _admins(ws, ws.store.read())
+    seen: dict[str, list[str]] = {}
+    with admin:
+        while True:
+            listed = admin.get("/admin/workers", endpoint=endpoint)["workers"]
+            ids = [w["id"] for w in listed if worker in (None, w["id"])]
+            if worker and worker not in ids:
+                raise GpuformError(f"no worker {worker} on endpoint {endpoint}", "See `gpuform status`.")
+            for wid in ids:
+                lines = admin.get(f"/admin/workers/{wid}/logs", tail=tail)["log"].splitlines()
+                for line in _new_lines(seen.get(wid, []), lines):
+                    print(f"[{wid}] {line}" if not worker else line, flush=True)
+                seen[wid] = lines
+            if not follow:
+                return
+            time.sleep(1.0)
+
+
+def _new_lines(before: list[str], now: list[str]) -> list[str]:
+    """Lines of ``now`` after the end of ``before`` (both are tails of the same growing log)."""
+    if not before:
+        return now
+    anchor = before[-3:]
+    for start in range(len(now) - len(anchor), -1, -1):
+        if now[start:start + len(anchor)] == anchor:
+            return now[start + len(anchor):]
+    return now
+
+
 def register(app: typer.Typer) -> None:
     app.command("gateway")(gateway_cmd)
+    app.command("status")(status_cmd)
+    app.command("usage")(usage_cmd)
+    app.command("logs")(logs_cmd)
+

@@ -136,6 +136,8 @@ class Gateway(Model):
                                       "${env.NAME} so keys stay out of files; stored only as salted hashes.")
     admin_key: str | None = Field(None, description="Key for the CLI's admin calls; generated and kept in the "
                                                     "state directory (mode 0600) when omitted.")
+    webhook_secret: str | None = Field(None, description="Key for the HMAC-SHA256 signature of webhook deliveries "
+                                                         "(header X-Gpuform-Signature); use ${env.NAME}.")
     queue: Literal["sqlite"] = Field("sqlite", description="Queue backend: a SQLite file in WAL mode.")
     data_dir: str | None = Field(None, description="Directory on the gateway host for the queue and logs; "
                                                    "defaults to the provider's data directory.")

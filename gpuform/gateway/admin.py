@@ -80,6 +80,47 @@ async def status(request: Request) -> Response:
     return JSONResponse(_runtime(request).status())
 
 
+async def endpoint_status(request: Request) -> Response:
+    if denied := _require_admin(request):
+        return denied
+    rt = _runtime(request)
+    name = request.path_params["name"]
+    if name not in rt.endpoints:
+        return json_error(404, f"no endpoint named {name}")
+    return JSONResponse(rt.endpoint_status(name))
+
+
+async def worker_logs(request: Request) -> Response:
+    if denied := _require_admin(request):
+        return denied
+    rt = _runtime(request)
+    worker = rt.fleet.records.get(request.path_params["worker_id"])
+    if worker is None:
+        return json_error(404, f"no worker {request.path_params['worker_id']} is known to this gateway")
+    tail = int(request.query_params.get("tail", "100"))
+    text = worker.log_tail
+    if worker.info is not None:
+        import asyncio
+
+        text = await asyncio.to_thread(rt.fleet.provider(worker.pool).worker_logs, worker.info, tail)
+    return JSONResponse({"worker": worker.id, "state": worker.state, "log": text})
+
+
+async def workers(request: Request) -> Response:
+    if denied := _require_admin(request):
+        return denied
+    rt = _runtime(request)
+    endpoint = request.query_params.get("endpoint")
+    live = [w.to_json() for w in rt.fleet.records.values() if endpoint in (None, w.endpoint)]
+    return JSONResponse({"workers": live, "history": rt.fleet.table.recent(endpoint)})
+
+
+async def usage(request: Request) -> Response:
+    if denied := _require_admin(request):
+        return denied
+    return JSONResponse({"usage": _runtime(request).ledger.usage()})
+
+
 def revision_of(spec: dict[str, Any], secret_env: dict[str, str]) -> str:
     blob = json.dumps({"spec": spec, "secret_env": sorted(secret_env.items())}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -88,7 +129,11 @@ def revision_of(spec: dict[str, Any], secret_env: dict[str, str]) -> str:
 ROUTES = [
     Route("/admin/info", info, methods=["GET"]),
     Route("/admin/status", status, methods=["GET"]),
+    Route("/admin/endpoints/{name}/status", endpoint_status, methods=["GET"]),
     Route("/admin/endpoints/{name}", put_endpoint, methods=["PUT"]),
     Route("/admin/endpoints/{name}", get_endpoint, methods=["GET"]),
     Route("/admin/endpoints/{name}", delete_endpoint, methods=["DELETE"]),
+    Route("/admin/workers", workers, methods=["GET"]),
+    Route("/admin/workers/{worker_id}/logs", worker_logs, methods=["GET"]),
+    Route("/admin/usage", usage, methods=["GET"]),
 ]

@@ -19,11 +19,12 @@ class RuntimeConfig:
     data_dir: Path
     state_dir: Path
     config_dir: Path
+    webhook_secret: str | None = None
     gateway: Gateway = field(init=False)
 
     def __post_init__(self) -> None:
         declared = {k: v for k, v in self.attributes.items() if k in Gateway.model_fields}
-        declared["admin_key"] = None
+        declared["admin_key"] = declared["webhook_secret"] = None
         self.gateway = Gateway.model_validate(declared)
 
     @property
@@ -44,4 +45,5 @@ class RuntimeConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(name=data["name"], lineage=data["lineage"], attributes=data["attributes"],
                    admin_key_hash=data["admin_key_hash"], data_dir=Path(data["data_dir"]),
-                   state_dir=Path(data["state_dir"]), config_dir=Path(data["config_dir"]))
+                   state_dir=Path(data["state_dir"]), config_dir=Path(data["config_dir"]),
+                   webhook_secret=(data.get("secrets") or {}).get("webhook_secret"))

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs(endpoint, status) WHERE status IN ('IN_QUEUE', 'IN_PROGRESS');
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs(endpoint, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_ttl ON jobs(created_at + ttl);
 CREATE TABLE IF NOT EXISTS chunks (
     job_id TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (job_id, seq));
 CREATE TABLE IF NOT EXISTS workers (

@@ -134,7 +134,7 @@ def _endpoint_attrs(config: Config, ep: schema.Endpoint) -> dict[str, Any]:
 
 _SECTION = {"pool": "pools", "volume": "volumes", "policy": "policies", "gateway": "gateway",
             "endpoint": "endpoints"}
-_ALWAYS_SENSITIVE: dict[str, list[Path]] = {"gateway": [("admin_key",)]}
+_ALWAYS_SENSITIVE: dict[str, list[Path]] = {"gateway": [("admin_key",), ("webhook_secret",)]}
 
 
 def _make(config: Config, kind: str, name: str, provider: str, pool: str | None, attrs: dict[str, Any],

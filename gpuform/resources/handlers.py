@@ -169,7 +169,8 @@ class GatewayHandler:
         assert key is not None
         return {"name": want.name, "lineage": op.lineage, "attributes": want.attributes,
                 "admin_key_hash": hash_secret(key, op.lineage), "state_dir": str(op.ws.state_dir),
-                "config_dir": str(op.ws.config_dir)}
+                "config_dir": str(op.ws.config_dir),
+                "secrets": {"webhook_secret": want.secrets.get(("webhook_secret",))}}
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
         assert want.pool is not None

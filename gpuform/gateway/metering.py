@@ -1,0 +1,77 @@
+"""The GPU-second ledger: every worker's billed seconds × its price, per endpoint and UTC day.
+
+Billing follows RunPod: from the moment the gateway asks for a worker until it has stopped, including
+start-up and the idle-timeout window. Seconds are accrued at every reconcile tick and at stop, split at
+UTC midnight, so the ledger and the spending cap see spend as it happens.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gpuform.gateway.db import Database
+from gpuform.gateway.workers import WorkerRecord
+
+
+def price_per_second(prices: dict[str, float], gpu_type: str, gpus: int) -> float | None:
+    """Whole-worker price per second, or None when the pool has no price for the type."""
+    price = prices.get(gpu_type or "cpu")
+    return None if price is None else float(price) * max(1, gpus)
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+def _split_by_day(start: float, end: float) -> list[tuple[str, float]]:
+    parts: list[tuple[str, float]] = []
+    while start < end:
+        midnight = (datetime.fromtimestamp(start, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+                    + timedelta(days=1)).timestamp()
+        cut = min(end, midnight)
+        parts.append((_day(start), cut - start))
+        start = cut
+    return parts
+
+
+class Ledger:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def accrue(self, worker: WorkerRecord, until: float) -> None:
+        """Add the worker's seconds since it was last accounted, up to ``until``."""
+        start = worker.billed_until if worker.billed_until is not None else worker.requested_at
+        if until <= start:
+            return
+        for day, seconds in _split_by_day(start, until):
+            cost = None if worker.price is None else seconds * worker.price
+            self.db.execute(
+                "INSERT INTO ledger(worker_id, endpoint, day, gpu_type, gpus, seconds, cost) VALUES (?,?,?,?,?,?,?) "
+                "ON CONFLICT(worker_id, day) DO UPDATE SET seconds=seconds+excluded.seconds, "
+                "cost=CASE WHEN cost IS NULL OR excluded.cost IS NULL THEN NULL ELSE cost+excluded.cost END",
+                (worker.id, worker.endpoint, day, worker.gpu_type or "cpu", worker.gpus, seconds, cost))
+        worker.billed_until = until
+
+    def spent(self, endpoint: str, day: str) -> float:
+        row = self.db.execute("SELECT COALESCE(SUM(cost), 0) AS c FROM ledger WHERE endpoint=? AND day=?",
+                              (endpoint, day)).fetchone()
+        return float(row["c"])
+
+    def usage(self, days: int = 31) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT endpoint, day, gpu_type, SUM(gpus * seconds) AS gpu_seconds, SUM(seconds) AS worker_seconds, "
+            "COUNT(*) AS workers, SUM(cost) AS cost, SUM(cost IS NULL) AS unpriced FROM ledger "
+            "GROUP BY endpoint, day, gpu_type ORDER BY day DESC, endpoint LIMIT ?", (days * 50,)).fetchall()
+        return [{"endpoint": r["endpoint"], "day": r["day"], "gpu_type": r["gpu_type"],
+                 "gpu_seconds": r["gpu_seconds"], "worker_seconds": r["worker_seconds"], "workers": r["workers"],
+                 "cost": None if r["unpriced"] else r["cost"]} for r in rows]
+
+    def worker_seconds(self, worker_id: str) -> float:
+        row = self.db.execute("SELECT COALESCE(SUM(seconds), 0) AS s FROM ledger WHERE worker_id=?",
+                              (worker_id,)).fetchone()
+        return float(row["s"])
+
+
+def today(now: float) -> str:
+    return _day(now)

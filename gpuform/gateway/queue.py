@@ -1,0 +1,355 @@
+"""The durable job queue: submit, long-poll take with leases, results, cancel/retry/purge, timeouts.
+
+Every state change is committed to SQLite before the caller is answered, so a job id the gateway has
+handed out survives the gateway being killed. In memory the queue keeps only open jobs (queued and
+running) plus a small cache of recently finished ones. A job is leased to the worker that took it; the
+lease is renewed by that worker's heartbeats and posts, and a lapsed lease puts the job back in the queue
+(up to ``max_job_attempts`` hand-outs, then it fails with the reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gpuform.config.schema import GatewayTimings
+from gpuform.gateway.jobs import (CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT, Job, JobStore)
+
+RECENT = 20_000
+
+
+class QueueFull(Exception):
+    def __init__(self, endpoint: str, limit: int, retry_after: int) -> None:
+        super().__init__(f"endpoint {endpoint} has {limit} jobs queued, its max_queue")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    queued: int
+    running: int
+    oldest_wait: float
+    scalable_queued: int  # queued jobs that may trigger scale-up (not low priority)
+
+
+Listener = Callable[[Job], None]
+
+
+class JobQueue:
+    def __init__(self, store: JobStore, timings: GatewayTimings, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.timings = timings
+        self.clock = clock
+        self.queued: dict[str, OrderedDict[str, Job]] = {}
+        self.running: dict[str, dict[str, Job]] = {}
+        self.recent: OrderedDict[str, Job] = OrderedDict()
+        self.takers: dict[str, deque[asyncio.Future[None]]] = {}
+        self.stops: dict[str, set[str]] = {}
+        self.stop_events: dict[str, asyncio.Event] = {}
+        self.requeued: dict[str, int] = {}
+        self.on_started: list[Listener] = []
+        self.on_finished: list[Listener] = []
+        self.on_stop_worker: list[Callable[[str, str], None]] = []
+
+    # ---- restore after a restart ------------------------------------------------------------------
+
+    def restore(self) -> int:
+        """Load open jobs from the store; running ones keep their worker and get a fresh lease."""
+        now = self.clock()
+        jobs = self.store.open_jobs()
+        for job in jobs:
+            if job.status == IN_QUEUE:
+                self._queue(job.endpoint)[job.id] = job
+            else:
+                job.lease_until = now + self.timings.lease_timeout
+                self._running(job.endpoint)[job.id] = job
+        return len(jobs)
+
+    def _queue(self, endpoint: str) -> OrderedDict[str, Job]:
+        return self.queued.setdefault(endpoint, OrderedDict())
+
+    def _running(self, endpoint: str) -> dict[str, Job]:
+        return self.running.setdefault(endpoint, {})
+
+    # ---- client side ------------------------------------------------------------------------------
+
+    def submit(self, endpoint: str, payload: Any, *, sync: bool = False, webhook: str | None = None,
+               execution_timeout: float, ttl: float, low_priority: bool = False, idempotency_key: str | None = None,
+               max_queue: int | None = None) -> tuple[Job, bool]:
+        """Queue a job; return it and whether it is new (an Idempotency-Key may return the first one)."""
+        if idempotency_key:
+            first = self.store.by_idempotency(endpoint, idempotency_key)
+            if first is not None:
+                return self.get(first.id) or first, False
+        queue = self._queue(endpoint)
+        if max_queue is not None and len(queue) >= max_queue:
+            raise QueueFull(endpoint, max_queue, retry_after=max(1, round(self.timings.reconcile_interval * 5)))
+        job_id = ("sync-" if sync else "") + str(uuid.uuid4())
+        job = Job(id=job_id, endpoint=endpoint, input=payload, created_at=self.clock(), sync=sync, webhook=webhook,
+                  execution_timeout=execution_timeout, ttl=ttl, low_priority=low_priority,
+                  idempotency_key=idempotency_key)
+        self.store.insert(job)
+        queue[job.id] = job
+        self._wake(endpoint)
+        return job, True
+
+    def get(self, job_id: str) -> Job | None:
+        for table in (*self.queued.values(), *self.running.values()):
+            if job_id in table:
+                return table[job_id]
+        if job_id in self.recent:
+            return self.recent[job_id]
+        job = self.store.get(job_id)
+        if job is not None and job.terminal:
+            self._remember(job)
+        return job
+
+    def cancel(self, job_id: str) -> Job | None:
+        job = self.get(job_id)
+        if job is None or job.terminal:
+            return job
+        if job.status == IN_QUEUE:
+            self._queue(job.endpoint).pop(job.id, None)
+        else:
+            self._signal_stop(job)
+        self._finish(job, CANCELLED, error="cancelled by request")
+        return job
+
+    def retry(self, job_id: str) -> Job | None:
+        """Put a FAILED or TIMED_OUT job back in the queue under the same id."""
+        job = self.get(job_id)
+        if job is None or job.status not in (FAILED, TIMED_OUT):
+            return job
+        self.recent.pop(job.id, None)
+        job.status, job.output, job.error, job.progress = IN_QUEUE, None, None, None
+        job.started_at = job.completed_at = job.expires_at = None
+        job.worker_id, job.retried, job.attempts, job.chunks, job.drained = None, job.retried + 1, 0, [], 0
+        job.created_at = self.clock()
+        job._done = None
+        self.store.requeued(job)
+        self._queue(job.endpoint)[job.id] = job
+        self._wake(job.endpoint)
+        return job
+
+    def purge(self, endpoint: str) -> int:
+        queue = self._queue(endpoint)
+        jobs = list(queue.values())
+        queue.clear()
+        for job in jobs:
+            self._finish(job, CANCELLED, error="removed by purge-queue")
+        return len(jobs)
+
+    def drain_chunks(self, job: Job) -> list[Any]:
+        """Chunks produced since the previous call (RunPod's /stream semantics)."""
+        fresh = job.chunks[job.drained:]
+        job.drained = len(job.chunks)
+        return fresh
+
+    def stats(self, endpoint: str) -> QueueStats:
+        queue = self._queue(endpoint)
+        now = self.clock()
+        oldest = next(iter(queue.values()), None)
+        scalable = sum(1 for j in queue.values() if not j.low_priority)
+        return QueueStats(len(queue), len(self._running(endpoint)), now - oldest.created_at if oldest else 0.0, scalable)
+
+    # ---- worker side -------------------------------------------------------------------------------
+
+    async def take(self, endpoint: str, worker_id: str, count: int, timeout: float,
+                   disconnected: Callable[[], Awaitable[bool]] | None = None) -> list[Job]:
+        """Long-poll: up to ``count`` jobs for ``worker_id``, or [] after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            jobs = self._pop(endpoint, worker_id, count)
+            if jobs:
+                return jobs
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            takers = self.takers.setdefault(endpoint, deque())
+            takers.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, timeout=min(remaining, 1.0))
+            except TimeoutError:
+                pass
+            finally:
+                if waiter in takers:
+                    takers.remove(waiter)
+            if disconnected is not None and await disconnected():
+                return []
+
+    def _wake(self, endpoint: str) -> None:
+        takers = self.takers.get(endpoint)
+        while takers:
+            waiter = takers.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _pop(self, endpoint: str, worker_id: str, count: int) -> list[Job]:
+        queue = self._queue(endpoint)
+        if not queue:
+            return []
+        now = self.clock()
+        taken: list[Job] = []
+        while queue and len(taken) < count:
+            _, job = queue.popitem(last=False)
+            job.status, job.started_at, job.worker_id = IN_PROGRESS, now, worker_id
+            job.attempts += 1
+            job.lease_until = now + self.timings.lease_timeout
+            self._running(endpoint)[job.id] = job
+            taken.append(job)
+        self.store.started(taken)
+        for job in taken:
+            for listener in self.on_started:
+                listener(job)
+        return taken
+
+    def _owned(self, job_id: str, worker_id: str) -> Job | None:
+        job = self.get(job_id)
+        if job is None or job.status != IN_PROGRESS or job.worker_id != worker_id:
+            return None
+        job.lease_until = self.clock() + self.timings.lease_timeout
+        return job
+
+    def result(self, job_id: str, worker_id: str, body: dict[str, Any]) -> Job | None:
+        """A worker's post to job-done: a progress update, or the final result (error → FAILED)."""
+        job = self._owned(job_id, worker_id)
+        if job is None:
+            return None  # a late post for a job that finished, was cancelled or was handed to another worker
+        if body.get("status") == IN_PROGRESS:
+            job.progress = body.get("output")
+            job.notify_chunk()
+            return job
+        error = body.get("error")
+        if error:
+            self._finish(job, FAILED, output=body.get("output"), error=error)
+        else:
+            self._finish(job, COMPLETED, output=body.get("output"))
+        if body.get("stopPod"):
+            for listener in self.on_stop_worker:
+                listener(worker_id, "the handler asked for a fresh worker (refresh_worker)")
+        return job
+
+    def chunk(self, job_id: str, worker_id: str, output: Any) -> Job | None:
+        job = self._owned(job_id, worker_id)
+        if job is not None:
+            job.chunks.append(output)
+            job.notify_chunk()
+        return job
+
+    def renew(self, worker_id: str, job_ids: list[str]) -> None:
+        """A heartbeat: the worker still holds these jobs. Ones stopped meanwhile are signalled again
+        (the worker may have missed the first signal, e.g. while the job was still in its own queue)."""
+        for job_id in job_ids:
+            if self._owned(job_id, worker_id) is None:
+                job = self.get(job_id)
+                if job is not None and job.status in (CANCELLED, TIMED_OUT) and job.worker_id == worker_id:
+                    self._signal_stop(job)
+
+    def jobs_of(self, worker_id: str) -> list[Job]:
+        return [j for table in self.running.values() for j in table.values() if j.worker_id == worker_id]
+
+    def worker_lost(self, worker_id: str, reason: str) -> list[Job]:
+        """Requeue (or fail, after too many attempts) every job the worker held."""
+        jobs = self.jobs_of(worker_id)
+        for job in jobs:
+            self._requeue_or_fail(job, reason)
+        return jobs
+
+    def _requeue_or_fail(self, job: Job, reason: str) -> None:
+        if job.attempts >= self.timings.max_job_attempts:
+            self._finish(job, FAILED, error={"error_type": "WorkerLost", "error_message":
+                                             f"{reason}; gave up after {job.attempts} attempts"})
+            return
+        self._running(job.endpoint).pop(job.id, None)
+        job.status, job.started_at, job.worker_id, job.progress = IN_QUEUE, None, None, None
+        job.chunks, job.drained = [], 0
+        self.store.requeued(job)
+        queue = self._queue(job.endpoint)
+        queue[job.id] = job
+        queue.move_to_end(job.id, last=False)  # it was submitted before anything queued now
+        self.requeued[job.endpoint] = self.requeued.get(job.endpoint, 0) + 1
+        self._wake(job.endpoint)
+
+    # ---- stop channel ------------------------------------------------------------------------------
+
+    def _signal_stop(self, job: Job) -> None:
+        if job.worker_id is None:
+            return
+        self.stops.setdefault(job.worker_id, set()).add(job.id)
+        self.stop_events.setdefault(job.worker_id, asyncio.Event()).set()
+
+    async def wait_stops(self, worker_id: str, timeout: float) -> list[str]:
+        event = self.stop_events.setdefault(worker_id, asyncio.Event())
+        if not self.stops.get(worker_id):
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except TimeoutError:
+                return []
+        event.clear()
+        return sorted(self.stops.pop(worker_id, set()))
+
+    # ---- finishing and timers ----------------------------------------------------------------------
+
+    def _finish(self, job: Job, status: str, output: Any = None, error: Any = None) -> None:
+        now = self.clock()
+        self._running(job.endpoint).pop(job.id, None)
+        self._queue(job.endpoint).pop(job.id, None)
+        job.status, job.output, job.error, job.completed_at = status, output, error, now
+        retention = self.timings.result_retention_sync if job.sync else self.timings.result_retention_run
+        job.expires_at = now + retention
+        self.store.finished(job)
+        self._remember(job)
+        job.finish()
+        for listener in self.on_finished:
+            listener(job)
+
+    def _remember(self, job: Job) -> None:
+        self.recent[job.id] = job
+        while len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
+
+    def sweep(self) -> None:
+        """Lapsed leases, execution timeouts, TTLs and result retention; call about once a second."""
+        now = self.clock()
+        for table in list(self.running.values()):
+            for job in list(table.values()):
+                if job.started_at is not None and now - job.started_at > job.execution_timeout:
+                    self._signal_stop(job)
+                    worker = job.worker_id or ""
+                    self._finish(job, TIMED_OUT, error=f"execution timeout of {job.execution_timeout:g}s exceeded")
+                    for listener in self.on_stop_worker:
+                        listener(worker, f"job {job.id} exceeded its execution timeout")
+                elif job.lease_until < now:
+                    self._requeue_or_fail(job, f"worker {job.worker_id} stopped sending heartbeats")
+        self._expire_ttl(now)
+        gone = self.store.expired(now)
+        if gone:
+            self.store.delete(gone)
+            for job_id in gone:
+                self.recent.pop(job_id, None)
+
+    def _expire_ttl(self, now: float) -> None:
+        for job_id in self.store.ttl_expired(now):
+            job = self.get(job_id)
+            if job is not None and not job.terminal:
+                if job.status == IN_PROGRESS:
+                    self._signal_stop(job)
+                self._finish(job, TIMED_OUT, error="the job's ttl expired")
+            self.store.delete([job_id])
+            self.recent.pop(job_id, None)
+
+    def fail_endpoint(self, endpoint: str, reason: str) -> int:
+        """Fail every open job of an endpoint that is being removed or replaced."""
+        jobs = list(self._queue(endpoint).values()) + list(self._running(endpoint).values())
+        for job in jobs:
+            if job.status == IN_PROGRESS:
+                self._signal_stop(job)
+            self._finish(job, FAILED, error=reason)
+        return len(jobs)

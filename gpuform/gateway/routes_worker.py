@@ -1,0 +1,143 @@
+"""Worker protocol: RunPod's job-take / job-take-batch / job-stop / job-done / job-stream / ping, plus
+worker-event (cold-start phases). See docs/runpod-protocol.md for what the runpod SDK expects.
+
+Worker tokens (``RUNPOD_AI_API_KEY``) are valid here only, for the worker they were minted for.
+Results are parsed as JSON whatever their content type (the SDK sends JSON as form-encoded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gpuform.gateway.auth import presented_key
+from gpuform.gateway.errors import json_error
+
+if TYPE_CHECKING:
+    from gpuform.gateway.runtime import Runtime
+    from gpuform.gateway.workers import WorkerRecord
+
+NO_CONTENT = Response(status_code=204)
+STOP_HOLD = 20.0
+MAX_BATCH = 64
+
+
+def _worker(request: Request) -> tuple[Runtime, WorkerRecord | None, Response | None]:
+    rt: Runtime = request.app.state.runtime
+    worker = rt.fleet.authenticate(presented_key(request))
+    if worker is None:
+        return rt, None, json_error(401, "invalid worker token")
+    if worker.id != request.path_params["worker_id"] or worker.endpoint != request.path_params["endpoint"]:
+        return rt, None, json_error(403, "this token belongs to another worker")
+    return rt, worker, None
+
+
+async def take(request: Request) -> Response:
+    rt, worker, denied = _worker(request)
+    if denied or worker is None:
+        return denied or NO_CONTENT
+    batch = "/job-take-batch/" in request.url.path
+    count = 1
+    if batch:
+        try:
+            count = max(1, min(int(request.query_params.get("batch_size", "1")), MAX_BATCH))
+        except ValueError:
+            count = 1
+    rt.fleet.contact(worker, time.time())
+    ep = rt.endpoints.get(worker.endpoint)
+    hold = rt.config.timings.take_timeout
+    if ep is None or ep.deleting or worker.stale or not worker.live:
+        await asyncio.sleep(min(hold, 5.0))  # no work for this worker; don't let it spin
+        return NO_CONTENT
+    jobs = await rt.queue.take(worker.endpoint, worker.id, count, hold, request.is_disconnected)
+    if not jobs:
+        return NO_CONTENT
+    payloads = [j.worker_payload() for j in jobs]
+    return JSONResponse(payloads if batch else payloads[0])
+
+
+async def stop_signals(request: Request) -> Response:
+    rt, worker, denied = _worker(request)
+    if denied or worker is None:
+        return denied or NO_CONTENT
+    ids = await rt.queue.wait_stops(worker.id, STOP_HOLD)
+    return JSONResponse({"jobsToStop": ids}) if ids else NO_CONTENT
+
+
+async def _body(request: Request) -> dict[str, Any] | None:
+    raw = await request.body()
+    try:
+        data = json.loads(raw.decode("utf-8")) if raw else {}
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else {"output": data}
+
+
+async def done(request: Request) -> Response:
+    rt, worker, denied = _worker(request)
+    if denied or worker is None:
+        return denied or NO_CONTENT
+    body = await _body(request)
+    if body is None:
+        return json_error(400, "the result body is not JSON")
+    job = rt.queue.result(request.path_params["job_id"], worker.id, body)
+    rt.fleet.contact(worker, time.time())
+    return JSONResponse({"accepted": job is not None})
+
+
+async def stream_chunk(request: Request) -> Response:
+    rt, worker, denied = _worker(request)
+    if denied or worker is None:
+        return denied or NO_CONTENT
+    body = await _body(request)
+    if body is None:
+        return json_error(400, "the stream body is not JSON")
+    job = rt.queue.chunk(request.path_params["job_id"], worker.id, body.get("output"))
+    return JSONResponse({"accepted": job is not None})
+
+
+async def ping(request: Request) -> Response:
+    rt, worker, denied = _worker(request)
+    if denied or worker is None:
+        return denied or NO_CONTENT
+    now = time.time()
+    if request.query_params.get("status") == "unhealthy":
+        check = request.query_params.get("check", "?")
+        reason = request.query_params.get("reason", "")
+        worker.log_tail = f"fitness check {check} failed: {reason}"
+        return JSONResponse({"ok": True})
+    rt.fleet.contact(worker, now)
+    held = [j for j in request.query_params.get("job_id", "").split(",") if j]
+    rt.queue.renew(worker.id, held)
+    return JSONResponse({"ok": True})
+
+
+async def worker_event(request: Request) -> Response:
+    """A worker reports a start-up phase: {"phase": "runtime_ready", "at": <unix time>}."""
+    rt, worker, denied = _worker(request)
+    if denied or worker is None:
+        return denied or NO_CONTENT
+    body = await _body(request) or {}
+    phase = str(body.get("phase", ""))[:64]
+    if phase:
+        at = body.get("at")
+        worker.mark(phase, float(at) if isinstance(at, int | float) else time.time())
+        rt.fleet.table.save(worker)
+    return JSONResponse({"ok": True})
+
+
+ROUTES = [
+    Route("/v2/{endpoint}/job-take/{worker_id}", take, methods=["GET"]),
+    Route("/v2/{endpoint}/job-take-batch/{worker_id}", take, methods=["GET"]),
+    Route("/v2/{endpoint}/job-stop/{worker_id}", stop_signals, methods=["GET"]),
+    Route("/v2/{endpoint}/job-done/{worker_id}/{job_id}", done, methods=["POST"]),
+    Route("/v2/{endpoint}/job-stream/{worker_id}/{job_id}", stream_chunk, methods=["POST"]),
+    Route("/v2/{endpoint}/ping/{worker_id}", ping, methods=["GET"]),
+    Route("/v2/{endpoint}/worker-event/{worker_id}", worker_event, methods=["POST"]),
+]

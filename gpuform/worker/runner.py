@@ -1,0 +1,277 @@
+"""The worker loop: take jobs, run the handler, stream chunks, post results, send heartbeats, obey stops.
+
+It speaks RunPod's worker protocol (the ``RUNPOD_WEBHOOK_*`` variables the gateway injects), so the same
+gateway serves workers written with this SDK and with the ``runpod`` package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("gpuform.worker")
+Handler = Callable[[dict[str, Any]], Any]
+
+
+class JobError(Exception):
+    """Raise from a handler to fail the job with a structured error (type, message, details)."""
+
+    def __init__(self, message: str, error_type: str = "JobError", details: Any = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error_type": self.error_type, "error_message": str(self)}
+        if self.details is not None:
+            out["details"] = self.details
+        return out
+
+
+@dataclass
+class Settings:
+    take_url: str
+    done_url: str
+    stream_url: str
+    ping_url: str
+    events_url: str
+    worker_id: str
+    token: str
+    ping_interval: float
+    concurrency: int
+    take_timeout: float
+    aggregate_stream: bool = True
+
+    @classmethod
+    def from_env(cls, concurrency: int | None = None, aggregate_stream: bool = True) -> Settings:
+        env = os.environ
+        missing = [k for k in ("RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_WEBHOOK_POST_OUTPUT", "RUNPOD_POD_ID",
+                               "RUNPOD_AI_API_KEY") if not env.get(k)]
+        if missing:
+            raise SystemExit(f"gpuform worker: {', '.join(missing)} not set; workers are started by the gateway "
+                             "(for a local test, run the handler function directly)")
+        worker_id = env["RUNPOD_POD_ID"]
+        return cls(take_url=env["RUNPOD_WEBHOOK_GET_JOB"].replace("$ID", worker_id),
+                   done_url=env["RUNPOD_WEBHOOK_POST_OUTPUT"].replace("$RUNPOD_POD_ID", worker_id),
+                   stream_url=env.get("RUNPOD_WEBHOOK_POST_STREAM", "").replace("$RUNPOD_POD_ID", worker_id),
+                   ping_url=env.get("RUNPOD_WEBHOOK_PING", "").replace("$RUNPOD_POD_ID", worker_id),
+                   events_url=env.get("GPUFORM_WORKER_EVENTS", ""), worker_id=worker_id,
+                   token=env["RUNPOD_AI_API_KEY"],
+                   ping_interval=max(1.0, int(env.get("RUNPOD_PING_INTERVAL", "10000")) / 1000),
+                   concurrency=concurrency or int(env.get("GPUFORM_CONCURRENCY", "1")),
+                   take_timeout=float(env.get("GPUFORM_TAKE_TIMEOUT", "30")), aggregate_stream=aggregate_stream)
+
+
+@dataclass
+class _Running:
+    job: dict[str, Any]
+    task: asyncio.Task[None]
+    started: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    def __init__(self, handler: Handler, settings: Settings) -> None:
+        self.handler = handler
+        self.s = settings
+        self.running: dict[str, _Running] = {}
+        self.stopping = asyncio.Event()
+        self.slot_free = asyncio.Event()
+        self.http = httpx.AsyncClient(headers={"Authorization": settings.token}, trust_env=False,
+                                      timeout=httpx.Timeout(settings.take_timeout + 30, connect=10),
+                                      limits=httpx.Limits(max_connections=settings.concurrency + 8))
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- loops --------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stopping.set)
+        await self.report("runtime_ready")
+        background = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._stops())]
+        try:
+            await self._take_loop()
+            while self.running:  # drain: jobs in flight finish and post their results
+                await asyncio.wait([r.task for r in self.running.values()])
+        finally:
+            for task in background:
+                task.cancel()
+            await self.http.aclose()
+
+    async def _take_loop(self) -> None:
+        failures = 0
+        while not self.stopping.is_set():
+            free = self.s.concurrency - len(self.running)
+            if free <= 0:
+                self.slot_free.clear()
+                await _first(self.slot_free.wait(), self.stopping.wait())
+                continue
+            url = self.s.take_url
+            if free > 1:
+                url = url.replace("/job-take/", "/job-take-batch/") + f"&batch_size={free}"
+            url += f"&job_in_progress={1 if self.running else 0}"
+            try:
+                resp = await _first(self.http.get(url), self.stopping.wait())
+            except httpx.HTTPError as exc:
+                failures += 1
+                log.warning("job-take failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(min(5.0, 0.5 * failures))
+                continue
+            if resp is None:
+                return  # stopping
+            failures = 0
+            if resp.status_code == 200 and resp.content:
+                data = resp.json()
+                for job in data if isinstance(data, list) else [data]:
+                    self._start(job)
+            elif resp.status_code == 429:
+                await asyncio.sleep(5)
+            elif resp.status_code != 204:
+                log.warning("job-take answered %s: %s", resp.status_code, resp.text[:200])
+                await asyncio.sleep(1)
+
+    def _start(self, job: dict[str, Any]) -> None:
+        task = asyncio.create_task(self._run_job(job))
+        self.running[job["id"]] = _Running(job, task)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            params = {"job_id": ",".join(self.running)} if self.running else {}
+            with contextlib.suppress(httpx.HTTPError):
+                await self.http.get(self.s.ping_url, params=params, timeout=self.s.ping_interval * 2)
+            await asyncio.sleep(self.s.ping_interval)
+
+    async def _stops(self) -> None:
+        if "/job-take/" not in self.s.take_url:
+            return
+        url = self.s.take_url.replace("/job-take/", "/job-stop/")
+        while True:
+            try:
+                resp = await self.http.get(url)
+            except httpx.HTTPError:
+                await asyncio.sleep(1)
+                continue
+            if resp.status_code == 200 and resp.content:
+                for job_id in resp.json().get("jobsToStop") or []:
+                    running = self.running.get(str(job_id))
+                    if running is not None:
+                        running.task.cancel()
+            else:
+                await asyncio.sleep(1)
+
+    # ---- one job ------------------------------------------------------------------------------------
+
+    async def _run_job(self, job: dict[str, Any]) -> None:
+        job_id = job["id"]
+        try:
+            body = await self._call(job)
+            await self._post(self.s.done_url, job_id, body, is_stream=bool(body.pop("_streamed", False)))
+        except asyncio.CancelledError:
+            log.info("job %s stopped by the gateway", job_id)
+        finally:
+            self.running.pop(job_id, None)
+            self.slot_free.set()
+
+    async def _call(self, job: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if inspect.iscoroutinefunction(self.handler) or inspect.isasyncgenfunction(self.handler):
+                result = self.handler(job)
+            else:  # sync handlers run in a thread, so heartbeats and stop signals keep flowing
+                result = await asyncio.to_thread(self.handler, job)
+            if inspect.isawaitable(result):
+                result = await result
+            if inspect.isgenerator(result) or inspect.isasyncgen(result):
+                return await self._stream(job["id"], result)
+            return _result_body(result)
+        except asyncio.CancelledError:
+            raise
+        except JobError as exc:
+            return {"error": exc.to_json()}
+        except Exception as exc:  # the handler's failure becomes the job's error, never the worker's
+            return {"error": {"error_type": type(exc).__name__, "error_message": str(exc),
+                              "error_traceback": traceback.format_exc()}}
+
+    async def _stream(self, job_id: str, gen: Iterator[Any] | AsyncIterator[Any]) -> dict[str, Any]:
+        chunks: list[Any] = []
+        try:
+            async for chunk in _aiter(gen):
+                if isinstance(chunk, dict) and chunk.get("error"):
+                    return {"error": chunk["error"], "_streamed": True}
+                chunks.append(chunk)
+                await self._post(self.s.stream_url, job_id, {"output": chunk}, is_stream=False)
+        except JobError as exc:
+            return {"error": exc.to_json(), "_streamed": True}
+        return {"output": chunks if self.s.aggregate_stream else [], "_streamed": True}
+
+    async def _post(self, template: str, job_id: str, body: dict[str, Any], is_stream: bool) -> None:
+        url = template.replace("$ID", job_id) + f"&isStream={'true' if is_stream else 'false'}"
+        payload = json.dumps(body, default=str)
+        for attempt in range(3):
+            try:
+                resp = await self.http.post(url, content=payload, headers={"Content-Type": "application/json"})
+                if resp.status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(1 + attempt)
+        log.error("could not deliver the result of job %s", job_id)
+
+    async def report(self, phase: str) -> None:
+        if not self.s.events_url:
+            return
+        with contextlib.suppress(httpx.HTTPError):
+            await self.http.post(self.s.events_url, json={"phase": phase, "at": time.time()})
+
+    def progress(self, job: dict[str, Any], value: Any) -> None:
+        """Thread-safe: post an IN_PROGRESS update for ``job``."""
+        if self.loop is None:
+            return
+        coro = self._post(self.s.done_url, job["id"], {"status": "IN_PROGRESS", "output": value}, is_stream=False)
+        if threading.current_thread() is threading.main_thread():
+            self.loop.create_task(coro)
+        else:
+            asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+
+def _result_body(result: Any) -> dict[str, Any]:
+    if isinstance(result, dict) and result.get("error"):
+        rest = {k: v for k, v in result.items() if k != "error"}
+        return {"error": result["error"], **({"output": rest} if rest else {})}
+    return {"output": result}
+
+
+async def _aiter(gen: Iterator[Any] | AsyncIterator[Any]) -> AsyncIterator[Any]:
+    if inspect.isasyncgen(gen):
+        async for item in gen:
+            yield item
+        return
+    sync_gen = iter(gen)  # type: ignore[arg-type]
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, sync_gen, done)
+        if item is done:
+            return
+        yield item
+
+
+async def _first(*aws: Any) -> Any:
+    """Await the first of ``aws`` to finish; cancel the others. Returns the first one's result (or None)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    first = tasks[0]
+    return first.result() if first in done else None

@@ -1,0 +1,67 @@
+"""A handler that echoes its input, for the quickstart and tests.
+
+Input knobs: ``sleep`` (seconds before answering), ``fail`` (raise with this message), ``stream`` (yield
+that many chunks), ``progress`` (post a progress update first). OpenAI-shaped jobs (``openai_route``)
+get an OpenAI-shaped answer that echoes the last message, streamed when asked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from gpuform.worker import JobError, progress_update
+
+
+def handler(job: dict[str, Any]) -> Any:
+    payload = job["input"]
+    if isinstance(payload, dict) and "openai_route" in payload:
+        return _openai(payload["openai_route"], payload.get("openai_input") or {})
+    if not isinstance(payload, dict):
+        return {"echo": payload}
+    if payload.get("progress"):
+        progress_update(job, {"step": "started"})
+    if payload.get("sleep"):
+        time.sleep(float(payload["sleep"]))
+    if payload.get("fail"):
+        raise JobError(str(payload["fail"]), error_type="EchoFailure")
+    if payload.get("stream"):
+        return _chunks(int(payload["stream"]), float(payload.get("interval", 0)))
+    return {"echo": payload}
+
+
+def _chunks(count: int, interval: float) -> Iterator[dict[str, int]]:
+    for i in range(count):
+        if interval:
+            time.sleep(interval)
+        yield {"chunk": i}
+
+
+def _openai(route: str, body: dict[str, Any]) -> Any:
+    if route.endswith("/models"):
+        return {"object": "list", "data": [{"id": body.get("model", "echo"), "object": "model"}]}
+    messages = body.get("messages") or [{"content": body.get("prompt", "")}]
+    text = str(messages[-1].get("content", "")) if isinstance(messages[-1], dict) else str(messages[-1])
+    chat = route.endswith("/chat/completions")
+    ident, created, model = f"cmpl-{uuid.uuid4().hex[:12]}", int(time.time()), body.get("model", "echo")
+    if body.get("stream"):
+        return _openai_stream(ident, created, model, text, chat)
+    choice: dict[str, Any] = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                              if chat else {"index": 0, "text": text, "finish_reason": "stop"})
+    return {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": created,
+            "model": model, "choices": [choice],
+            "usage": {"prompt_tokens": len(text.split()), "completion_tokens": len(text.split()),
+                      "total_tokens": 2 * len(text.split())}}
+
+
+def _openai_stream(ident: str, created: int, model: str, text: str, chat: bool) -> Iterator[str]:
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    for word in text.split(" "):
+        delta: dict[str, Any] = ({"index": 0, "delta": {"content": word + " "}, "finish_reason": None} if chat
+                                 else {"index": 0, "text": word + " ", "finish_reason": None})
+        yield "data: " + json.dumps({"id": ident, "object": kind, "created": created, "model": model,
+                                     "choices": [delta]}) + "\n\n"
+    yield "data: [DONE]\n\n"
