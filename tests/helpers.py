@@ -38,8 +38,11 @@ class Deployment:
         text = local_config(self.port, extra, endpoints)
         if gateway_extra:
             text = text.replace("    api_keys: {test: test-key}\n", "    api_keys: {test: test-key}\n" + gateway_extra)
+        return self.apply_text(text)
+
+    def apply_text(self, text: str, env: dict[str, str] | None = None) -> str:
         write_config(self.workdir, text)
-        result = run_gpuform("-C", str(self.workdir), "apply", "--auto-approve")
+        result = run_gpuform("-C", str(self.workdir), "apply", "--auto-approve", env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
