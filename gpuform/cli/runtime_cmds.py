@@ -82,8 +82,8 @@ def _print_status(report: dict[str, Any]) -> None:
 
 
 def _print_gateway(gw: str, body: dict[str, Any]) -> None:
-    eps = Table("endpoint", "status", "workers (idle/running/starting)", "queue", "desired", "delay p50", "cold start p50",
-                "spent today", title=f"Endpoints on gateway.{gw}", title_justify="left")
+    eps = Table("endpoint", "status", "workers (idle/running/starting)", "queue", "desired", "delay p50",
+                "cold start p50", "spent today", title=f"Endpoints on gateway.{gw}", title_justify="left")
     workers = Table("worker", "endpoint", "state", "host", "gpu", "up", title="Workers", title_justify="left")
     notes: list[str] = []
     now = time.time()

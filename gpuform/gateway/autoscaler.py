@@ -86,9 +86,7 @@ def desired_workers(stats: Stats, policy: ScalingPolicy, now: float) -> Decision
         target = math.ceil((stats.queued + stats.running_jobs) / policy.scaler_value)
     else:
         target = len(live)
-        if stats.queued and not live:
-            target += 1
-        elif stats.oldest_wait > policy.scaler_value and starting < stats.queued:
+        if (stats.queued and not live) or (stats.oldest_wait > policy.scaler_value and starting < stats.queued):
             target += 1
     desired = max(0, min(max(floor, target), policy.max_workers))
     reasons: list[str] = []
@@ -102,10 +100,16 @@ def desired_workers(stats: Stats, policy: ScalingPolicy, now: float) -> Decision
         reasons.append(f"start back-off after failures ({stats.backoff_reason}); next try in "
                        f"{stats.backoff_until - now:.0f}s")
         start, blocked = 0, "UNHEALTHY"
-    return Decision(desired, start, _to_stop(live, stats, policy, now, max(desired, floor)), blocked, tuple(reasons))
+    if policy.scaler == "request_count":
+        needed = target
+    else:  # busy workers, plus idle ones that queued jobs are about to use
+        idle = sum(1 for w in live if w.state == IDLE)
+        needed = len(live) - idle + min(stats.queued, idle)
+    keep = min(max(floor, needed), policy.max_workers)
+    return Decision(desired, start, _to_stop(live, policy, now, keep), blocked, tuple(reasons))
 
 
-def _to_stop(live: list[WorkerView], stats: Stats, policy: ScalingPolicy, now: float, keep: int) -> tuple[str, ...]:
+def _to_stop(live: list[WorkerView], policy: ScalingPolicy, now: float, keep: int) -> tuple[str, ...]:
     """Idle workers past their idle timeout, oldest idle first, down to ``keep`` live workers."""
     surplus = len(live) - keep
     if surplus <= 0:

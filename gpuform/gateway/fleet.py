@@ -217,6 +217,7 @@ class Fleet:
         record.state, record.exit_reason = STOPPING, reason
         record.mark("stop_requested")
         self.table.save(record)
+        self.rt.queue.release(record.id)
         grace = self.rt.config.timings.drain_timeout if grace is None else grace
         try:
             if record.info is not None:

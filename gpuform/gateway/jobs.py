@@ -157,7 +157,8 @@ class JobStore:
         return [str(r["id"]) for r in rows]
 
     def ttl_expired(self, now: float, limit: int = 1000) -> list[str]:
-        rows = self.db.execute("SELECT id FROM jobs WHERE created_at + ttl < ? LIMIT ?", (now, limit)).fetchall()
+        rows = self.db.execute("SELECT id FROM jobs WHERE created_at + ttl < ? AND status IN ('IN_QUEUE', "
+                               "'IN_PROGRESS') LIMIT ?", (now, limit)).fetchall()
         return [str(r["id"]) for r in rows]
 
     def counts(self, endpoint: str) -> dict[str, int]:

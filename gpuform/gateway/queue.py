@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuform.config.schema import GatewayTimings
-from gpuform.gateway.jobs import (CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT, Job, JobStore)
+from gpuform.gateway.jobs import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT, Job, JobStore
 
 RECENT = 20_000
 
@@ -55,6 +55,10 @@ class JobQueue:
         self.on_started: list[Listener] = []
         self.on_finished: list[Listener] = []
         self.on_stop_worker: list[Callable[[str, str], None]] = []
+        self.condition_of: Callable[[str], str] = lambda endpoint: ""
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closing = False
+        self._closed: asyncio.Event | None = None
 
     # ---- restore after a restart ------------------------------------------------------------------
 
@@ -155,15 +159,46 @@ class JobQueue:
         now = self.clock()
         oldest = next(iter(queue.values()), None)
         scalable = sum(1 for j in queue.values() if not j.low_priority)
-        return QueueStats(len(queue), len(self._running(endpoint)), now - oldest.created_at if oldest else 0.0, scalable)
+        wait = now - oldest.created_at if oldest else 0.0
+        return QueueStats(len(queue), len(self._running(endpoint)), wait, scalable)
 
     # ---- worker side -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Shutting down: answer every waiting long-poll now (takes get nothing, stop polls return)."""
+        self.closing = True
+        for takers in self.takers.values():
+            while takers:
+                waiter = takers.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+        for event in self.stop_events.values():
+            event.set()
+        self.closed_event().set()
+
+    def closed_event(self) -> asyncio.Event:
+        if self._closed is None:
+            self._closed = asyncio.Event()
+        return self._closed
+
+    async def wait_done(self, job: Job, timeout: float) -> bool:
+        """Wait until ``job`` is finished (True), ``timeout`` passes or the gateway shuts down (False)."""
+        if job.terminal:
+            return True
+        done = asyncio.ensure_future(job.done_event().wait())
+        closed = asyncio.ensure_future(self.closed_event().wait())
+        try:
+            await asyncio.wait([done, closed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            done.cancel()
+            closed.cancel()
+        return job.terminal
 
     async def take(self, endpoint: str, worker_id: str, count: int, timeout: float,
                    disconnected: Callable[[], Awaitable[bool]] | None = None) -> list[Job]:
         """Long-poll: up to ``count`` jobs for ``worker_id``, or [] after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while True:
+        while not self.closing:
             jobs = self._pop(endpoint, worker_id, count)
             if jobs:
                 return jobs
@@ -182,6 +217,7 @@ class JobQueue:
                     takers.remove(waiter)
             if disconnected is not None and await disconnected():
                 return []
+        return []
 
     def _wake(self, endpoint: str) -> None:
         takers = self.takers.get(endpoint)
@@ -285,9 +321,13 @@ class JobQueue:
         self.stops.setdefault(job.worker_id, set()).add(job.id)
         self.stop_events.setdefault(job.worker_id, asyncio.Event()).set()
 
+    def release(self, worker_id: str) -> None:
+        """Answer the worker's pending stop poll now (it is being stopped)."""
+        self.stop_events.setdefault(worker_id, asyncio.Event()).set()
+
     async def wait_stops(self, worker_id: str, timeout: float) -> list[str]:
         event = self.stop_events.setdefault(worker_id, asyncio.Event())
-        if not self.stops.get(worker_id):
+        if not self.stops.get(worker_id) and not self.closing:
             try:
                 await asyncio.wait_for(event.wait(), timeout)
             except TimeoutError:
@@ -336,14 +376,15 @@ class JobQueue:
                 self.recent.pop(job_id, None)
 
     def _expire_ttl(self, now: float) -> None:
+        """Open jobs past their ttl end TIMED_OUT (kept for the retention period, with the reason)."""
         for job_id in self.store.ttl_expired(now):
             job = self.get(job_id)
-            if job is not None and not job.terminal:
-                if job.status == IN_PROGRESS:
-                    self._signal_stop(job)
-                self._finish(job, TIMED_OUT, error="the job's ttl expired")
-            self.store.delete([job_id])
-            self.recent.pop(job_id, None)
+            if job is None or job.terminal:
+                continue
+            if job.status == IN_PROGRESS:
+                self._signal_stop(job)
+            why = self.condition_of(job.endpoint)
+            self._finish(job, TIMED_OUT, error="the job's ttl expired" + (f" while {why}" if why else ""))
 
     def fail_endpoint(self, endpoint: str, reason: str) -> int:
         """Fail every open job of an endpoint that is being removed or replaced."""

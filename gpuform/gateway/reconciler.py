@@ -4,6 +4,7 @@ asks the autoscaler how many workers each endpoint needs, starts and stops them,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,10 @@ def policy_of(spec: dict[str, Any]) -> ScalingPolicy:
     schedule = spec.get("schedule") or {}
     windows = tuple(Window(w["cron"], float(w["duration"]), int(w["min_workers"]))
                     for w in schedule.get("schedule") or [])
-    return ScalingPolicy(min_workers=int(scaling.get("min_workers", 0)), max_workers=int(scaling.get("max_workers", 3)),
-                         idle_timeout=float(scaling.get("idle_timeout", 5)), scaler=scaling.get("scaler", "queue_delay"),
+    return ScalingPolicy(min_workers=int(scaling.get("min_workers", 0)),
+                         max_workers=int(scaling.get("max_workers", 3)),
+                         idle_timeout=float(scaling.get("idle_timeout", 5)),
+                         scaler=scaling.get("scaler", "queue_delay"),
                          scaler_value=float(scaling.get("scaler_value", 4)), schedule=windows,
                          timezone=schedule.get("timezone", "UTC"), spend_limit_per_day=spec.get("spend_limit_per_day"))
 
@@ -44,10 +47,8 @@ class Reconciler:
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _loop(self) -> None:
         for ep in list(self.rt.endpoints.values()):

@@ -108,7 +108,7 @@ async def _submit(request: Request, sync: bool) -> tuple[Runtime, Job | None, Re
 
 
 async def run(request: Request) -> Response:
-    rt, job, problem = await _submit(request, sync=False)
+    _, job, problem = await _submit(request, sync=False)
     if problem or job is None:
         return problem or json_error(500, "no job")
     return JSONResponse({"id": job.id, "status": job.status})
@@ -124,11 +124,7 @@ async def runsync(request: Request) -> Response:
             wait = min(max(int(request.query_params["wait"]), MIN_WAIT_MS), MAX_WAIT_MS) / 1000
         except ValueError:
             return json_error(400, "?wait must be milliseconds between 1000 and 300000")
-    if not job.terminal:
-        try:
-            await asyncio.wait_for(job.done_event().wait(), timeout=wait)
-        except TimeoutError:
-            pass
+    await rt.queue.wait_done(job, wait)
     return JSONResponse(job.view())
 
 

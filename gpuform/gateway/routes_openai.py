@@ -110,13 +110,12 @@ async def _call(request: Request, rt: Runtime, ep: EndpointRecord, route: str, b
 
 
 async def _wait_done(request: Request, rt: Runtime, job: Job) -> None:
-    while not job.terminal:
-        try:
-            await asyncio.wait_for(job.done_event().wait(), timeout=2.0)
-        except TimeoutError:
-            if await request.is_disconnected():
-                rt.queue.cancel(job.id)
-                return
+    while not await rt.queue.wait_done(job, 2.0):
+        if rt.queue.closing:
+            return
+        if await request.is_disconnected():
+            rt.queue.cancel(job.id)
+            return
 
 
 def _final(job: Job) -> Response:

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gpuform.gateway.auth import presented_key
+from gpuform.gateway.autoscaler import STOPPING
 from gpuform.gateway.errors import json_error
 
 if TYPE_CHECKING:
@@ -66,7 +67,9 @@ async def stop_signals(request: Request) -> Response:
     rt, worker, denied = _worker(request)
     if denied or worker is None:
         return denied or NO_CONTENT
-    ids = await rt.queue.wait_stops(worker.id, STOP_HOLD)
+    if worker.state == STOPPING:
+        return NO_CONTENT  # it is draining: let its poll loop end now
+    ids = await rt.queue.wait_stops(worker.id, min(STOP_HOLD, rt.config.timings.take_timeout))
     return JSONResponse({"jobsToStop": ids}) if ids else NO_CONTENT
 
 

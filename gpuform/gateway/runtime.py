@@ -58,8 +58,16 @@ class Runtime:
         self.queue.on_started.append(self._job_started)
         self.queue.on_finished.append(self._job_finished)
         self.queue.on_stop_worker.append(self._stop_worker)
+        self.queue.condition_of = self._condition_text
+
+    def begin_shutdown(self) -> None:
+        """Called from the signal handler: wake every long-poll so connections close promptly."""
+        loop = self.queue.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.queue.close)
 
     async def start(self) -> None:
+        self.queue.loop = asyncio.get_running_loop()
         restored = self.queue.restore()
         self.fleet.restore()
         for job in (j for table in self.queue.running.values() for j in table.values()):
@@ -96,6 +104,13 @@ class Runtime:
             self.metrics.observe(job.endpoint, "execution", execution)
         if job.webhook:
             self.webhooks.deliver(job.webhook, job.view())
+
+    def _condition_text(self, endpoint: str) -> str:
+        cond = self.fleet.condition(endpoint)
+        if cond.status == "OK":
+            return ""
+        tail = f"; last log lines: {cond.log_tail}" if cond.log_tail else ""
+        return f"endpoint {endpoint} is {cond.status}: {cond.message}{tail}"
 
     def _stop_worker(self, worker_id: str, reason: str) -> None:
         worker = self.fleet.records.get(worker_id)

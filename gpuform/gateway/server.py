@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -18,10 +19,19 @@ def serve(config_path: Path, listen: str | None = None) -> int:
     host, _, port = (listen or config.gateway.listen).rpartition(":")
     logging.basicConfig(level=config.gateway.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = build_app(Runtime(config))
-    uvicorn.run(app, host=host.strip("[]"), port=int(port), log_level=config.gateway.log_level,
-                access_log=config.gateway.log_level == "debug", loop="auto", http="auto",
-                timeout_graceful_shutdown=int(config.timings.drain_timeout) + 5)
+    runtime = Runtime(config)
+    server = uvicorn.Server(uvicorn.Config(
+        build_app(runtime), host=host.strip("[]"), port=int(port), log_level=config.gateway.log_level,
+        access_log=config.gateway.log_level == "debug", loop="auto", http="auto",
+        timeout_graceful_shutdown=int(config.timings.drain_timeout) + 5))
+    exit_handler = server.handle_exit
+
+    def handle_exit(sig: int, frame: FrameType | None) -> None:
+        runtime.begin_shutdown()  # long-polls answer now, so the graceful shutdown is quick
+        exit_handler(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run()
     return 0
 
 

@@ -39,7 +39,7 @@ def _is_block(value: Any) -> bool:
 def _lines_all(attrs: dict[str, Any], symbol: str, indent: int, colour: bool) -> list[str]:
     """Every attribute, each line marked ``symbol`` (create and delete)."""
     out: list[str] = []
-    shown = {k: v for k, v in attrs.items() if v is not None and v != [] and v != {}}
+    shown = {k: v for k, v in attrs.items() if v is not None and v not in ([], {})}
     width = max((len(k) for k in shown), default=0)
     pad = " " * indent
     for key in sorted(shown):

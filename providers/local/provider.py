@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class LocalProvider:
         self.workers_dir = self.data_dir / "workers"
         self.volumes = LocalVolumes(ctx)
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._placing = threading.Lock()  # placement and launch are one step, or two starts pick the same GPU
 
     # ---- declared resources -------------------------------------------------------------------------
 
@@ -148,6 +150,10 @@ class LocalProvider:
             return [HostInventory(HOST, True, reason=str(exc))]
 
     def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
+        with self._placing:
+            return self._start_worker(launch)
+
+    def _start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
         running = [w for w in self.list_workers() if w.state == "running"]
         used = {HOST: {i for w in running for i in w.gpu_indices}}
         spot = place(self.inventory(), used, {HOST: len(running)}, launch.gpu_types, launch.gpu_count)

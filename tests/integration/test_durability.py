@@ -139,7 +139,7 @@ def test_rolling_update_and_destroy_drain_in_flight_jobs(deployment: Deployment)
 class _Receiver(BaseHTTPRequestHandler):
     calls: list[tuple[bytes, dict[str, str]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).calls.append((body, dict(self.headers)))
         self.send_response(500 if len(type(self).calls) <= 2 else 200)

@@ -108,9 +108,10 @@ def test_runsync_wait_policy_and_ttl(gateway: Deployment) -> None:
                           headers={"Authorization": "Bearer other-secret-key"}).json()
         assert http.get(f"/v2/private/status/{short['id']}",
                         headers={"Authorization": "Bearer other-secret-key"}).json()["status"] == "IN_QUEUE"
-        wait_for(lambda: http.get(f"/v2/private/status/{short['id']}",
-                                  headers={"Authorization": "Bearer other-secret-key"}).status_code == 404, 20,
-                 what="the job to disappear when its ttl expired")
+        expired = wait_for(lambda: (s := http.get(f"/v2/private/status/{short['id']}", headers={
+            "Authorization": "Bearer other-secret-key"}).json())["status"] == "TIMED_OUT" and s, 20,
+                           what="the queued job to time out when its ttl expired")
+        assert "ttl expired" in expired["error"]
 
 
 def test_keys_never_reach_logs_state_or_plans(gateway: Deployment) -> None:

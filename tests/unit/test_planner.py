@@ -88,7 +88,7 @@ def test_a_field_that_cannot_change_in_place_forces_replacement(tmp_path: Path) 
 
 def test_removed_resources_are_deleted_and_prevent_destroy_refuses(tmp_path: Path) -> None:
     state = applied(desired_of(tmp_path))
-    without = desired_of(tmp_path, BASE.split("endpoints:")[0])
+    without = desired_of(tmp_path, BASE.split("endpoints:", maxsplit=1)[0])
     p = plan(without, state, None)
     assert actions(p)["endpoint.chat"] == "delete"
     assert p.changes[0].action_reason == "delete_because_no_resource_config"
