@@ -327,7 +327,7 @@ class JobQueue:
 
     async def wait_stops(self, worker_id: str, timeout: float) -> list[str]:
         event = self.stop_events.setdefault(worker_id, asyncio.Event())
-        if not self.stops.get(worker_id) and not self.closing:
+        if not self.stops.get(worker_id) and not self.closing and timeout > 0:
             try:
                 await asyncio.wait_for(event.wait(), timeout)
             except TimeoutError:

@@ -125,7 +125,10 @@ async def runsync(request: Request) -> Response:
         except ValueError:
             return json_error(400, "?wait must be milliseconds between 1000 and 300000")
     await rt.queue.wait_done(job, wait)
-    return JSONResponse(job.view())
+    view = job.view()
+    if request.headers.get("x-gpuform-timings"):
+        view["timestamps"] = {"created": job.created_at, "started": job.started_at, "completed": job.completed_at}
+    return JSONResponse(view)
 
 
 def _job(request: Request) -> tuple[Runtime, Job | None, Response | None]:

@@ -67,9 +67,8 @@ async def stop_signals(request: Request) -> Response:
     rt, worker, denied = _worker(request)
     if denied or worker is None:
         return denied or NO_CONTENT
-    if worker.state == STOPPING:
-        return NO_CONTENT  # it is draining: let its poll loop end now
-    ids = await rt.queue.wait_stops(worker.id, min(STOP_HOLD, rt.config.timings.take_timeout))
+    hold = 0.0 if worker.state == STOPPING else min(STOP_HOLD, rt.config.timings.take_timeout)
+    ids = await rt.queue.wait_stops(worker.id, hold)  # a draining worker gets its stops without a wait
     return JSONResponse({"jobsToStop": ids}) if ids else NO_CONTENT
 
 

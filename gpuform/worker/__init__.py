@@ -36,7 +36,6 @@ def start(handler: Handler, concurrency: int | None = None, aggregate_stream: bo
     global _current
     logging.basicConfig(level=os.environ.get("GPUFORM_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     _current = Worker(handler, Settings.from_env(concurrency, aggregate_stream))
     asyncio.run(_current.run())
 

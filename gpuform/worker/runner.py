@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 log = logging.getLogger("gpuform.worker")
 Handler = Callable[[dict[str, Any]], Any]
@@ -89,10 +89,20 @@ class Worker:
         self.running: dict[str, _Running] = {}
         self.stopping = asyncio.Event()
         self.slot_free = asyncio.Event()
-        self.http = httpx.AsyncClient(headers={"Authorization": settings.token}, trust_env=False,
-                                      timeout=httpx.Timeout(settings.take_timeout + 30, connect=10),
-                                      limits=httpx.Limits(max_connections=settings.concurrency + 8))
+        self.http: aiohttp.ClientSession | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.http is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.s.take_timeout + 30)
+            self.http = aiohttp.ClientSession(headers={"Authorization": self.s.token}, timeout=timeout,
+                                              connector=aiohttp.TCPConnector(limit=0), trust_env=False)
+        return self.http
+
+    async def _get(self, url: str, timeout: float | None = None) -> tuple[int, bytes]:
+        limit = aiohttp.ClientTimeout(total=timeout) if timeout else None
+        async with self._session().get(url, timeout=limit) as resp:
+            return resp.status, await resp.read()
 
     # ---- loops --------------------------------------------------------------------------------------
 
@@ -109,7 +119,7 @@ class Worker:
         finally:
             for task in background:
                 task.cancel()
-            await self.http.aclose()
+            await self._session().close()
 
     async def _take_loop(self) -> None:
         failures = 0
@@ -124,23 +134,24 @@ class Worker:
                 url = url.replace("/job-take/", "/job-take-batch/") + f"&batch_size={free}"
             url += f"&job_in_progress={1 if self.running else 0}"
             try:
-                resp = await _first(self.http.get(url), self.stopping.wait())
-            except httpx.HTTPError as exc:
+                answer = await _first(self._get(url), self.stopping.wait())
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 failures += 1
                 log.warning("job-take failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(min(5.0, 0.5 * failures))
                 continue
-            if resp is None:
+            if answer is None:
                 return  # stopping
             failures = 0
-            if resp.status_code == 200 and resp.content:
-                data = resp.json()
+            status, body = answer
+            if status == 200 and body:
+                data = json.loads(body)
                 for job in data if isinstance(data, list) else [data]:
                     self._start(job)
-            elif resp.status_code == 429:
+            elif status == 429:
                 await asyncio.sleep(5)
-            elif resp.status_code != 204:
-                log.warning("job-take answered %s: %s", resp.status_code, resp.text[:200])
+            elif status != 204:
+                log.warning("job-take answered %s: %s", status, body[:200])
                 await asyncio.sleep(1)
 
     def _start(self, job: dict[str, Any]) -> None:
@@ -149,9 +160,11 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         while True:
-            params = {"job_id": ",".join(self.running)} if self.running else {}
-            with contextlib.suppress(httpx.HTTPError):
-                await self.http.get(self.s.ping_url, params=params, timeout=self.s.ping_interval * 2)
+            url = self.s.ping_url
+            if self.running:
+                url += ("&" if "?" in url else "?") + "job_id=" + ",".join(self.running)
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                await self._get(url, timeout=self.s.ping_interval * 2)
             await asyncio.sleep(self.s.ping_interval)
 
     async def _stops(self) -> None:
@@ -160,12 +173,12 @@ class Worker:
         url = self.s.take_url.replace("/job-take/", "/job-stop/")
         while True:
             try:
-                resp = await self.http.get(url)
-            except httpx.HTTPError:
+                status, body = await self._get(url)
+            except (aiohttp.ClientError, TimeoutError):
                 await asyncio.sleep(1)
                 continue
-            if resp.status_code == 200 and resp.content:
-                for job_id in resp.json().get("jobsToStop") or []:
+            if status == 200 and body:
+                for job_id in json.loads(body).get("jobsToStop") or []:
                     running = self.running.get(str(job_id))
                     if running is not None:
                         running.task.cancel()
@@ -221,10 +234,12 @@ class Worker:
         payload = json.dumps(body, default=str)
         for attempt in range(3):
             try:
-                resp = await self.http.post(url, content=payload, headers={"Content-Type": "application/json"})
-                if resp.status_code < 500:
-                    return
-            except httpx.HTTPError:
+                async with self._session().post(url, data=payload,
+                                                headers={"Content-Type": "application/json"}) as resp:
+                    await resp.read()
+                    if resp.status < 500:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
                 pass
             await asyncio.sleep(1 + attempt)
         log.error("could not deliver the result of job %s", job_id)
@@ -232,8 +247,9 @@ class Worker:
     async def report(self, phase: str) -> None:
         if not self.s.events_url:
             return
-        with contextlib.suppress(httpx.HTTPError):
-            await self.http.post(self.s.events_url, json={"phase": phase, "at": time.time()})
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with self._session().post(self.s.events_url, json={"phase": phase, "at": time.time()}) as resp:
+                await resp.read()
 
     def progress(self, job: dict[str, Any], value: Any) -> None:
         """Thread-safe: post an IN_PROGRESS update for ``job``."""

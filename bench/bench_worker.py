@@ -1,0 +1,13 @@
+"""The bench's gpuform worker: the shared handler under the gpuform worker SDK."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from handler import handler  # noqa: E402
+
+from gpuform.worker import start  # noqa: E402
+
+start(handler)
