@@ -195,6 +195,8 @@ class WorkerSpec(Model):
                                                  "(docker pools).")
     sleep_mode: bool = Field(False, description="vLLM on GPUs: put idle workers to sleep instead of stopping "
                                                 "them (unverified on a GPU; see README).")
+    requirements: list[str] = Field(default_factory=list, description="pip requirements of the handler (e.g. "
+                                    "runpod==1.12.0), installed from uploaded wheels on baremetal pools.")
 
 
 class ModelSpec(Model):

@@ -20,6 +20,7 @@ class RuntimeConfig:
     state_dir: Path
     config_dir: Path
     webhook_secret: str | None = None
+    pool_overrides: dict[str, Any] | None = None  # pools as seen from the gateway's host (credential paths)
     gateway: Gateway = field(init=False)
 
     def __post_init__(self) -> None:
@@ -33,7 +34,7 @@ class RuntimeConfig:
 
     @property
     def pools(self) -> dict[str, dict[str, Any]]:
-        pools: dict[str, dict[str, Any]] = self.attributes.get("pools") or {}
+        pools: dict[str, dict[str, Any]] = self.pool_overrides or self.attributes.get("pools") or {}
         return pools
 
     @property
@@ -46,4 +47,5 @@ class RuntimeConfig:
         return cls(name=data["name"], lineage=data["lineage"], attributes=data["attributes"],
                    admin_key_hash=data["admin_key_hash"], data_dir=Path(data["data_dir"]),
                    state_dir=Path(data["state_dir"]), config_dir=Path(data["config_dir"]),
-                   webhook_secret=(data.get("secrets") or {}).get("webhook_secret"))
+                   webhook_secret=(data.get("secrets") or {}).get("webhook_secret"),
+                   pool_overrides=data.get("pools"))

@@ -25,15 +25,16 @@ class Observed:
     computed: Attrs = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str = ""  # refresh failed (unreachable): the prior state is kept
+    repair: list[str] = field(default_factory=list)  # host-side gaps an update fixes (an image missing on a host)
 
     def to_json(self) -> dict[str, Any]:
         return {"exists": self.exists, "attributes": self.attributes, "computed": self.computed,
-                "notes": self.notes, "error": self.error}
+                "notes": self.notes, "error": self.error, "repair": self.repair}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Observed:
         return cls(bool(data["exists"]), dict(data.get("attributes") or {}), dict(data.get("computed") or {}),
-                   list(data.get("notes") or []), str(data.get("error") or ""))
+                   list(data.get("notes") or []), str(data.get("error") or ""), list(data.get("repair") or []))
 
 
 @dataclass

@@ -124,7 +124,9 @@ def _change(addr: str, want: Desired | None, prior: ResourceState | None, option
     elif prior.status == "tainted":
         change.actions, change.action_reason = ["delete", "create"], "replace_because_tainted"
     elif prior.attributes == want.attributes:
-        change.actions = ["no-op"]
+        repair = observed[addr].repair if addr in observed else []
+        change.actions = ["update"] if repair else ["no-op"]
+        change.notes += [f"repair: {r}" for r in repair]
     else:
         paths = changed_paths(prior.attributes, want.attributes)
         forced = [p for p in paths if p and p[0] in want.replace_fields]

@@ -7,6 +7,7 @@ attributes in ``Desired.secrets`` for the apply that needs them.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 from dataclasses import dataclass, field
@@ -61,6 +62,13 @@ class Desired:
     @property
     def replace_fields(self) -> frozenset[str]:
         return REPLACE_FIELDS[self.kind]
+
+    def real_attributes(self) -> dict[str, Any]:
+        """The attributes with sensitive values restored (for providers that must use them)."""
+        attrs = copy.deepcopy(self.attributes)
+        for path, value in self.secrets.items():
+            _set(attrs, path, value)
+        return attrs
 
 
 def hash_secret(value: Any, salt: str) -> str:
@@ -134,7 +142,8 @@ def _endpoint_attrs(config: Config, ep: schema.Endpoint) -> dict[str, Any]:
 
 _SECTION = {"pool": "pools", "volume": "volumes", "policy": "policies", "gateway": "gateway",
             "endpoint": "endpoints"}
-_ALWAYS_SENSITIVE: dict[str, list[Path]] = {"gateway": [("admin_key",), ("webhook_secret",)]}
+_ALWAYS_SENSITIVE: dict[str, list[Path]] = {"gateway": [("admin_key",), ("webhook_secret",)],
+                                            "pool": [("registry", "password")]}
 
 
 def _make(config: Config, kind: str, name: str, provider: str, pool: str | None, attrs: dict[str, Any],

@@ -39,7 +39,7 @@ class Op:
     def pool_attrs(self, pool: str) -> dict[str, Any]:
         want = self.desired.get(f"pool.{pool}")
         if want is not None:
-            return want.attributes
+            return want.real_attributes()
         res = self.state.resources.get(f"pool.{pool}")
         if res is None:
             raise GpuformError(f"pool.{pool} is neither configured nor in the state",
@@ -134,9 +134,10 @@ class ProviderHandler:
         if found is None:
             return Observed(False)
         notes = [str(n) for n in found.pop("_notes", [])]
+        repair = [str(r) for r in found.pop("_repair", [])]
         declared = {k: v for k, v in found.items() if k in prior.attributes}
         computed = {k: v for k, v in found.items() if k not in prior.attributes}
-        return Observed(True, declared, computed, notes)
+        return Observed(True, declared, computed, notes, repair=repair)
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
         assert want.pool is not None
@@ -207,9 +208,10 @@ class EndpointHandler:
         if found is None:
             return Observed(False)
         host_side = op.provider(prior.attributes["pool"]).read(_ref(prior), prior.attributes) or {}
+        repair = [str(r) for r in host_side.pop("_repair", [])]
         spec = dict(found.get("spec") or {})
         return Observed(True, {k: v for k, v in spec.items() if k in prior.attributes},
-                        {**host_side, "status": found.get("status")})
+                        {**host_side, "status": found.get("status")}, repair=repair)
 
     def _push(self, op: Op, want: Desired) -> None:
         secret_env = {str(p[-1]): str(v) for p, v in want.secrets.items() if p[:2] == ("worker", "env")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from gpuform.resources.desired import VolumeSource
 
 MANIFEST_NAME = ".gpuform-manifest.json"
 Manifest = dict[str, tuple[int, str]]  # relpath -> (size, sha256)
+Stats = Mapping[str, tuple[int, int | str]]  # relpath -> (size, mtime): ns locally, find's %T@ remotely
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -68,13 +70,13 @@ class HostFiles:
     missing_or_changed: list[str]
 
 
-def host_view(recorded: dict[str, Any] | None, stats: dict[str, tuple[int, int]]) -> Manifest:
+def host_view(recorded: dict[str, Any] | None, stats: Stats) -> Manifest:
     """Files of the recorded manifest whose (size, mtime_ns) still match ``stats`` (relpath -> stat)."""
     if not recorded:
         return {}
     out: Manifest = {}
     for rel, entry in (recorded.get("files") or {}).items():
-        size, digest, mtime = int(entry[0]), str(entry[1]), int(entry[2])
+        size, digest, mtime = int(entry[0]), str(entry[1]), entry[2]
         if stats.get(rel) == (size, mtime):
             out[rel] = (size, digest)
     return out
@@ -85,7 +87,7 @@ def to_copy(source: Manifest, host: Manifest) -> list[str]:
     return sorted(rel for rel, entry in source.items() if host.get(rel) != entry)
 
 
-def extra_files(source: Manifest, stats: dict[str, tuple[int, int]]) -> list[str]:
+def extra_files(source: Manifest, stats: Stats) -> list[str]:
     return sorted(rel for rel in stats if rel not in source and rel != MANIFEST_NAME)
 
 
@@ -101,7 +103,7 @@ def observed_content(source: Manifest, hosts: dict[str, Manifest]) -> str:
     return f"differs on {', '.join(differing)} ({missing} file(s) missing or changed)"
 
 
-def manifest_record(source: Manifest, mtimes: dict[str, int]) -> str:
+def manifest_record(source: Manifest, mtimes: Mapping[str, int | str]) -> str:
     files = {rel: [size, digest, mtimes.get(rel, 0)] for rel, (size, digest) in source.items()}
     return json.dumps({"version": 1, "digest": manifest_digest(source), "files": files}, sort_keys=True)
 

@@ -1,0 +1,354 @@
+"""The baremetal provider: SSH hosts, virtualenvs built from uploaded wheels, workers as processes.
+
+On each host, under ``data_dir``: ``bin/hostagent.py`` (a stdlib-only helper), ``wheelhouse/``, ``venvs/``,
+``workers/ID.json`` (pid records; ``ID.env`` for systemd units), ``logs/ID.log`` (kept after a worker is
+gone, so a crash can be read), ``gateways/NAME/`` (the gateway's queue, configuration and credentials).
+Where systemd runs, workers and the gateway are transient units (``systemd-run``); elsewhere the agent
+starts them detached with pid records, and the gateway runs under gpuform's supervisor.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import shlex
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gpuform.errors import NoCapacity, ProviderError, SSHError
+from gpuform.provider import Attrs, HostInventory, ProviderContext, ResourceRef, WorkerInfo, WorkerLaunch
+from gpuform.providers.baremetal import BaremetalPool
+from gpuform.providers.common import remote_volume, venvs
+from gpuform.providers.common.hosts import Host, SSHHosts
+from gpuform.providers.common.remote_gateway import remote_config
+from gpuform.resources.volumes import observed_content, scan_source, to_copy
+from gpuform.util.gpus import place
+from gpuform.workerspec import resolve_argv
+
+AGENT = Path(__file__).resolve().parent.parent / "common" / "hostagent.py"
+
+
+def systemd_run_argv(unit: str, argv: list[str], env_file: str, cwd: str, restart: str = "no",
+                     stop_timeout: float = 30) -> list[str]:
+    """The systemd-run command for a worker or gateway unit; the environment comes from a 0600 file."""
+    return ["systemd-run", "--unit", unit, "--collect", "--quiet", "--property", f"Restart={restart}",
+            "--property", "KillMode=control-group", "--property", f"TimeoutStopSec={int(stop_timeout)}",
+            "--property", f"EnvironmentFile={env_file}", "--working-directory", cwd, "--", *argv]
+
+
+def env_file_text(env: dict[str, str]) -> str:
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+
+
+class BaremetalProvider:
+    def __init__(self, pool_name: str, pool: BaremetalPool, ctx: ProviderContext) -> None:
+        self.pool_name, self.pool, self.ctx = pool_name, pool, ctx
+        self.hosts = SSHHosts(pool.hosts, pool.known_hosts, pool.trust_on_first_use, pool.connect_timeout,
+                              pool.nvidia_smi)
+        self.data = posixpath.join(pool.data_dir, f"lineage-{ctx.lineage[:8]}")  # two deployments can share a host
+        self.shared = pool.data_dir  # content-addressed wheelhouses are shared
+        self._placing = threading.Lock()
+        self._systemd: dict[str, bool] = {}
+
+    # ---- helpers ----------------------------------------------------------------------------------
+
+    def _agent(self, host: str | Host, command: str, request: dict[str, Any]) -> dict[str, Any]:
+        conn = self.hosts.conn(host)
+        result = conn.run([self.pool.python, posixpath.join(self.data, "bin", "hostagent.py"), command],
+                          stdin=json.dumps(request).encode())
+        reply: dict[str, Any] = json.loads(result.stdout)
+        return reply
+
+    def _prepare_host(self, host: Host) -> dict[str, Any]:
+        conn = self.hosts.conn(host)
+        dirs = [posixpath.join(self.data, d) for d in ("bin", "workers", "logs", "venvs", "gateways")]
+        conn.run(["mkdir", "-p", *dirs])
+        conn.write_file(posixpath.join(self.data, "bin", "hostagent.py"), AGENT.read_bytes())
+        info = self._agent(host, "info", {"data_dir": self.data})
+        self._systemd[host.name] = self._use_systemd(info)
+        return info
+
+    def _use_systemd(self, info: dict[str, Any]) -> bool:
+        return self.pool.supervisor == "systemd" or (self.pool.supervisor == "auto" and bool(info.get("systemd")))
+
+    def _systemd_on(self, host: str) -> bool:
+        if host not in self._systemd:
+            self._prepare_host(self.hosts.by_name[host])
+        return self._systemd[host]
+
+    def _fail_if_all(self, errors: dict[str, str], what: str) -> None:
+        if errors and len(errors) == len(self.hosts.hosts):
+            detail = "; ".join(f"{h}: {e}" for h, e in errors.items())
+            raise SSHError(f"{what} failed on every host: {detail}", "Check that the hosts are up and reachable.",
+                           f"pool.{self.pool_name}")
+        for host, error in errors.items():
+            self.ctx.progress(f"{host} skipped: {error}")
+
+    # ---- declared resources -----------------------------------------------------------------------
+
+    def read(self, ref: ResourceRef, prior: Attrs) -> Attrs | None:
+        if ref.kind == "pool":
+            return {}
+        if ref.kind == "volume":
+            return self._read_volume(prior)
+        if ref.kind == "gateway":
+            return self._read_gateway(ref.name)
+        return {}
+
+    def create(self, ref: ResourceRef, desired: Attrs) -> Attrs:
+        if ref.kind == "pool":
+            found, errors = self.hosts.each(self._prepare_host)
+            self._fail_if_all(errors, "preparing hosts")
+            return {"hosts": {h: {"python": i["python"], "systemd": i["systemd"]} for h, i in found.items()},
+                    "unreachable": errors}
+        if ref.kind == "volume":
+            return self._stage_volume(desired)
+        if ref.kind == "gateway":
+            return self._start_gateway(ref.name, desired)
+        if ref.kind == "endpoint":
+            return self._prepare_endpoint(ref.name, desired)
+        return {}
+
+    def update(self, ref: ResourceRef, prior: Attrs, desired: Attrs) -> Attrs:
+        if ref.kind == "volume" and prior.get("path") != desired.get("path"):
+            self.delete(ref, prior)
+        if ref.kind == "gateway":
+            self._stop_gateway(ref.name)
+        return self.create(ref, desired)
+
+    def delete(self, ref: ResourceRef, prior: Attrs) -> None:
+        if ref.kind == "pool":
+            self.hosts.each(lambda h: self.hosts.conn(h).run(["rm", "-rf", "--", self.data]))
+        elif ref.kind == "volume":
+            _, errors = self.hosts.each(lambda h: remote_volume.remove(self.hosts.conn(h), prior["path"]))
+            self._fail_if_all(errors, "removing the volume")
+        elif ref.kind == "gateway":
+            self._stop_gateway(ref.name, remove=True)
+        elif ref.kind == "endpoint":
+            for worker in self.list_workers(ref.name):
+                self.stop_worker(worker, grace_s=5.0)
+            venv = posixpath.join(self.data, "venvs", f"endpoint-{ref.name}")
+            self.hosts.each(lambda h: self.hosts.conn(h).run(["rm", "-rf", "--", venv]))
+
+    # ---- volumes ----------------------------------------------------------------------------------
+
+    def _source(self, attrs: Attrs) -> tuple[Path, dict[str, tuple[int, str]]]:
+        src = (self.ctx.config_dir / attrs["source"]).resolve()
+        scanned = scan_source(src, self.ctx.state_dir / ".cache" / "volume-sources.json")
+        if scanned.error:
+            raise ProviderError(scanned.error, "Fix `source:`; it is relative to the configuration directory.")
+        return src, scanned.manifest
+
+    def _read_volume(self, prior: Attrs) -> Attrs | None:
+        try:
+            _, source = self._source(prior)
+        except ProviderError:
+            source = {}
+        found, errors = self.hosts.each(lambda h: remote_volume.held(self.hosts.conn(h), prior["path"]))
+        self._fail_if_all(errors, "reading the volume")
+        if all(v is None for v in found.values()):
+            return None
+        held = {h: v or {} for h, v in found.items()}
+        notes = [f"{h} unreachable, not checked: {e}" for h, e in errors.items()]
+        for host, files in held.items():
+            todo = to_copy(source, files)
+            if todo:
+                notes.append(f"{len(todo)} file(s), {sum(source[r][0] for r in todo)} bytes to copy to {host}")
+        return {"content": observed_content(source, held) if source else prior.get("content"),
+                "hosts": {h: {"files": len(v)} for h, v in held.items()}, "_notes": notes}
+
+    def _stage_volume(self, attrs: Attrs) -> Attrs:
+        src, source = self._source(attrs)
+
+        def stage(host: Host) -> int:
+            return remote_volume.stage(self.hosts.conn(host), attrs["path"], src, source, self._transfer,
+                                       self.ctx.cancelled)
+
+        copied, errors = self.hosts.each(stage)
+        self._fail_if_all(errors, "staging the volume")
+        return {"hosts": {h: {"files": len(source), "copied": n} for h, n in copied.items()}, "unreachable": errors}
+
+    def _transfer(self, label: str, done: int, total: int) -> None:
+        self.ctx.progress(f"{label}: {done}/{total} bytes")
+
+    # ---- gateway ----------------------------------------------------------------------------------
+
+    def _gateway_host(self) -> Host:
+        return self.hosts.hosts[0]
+
+    def _gdir(self, name: str) -> str:
+        return posixpath.join(self.data, "gateways", name)
+
+    def _start_gateway(self, name: str, desired: Attrs) -> Attrs:
+        host = self._gateway_host()
+        conn = self.hosts.conn(host)
+        self._prepare_host(host)
+        python = venvs.ensure(conn, self.pool.python, None, self.data, self.shared,
+                              self.ctx.state_dir / "wheelhouse", "gateway", [], with_deps=True)
+        gdir = self._gdir(name)
+        conn.run(["mkdir", "-p", gdir])
+        config = json.loads(remote_config(desired["runtime_config"], conn, gdir))
+        config["data_dir"] = desired.get("data_dir") or gdir
+        cfg_path = posixpath.join(gdir, "config.json")
+        conn.write_file(cfg_path, json.dumps(config, indent=2).encode(), mode=0o600)
+        serve = [python, "-m", "gpuform.gateway", "--config", cfg_path]
+        unit = f"gpuform-gateway-{name}"
+        if self._systemd_on(host.name):
+            env_file = posixpath.join(gdir, "gateway.env")
+            conn.write_file(env_file, b"PYTHONUNBUFFERED=1\n", mode=0o600)
+            conn.run(systemd_run_argv(unit, serve, env_file, gdir, restart="always"))
+        else:
+            labels = ["--label", f"gpuform.lineage={self.ctx.lineage}", "--label", f"gpuform.address=gateway.{name}"]
+            argv = [python, "-m", "gpuform.util.supervise", "--pidfile", posixpath.join(gdir, "supervisor.pid"),
+                    *labels, "--", *serve]
+            self._agent(host, "start", {"id": unit, "argv": argv, "cwd": gdir, "env": {"PYTHONUNBUFFERED": "1"},
+                                        "records": posixpath.join(self.data, "workers"),
+                                        "log": posixpath.join(gdir, "gateway.log"),
+                                        "meta": {"lineage": self.ctx.lineage, "kind": "gateway"}})
+        return {"host": host.name, "unit": unit}
+
+    def _read_gateway(self, name: str) -> Attrs | None:
+        host = self._gateway_host()
+        unit = f"gpuform-gateway-{name}"
+        if self._systemd_on(host.name):
+            state = self.hosts.conn(host).run(["systemctl", "is-active", unit], check=False).text.strip()
+            return {"host": host.name, "unit": unit} if state in ("active", "activating") else None
+        records = self._agent(host, "list", {"records": posixpath.join(self.data, "workers"),
+                                             "match": {"id": unit}})["records"]
+        alive = [r for r in records if r["alive"]]
+        return {"host": host.name, "unit": unit, "pid": alive[0]["pid"]} if alive else None
+
+    def _stop_gateway(self, name: str, remove: bool = False) -> None:
+        host = self._gateway_host()
+        unit = f"gpuform-gateway-{name}"
+        conn = self.hosts.conn(host)
+        if self._systemd_on(host.name):
+            conn.run(["systemctl", "stop", unit], check=False)
+        else:
+            self._agent(host, "stop", {"records": posixpath.join(self.data, "workers"), "id": unit, "grace": 30})
+            self._agent(host, "forget", {"records": posixpath.join(self.data, "workers"), "id": unit})
+        if remove:
+            conn.run(["rm", "-rf", "--", self._gdir(name)])
+
+    # ---- endpoints and workers --------------------------------------------------------------------
+
+    def _prepare_endpoint(self, name: str, desired: Attrs) -> Attrs:
+        worker = desired.get("worker") or {}
+
+        def prepare(host: Host) -> str:
+            self._prepare_host(host)
+            return venvs.ensure(self.hosts.conn(host), self.pool.python, worker.get("python"), self.data,
+                                self.shared, self.ctx.state_dir / "wheelhouse", f"endpoint-{name}",
+                                list(worker.get("requirements") or []), with_deps=False)
+
+        pythons, errors = self.hosts.each(prepare, [h for h in self.hosts.hosts if not h.spec.cordon])
+        self._fail_if_all(errors, f"preparing the worker environment of endpoint {name}")
+        return {"python": pythons, "unreachable": errors}
+
+    def inventory(self) -> list[HostInventory]:
+        return self.hosts.inventory()
+
+    def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
+        with self._placing:
+            running = [w for w in self.list_workers() if w.state == "running"]
+            used: dict[str, set[int]] = {}
+            count: dict[str, int] = {}
+            for w in running:
+                used.setdefault(w.host, set()).update(w.gpu_indices)
+                count[w.host] = count.get(w.host, 0) + 1
+            spot = place(self.hosts.inventory(), used, count, launch.gpu_types, launch.gpu_count)
+            if spot is None:
+                raise NoCapacity(f"no host in pool {self.pool_name} has a free GPU of type "
+                                 f"{' or '.join(launch.gpu_types)}",
+                                 "Free GPUs, add hosts or types, or lower max_workers.", f"pool.{self.pool_name}")
+            return self._launch(launch, spot.host, spot.gpu_type, spot.indices)
+
+    def _launch(self, launch: WorkerLaunch, host: str, gpu_type: str, indices: tuple[int, ...]) -> WorkerInfo:
+        env = dict(launch.env)
+        env["GPUFORM_GPU_TYPE"] = gpu_type
+        if indices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in indices)
+        if launch.volume_path:
+            env.setdefault("GPUFORM_VOLUME_PATH", launch.volume_path)
+        python = launch.python or posixpath.join(self.data, "venvs", f"endpoint-{launch.endpoint}", "bin", "python")
+        if launch.python and not launch.python.endswith("python") and "/bin/" not in launch.python:
+            python = posixpath.join(launch.python, "bin", "python")
+        argv = resolve_argv(launch.command, python)
+        cwd = launch.workdir or self.data
+        meta = {"lineage": launch.lineage, "endpoint": launch.endpoint, "gpu_type": gpu_type,
+                "gpu_indices": list(indices), "spec_revision": launch.spec_revision, "kind": "worker"}
+        conn = self.hosts.conn(host)
+        records = posixpath.join(self.data, "workers")
+        if self._systemd_on(host):
+            env_file = posixpath.join(records, f"{launch.worker_id}.env")
+            conn.write_file(env_file, env_file_text(env).encode(), mode=0o600)
+            conn.write_file(posixpath.join(records, f"{launch.worker_id}.json"),
+                            json.dumps({"id": launch.worker_id, "unit": f"gpuform-w-{launch.worker_id}",
+                                        "started_at": time.time(), **meta}).encode())
+            conn.run(systemd_run_argv(f"gpuform-w-{launch.worker_id}", argv, env_file, cwd))
+        else:
+            self._agent(host, "start", {"id": launch.worker_id, "argv": argv, "env": env, "cwd": cwd,
+                                        "records": records, "meta": meta,
+                                        "log": posixpath.join(self.data, "logs", f"{launch.worker_id}.log")})
+        return WorkerInfo(launch.worker_id, launch.endpoint, host, "running", gpu_type, indices,
+                          ref=launch.worker_id, started_at=time.time(), spec_revision=launch.spec_revision)
+
+    def stop_worker(self, worker: WorkerInfo, grace_s: float) -> None:
+        records = posixpath.join(self.data, "workers")
+        try:
+            if self._systemd_on(worker.host):
+                conn = self.hosts.conn(worker.host)
+                conn.run(["systemctl", "stop", f"gpuform-w-{worker.worker_id}"], check=False, timeout=grace_s + 30)
+                conn.run(["rm", "-f", "--", posixpath.join(records, f"{worker.worker_id}.env"),
+                          posixpath.join(records, f"{worker.worker_id}.json")])
+            else:
+                self._agent(worker.host, "stop", {"records": records, "id": worker.worker_id, "grace": grace_s})
+                self._agent(worker.host, "forget", {"records": records, "id": worker.worker_id})
+        except SSHError as exc:
+            raise SSHError(f"could not stop worker {worker.worker_id} on {worker.host}: {exc.message}", exc.hint,
+                           worker.host) from exc
+
+    def list_workers(self, endpoint: str | None = None) -> list[WorkerInfo]:
+        match = {"lineage": self.ctx.lineage, "kind": "worker", **({"endpoint": endpoint} if endpoint else {})}
+        reachable = [h for h in self.hosts.hosts if h.name in {i.host for i in self.hosts.inventory() if i.reachable}]
+
+        def listing(host: Host) -> list[WorkerInfo]:
+            if self._systemd_on(host.name):
+                return self._list_units(host, match)
+            records = self._agent(host, "list", {"records": posixpath.join(self.data, "workers"), "match": match})
+            return [_info(host.name, r, "running" if r["alive"] else "exited") for r in records["records"]]
+
+        found, _errors = self.hosts.each(listing, reachable)
+        return [w for infos in found.values() for w in infos]
+
+    def _list_units(self, host: Host, match: dict[str, str]) -> list[WorkerInfo]:
+        conn = self.hosts.conn(host)
+        records = conn.run(["sh", "-c", f"cat {shlex.quote(self.data)}/workers/*.json 2>/dev/null || true"]).text
+        out = []
+        for line in records.replace("}{", "}\n{").splitlines():
+            record = json.loads(line)
+            if any(record.get(k) != v for k, v in match.items()):
+                continue
+            state = conn.run(["systemctl", "is-active", record["unit"]], check=False).text.strip()
+            out.append(_info(host.name, record, "running" if state in ("active", "activating") else "exited"))
+        return out
+
+    def worker_logs(self, worker: WorkerInfo, tail: int = 50) -> str:
+        if self._systemd_on(worker.host):
+            return self.hosts.conn(worker.host).run(["journalctl", "-u", f"gpuform-w-{worker.worker_id}", "-n",
+                                                     str(tail), "--no-pager"], check=False).text
+        return str(self._agent(worker.host, "tail", {"path": posixpath.join(self.data, "logs",
+                                                                            f"{worker.worker_id}.log"),
+                                                     "lines": tail})["text"])
+
+    def close(self) -> None:
+        self.hosts.close()
+
+
+def _info(host: str, record: dict[str, Any], state: str) -> WorkerInfo:
+    return WorkerInfo(str(record["id"]), str(record.get("endpoint", "")), host, state,
+                      str(record.get("gpu_type", "cpu")), tuple(record.get("gpu_indices") or ()),
+                      ref=str(record.get("pid", record["id"])), started_at=float(record.get("started_at") or 0),
+                      spec_revision=str(record.get("spec_revision", "")))

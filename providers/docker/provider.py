@@ -1,0 +1,513 @@
+"""The docker provider: workers and the gateway are containers on the pool's Docker hosts.
+
+- Containers carry labels (``gpuform.lineage``, ``gpuform.address``, ``gpuform.endpoint``, ``gpuform.revision``)
+  and run with host networking (workers dial the gateway), no restart policy (the gateway decides), the
+  volume read-only at ``/runpod-volume`` and GPUs assigned by index with device requests.
+- A worker's environment is a file in a per-container directory on the host (mounted at ``/gpuform``), read
+  by a small entry script, so a stopped container can be restarted for a new worker (our FlashBoot).
+  Stopped containers are kept (renamed ``gpuform-warm-…``) and evicted least recently used when the host's
+  free disk drops below ``min_free_disk_percent``.
+- The gateway is a container with ``restart=always`` running the gpuform runtime image, which apply builds
+  from wheels made on this machine when no host has it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import shlex
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+from docker.models.containers import Container
+from docker.types import DeviceRequest
+
+from gpuform.errors import DockerError, GpuformError, NoCapacity, ProviderError
+from gpuform.provider import Attrs, HostInventory, ProviderContext, ResourceRef, WorkerInfo, WorkerLaunch
+from gpuform.providers.common import remote_volume
+from gpuform.providers.common.hosts import SSHHosts
+from gpuform.providers.common.remote_gateway import remote_config
+from gpuform.providers.docker import DockerPool, images
+from gpuform.providers.docker.connect import Engine, connect_local, connect_ssh
+from gpuform.resources.volumes import observed_content, scan_source, to_copy
+from gpuform.util.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi, place
+from gpuform.workerspec import VOLUME_MOUNT, resolve_argv
+
+RUNTIME_PYTHON = "/opt/gpuform/bin/python"
+ENTRY = 'set -a\n. /gpuform/env\nset +a\nexec "$@"\n'
+
+
+def device_requests(indices: tuple[int, ...]) -> list[DeviceRequest]:
+    """GPUs by index for a container (empty for CPU workers)."""
+    if not indices:
+        return []
+    return [DeviceRequest(driver="nvidia", device_ids=[str(i) for i in indices], capabilities=[["gpu"]])]
+
+
+def env_text(env: dict[str, str]) -> str:
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+
+
+class DockerProvider:
+    def __init__(self, pool_name: str, pool: DockerPool, ctx: ProviderContext) -> None:
+        self.pool_name, self.pool, self.ctx = pool_name, pool, ctx
+        ssh_specs = [h for h in pool.hosts if not h.docker_host]
+        self.ssh = SSHHosts(ssh_specs, pool.known_hosts, pool.trust_on_first_use, pool.connect_timeout,
+                            pool.nvidia_smi)
+        self.names = [h.label for h in pool.hosts]
+        self.specs = {h.label: h for h in pool.hosts}
+        self.data = posixpath.join(pool.data_dir, f"lineage-{ctx.lineage[:8]}")
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+        self._placing = threading.Lock()
+        self._inventory: tuple[float, list[HostInventory]] | None = None
+
+    # ---- connections ------------------------------------------------------------------------------
+
+    def engine(self, name: str) -> Engine:
+        with self._lock:
+            if name not in self._engines:
+                spec = self.specs[name]
+                if spec.docker_host:
+                    self._engines[name] = connect_local(name, spec.docker_host, self.pool.connect_timeout)
+                else:
+                    self._engines[name] = connect_ssh(name, self.ssh.conn(name), self.pool.connect_timeout)
+            return self._engines[name]
+
+    def engines(self, names: list[str] | None = None) -> tuple[dict[str, Engine], dict[str, str]]:
+        found: dict[str, Engine] = {}
+        errors: dict[str, str] = {}
+        for name in names or self.names:
+            try:
+                found[name] = self.engine(name)
+            except GpuformError as exc:
+                errors[name] = exc.message
+        return found, errors
+
+    def _sources(self) -> list[Engine]:
+        """This machine's engine, when it has one: images built here are copied from it."""
+        url = os.environ.get("DOCKER_HOST") or ("unix:///var/run/docker.sock"
+                                                if os.path.exists("/var/run/docker.sock") else "")
+        if not url or any(s.docker_host == url for s in self.specs.values()):
+            return []
+        try:
+            return [self.engine_for_url("here", url)]
+        except GpuformError:
+            return []
+
+    def engine_for_url(self, name: str, url: str) -> Engine:
+        with self._lock:
+            if name not in self._engines:
+                self._engines[name] = connect_local(name, url, self.pool.connect_timeout)
+            return self._engines[name]
+
+    def _usable(self) -> list[str]:
+        return [n for n in self.names if not self.specs[n].cordon]
+
+    def _fail_if_all(self, errors: dict[str, str], total: int, what: str) -> None:
+        if errors and len(errors) >= total:
+            raise DockerError(f"{what} failed on every host: " + "; ".join(f"{h}: {e}" for h, e in errors.items()),
+                              "Check that the hosts are up and dockerd runs.", f"pool.{self.pool_name}")
+        for host, error in errors.items():
+            self.ctx.progress(f"{host} skipped: {error}")
+
+    # ---- declared resources -----------------------------------------------------------------------
+
+    def read(self, ref: ResourceRef, prior: Attrs) -> Attrs | None:
+        if ref.kind == "volume":
+            return self._read_volume(prior)
+        if ref.kind == "gateway":
+            container = self._gateway_container(ref.name)
+            return {"container": container.short_id} if container and container.status == "running" else None
+        if ref.kind == "endpoint":
+            return self._read_endpoint(ref.name, prior)
+        return {}
+
+    def create(self, ref: ResourceRef, desired: Attrs) -> Attrs:
+        if ref.kind == "pool":
+            found, errors = self.engines()
+            self._fail_if_all(errors, len(self.names), "connecting to dockerd")
+            for engine in found.values():
+                engine.shell.run(["mkdir", "-p", posixpath.join(self.data, "containers"),
+                                  posixpath.join(self.data, "gateways")])
+            return {"hosts": {n: e.client.version().get("Version") for n, e in found.items()}, "unreachable": errors}
+        if ref.kind == "volume":
+            return self._stage_volume(desired)
+        if ref.kind == "gateway":
+            return self._start_gateway(ref.name, desired)
+        if ref.kind == "endpoint":
+            return self._prepare_endpoint(desired)
+        return {}
+
+    def update(self, ref: ResourceRef, prior: Attrs, desired: Attrs) -> Attrs:
+        if ref.kind == "volume" and prior.get("path") != desired.get("path"):
+            self.delete(ref, prior)
+        return self.create(ref, desired)
+
+    def delete(self, ref: ResourceRef, prior: Attrs) -> None:
+        if ref.kind == "pool":
+            found, _ = self.engines()
+            for engine in found.values():
+                engine.shell.run(["rm", "-rf", "--", self.data])
+        elif ref.kind == "volume":
+            found, errors = self.engines()
+            for engine in found.values():
+                remote_volume.remove(engine.shell, prior["path"])
+            self._fail_if_all(errors, len(self.names), "removing the volume")
+        elif ref.kind == "gateway":
+            container = self._gateway_container(ref.name)
+            if container is not None:
+                _quiet(lambda: container.stop(timeout=30))
+                _quiet(lambda: container.remove(force=True))
+            self.engine(self.names[0]).shell.run(["rm", "-rf", "--", posixpath.join(self.data, "gateways", ref.name)])
+        elif ref.kind == "endpoint":
+            self._remove_endpoint_containers(ref.name)
+
+    # ---- volumes ----------------------------------------------------------------------------------
+
+    def _source(self, attrs: Attrs) -> tuple[Path, dict[str, tuple[int, str]]]:
+        src = (self.ctx.config_dir / attrs["source"]).resolve()
+        scanned = scan_source(src, self.ctx.state_dir / ".cache" / "volume-sources.json")
+        if scanned.error:
+            raise ProviderError(scanned.error, "Fix `source:`; it is relative to the configuration directory.")
+        return src, scanned.manifest
+
+    def _read_volume(self, prior: Attrs) -> Attrs | None:
+        try:
+            _, source = self._source(prior)
+        except ProviderError:
+            source = {}
+        found, errors = self.engines()
+        self._fail_if_all(errors, len(self.names), "reading the volume")
+        held = {n: remote_volume.held(e.shell, prior["path"]) for n, e in found.items()}
+        if all(v is None for v in held.values()):
+            return None
+        files = {n: v or {} for n, v in held.items()}
+        notes = [f"{h} unreachable, not checked: {e}" for h, e in errors.items()]
+        for host, have in files.items():
+            todo = to_copy(source, have)
+            if todo:
+                notes.append(f"{len(todo)} file(s), {sum(source[r][0] for r in todo)} bytes to copy to {host}")
+        return {"content": observed_content(source, files) if source else prior.get("content"),
+                "hosts": {h: {"files": len(v)} for h, v in files.items()}, "_notes": notes}
+
+    def _stage_volume(self, attrs: Attrs) -> Attrs:
+        src, source = self._source(attrs)
+        found, errors = self.engines()
+        self._fail_if_all(errors, len(self.names), "staging the volume")
+        copied = {}
+        for name, engine in found.items():
+            copied[name] = remote_volume.stage(engine.shell, attrs["path"], src, source,
+                                               lambda label, done, total: self.ctx.progress(
+                                                   f"{label}: {done}/{total} bytes"), self.ctx.cancelled)
+        return {"hosts": {h: {"files": len(source), "copied": n} for h, n in copied.items()}, "unreachable": errors}
+
+    # ---- images -----------------------------------------------------------------------------------
+
+    def _auth(self) -> dict[str, str] | None:
+        registry = self.pool.registry
+        if registry is None:
+            return None
+        auth = {"serveraddress": registry.url}
+        if registry.username:
+            auth.update(username=registry.username, password=registry.password or "")
+        return auth
+
+    def runtime_image(self, targets: list[Engine]) -> str:
+        """The gpuform runtime image, built once where the base image is, then copied to ``targets``."""
+        candidates = [*self._sources(), *targets]
+        builder = next((e for e in candidates if images.image_id(e, self.pool.base_image) is not None), None)
+        if builder is None and self._auth() is not None and targets:
+            images.ensure(targets[:1], self.pool.base_image, [], self._auth(), self.ctx.progress)
+            builder = targets[0]
+        if builder is None:
+            raise DockerError(f"the base image {self.pool.base_image} is on no host and not on this machine",
+                              "Pull or load it on this machine or on a pool host, set base_image to one they "
+                              "have, or configure a registry on the pool.", f"pool.{self.pool_name}")
+        tag = images.build_runtime(builder, self.pool.base_image, self.ctx.state_dir / "wheelhouse",
+                                   self.ctx.progress)
+        images.ensure(targets, tag, [builder, *self._sources()], None, self.ctx.progress)
+        return tag
+
+    def _runtime_on(self, engine: Engine) -> str:
+        """The newest gpuform runtime image on the host (apply put the current one there)."""
+        found = engine.client.images.list(filters={"label": "gpuform.runtime=1"})
+        tagged = sorted((i for i in found if i.tags), key=lambda i: i.attrs.get("Created", ""), reverse=True)
+        if not tagged:
+            raise DockerError(f"no gpuform runtime image on {engine.name}", "Run `gpuform apply` to send it.",
+                              engine.name)
+        return str(tagged[0].tags[0])
+
+    def _worker_image(self, worker: dict[str, Any], targets: list[Engine]) -> str:
+        if worker.get("image"):
+            images.ensure(targets, worker["image"], self._sources(), self._auth(), self.ctx.progress)
+            return str(worker["image"])
+        return self.runtime_image(targets)
+
+    # ---- gateway ----------------------------------------------------------------------------------
+
+    def _gateway_container(self, name: str) -> Container | None:
+        try:
+            engine = self.engine(self.names[0])
+        except GpuformError:
+            return None
+        found = engine.client.containers.list(all=True, filters={"label": [f"gpuform.lineage={self.ctx.lineage}",
+                                                                          f"gpuform.address=gateway.{name}"]})
+        return found[0] if found else None
+
+    def _start_gateway(self, name: str, desired: Attrs) -> Attrs:
+        engine = self.engine(self.names[0])
+        tag = self.runtime_image([engine])
+        gdir = posixpath.join(self.data, "gateways", name)
+        engine.shell.run(["mkdir", "-p", gdir])
+        text = remote_config(desired["runtime_config"], engine.shell, gdir)  # type: ignore[arg-type]
+        config = json.loads(text)
+        config["data_dir"] = desired.get("data_dir") or gdir
+        body = json.dumps(config, indent=2).encode()
+        digest = hashlib.sha256(body + tag.encode()).hexdigest()[:16]
+        existing = self._gateway_container(name)
+        if existing is not None and existing.labels.get("gpuform.config") == digest and existing.status == "running":
+            return {"container": existing.short_id, "image": tag}
+        if existing is not None:
+            _quiet(lambda: existing.stop(timeout=30))
+            _quiet(lambda: existing.remove(force=True))
+        engine.shell.write_file(posixpath.join(gdir, "config.json"), body, mode=0o600)
+        binds = {gdir: {"bind": gdir, "mode": "rw"}}
+        if os.path.exists("/var/run/docker.sock") and any(s.docker_host for s in self.specs.values()):
+            binds["/var/run/docker.sock"] = {"bind": "/var/run/docker.sock", "mode": "rw"}
+        try:
+            container = engine.client.containers.run(
+                tag, [RUNTIME_PYTHON, "-m", "gpuform.gateway", "--config", posixpath.join(gdir, "config.json")],
+                name=f"gpuform-gateway-{self.ctx.lineage[:8]}-{name}", detach=True, network_mode="host",
+                restart_policy={"Name": "always"}, volumes=binds,
+                labels={"gpuform.lineage": self.ctx.lineage, "gpuform.address": f"gateway.{name}",
+                        "gpuform.config": digest})
+        except docker.errors.DockerException as exc:
+            raise DockerError(f"starting the gateway container on {engine.name} failed: {exc}",
+                              "See `docker logs` on that host.", engine.name) from exc
+        return {"container": container.short_id, "image": tag}
+
+    # ---- endpoints --------------------------------------------------------------------------------
+
+    def _prepare_endpoint(self, desired: Attrs) -> Attrs:
+        found, errors = self.engines(self._usable())
+        self._fail_if_all(errors, len(self._usable()), "preparing hosts")
+        image = self._worker_image(desired.get("worker") or {}, list(found.values()))
+        return {"image": image, "hosts_with_image": sorted(found), "unreachable": errors}
+
+    def _read_endpoint(self, name: str, prior: Attrs) -> Attrs:
+        worker = prior.get("worker") or {}
+        found, _ = self.engines(self._usable())
+        if worker.get("image"):
+            holding = sorted(n for n, e in found.items() if images.image_id(e, worker["image"]) is not None)
+        else:
+            holding = sorted(n for n, e in found.items()
+                             if e.client.images.list(filters={"label": "gpuform.runtime=1"}))
+        warm = {n: len(self._warm(e, name)) for n, e in found.items()}
+        missing = sorted(set(found) - set(holding))
+        repair = [f"image missing on {', '.join(missing)}"] if missing else []
+        return {"hosts_with_image": holding, "warm_containers": warm, "_repair": repair}
+
+    def _remove_endpoint_containers(self, endpoint: str) -> None:
+        found, _ = self.engines()
+        for engine in found.values():
+            for container in engine.client.containers.list(all=True, filters={"label": [
+                    f"gpuform.lineage={self.ctx.lineage}", f"gpuform.endpoint={endpoint}"]}):
+                _quiet(lambda c=container: c.stop(timeout=5))
+                _quiet(lambda c=container: c.remove(force=True))
+                slot = container.labels.get("gpuform.slot")
+                if slot:
+                    engine.shell.run(["rm", "-rf", "--", posixpath.join(self.data, "containers", slot)])
+
+    # ---- inventory and workers --------------------------------------------------------------------
+
+    def inventory(self) -> list[HostInventory]:
+        now = time.monotonic()
+        if self._inventory is not None and now - self._inventory[0] < 5:
+            return self._inventory[1]
+        by_ssh = {h.host: h for h in self.ssh.inventory()} if self.ssh.hosts else {}
+        out = []
+        for name in self.names:
+            spec = self.specs[name]
+            if spec.docker_host:
+                out.append(self._local_inventory(name, spec.cordon))
+            else:
+                inv = by_ssh[name]
+                out.append(HostInventory(inv.host, inv.reachable, inv.reason, inv.gpus, spec.cordon))
+        self._inventory = (now, out)
+        return out
+
+    def _local_inventory(self, name: str, cordon: bool) -> HostInventory:
+        try:
+            result = self.engine(name).shell.run([self.pool.nvidia_smi, *NVIDIA_SMI_ARGS], check=False)
+        except GpuformError as exc:
+            return HostInventory(name, False, exc.message, cordoned=cordon)
+        gpus = tuple(parse_nvidia_smi(result.text)) if result.code == 0 else ()
+        return HostInventory(name, True, gpus=gpus, cordoned=cordon)
+
+    def _containers(self, engine: Engine, endpoint: str | None, prefix: str) -> list[Container]:
+        labels = [f"gpuform.lineage={self.ctx.lineage}"] + ([f"gpuform.endpoint={endpoint}"] if endpoint else [])
+        found = engine.client.containers.list(all=True, filters={"label": labels})
+        return [c for c in found if (c.name or "").startswith(prefix)]
+
+    def _warm(self, engine: Engine, endpoint: str | None, revision: str | None = None) -> list[Container]:
+        warm = self._containers(engine, endpoint, "gpuform-warm-")
+        return [c for c in warm if revision is None or c.labels.get("gpuform.revision") == revision]
+
+    def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
+        with self._placing:
+            running = [w for w in self.list_workers() if w.state == "running"]
+            used: dict[str, set[int]] = {}
+            count: dict[str, int] = {}
+            for w in running:
+                used.setdefault(w.host, set()).update(w.gpu_indices)
+                count[w.host] = count.get(w.host, 0) + 1
+            inventory = self.inventory()
+            warm_hosts = self._hosts_with_warm(launch)
+            preferred = [h for h in inventory if h.host in warm_hosts] + [h for h in inventory
+                                                                           if h.host not in warm_hosts]
+            spot = place(preferred, used, count, launch.gpu_types, launch.gpu_count)
+            if spot is None:
+                raise NoCapacity(f"no host in pool {self.pool_name} has a free GPU of type "
+                                 f"{' or '.join(launch.gpu_types)}", "Free GPUs, add hosts or types, or lower "
+                                 "max_workers.", f"pool.{self.pool_name}")
+            return self._run_worker(launch, spot.host, spot.gpu_type, spot.indices)
+
+    def _hosts_with_warm(self, launch: WorkerLaunch) -> set[str]:
+        found, _ = self.engines(self._usable())
+        return {n for n, e in found.items() if self._warm(e, launch.endpoint, launch.spec_revision)}
+
+    def _run_worker(self, launch: WorkerLaunch, host: str, gpu_type: str, indices: tuple[int, ...]) -> WorkerInfo:
+        engine = self.engine(host)
+        env = {**launch.env, "GPUFORM_GPU_TYPE": gpu_type}
+        if launch.volume_path:
+            env["GPUFORM_MODEL_PATH"] = env.get("GPUFORM_MODEL_PATH_IN_CONTAINER", VOLUME_MOUNT)
+            env["RUNPOD_VOLUME_PATH"] = VOLUME_MOUNT
+        warm = [c for c in self._warm(engine, launch.endpoint, launch.spec_revision)
+                if json.loads(c.labels.get("gpuform.gpu_indices", "[]")) == list(indices)]
+        try:
+            container = self._restart_warm(engine, warm[0], launch, env) if warm else \
+                self._create(engine, launch, env, gpu_type, indices)
+        except docker.errors.DockerException as exc:
+            raise DockerError(f"starting worker {launch.worker_id} on {host} failed: {exc}",
+                              "Check the image and the host's dockerd.", host) from exc
+        return WorkerInfo(launch.worker_id, launch.endpoint, host, "running", gpu_type, indices,
+                          ref=container.short_id, started_at=time.time(), spec_revision=launch.spec_revision)
+
+    def _write_slot(self, engine: Engine, slot: str, env: dict[str, str]) -> str:
+        directory = posixpath.join(self.data, "containers", slot)
+        engine.shell.run(["mkdir", "-p", directory])
+        engine.shell.write_file(posixpath.join(directory, "entry.sh"), ENTRY.encode(), mode=0o755)
+        engine.shell.write_file(posixpath.join(directory, "env"), env_text(env).encode(), mode=0o600)
+        return directory
+
+    def _create(self, engine: Engine, launch: WorkerLaunch, env: dict[str, str], gpu_type: str,
+                indices: tuple[int, ...]) -> Container:
+        image = launch.image or self._runtime_on(engine)
+        argv = resolve_argv(launch.command, RUNTIME_PYTHON) if launch.command else _default_argv(engine, image)
+        slot = launch.worker_id
+        directory = self._write_slot(engine, slot, env)
+        volumes = {directory: {"bind": "/gpuform", "mode": "ro"}}
+        if launch.volume_path:
+            volumes[launch.volume_path] = {"bind": VOLUME_MOUNT, "mode": "ro"}
+        labels = {"gpuform.lineage": launch.lineage, "gpuform.address": f"endpoint.{launch.endpoint}",
+                  "gpuform.endpoint": launch.endpoint, "gpuform.revision": launch.spec_revision,
+                  "gpuform.slot": slot, "gpuform.gpu_type": gpu_type, "gpuform.gpu_indices": json.dumps(list(indices)),
+                  "gpuform.keep": "1" if launch.keep_stopped else "0"}
+        container = engine.client.containers.create(
+            image, ["/bin/sh", "/gpuform/entry.sh", *argv], name=f"gpuform-w-{launch.worker_id}", labels=labels,
+            network_mode="host", restart_policy={"Name": "no"}, volumes=volumes,  # type: ignore[arg-type]
+            device_requests=device_requests(indices), working_dir=launch.workdir or None, detach=True)
+        container.start()
+        return container
+
+    def _restart_warm(self, engine: Engine, container: Container, launch: WorkerLaunch,
+                      env: dict[str, str]) -> Container:
+        self._write_slot(engine, container.labels["gpuform.slot"], env)
+        container.rename(f"gpuform-w-{launch.worker_id}")
+        container.start()
+        return container
+
+    def stop_worker(self, worker: WorkerInfo, grace_s: float) -> None:
+        try:
+            engine = self.engine(worker.host)
+            container = engine.client.containers.get(f"gpuform-w-{worker.worker_id}")
+        except docker.errors.NotFound:
+            return
+        except GpuformError as exc:
+            raise DockerError(f"could not stop worker {worker.worker_id} on {worker.host}: {exc.message}",
+                              exc.hint, worker.host) from exc
+        try:
+            container.stop(timeout=int(grace_s))
+            if container.labels.get("gpuform.keep") == "1":
+                container.rename(f"gpuform-warm-{container.labels['gpuform.slot']}")
+                self._evict(engine)
+            else:
+                container.remove(force=True)
+        except docker.errors.DockerException as exc:
+            raise DockerError(f"stopping worker {worker.worker_id} on {worker.host} failed: {exc}",
+                              "Check dockerd on that host.", worker.host) from exc
+
+    def _evict(self, engine: Engine) -> None:
+        """Remove kept containers, least recently stopped first, while free disk is below the threshold."""
+        warm = sorted(self._warm(engine, None), key=lambda c: c.attrs.get("State", {}).get("FinishedAt", ""))
+        while warm and self._free_percent(engine) < self.pool.min_free_disk_percent:
+            victim = warm.pop(0)
+            _quiet(lambda c=victim: c.remove(force=True))
+            slot = posixpath.join(self.data, "containers", victim.labels["gpuform.slot"])
+            engine.shell.run(["rm", "-rf", "--", slot])
+
+    def _free_percent(self, engine: Engine) -> float:
+        root = engine.client.info().get("DockerRootDir", "/var/lib/docker")
+        out = engine.shell.run(["df", "-P", root]).text.splitlines()[-1].split()
+        total, avail = int(out[1]), int(out[3])
+        return 100.0 * avail / total if total else 100.0
+
+    def list_workers(self, endpoint: str | None = None) -> list[WorkerInfo]:
+        found, _ = self.engines([h.host for h in self.inventory() if h.reachable])
+        out = []
+        for name, engine in found.items():
+            try:
+                containers = self._containers(engine, endpoint, "gpuform-w-")
+            except docker.errors.DockerException:
+                continue
+            for c in containers:
+                state = "running" if c.status in ("running", "created", "restarting") else "exited"
+                code = c.attrs.get("State", {}).get("ExitCode") if state == "exited" else None
+                worker_id = (c.name or "").removeprefix("gpuform-w-")
+                indices = tuple(json.loads(c.labels.get("gpuform.gpu_indices", "[]")))
+                out.append(WorkerInfo(worker_id, c.labels.get("gpuform.endpoint", ""), name, state,
+                                      c.labels.get("gpuform.gpu_type", "cpu"), indices, exit_code=code,
+                                      ref=c.short_id, spec_revision=c.labels.get("gpuform.revision", "")))
+        return out
+
+    def worker_logs(self, worker: WorkerInfo, tail: int = 50) -> str:
+        try:
+            container = self.engine(worker.host).client.containers.get(f"gpuform-w-{worker.worker_id}")
+            return str(container.logs(tail=tail).decode(errors="replace"))
+        except (docker.errors.DockerException, GpuformError):
+            return ""
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self.ssh.close()
+
+
+def _default_argv(engine: Engine, image: str) -> list[str]:
+    config = engine.client.images.get(image).attrs.get("Config", {})
+    argv = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
+    if not argv:
+        raise DockerError(f"image {image} has no command", "Set worker.command on the endpoint.", engine.name)
+    return argv
+
+
+def _quiet(action: Any) -> None:
+    with contextlib.suppress(docker.errors.DockerException):
+        action()
