@@ -71,7 +71,11 @@ class ProviderError(GpuformError):
 
 
 class SSHError(ProviderError):
-    """An SSH connection or remote command failed."""
+    """An SSH connection or remote command failed; ``unreachable`` when the host could not be reached."""
+
+    def __init__(self, message: str, hint: str = "", address: str = "", unreachable: bool = False) -> None:
+        super().__init__(message, hint, address)
+        self.unreachable = unreachable
 
 
 class DockerError(ProviderError):

@@ -264,13 +264,19 @@ class Fleet:
         mine = [w for w in self.of(endpoint) if w.live and w.info is not None]
         pools = {w.pool for w in self.of(endpoint)} or set()
         seen: dict[str, WorkerInfo] = {}
+        cordoned: set[str] = set()
         for pool in pools:
             try:
                 infos = await asyncio.to_thread(self.provider(pool).list_workers, endpoint)
+                hosts = await asyncio.to_thread(self.provider(pool).inventory)
             except GpuformError as exc:
                 log.warning("cannot list workers of %s on pool %s: %s", endpoint, pool, exc.message)
                 return
             seen.update({i.worker_id: i for i in infos})
+            cordoned |= {h.host for h in hosts if h.cordoned}
+        for record in mine:
+            if record.host in cordoned and not record.stale:
+                record.stale = True  # drains like a rolling release: idle now, busy after their job
         for record in mine:
             info = seen.get(record.id)
             if info is None or info.state != "running":

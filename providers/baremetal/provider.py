@@ -50,6 +50,7 @@ class BaremetalProvider:
         self.data = posixpath.join(pool.data_dir, f"lineage-{ctx.lineage[:8]}")  # two deployments can share a host
         self.shared = pool.data_dir  # content-addressed wheelhouses are shared
         self._placing = threading.Lock()
+        self._preparing = threading.Lock()
         self._systemd: dict[str, bool] = {}
 
     # ---- helpers ----------------------------------------------------------------------------------
@@ -74,8 +75,9 @@ class BaremetalProvider:
         return self.pool.supervisor == "systemd" or (self.pool.supervisor == "auto" and bool(info.get("systemd")))
 
     def _systemd_on(self, host: str) -> bool:
-        if host not in self._systemd:
-            self._prepare_host(self.hosts.by_name[host])
+        with self._preparing:
+            if host not in self._systemd:
+                self._prepare_host(self.hosts.by_name[host])
         return self._systemd[host]
 
     def _fail_if_all(self, errors: dict[str, str], what: str) -> None:
@@ -95,7 +97,21 @@ class BaremetalProvider:
             return self._read_volume(prior)
         if ref.kind == "gateway":
             return self._read_gateway(ref.name)
+        if ref.kind == "endpoint":
+            return self._read_endpoint(ref.name, prior)
         return {}
+
+    def _read_endpoint(self, name: str, prior: Attrs) -> Attrs:
+        """Which hosts have the worker's environment; a host without it is repaired by the next apply."""
+        worker = prior.get("worker") or {}
+        venv = worker.get("python") or posixpath.join(self.data, "venvs", f"endpoint-{name}")
+        stamp = posixpath.join(venv if not venv.endswith("python") else posixpath.dirname(posixpath.dirname(venv)),
+                               ".gpuform-stamp")
+        ready, _ = self.hosts.each(lambda h: self.hosts.conn(h).run(["test", "-f", stamp], check=False).code == 0,
+                                   [h for h in self.hosts.hosts if not h.spec.cordon])
+        missing = sorted(h for h, ok in ready.items() if not ok)
+        return {"hosts_ready": sorted(h for h, ok in ready.items() if ok),
+                "_repair": [f"worker environment missing on {', '.join(missing)}"] if missing else []}
 
     def create(self, ref: ResourceRef, desired: Attrs) -> Attrs:
         if ref.kind == "pool":

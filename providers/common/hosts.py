@@ -43,19 +43,28 @@ class SSHHosts:
         return self.pool.get(target)
 
     def each(self, fn: Callable[[Host], T], hosts: Sequence[Host] | None = None) -> tuple[dict[str, T], dict[str, str]]:
-        """Run ``fn`` on every host in parallel: (results by host, errors by host)."""
+        """Run ``fn`` on every host in parallel: (results by host, errors of unreachable hosts). Any other
+        failure is raised (the first one): only an unreachable host is skipped so the others proceed."""
         chosen = list(hosts if hosts is not None else self.hosts)
         results: dict[str, T] = {}
         errors: dict[str, str] = {}
+        failures: list[GpuformError] = []
 
         def call(host: Host) -> None:
             try:
                 results[host.name] = fn(host)
+            except SSHError as exc:
+                if exc.unreachable:
+                    errors[host.name] = exc.message
+                else:
+                    failures.append(exc)
             except GpuformError as exc:
-                errors[host.name] = exc.message
+                failures.append(exc)
 
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(chosen)))) as ex:
             list(ex.map(call, chosen))
+        if failures:
+            raise failures[0]
         return results, errors
 
     def inventory(self, fresh: bool = False) -> list[HostInventory]:

@@ -74,6 +74,7 @@ class Connection:
         self.client = paramiko.SSHClient()
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
+        self.sftp_lock = threading.RLock()  # paramiko's SFTP client is not safe for concurrent requests
         self._connect()
 
     def _connect(self) -> None:
@@ -104,7 +105,8 @@ class Connection:
         except (OSError, EOFError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise SSHError(f"cannot reach {t.label}: {reason}",
-                           "Check the address and port, that the host is up and that sshd listens.", t.label) from exc
+                           "Check the address and port, that the host is up and that sshd listens.", t.label,
+                           unreachable=True) from exc
 
     @property
     def alive(self) -> bool:
@@ -154,10 +156,11 @@ class Connection:
 
     def put(self, local: Path | IO[bytes], remote: str, callback: Callable[[int, int], None] | None = None) -> None:
         try:
-            if isinstance(local, Path):
-                self.sftp().put(str(local), remote, callback=callback)
-            else:
-                self.sftp().putfo(local, remote, callback=callback)
+            with self.sftp_lock:
+                if isinstance(local, Path):
+                    self.sftp().put(str(local), remote, callback=callback)
+                else:
+                    self.sftp().putfo(local, remote, callback=callback)
         except (OSError, paramiko.SSHException) as exc:
             raise SSHError(f"copying to {self.target.label}:{remote} failed: {exc}",
                            "Check free disk space and permissions on the host.", self.target.label) from exc
@@ -165,17 +168,19 @@ class Connection:
     def write_file(self, remote: str, data: bytes, mode: int = 0o644) -> None:
         tmp = remote + ".gpuform-tmp"
         try:
-            with self.sftp().open(tmp, "wb") as fh:
-                fh.write(data)
-            self.sftp().chmod(tmp, mode)
-            self.sftp().posix_rename(tmp, remote)
+            with self.sftp_lock:
+                with self.sftp().open(tmp, "wb") as fh:
+                    fh.write(data)
+                self.sftp().chmod(tmp, mode)
+                self.sftp().posix_rename(tmp, remote)
         except (OSError, paramiko.SSHException) as exc:
             raise SSHError(f"writing {self.target.label}:{remote} failed: {exc}",
                            "Check permissions on the host.", self.target.label) from exc
 
     def rename(self, src: str, dst: str) -> None:
         try:
-            self.sftp().posix_rename(src, dst)
+            with self.sftp_lock:
+                self.sftp().posix_rename(src, dst)
         except (OSError, paramiko.SSHException) as exc:
             raise SSHError(f"renaming {src} on {self.target.label} failed: {exc}", "Check permissions on the host.",
                            self.target.label) from exc

@@ -7,11 +7,13 @@ under the state directory by a hash of (platform, requirements, gpuform's source
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from importlib.metadata import requires
 from pathlib import Path
@@ -79,8 +81,19 @@ def _source_digest(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+_build_lock = threading.Lock()
+
+
 def build(cache: Path, platform: Platform, requirements: list[str]) -> Path:
-    """A directory of wheels: gpuform plus ``requirements`` for ``platform`` (cached)."""
+    """A directory of wheels: gpuform plus ``requirements`` for ``platform`` (cached; one build at a time,
+    across threads and processes)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with _build_lock, open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(cache, platform, requirements)
+
+
+def _build(cache: Path, platform: Platform, requirements: list[str]) -> Path:
     root = source_root()
     version = _source_digest(root) if root else gpuform.__version__
     key = hashlib.sha256(json.dumps([platform.tag, sorted(requirements), version]).encode()).hexdigest()[:16]

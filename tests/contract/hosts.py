@@ -1,0 +1,141 @@
+"""The test hosts made by .ci/setup/testhosts.sh (h1, h2: own sshd, dockerd and files), and per-provider
+configurations and helpers that reach behind gpuform's back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gpuform.util import procs
+
+HOSTS_JSON = Path("/var/lib/gpuform-test/hosts.json")
+PROVIDERS = ["local", "baremetal", "docker"]
+
+
+def load_hosts() -> dict:  # type: ignore[type-arg]
+    if not HOSTS_JSON.exists():
+        if os.environ.get("CI"):
+            raise AssertionError("test hosts are missing: .ci/setup/all.sh must run before the tests in CI")
+        pytest.skip("test hosts not running (run .ci/setup/all.sh)")
+    data: dict = json.loads(HOSTS_JSON.read_text())  # type: ignore[type-arg]
+    return data
+
+
+def ssh(host: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    info = load_hosts()
+    return subprocess.run(["ssh", "-F", info["ssh"]["config"], f"root@{host}", shlex.join(argv)],
+                          capture_output=True, text=True, check=check, timeout=120)
+
+
+@dataclass
+class Setup:
+    provider: str
+    workdir: Path
+    port: int
+    volume_path: str
+
+    @property
+    def remote(self) -> bool:
+        return self.provider != "local"
+
+    @property
+    def gateway_host(self) -> str:
+        return "10.77.0.11" if self.remote else "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.gateway_host}:{self.port}"
+
+    def pool_yaml(self, extra_hosts: str = "", pool_extra: str = "") -> str:
+        if not self.remote:
+            return "pools:\n  p:\n    provider: local\n    price_per_gpu_second: {cpu: 0.001}\n" + pool_extra
+        info = load_hosts()
+        key, known = info["ssh"]["identity_file"], info["ssh"]["known_hosts"]
+        hosts = "".join(f"      - {{address: {h['address']}, identity_file: {key}, name: {h['name']}}}\n"
+                        for h in info["hosts"]) + extra_hosts
+        out = (f"pools:\n  p:\n    provider: {self.provider}\n    known_hosts: {known}\n"
+               f"    price_per_gpu_second: {{cpu: 0.001}}\n    hosts:\n{hosts}")
+        if self.provider == "docker":
+            out += f"    base_image: {info['base_image']}\n"
+        return out + pool_extra
+
+    def config(self, min_workers: int = 1, env_mode: str = "fast", extra_hosts: str = "", pool_extra: str = "",
+               endpoint_extra: str = "") -> str:
+        listen = f"0.0.0.0:{self.port}" if self.remote else f"127.0.0.1:{self.port}"
+        return self.pool_yaml(extra_hosts, pool_extra) + textwrap.dedent(f"""
+            volumes:
+              weights: {{pool: p, path: {self.volume_path}, source: ./model}}
+            policies:
+              office: {{schedule: [{{cron: "0 8 * * 1-5", duration: 1h, min_workers: 0}}]}}
+            gateway:
+              main:
+                pool: p
+                listen: {listen}
+                advertise_url: {self.url}
+                api_keys: {{test: test-key}}
+                timings: {{lease_timeout: 5s, ping_interval: 1s, reconcile_interval: 0.3s, drain_timeout: 5s,
+                          take_timeout: 2s, start_backoff: 1s, start_backoff_max: 4s}}
+            endpoints:
+              echo:
+                pool: p
+                worker: {{template: echo, env: {{MODE: {env_mode}}}}}
+                model: {{name: tiny, volume: weights}}
+                policy: office
+                scaling: {{min_workers: {min_workers}, max_workers: 2, idle_timeout: 30s}}
+            """) + endpoint_extra
+
+    # ---- reaching behind gpuform's back ------------------------------------------------------------
+
+    def hosts(self) -> list[str]:
+        return [h["address"] for h in load_hosts()["hosts"]] if self.remote else ["localhost"]
+
+    def remove_staged_file(self, rel: str) -> None:
+        if self.remote:
+            ssh("10.77.0.12", "rm", "-f", f"{self.volume_path}/{rel}")
+        else:
+            Path(self.volume_path, rel).unlink()
+
+    def staged(self, host: str, rel: str) -> bool:
+        if not self.remote:
+            return Path(self.volume_path, rel).exists()
+        return ssh(host, "test", "-f", f"{self.volume_path}/{rel}", check=False).returncode == 0
+
+    def stop_gateway(self, lineage: str) -> None:
+        if self.provider == "local":
+            for pid in procs.find_by_labels({"gpuform.lineage": lineage, "gpuform.address": "gateway.main"}):
+                procs.terminate(pid, 10)
+        elif self.provider == "docker":
+            ssh("10.77.0.11", "sh", "-c", f"docker rm -f $(docker ps -aq --filter label=gpuform.lineage={lineage} "
+                                          "--filter label=gpuform.address=gateway.main)")
+        else:
+            ssh("10.77.0.11", "sh", "-c", "pkill -f '[g]puform[.]util[.]supervise' ; sleep 1; "
+                                          "pkill -f '[g]puform[.]gateway --config' ; true")
+
+    def leftovers(self, lineage: str) -> list[str]:
+        """Anything of this lineage still running or staged after destroy."""
+        found = []
+        if self.provider == "local":
+            found += [f"process {p}" for p in procs.find_by_labels({"gpuform.lineage": lineage})]
+            workers = self.workdir / "state" / "local" / "p" / "workers"
+            found += [str(p) for p in workers.glob("*.json")] if workers.exists() else []
+        elif self.provider == "docker":
+            for host in self.hosts():
+                out = ssh(host, "docker", "ps", "-aq", "--filter", f"label=gpuform.lineage={lineage}").stdout.split()
+                found += [f"container {c} on {host}" for c in out]
+        else:
+            for host in self.hosts():
+                out = ssh(host, "sh", "-c", "pgrep -af '[g]puform[.]' || true").stdout.strip()
+                found += [f"{host}: {line}" for line in out.splitlines() if line]
+                if ssh(host, "test", "-e", f"/var/lib/gpuform/lineage-{lineage[:8]}", check=False).returncode == 0:
+                    found.append(f"{host}: /var/lib/gpuform/lineage-{lineage[:8]}")
+        for host in self.hosts():
+            if self.staged(host, "weights.bin"):
+                found.append(f"staged file on {host}")
+        return found
