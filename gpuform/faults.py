@@ -8,12 +8,14 @@ apply once to count the points and then kill it at each one in turn.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import signal
 import threading
 
 _lock = threading.Lock()
 _count = 0
+address: contextvars.ContextVar[str] = contextvars.ContextVar("gpuform_fault_address", default="")
 
 
 def point(name: str) -> None:
@@ -27,6 +29,6 @@ def point(name: str) -> None:
         _count += 1
         if trace:
             with open(trace, "a", encoding="utf-8") as fh:
-                fh.write(f"{_count} {name}\n")
+                fh.write(f"{_count} {name} {address.get()}".rstrip() + "\n")
         if kill_at and int(kill_at) == _count:
             os.kill(os.getpid(), signal.SIGKILL)

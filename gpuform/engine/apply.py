@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from gpuform import faults
 from gpuform.errors import GpuformError
 from gpuform.plan.model import Plan, ResourceChange
 from gpuform.resources.desired import Desired
@@ -143,6 +144,7 @@ def _record(fut: Future[None], addr: str, result: ApplyResult, op: Op) -> None:
 
 
 def _apply_one(op: Op, change: ResourceChange, saver: _Saver) -> None:
+    faults.address.set(change.address)  # fault traces name the resource (each runs in its own thread context)
     handler = HANDLERS[change.kind]
     prior = saver.state.resources.get(change.address)
     if change.action in ("delete", "replace") and prior is not None:

@@ -159,6 +159,10 @@ class Fleet:
         except GpuformError as exc:
             self._failed(record, f"could not start: {exc.message}", "")
             return
+        except Exception as exc:  # a provider bug must not leave the worker "initializing" forever
+            log.exception("starting %s failed", record.id)
+            self._failed(record, f"could not start: {type(exc).__name__}: {exc}", "")
+            return
         record.info, record.host, record.gpu_type = info, info.host, info.gpu_type
         record.gpus = len(info.gpu_indices) or int(ep.spec.get("gpu", {}).get("count") or 1)
         prices = self.rt.config.pools.get(record.pool, {}).get("price_per_gpu_second") or {}
@@ -224,6 +228,8 @@ class Fleet:
                 await asyncio.to_thread(self.provider(record.pool).stop_worker, record.info, grace)
         except GpuformError as exc:
             log.warning("stopping %s failed: %s", record.id, exc.message)
+        except Exception:  # a provider bug: logged; the record is finalized all the same
+            log.exception("stopping %s failed", record.id)
         self._finalize(record, STOPPED, reason)
 
     def _finalize(self, record: WorkerRecord, state: str, reason: str) -> None:

@@ -94,6 +94,8 @@ class WorkerTable:
                              ready_at=r["ready_at"], first_job_at=r["first_job_at"], last_seen=r["last_seen"],
                              timeline=json.loads(r["timeline"] or "{}"))
             w.billed_until = time.time()
+            if w.host:  # enough for the provider to find, stop and observe it again
+                w.info = WorkerInfo(w.id, w.endpoint, w.host, "running", w.gpu_type or "cpu")
             if w.state == RUNNING:
                 w.state, w.idle_since = IDLE, time.time()
             out.append(w)

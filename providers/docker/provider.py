@@ -67,6 +67,7 @@ class DockerProvider:
         self._lock = threading.Lock()
         self._placing = threading.Lock()
         self._inventory: tuple[float, list[HostInventory]] | None = None
+        self._last_evict = 0.0
 
     # ---- connections ------------------------------------------------------------------------------
 
@@ -136,6 +137,7 @@ class DockerProvider:
             for engine in found.values():
                 engine.shell.run(["mkdir", "-p", posixpath.join(self.data, "containers"),
                                   posixpath.join(self.data, "gateways")])
+                self._evict(engine)
             return {"hosts": {n: e.client.version().get("Version") for n, e in found.items()}, "unreachable": errors}
         if ref.kind == "volume":
             return self._stage_volume(desired)
@@ -341,7 +343,20 @@ class DockerProvider:
                 inv = by_ssh[name]
                 out.append(HostInventory(inv.host, inv.reachable, inv.reason, inv.gpus, spec.cordon))
         self._inventory = (now, out)
+        self._evict_all(now)
         return out
+
+    def _evict_all(self, now: float) -> None:
+        """Called as the gateway observes its hosts: keep free disk above the threshold (once a minute)."""
+        if now - self._last_evict < 60:
+            return
+        self._last_evict = now
+        found, _ = self.engines([h.host for h in (self._inventory or (0, []))[1] if h.reachable])
+        for engine in found.values():
+            try:
+                self._evict(engine)
+            except (GpuformError, docker.errors.DockerException) as exc:
+                self.ctx.progress(f"eviction on {engine.name} failed: {exc}")
 
     def _local_inventory(self, name: str, cordon: bool) -> HostInventory:
         try:
@@ -456,7 +471,10 @@ class DockerProvider:
 
     def _evict(self, engine: Engine) -> None:
         """Remove kept containers, least recently stopped first, while free disk is below the threshold."""
-        warm = sorted(self._warm(engine, None), key=lambda c: c.attrs.get("State", {}).get("FinishedAt", ""))
+        warm = self._warm(engine, None)
+        for container in warm:
+            container.reload()  # list() gives a summary; the stop time is in the full inspection
+        warm.sort(key=lambda c: str(c.attrs["State"].get("FinishedAt", "")))
         while warm and self._free_percent(engine) < self.pool.min_free_disk_percent:
             victim = warm.pop(0)
             _quiet(lambda c=victim: c.remove(force=True))

@@ -36,7 +36,7 @@ endpoints:
 
 
 def _points(trace: Path) -> list[str]:
-    return [line.split(" ", 1)[1] for line in trace.read_text().splitlines()]
+    return [line.split(" ")[1] for line in trace.read_text().splitlines()]
 
 
 def _gateways(lineage: str) -> list[int]:

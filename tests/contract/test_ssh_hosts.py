@@ -1,0 +1,93 @@
+"""SSH done right, against the real test hosts: verified host keys, trust on first use, unreachable hosts,
+GPU inventory from nvidia-smi, and the warnings plan derives from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpuform.config.schema import SSHHost
+from gpuform.errors import SSHError
+from gpuform.providers.common.hosts import SSHHosts
+from gpuform.providers.common.ssh import Connection, Target
+from tests.conftest import free_port, run_gpuform, write_config
+from tests.contract.hosts import Setup, load_hosts
+
+pytestmark = pytest.mark.integration
+
+
+def _target(**kw: object) -> Target:
+    info = load_hosts()
+    base = {"address": "10.77.0.11", "identity_file": info["ssh"]["identity_file"],
+            "known_hosts": info["ssh"]["known_hosts"], "connect_timeout": 5.0}
+    return Target(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_a_wrong_host_key_is_refused(tmp_path: Path) -> None:
+    info = load_hosts()
+    h2_key = next(line for line in Path(info["ssh"]["known_hosts"]).read_text().splitlines()
+                  if line.startswith("10.77.0.12 "))
+    forged = tmp_path / "known_hosts"
+    forged.write_text(h2_key.replace("10.77.0.12", "10.77.0.11", 1) + "\n")  # h2's key claimed for h1
+    with pytest.raises(SSHError) as info_:
+        Connection(_target(known_hosts=str(forged)))
+    assert "does not match" in info_.value.message and "man-in-the-middle" in info_.value.message
+    assert "ssh-keygen" in info_.value.hint
+
+
+def test_unknown_hosts_are_refused_unless_trusted_on_first_use(tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    with pytest.raises(SSHError, match="refusing an unknown host key"):
+        Connection(_target(known_hosts=str(empty)))
+    conn = Connection(_target(known_hosts=str(empty), trust_on_first_use=True))
+    assert conn.run(["hostname"]).text.strip() == "gpuform-h1"
+    conn.close()
+    recorded = empty.read_text()
+    assert recorded.startswith("10.77.0.11 ssh-ed25519 ")
+    Connection(_target(known_hosts=str(empty))).close()  # now known: no trust needed
+
+
+def test_commands_are_argv_and_failures_carry_output() -> None:
+    conn = Connection(_target())
+    assert conn.run(["printf", "%s|", "a b", "$HOME", "; rm -rf /"]).text == "a b|$HOME|; rm -rf /|"
+    with pytest.raises(SSHError) as info:
+        conn.run(["ls", "/no/such/dir"])
+    assert "exited 2" in info.value.message and "No such file" in info.value.message
+    conn.close()
+
+
+def test_an_unreachable_host_is_reported_and_the_others_proceed() -> None:
+    info = load_hosts()
+    hosts = [SSHHost(address="10.77.0.11", identity_file=info["ssh"]["identity_file"], name="h1"),
+             SSHHost(address="10.77.0.99", identity_file=info["ssh"]["identity_file"], name="gone")]
+    pool = SSHHosts(hosts, info["ssh"]["known_hosts"], False, 2.0)
+    inventory = {h.host: h for h in pool.inventory()}
+    assert inventory["h1"].reachable and len(inventory["h1"].gpus) == 8
+    assert inventory["h1"].gpu_types == {"H100-80GB"}
+    assert not inventory["gone"].reachable and "cannot reach root@10.77.0.99:22" in inventory["gone"].reason
+    pool.close()
+
+
+def test_gpu_inventory_of_real_hosts_feeds_plan_warnings(tmp_path: Path) -> None:
+    s = Setup("baremetal", tmp_path, free_port(), "/srv/unused")
+    text = s.pool_yaml() + f"""
+gateway:
+  main: {{pool: p, listen: "0.0.0.0:{s.port}", advertise_url: "{s.url}"}}
+endpoints:
+  big:
+    pool: p
+    worker: {{template: echo}}
+    gpu: {{types: [H100-80GB], count: 2}}
+    scaling: {{max_workers: 6}}
+  rare:
+    pool: p
+    worker: {{template: echo}}
+    gpu: {{types: [B200-180GB]}}
+"""
+    write_config(tmp_path, text)
+    plan = run_gpuform("-C", str(tmp_path), "plan")
+    assert plan.returncode == 0, plan.stderr
+    assert "endpoint.big: max_workers × gpus needs 12 GPUs of type H100-80GB, but pool.p has 8" in plan.stdout
+    assert "endpoint.rare: no usable host in pool.p has a GPU of type B200-180GB" in plan.stdout
+    assert "H100-80GB" in plan.stdout and "cpu" in plan.stdout
