@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Annotated, Any
 
 from pydantic import Field, create_model
@@ -13,8 +15,8 @@ from gpuform.provider import registry
 
 def config_schema() -> dict[str, Any]:
     pool_models = tuple(spec.pool_model for spec in registry().values())
-    pool_type: Any = Annotated[pool_models, Field(discriminator="provider")] if len(pool_models) > 1 \
-        else pool_models[0]
+    union = functools.reduce(operator.or_, pool_models)
+    pool_type: Any = Annotated[union, Field(discriminator="provider")] if len(pool_models) > 1 else pool_models[0]
     top = create_model(
         "GpuformConfig", __base__=Model,
         variables=(dict[str, Any], Field(default_factory=dict, description=schema.SECTIONS["variables"])),

@@ -43,7 +43,9 @@ def test_validate_json_reports_diagnostics_with_ranges(cli, tmp_path: Path) -> N
     assert data["diagnostics"][0]["range"]["start"] == {"line": 3, "column": 26}
 
 
-def test_validate_success_and_every_example_validates(cli) -> None:  # type: ignore[no-untyped-def]
+def test_validate_success_and_every_example_validates(cli, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("GPUFORM_API_KEY", "example-key")
+    monkeypatch.setenv("HF_TOKEN", "hf-example")
     examples = sorted(p for p in (REPO / "examples").iterdir() if p.is_dir())
     assert examples
     for example in examples:
