@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from gpuform.config import schema
 from gpuform.config.graph import dependencies, find_cycle
-from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error
+from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error, warning
 from gpuform.provider import registry
 
 if TYPE_CHECKING:
@@ -74,6 +74,21 @@ def _check_endpoint(config: Config, name: str, ep: schema.Endpoint, out: list[Di
                                  config.sources.locate((*base, "api_keys", i)), address))
     if pool_ok:
         out += _provider_checks(config, name, ep)
+    if ep.worker.template == "vllm":
+        out += _vllm_checks(config, name, ep)
+
+
+def _vllm_checks(config: Config, name: str, ep: schema.Endpoint) -> list[Diagnostic]:
+    """Flags for vLLM are checked against the pinned vLLM's flag table (no vLLM needed here)."""
+    from gpuform.workers.vllm.args import check_env
+
+    out = []
+    for problem in check_env(ep.worker.env):
+        where = config.sources.locate(("endpoints", name, "worker", "env", problem.key), key=True)
+        maker = error if problem.severity == "error" else warning
+        out.append(maker(problem.message, "See workers/vllm/vllm_flags.json for the flags of the pinned vLLM.",
+                         where, f"endpoint.{name}"))
+    return out
 
 
 def _provider_checks(config: Config, name: str, ep: schema.Endpoint) -> list[Diagnostic]:

@@ -195,6 +195,7 @@ class WorkerSpec(Model):
                                                  "(docker pools).")
     sleep_mode: bool = Field(False, description="vLLM on GPUs: put idle workers to sleep instead of stopping "
                                                 "them (unverified on a GPU; see README).")
+    sleep_timeout: Duration = Field(3600.0, description="A sleeping worker is stopped after this long asleep.")
     requirements: list[str] = Field(default_factory=list, description="pip requirements of the handler (e.g. "
                                     "runpod==1.12.0), installed from uploaded wheels on baremetal pools.")
 

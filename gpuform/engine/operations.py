@@ -64,7 +64,10 @@ def make_plan(ws: Workspace, config: Config | None, mode: str = "normal", do_ref
     desired = desired_state(ws, config, state) if config is not None else {}
     observed = refresh(Op(ws, state, desired), parallelism) if do_refresh else None
     options = PlanOptions(mode=mode, targets=targets, replace=replace, config_digest=config_digest(desired))
-    return Planned(plan(desired, state, observed, options), desired, state)
+    result = plan(desired, state, observed, options)
+    if config is not None:
+        result.warnings = [d.render() for d in config.warnings] + result.warnings
+    return Planned(result, desired, state)
 
 
 def run_apply(ws: Workspace, planned: Planned, parallelism: int = 10) -> ApplyResult:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from gpuform.util.cron import window_active
 
 INITIALIZING, IDLE, RUNNING, STOPPING, UNHEALTHY = "initializing", "idle", "running", "stopping", "unhealthy"
+SLEEPING = "sleeping"  # vLLM sleep mode: the process lives, the GPU memory is freed; woken on demand
 LIVE = frozenset({INITIALIZING, IDLE, RUNNING})
 
 

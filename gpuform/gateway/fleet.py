@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpuform.engine.context import make_provider
 from gpuform.errors import GpuformError, NoCapacity
-from gpuform.gateway.autoscaler import IDLE, INITIALIZING, RUNNING, STOPPING, UNHEALTHY
+from gpuform.gateway.autoscaler import IDLE, INITIALIZING, RUNNING, SLEEPING, STOPPING, UNHEALTHY
 from gpuform.gateway.metering import price_per_second
 from gpuform.gateway.workers import WorkerRecord, WorkerTable, new_token
 from gpuform.provider import Provider, WorkerInfo, WorkerLaunch
@@ -96,7 +96,7 @@ class Fleet:
     def contact(self, worker: WorkerRecord, now: float) -> None:
         """A job-take or heartbeat: the worker is alive (and ready, the first time)."""
         worker.last_seen = now
-        if worker.state == INITIALIZING:
+        if worker.state == INITIALIZING and not worker.waking:
             worker.ready_at = now
             worker.mark("ready", now)
             worker.state, worker.idle_since = IDLE, now
@@ -109,6 +109,15 @@ class Fleet:
             if cond.status == UNHEALTHY.upper():
                 self.conditions[worker.endpoint] = Condition()
             self.table.save(worker)
+
+    def first_output(self, worker: WorkerRecord) -> None:
+        """The first output (chunk or result) of a worker's first job: the end of its cold start."""
+        if "first_token" in worker.timeline:
+            return
+        worker.mark("first_token")
+        self.rt.metrics.cold_start_phase.labels(worker.endpoint, "first_token").set(
+            worker.timeline["first_token"] - worker.requested_at)
+        self.table.save(worker)
 
     def job_started(self, worker_id: str, job_id: str, now: float) -> None:
         worker = self.records.get(worker_id)
@@ -211,13 +220,42 @@ class Fleet:
             env["RUNPOD_VOLUME_PATH"] = VOLUME_MOUNT
             env["GPUFORM_MODEL_PATH"] = str(spec["volume_path"])
             env["GPUFORM_MODEL_PATH_IN_CONTAINER"] = VOLUME_MOUNT + (f"/{inner}" if inner else "")
-        env.update({k: _env_str(v) for k, v in (worker.get("env") or {}).items()})
+        declared = {k: _env_str(v) for k, v in (worker.get("env") or {}).items()}
+        env["GPUFORM_ENDPOINT_ENV_KEYS"] = ",".join(sorted({*declared, *ep.secret_env}))
+        env.update(declared)
         env.update(ep.secret_env)
         return env
+
+    def sleep(self, record: WorkerRecord) -> None:
+        """vLLM sleep mode: the worker frees its GPU memory and stays up; it takes no jobs until woken."""
+        record.state, record.asleep_since = SLEEPING, time.time()
+        record.mark("sleep_requested")
+        self.rt.queue.control(record.id, "sleep")
+        self.table.save(record)
+
+    def wake(self, record: WorkerRecord) -> None:
+        record.state, record.waking = INITIALIZING, True
+        record.timeline["wake_requested"] = time.time()
+        self.rt.queue.control(record.id, "wake")
+        self.table.save(record)
+
+    def worker_event(self, record: WorkerRecord, phase: str, at: float) -> None:
+        """A phase the worker reported; ``awake`` ends a wake-up, a failed sleep or wake stops the worker."""
+        if phase in ("asleep", "awake"):
+            record.timeline[phase] = at
+        else:
+            record.mark(phase, at)
+        if phase == "awake" and record.waking:
+            record.waking, record.state, record.idle_since, record.asleep_since = False, IDLE, at, None
+            self.rt.metrics.observe(record.endpoint, "wake", at - record.timeline.get("wake_requested", at))
+        elif phase in ("sleep_failed", "wake_failed"):
+            self.spawn(self.stop(record, f"vLLM {phase.replace('_', ' ')}"))
+        self.table.save(record)
 
     async def stop(self, record: WorkerRecord, reason: str, grace: float | None = None) -> None:
         if record.state in (STOPPING, STOPPED, UNHEALTHY):
             return
+        record.waking = False
         record.state, record.exit_reason = STOPPING, reason
         record.mark("stop_requested")
         self.table.save(record)

@@ -50,11 +50,13 @@ class JobQueue:
         self.recent: OrderedDict[str, Job] = OrderedDict()
         self.takers: dict[str, deque[asyncio.Future[None]]] = {}
         self.stops: dict[str, set[str]] = {}
+        self.controls: dict[str, str] = {}
         self.stop_events: dict[str, asyncio.Event] = {}
         self.requeued: dict[str, int] = {}
         self.on_started: list[Listener] = []
         self.on_finished: list[Listener] = []
         self.on_stop_worker: list[Callable[[str, str], None]] = []
+        self.on_unserved: list[Callable[[str], None]] = []  # a job arrived and no worker was waiting
         self.condition_of: Callable[[str], str] = lambda endpoint: ""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closing = False
@@ -99,7 +101,9 @@ class JobQueue:
                   idempotency_key=idempotency_key)
         self.store.insert(job)
         queue[job.id] = job
-        self._wake(endpoint)
+        if not self._wake(endpoint):
+            for listener in self.on_unserved:
+                listener(endpoint)
         return job, True
 
     def get(self, job_id: str) -> Job | None:
@@ -195,10 +199,12 @@ class JobQueue:
         return job.terminal
 
     async def take(self, endpoint: str, worker_id: str, count: int, timeout: float,
-                   disconnected: Callable[[], Awaitable[bool]] | None = None) -> list[Job]:
-        """Long-poll: up to ``count`` jobs for ``worker_id``, or [] after ``timeout`` seconds."""
+                   disconnected: Callable[[], Awaitable[bool]] | None = None,
+                   eligible: Callable[[], bool] = lambda: True) -> list[Job]:
+        """Long-poll: up to ``count`` jobs for ``worker_id``, or [] after ``timeout`` seconds (or as soon as
+        the worker is no longer ``eligible``: put to sleep, replaced, stopping)."""
         deadline = time.monotonic() + timeout
-        while not self.closing:
+        while not self.closing and eligible():
             jobs = self._pop(endpoint, worker_id, count)
             if jobs:
                 return jobs
@@ -219,13 +225,15 @@ class JobQueue:
                 return []
         return []
 
-    def _wake(self, endpoint: str) -> None:
+    def _wake(self, endpoint: str) -> bool:
+        """Wake one waiting taker; False when no worker is waiting for work."""
         takers = self.takers.get(endpoint)
         while takers:
             waiter = takers.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                return
+                return True
+        return False
 
     def _pop(self, endpoint: str, worker_id: str, count: int) -> list[Job]:
         queue = self._queue(endpoint)
@@ -321,13 +329,21 @@ class JobQueue:
         self.stops.setdefault(job.worker_id, set()).add(job.id)
         self.stop_events.setdefault(job.worker_id, asyncio.Event()).set()
 
+    def control(self, worker_id: str, command: str) -> None:
+        """A command for the worker (``sleep``/``wake``), delivered on its stop channel."""
+        self.controls[worker_id] = command
+        self.stop_events.setdefault(worker_id, asyncio.Event()).set()
+
+    def take_control(self, worker_id: str) -> str | None:
+        return self.controls.pop(worker_id, None)
+
     def release(self, worker_id: str) -> None:
         """Answer the worker's pending stop poll now (it is being stopped)."""
         self.stop_events.setdefault(worker_id, asyncio.Event()).set()
 
     async def wait_stops(self, worker_id: str, timeout: float) -> list[str]:
         event = self.stop_events.setdefault(worker_id, asyncio.Event())
-        if not self.stops.get(worker_id) and not self.closing and timeout > 0:
+        if not self.stops.get(worker_id) and worker_id not in self.controls and not self.closing and timeout > 0:
             try:
                 await asyncio.wait_for(event.wait(), timeout)
             except TimeoutError:

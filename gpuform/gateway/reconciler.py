@@ -9,7 +9,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from gpuform.gateway.autoscaler import IDLE, LIVE, Decision, ScalingPolicy, Stats, Window, desired_workers
+from gpuform.gateway.autoscaler import IDLE, LIVE, SLEEPING, Decision, ScalingPolicy, Stats, Window, desired_workers
 from gpuform.gateway.metering import today
 
 if TYPE_CHECKING:
@@ -39,8 +39,15 @@ class Reconciler:
         self.decisions: dict[str, Decision] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._nudge: asyncio.Event | None = None
+
+    def nudge(self) -> None:
+        """Run the next tick now (a job arrived for an endpoint with no worker: a cold start can't wait)."""
+        if self._nudge is not None:
+            self._nudge.set()
 
     def start(self) -> None:
+        self._nudge = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
@@ -60,7 +67,11 @@ class Reconciler:
             except Exception:  # the loop must survive anything one tick hits; it is logged
                 log.exception("reconcile tick failed")
             elapsed = time.monotonic() - started
-            await asyncio.sleep(max(0.05, self.rt.config.timings.reconcile_interval - elapsed))
+            assert self._nudge is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudge.wait(),
+                                       max(0.01, self.rt.config.timings.reconcile_interval - elapsed))
+            self._nudge.clear()
 
     async def tick(self, now: float) -> None:
         self.ticks += 1
@@ -73,7 +84,7 @@ class Reconciler:
             await self.rt.fleet.check_readiness(ep, now)
             self._scale(ep, now)
         for worker in list(self.rt.fleet.records.values()):
-            if worker.live or worker.state == "stopping":
+            if worker.live or worker.state in ("stopping", SLEEPING):  # a sleeping worker still holds its GPU
                 self.rt.ledger.accrue(worker, now)
         self._gauges()
 
@@ -93,11 +104,24 @@ class Reconciler:
             cond.status, cond.message = "SPEND_CAP", decision.reasons[0]
         elif cond.status == "SPEND_CAP":
             cond.status, cond.message = "OK", ""
-        for _ in range(decision.start):
+        worker_spec = ep.spec.get("worker") or {}
+        sleep_mode = bool(worker_spec.get("sleep_mode"))
+        starts = decision.start
+        for worker in self.rt.fleet.of(ep.name):
+            if worker.state != SLEEPING:
+                continue
+            if starts > 0 and not worker.stale:
+                self.rt.fleet.wake(worker)  # a sleeping worker wakes in about a second; a cold start takes longer
+                starts -= 1
+            elif worker.stale or now - (worker.asleep_since or now) > float(worker_spec.get("sleep_timeout", 3600)):
+                self.rt.fleet.spawn(self.rt.fleet.stop(worker, "asleep past sleep_timeout or replaced"))
+        for _ in range(starts):
             self.rt.fleet.spawn(self.rt.fleet.start(ep))
         stopping = set(decision.stop)
         for worker in self.rt.fleet.of(ep.name):
-            if worker.id in stopping:
+            if worker.id in stopping and sleep_mode and not worker.stale:
+                self.rt.fleet.sleep(worker)
+            elif worker.id in stopping:
                 self.rt.fleet.spawn(self.rt.fleet.stop(worker, "idle timeout"))
             elif worker.stale and worker.state == IDLE:
                 self.rt.fleet.spawn(self.rt.fleet.stop(worker, "replaced by a new endpoint revision"))

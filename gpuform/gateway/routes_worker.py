@@ -53,10 +53,13 @@ async def take(request: Request) -> Response:
     rt.fleet.contact(worker, time.time())
     ep = rt.endpoints.get(worker.endpoint)
     hold = rt.config.timings.take_timeout
-    if ep is None or ep.deleting or worker.stale or not worker.live:
+    def eligible() -> bool:
+        return not (ep is None or ep.deleting or worker.stale or not worker.live or worker.waking)
+
+    if not eligible():
         await asyncio.sleep(min(hold, 5.0))  # no work for this worker; don't let it spin
         return NO_CONTENT
-    jobs = await rt.queue.take(worker.endpoint, worker.id, count, hold, request.is_disconnected)
+    jobs = await rt.queue.take(worker.endpoint, worker.id, count, hold, request.is_disconnected, eligible)
     if not jobs:
         return NO_CONTENT
     payloads = [j.worker_payload() for j in jobs]
@@ -69,6 +72,9 @@ async def stop_signals(request: Request) -> Response:
         return denied or NO_CONTENT
     hold = 0.0 if worker.state == STOPPING else min(STOP_HOLD, rt.config.timings.take_timeout)
     ids = await rt.queue.wait_stops(worker.id, hold)  # a draining worker gets its stops without a wait
+    control = rt.queue.take_control(worker.id)
+    if control:
+        return JSONResponse({"jobsToStop": ids, "control": control})
     return JSONResponse({"jobsToStop": ids}) if ids else NO_CONTENT
 
 
@@ -90,6 +96,8 @@ async def done(request: Request) -> Response:
         return json_error(400, "the result body is not JSON")
     job = rt.queue.result(request.path_params["job_id"], worker.id, body)
     rt.fleet.contact(worker, time.time())
+    if job is not None:
+        rt.fleet.first_output(worker)
     return JSONResponse({"accepted": job is not None})
 
 
@@ -101,6 +109,8 @@ async def stream_chunk(request: Request) -> Response:
     if body is None:
         return json_error(400, "the stream body is not JSON")
     job = rt.queue.chunk(request.path_params["job_id"], worker.id, body.get("output"))
+    if job is not None:
+        rt.fleet.first_output(worker)
     return JSONResponse({"accepted": job is not None})
 
 
@@ -129,8 +139,7 @@ async def worker_event(request: Request) -> Response:
     phase = str(body.get("phase", ""))[:64]
     if phase:
         at = body.get("at")
-        worker.mark(phase, float(at) if isinstance(at, int | float) else time.time())
-        rt.fleet.table.save(worker)
+        rt.fleet.worker_event(worker, phase, float(at) if isinstance(at, int | float) else time.time())
     return JSONResponse({"ok": True})
 
 

@@ -59,6 +59,7 @@ class Runtime:
         self.queue.on_finished.append(self._job_finished)
         self.queue.on_stop_worker.append(self._stop_worker)
         self.queue.condition_of = self._condition_text
+        self.queue.on_unserved.append(self._unserved)
 
     def begin_shutdown(self) -> None:
         """Called from the signal handler: wake every long-poll so connections close promptly."""
@@ -104,6 +105,10 @@ class Runtime:
             self.metrics.observe(job.endpoint, "execution", execution)
         if job.webhook:
             self.webhooks.deliver(job.webhook, job.view())
+
+    def _unserved(self, endpoint: str) -> None:
+        if not any(w.live for w in self.fleet.of(endpoint)):
+            self.reconciler.nudge()  # scale from zero now rather than at the next tick
 
     def _condition_text(self, endpoint: str) -> str:
         cond = self.fleet.condition(endpoint)

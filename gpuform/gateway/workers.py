@@ -42,6 +42,8 @@ class WorkerRecord:
     jobs: set[str] = field(default_factory=set)
     timeline: dict[str, float] = field(default_factory=dict)
     billed_until: float | None = None
+    waking: bool = False
+    asleep_since: float | None = None
 
     @property
     def live(self) -> bool:

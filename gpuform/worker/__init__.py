@@ -22,21 +22,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gpuform.util.phase import report_phase_now
 from gpuform.worker.runner import Handler, JobError, Settings, Worker
 
-__all__ = ["JobError", "progress_update", "report_phase", "start"]
+__all__ = ["JobError", "progress_update", "report_phase", "report_phase_now", "start"]
 
 _current: Worker | None = None
+Control = Callable[[str], Awaitable[None]]
 
 
-def start(handler: Handler, concurrency: int | None = None, aggregate_stream: bool = True) -> None:
-    """Run the worker until SIGTERM (then drain) — the process's main loop."""
+def start(handler: Handler, concurrency: int | None = None, aggregate_stream: bool = True,
+          control: Control | None = None) -> None:
+    """Run the worker until SIGTERM (then drain) — the process's main loop. ``control`` receives the
+    gateway's ``sleep``/``wake`` commands (vLLM sleep mode)."""
     global _current
     logging.basicConfig(level=os.environ.get("GPUFORM_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _current = Worker(handler, Settings.from_env(concurrency, aggregate_stream))
+    _current.control = control
     asyncio.run(_current.run())
 
 

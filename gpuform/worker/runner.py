@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,7 @@ class Worker:
         self.slot_free = asyncio.Event()
         self.http: aiohttp.ClientSession | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.control: Callable[[str], Awaitable[None]] | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         if self.http is None:
@@ -178,12 +179,26 @@ class Worker:
                 await asyncio.sleep(1)
                 continue
             if status == 200 and body:
-                for job_id in json.loads(body).get("jobsToStop") or []:
+                message = json.loads(body)
+                for job_id in message.get("jobsToStop") or []:
                     running = self.running.get(str(job_id))
                     if running is not None:
                         running.task.cancel()
+                if message.get("control") and self.control is not None:
+                    await self._control(str(message["control"]))
             else:
                 await asyncio.sleep(1)
+
+    async def _control(self, command: str) -> None:
+        """A gpuform extension of the stop channel (``"control": "sleep" | "wake"``); RunPod's SDK ignores it."""
+        assert self.control is not None
+        try:
+            await self.control(command)
+        except Exception:  # reported to the gateway as a failed phase; the worker keeps running
+            log.exception("control %s failed", command)
+            await self.report(f"{command}_failed")
+            return
+        await self.report({"sleep": "asleep", "wake": "awake"}.get(command, command))
 
     # ---- one job ------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import posixpath
 from pathlib import Path
 
 from gpuform.providers.common import wheels
-from gpuform.providers.common.ssh import Connection
+from gpuform.providers.common.shell import Shell as Connection
 
 WORKER_REQUIREMENTS = ["aiohttp>=3.9"]
 

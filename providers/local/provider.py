@@ -62,7 +62,23 @@ class LocalProvider:
             return self.volumes.stage(desired)
         if ref.kind == "gateway":
             return self._start_gateway(ref.name, desired)
+        if ref.kind == "endpoint":
+            return self._prepare_endpoint(ref.name, desired)
         return {}
+
+    def _prepare_endpoint(self, name: str, desired: Attrs) -> Attrs:
+        """A worker that runs in another Python (e.g. the vLLM virtualenv) gets gpuform installed there."""
+        worker = desired.get("worker") or {}
+        python = worker.get("python")
+        if not python:
+            return {}
+        from gpuform.providers.common import venvs
+        from gpuform.providers.common.shell import LocalShell
+
+        prepared = venvs.ensure(LocalShell(), interpreter(python), python, str(self.data_dir), str(self.data_dir),
+                                self.ctx.state_dir / "wheelhouse", f"endpoint-{name}",
+                                list(worker.get("requirements") or []), with_deps=False)
+        return {"python": prepared}
 
     def update(self, ref: ResourceRef, prior: Attrs, desired: Attrs) -> Attrs:
         if ref.kind == "volume" and prior.get("path") != desired.get("path"):
