@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from handler import handler  # noqa: E402
+from handler import handler
 
-from gpuform.worker import start  # noqa: E402
+from gpuform.worker import start
 
 start(handler)

@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from handler import handler  # noqa: E402
+from handler import handler
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from gpuform.errors import ConfigError
+from gpuform.worker import JobError
 from gpuform.workers.vllm.__main__ import server_env, vllm_command
 from gpuform.workers.vllm.args import ALIASES, build_args, table
 from gpuform.workers.vllm.handler import VLLMProxy
-from gpuform.worker import JobError
 from tests.conftest import REPO, write_config
 
 pytestmark = pytest.mark.unit
