@@ -30,6 +30,7 @@ from gpuform.config.schema import Endpoint, PoolBase
 
 Attrs = dict[str, Any]
 Progress = Callable[[str], None]
+Transfer = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class ProviderContext:
     config_dir: Path
     progress: Progress = field(default=lambda message: None)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    transfer: Transfer = field(default=lambda what, done, total: None)
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
 from gpuform.diagnostics import Diagnostic
 from gpuform.engine.context import Workspace
@@ -28,6 +30,7 @@ class Globals:
     def workspace(self) -> Workspace:
         ws = workspace(self.directory, self.state_dir)
         ws.on_event = _progress
+        ws.on_transfer = _transfer
         return ws
 
 
@@ -35,6 +38,29 @@ def _progress(address: str, message: str) -> None:
     if message in ("done", "failed"):
         return
     err_console.print(f"[dim]{address}: {message}[/dim]")
+
+
+_bars: dict[str, tuple[Progress, TaskID]] = {}
+_bars_lock = threading.Lock()
+
+
+def _transfer(what: str, done: int, total: int) -> None:
+    """A progress bar per copy (volume staging), drawn on stderr; plain lines when stderr is not a terminal."""
+    with _bars_lock:
+        if not err_console.is_terminal:
+            if done >= total:
+                err_console.print(f"[dim]{what}: copied {total} bytes[/dim]")
+            return
+        if what not in _bars:
+            progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), console=err_console, transient=False)
+            progress.start()
+            _bars[what] = (progress, progress.add_task(what, total=total))
+        progress, task = _bars[what]
+        progress.update(task, completed=done, total=total)
+        if done >= total:
+            progress.stop()
+            del _bars[what]
 
 
 def globals_of(ctx: typer.Context) -> Globals:

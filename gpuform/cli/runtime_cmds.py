@@ -49,6 +49,10 @@ def status_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--jso
         elif res.kind == "volume":
             report["volumes"][res.name] = {"path": res.attributes.get("path"), "files": res.attributes.get("files"),
                                            "bytes": res.attributes.get("bytes"), "hosts": res.computed.get("hosts")}
+        elif res.kind == "endpoint":
+            report.setdefault("endpoints", {})[res.name] = {
+                k: res.computed[k] for k in ("image", "hosts_with_image", "warm_containers", "hosts_ready", "python")
+                if k in res.computed}
     for name, admin in _admins(ws, state):
         with admin:
             try:
@@ -74,6 +78,12 @@ def _print_status(report: dict[str, Any]) -> None:
         for name, v in report["volumes"].items():
             vols.add_row(name, str(v["path"]), str(v["files"]), str(v["bytes"]), ", ".join(v.get("hosts") or {}))
         out_console.print(vols)
+    for name, info in (report.get("endpoints") or {}).items():
+        if info.get("hosts_with_image") is not None:
+            warm = ", ".join(f"{h}: {n}" for h, n in (info.get("warm_containers") or {}).items() if n)
+            out_console.print(f"endpoint {name}: image {info.get('image', '')} on "
+                              f"{', '.join(info['hosts_with_image']) or 'no host'}"
+                              + (f"; kept containers for fast restarts: {warm}" if warm else ""), markup=False)
     for gw, body in report["gateways"].items():
         if "error" in body:
             out_console.print(f"[red]gateway.{gw}: {body['error']}[/red]")
@@ -101,6 +111,9 @@ def _print_gateway(gw: str, body: dict[str, Any]) -> None:
             if cond.get("log_tail"):
                 notes.append("  last log lines:\n    " + cond["log_tail"].replace("\n", "\n    "))
         notes += [f"{name}: {n}" for n in ep.get("scaling_notes") or []]
+        cold = cold_start_line(ep.get("worker_list") or [])
+        if cold:
+            notes.append(f"{name}: last cold start: {cold}")
         for wk in ep.get("worker_list") or []:
             up = f"{now - wk['requested_at']:.0f}s" if wk.get("requested_at") and not wk.get("stopped_at") else "-"
             workers.add_row(wk["id"], name, wk["state"], wk.get("host") or "-", wk.get("gpu_type") or "-", up)
@@ -108,6 +121,21 @@ def _print_gateway(gw: str, body: dict[str, Any]) -> None:
     out_console.print(workers)
     for note in notes:
         out_console.print(note, markup=False)
+
+
+PHASE_ORDER = ["job_queued", "start_requested", "process_started", "process_up", "vllm_launch", "vllm_ready",
+               "runtime_ready", "ready", "first_job", "first_token"]
+
+
+def cold_start_line(workers: list[dict[str, Any]]) -> str:
+    """The most recent worker's start-up phases, in seconds from start requested."""
+    timed = [w for w in workers if (w.get("timeline") or {}).get("start_requested")]
+    if not timed:
+        return ""
+    timeline = max(timed, key=lambda w: w["timeline"]["start_requested"])["timeline"]
+    base = timeline["start_requested"]
+    phases = [p for p in PHASE_ORDER if p in timeline]
+    return ", ".join(f"{p} {timeline[p] - base:+.2f}s" for p in phases)
 
 
 def usage_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:

@@ -16,6 +16,7 @@ from gpuform.state.model import State
 from gpuform.state.store import StateStore
 
 Event = Callable[[str, str], None]  # (address, message)
+TransferEvent = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Workspace:
     store: StateStore
     config: Config | None = None
     on_event: Event = field(default=lambda address, message: None)
+    on_transfer: TransferEvent = field(default=lambda what, done, total: None)
     cancelled: threading.Event = field(default_factory=threading.Event)
     _providers: dict[str, Provider] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -36,7 +38,7 @@ class Workspace:
         with self._lock:
             if pool not in self._providers:
                 self._providers[pool] = make_provider(pool, pool_attrs, lineage, self.state_dir, self.config_dir,
-                                                      self.cancelled, self.on_event)
+                                                      self.cancelled, self.on_event, self.on_transfer)
             return self._providers[pool]
 
     def close(self) -> None:
@@ -67,7 +69,8 @@ class Workspace:
 
 
 def make_provider(pool: str, attrs: dict[str, Any], lineage: str, state_dir: Path, config_dir: Path,
-                  cancelled: threading.Event | None = None, on_event: Event | None = None) -> Provider:
+                  cancelled: threading.Event | None = None, on_event: Event | None = None,
+                  on_transfer: TransferEvent | None = None) -> Provider:
     """Instantiate the provider for a pool from its attributes (config or state)."""
     name = attrs.get("provider", "")
     spec = registry().get(name)
@@ -78,7 +81,8 @@ def make_provider(pool: str, attrs: dict[str, Any], lineage: str, state_dir: Pat
     events = on_event or (lambda a, m: None)
     ctx = ProviderContext(lineage=lineage, state_dir=state_dir, config_dir=config_dir,
                           progress=lambda message: events(f"pool.{pool}", message),
-                          cancelled=cancelled or threading.Event())
+                          cancelled=cancelled or threading.Event(),
+                          transfer=on_transfer or (lambda what, done, total: None))
     return spec.factory()(pool, model, ctx)
 
 

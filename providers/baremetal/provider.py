@@ -187,7 +187,7 @@ class BaremetalProvider:
         return {"hosts": {h: {"files": len(source), "copied": n} for h, n in copied.items()}, "unreachable": errors}
 
     def _transfer(self, label: str, done: int, total: int) -> None:
-        self.ctx.progress(f"{label}: {done}/{total} bytes")
+        self.ctx.transfer(label, done, total)
 
     # ---- gateway ----------------------------------------------------------------------------------
 

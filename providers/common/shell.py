@@ -40,6 +40,10 @@ class LocalShell:
         try:
             proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False,
                                   env={**os.environ, **(env or {})})
+        except FileNotFoundError as exc:
+            if check:
+                raise ProviderError(f"{argv[0]}: command not found", "Install it or fix its path.") from exc
+            return Result(127, b"", f"{argv[0]}: command not found".encode())  # as a shell would answer
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ProviderError(f"running {argv[0]} failed: {exc}", "Check the command and its path.") from exc
         result = Result(proc.returncode, proc.stdout, proc.stderr)

@@ -205,9 +205,8 @@ class DockerProvider:
         self._fail_if_all(errors, len(self.names), "staging the volume")
         copied = {}
         for name, engine in found.items():
-            copied[name] = remote_volume.stage(engine.shell, attrs["path"], src, source,
-                                               lambda label, done, total: self.ctx.progress(
-                                                   f"{label}: {done}/{total} bytes"), self.ctx.cancelled)
+            copied[name] = remote_volume.stage(engine.shell, attrs["path"], src, source, self.ctx.transfer,
+                                               self.ctx.cancelled)
         return {"hosts": {h: {"files": len(source), "copied": n} for h, n in copied.items()}, "unreachable": errors}
 
     # ---- images -----------------------------------------------------------------------------------
@@ -281,8 +280,11 @@ class DockerProvider:
             _quiet(lambda: existing.remove(force=True))
         engine.shell.write_file(posixpath.join(gdir, "config.json"), body, mode=0o600)
         binds = {gdir: {"bind": gdir, "mode": "rw"}}
-        if os.path.exists("/var/run/docker.sock") and any(s.docker_host for s in self.specs.values()):
-            binds["/var/run/docker.sock"] = {"bind": "/var/run/docker.sock", "mode": "rw"}
+        if any(s.docker_host for s in self.specs.values()):
+            # it drives this machine's engine: the socket, and the directory of worker files dockerd mounts
+            binds[self.data] = {"bind": self.data, "mode": "rw"}
+            if os.path.exists("/var/run/docker.sock"):
+                binds["/var/run/docker.sock"] = {"bind": "/var/run/docker.sock", "mode": "rw"}
         try:
             container = engine.client.containers.run(
                 tag, [RUNTIME_PYTHON, "-m", "gpuform.gateway", "--config", posixpath.join(gdir, "config.json")],
@@ -363,7 +365,10 @@ class DockerProvider:
             result = self.engine(name).shell.run([self.pool.nvidia_smi, *NVIDIA_SMI_ARGS], check=False)
         except GpuformError as exc:
             return HostInventory(name, False, exc.message, cordoned=cordon)
-        gpus = tuple(parse_nvidia_smi(result.text)) if result.code == 0 else ()
+        try:
+            gpus = tuple(parse_nvidia_smi(result.text)) if result.code == 0 else ()
+        except ValueError as exc:
+            return HostInventory(name, True, reason=f"cannot parse nvidia-smi output: {exc}", cordoned=cordon)
         return HostInventory(name, True, gpus=gpus, cordoned=cordon)
 
     def _containers(self, engine: Engine, endpoint: str | None, prefix: str) -> list[Container]:
@@ -425,7 +430,8 @@ class DockerProvider:
     def _create(self, engine: Engine, launch: WorkerLaunch, env: dict[str, str], gpu_type: str,
                 indices: tuple[int, ...]) -> Container:
         image = launch.image or self._runtime_on(engine)
-        argv = resolve_argv(launch.command, RUNTIME_PYTHON) if launch.command else _default_argv(engine, image)
+        python = RUNTIME_PYTHON if not launch.image else (launch.python or "python3")  # a user image: its python
+        argv = resolve_argv(launch.command, python) if launch.command else _default_argv(engine, image)
         slot = launch.worker_id
         directory = self._write_slot(engine, slot, env)
         volumes = {directory: {"bind": "/gpuform", "mode": "ro"}}

@@ -108,7 +108,7 @@ class LocalVolumes:
                                     "run apply again.")
             tmp.replace(dest)
             done += source[rel][0]
-            self.ctx.progress(f"copied {rel} ({done}/{total} bytes)")
+            self.ctx.transfer(f"localhost:{path}", done, total)
         return todo
 
     def delete(self, prior: Attrs) -> None:
