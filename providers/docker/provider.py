@@ -445,7 +445,11 @@ class DockerProvider:
             image, ["/bin/sh", "/gpuform/entry.sh", *argv], name=f"gpuform-w-{launch.worker_id}", labels=labels,
             network_mode="host", restart_policy={"Name": "no"}, volumes=volumes,  # type: ignore[arg-type]
             device_requests=device_requests(indices), working_dir=launch.workdir or None, detach=True)
-        container.start()
+        try:
+            container.start()
+        except docker.errors.DockerException:
+            _quiet(lambda: container.remove(force=True))  # don't leave a "Created" container behind
+            raise
         return container
 
     def _restart_warm(self, engine: Engine, container: Container, launch: WorkerLaunch,

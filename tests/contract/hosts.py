@@ -131,7 +131,8 @@ class Setup:
                 found += [f"container {c} on {host}" for c in out]
         else:
             for host in self.hosts():
-                out = ssh(host, "sh", "-c", "pgrep -af '[g]puform[.]' || true").stdout.strip()
+                pattern = f"[l]ineage-{lineage[:8]}"  # every process gpuform started runs from the lineage's dir
+                out = ssh(host, "sh", "-c", f"pgrep -af '{pattern}' || true").stdout.strip()
                 found += [f"{host}: {line}" for line in out.splitlines() if line]
                 if ssh(host, "test", "-e", f"/var/lib/gpuform/lineage-{lineage[:8]}", check=False).returncode == 0:
                     found.append(f"{host}: /var/lib/gpuform/lineage-{lineage[:8]}")
