@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpuform.errors import NoCapacity, ProviderError, SSHError
+from gpuform.errors import NoCapacity, SSHError
 from gpuform.provider import Attrs, HostInventory, ProviderContext, ResourceRef, WorkerInfo, WorkerLaunch
 from gpuform.providers.baremetal import BaremetalPool
 from gpuform.providers.common import remote_volume, venvs
 from gpuform.providers.common.hosts import Host, SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
-from gpuform.resources.volumes import observed_content, scan_source, to_copy
 from gpuform.util.gpus import place
 from gpuform.workerspec import resolve_argv
 
@@ -150,33 +149,13 @@ class BaremetalProvider:
 
     # ---- volumes ----------------------------------------------------------------------------------
 
-    def _source(self, attrs: Attrs) -> tuple[Path, dict[str, tuple[int, str]]]:
-        src = (self.ctx.config_dir / attrs["source"]).resolve()
-        scanned = scan_source(src, self.ctx.state_dir / ".cache" / "volume-sources.json")
-        if scanned.error:
-            raise ProviderError(scanned.error, "Fix `source:`; it is relative to the configuration directory.")
-        return src, scanned.manifest
-
     def _read_volume(self, prior: Attrs) -> Attrs | None:
-        try:
-            _, source = self._source(prior)
-        except ProviderError:
-            source = {}
         found, errors = self.hosts.each(lambda h: remote_volume.held(self.hosts.conn(h), prior["path"]))
         self._fail_if_all(errors, "reading the volume")
-        if all(v is None for v in found.values()):
-            return None
-        held = {h: v or {} for h, v in found.items()}
-        notes = [f"{h} unreachable, not checked: {e}" for h, e in errors.items()]
-        for host, files in held.items():
-            todo = to_copy(source, files)
-            if todo:
-                notes.append(f"{len(todo)} file(s), {sum(source[r][0] for r in todo)} bytes to copy to {host}")
-        return {"content": observed_content(source, held) if source else prior.get("content"),
-                "hosts": {h: {"files": len(v)} for h, v in held.items()}, "_notes": notes}
+        return remote_volume.observe(self.ctx, prior, found, errors)
 
     def _stage_volume(self, attrs: Attrs) -> Attrs:
-        src, source = self._source(attrs)
+        src, source = remote_volume.source_of(self.ctx, attrs)
 
         def stage(host: Host) -> int:
             return remote_volume.stage(self.hosts.conn(host), attrs["path"], src, source, self._transfer,

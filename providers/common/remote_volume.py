@@ -14,8 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from gpuform.errors import ProviderError, SSHError
+from gpuform.provider import Attrs, ProviderContext
 from gpuform.providers.common.shell import Shell as Connection
-from gpuform.resources.volumes import MANIFEST_NAME, Manifest, extra_files, host_view, manifest_record, to_copy
+from gpuform.resources.volumes import (
+    MANIFEST_NAME,
+    Manifest,
+    extra_files,
+    host_view,
+    manifest_record,
+    observed_content,
+    scan_source,
+    to_copy,
+)
 
 Transfer = Callable[[str, int, int], None]  # (label, bytes done, bytes total)
 PARTIAL = ".gpuform-partial"
@@ -112,3 +122,32 @@ def remove(conn: Connection, path: str) -> None:
         conn.run(["rm", "-f", "--", *files[start:start + 200]])
     conn.run(["rm", "-f", "--", posixpath.join(path, MANIFEST_NAME)])
     conn.run(["find", path, "-depth", "-type", "d", "-empty", "-delete"], check=False)
+
+
+def source_of(ctx: ProviderContext, attrs: Attrs) -> tuple[Path, Manifest]:
+    """The volume's source directory and its manifest (hashes cached in the state directory)."""
+    src = (ctx.config_dir / attrs["source"]).resolve()
+    scanned = scan_source(src, ctx.state_dir / ".cache" / "volume-sources.json")
+    if scanned.error:
+        raise ProviderError(scanned.error, "Fix `source:`; it is relative to the configuration directory.")
+    return src, scanned.manifest
+
+
+def observe(ctx: ProviderContext, prior: Attrs, found: dict[str, Manifest | None],
+            unreachable: dict[str, str]) -> Attrs | None:
+    """What refresh reports for a volume, from what each reachable host holds (None: nothing there)."""
+    if all(v is None for v in found.values()):
+        return None
+    try:
+        _, source = source_of(ctx, prior)
+    except ProviderError:
+        source = {}
+    held = {h: v or {} for h, v in found.items()}
+    notes = [f"{h} unreachable, not checked: {e}" for h, e in unreachable.items()]
+    for host, files in held.items():
+        todo = to_copy(source, files)
+        if todo:
+            notes.append(f"{len(todo)} file(s), {sum(source[r][0] for r in todo)} bytes to copy to {host}")
+    return {"content": observed_content(source, held) if source else prior.get("content"),
+            "hosts": {h: {"files": len(v)} for h, v in held.items()}, "_notes": notes}
+

@@ -21,21 +21,19 @@ import posixpath
 import shlex
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import docker.errors
 from docker.models.containers import Container
 from docker.types import DeviceRequest
 
-from gpuform.errors import DockerError, GpuformError, NoCapacity, ProviderError
+from gpuform.errors import DockerError, GpuformError, NoCapacity
 from gpuform.provider import Attrs, HostInventory, ProviderContext, ResourceRef, WorkerInfo, WorkerLaunch
 from gpuform.providers.common import remote_volume
 from gpuform.providers.common.hosts import SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
 from gpuform.providers.docker import DockerPool, images
 from gpuform.providers.docker.connect import Engine, connect_local, connect_ssh
-from gpuform.resources.volumes import observed_content, scan_source, to_copy
 from gpuform.util.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi, place
 from gpuform.workerspec import VOLUME_MOUNT, resolve_argv
 
@@ -173,34 +171,14 @@ class DockerProvider:
 
     # ---- volumes ----------------------------------------------------------------------------------
 
-    def _source(self, attrs: Attrs) -> tuple[Path, dict[str, tuple[int, str]]]:
-        src = (self.ctx.config_dir / attrs["source"]).resolve()
-        scanned = scan_source(src, self.ctx.state_dir / ".cache" / "volume-sources.json")
-        if scanned.error:
-            raise ProviderError(scanned.error, "Fix `source:`; it is relative to the configuration directory.")
-        return src, scanned.manifest
-
     def _read_volume(self, prior: Attrs) -> Attrs | None:
-        try:
-            _, source = self._source(prior)
-        except ProviderError:
-            source = {}
         found, errors = self.engines()
         self._fail_if_all(errors, len(self.names), "reading the volume")
         held = {n: remote_volume.held(e.shell, prior["path"]) for n, e in found.items()}
-        if all(v is None for v in held.values()):
-            return None
-        files = {n: v or {} for n, v in held.items()}
-        notes = [f"{h} unreachable, not checked: {e}" for h, e in errors.items()]
-        for host, have in files.items():
-            todo = to_copy(source, have)
-            if todo:
-                notes.append(f"{len(todo)} file(s), {sum(source[r][0] for r in todo)} bytes to copy to {host}")
-        return {"content": observed_content(source, files) if source else prior.get("content"),
-                "hosts": {h: {"files": len(v)} for h, v in files.items()}, "_notes": notes}
+        return remote_volume.observe(self.ctx, prior, held, errors)
 
     def _stage_volume(self, attrs: Attrs) -> Attrs:
-        src, source = self._source(attrs)
+        src, source = remote_volume.source_of(self.ctx, attrs)
         found, errors = self.engines()
         self._fail_if_all(errors, len(self.names), "staging the volume")
         copied = {}
