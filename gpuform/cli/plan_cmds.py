@@ -35,6 +35,7 @@ Targets = Annotated[list[str], typer.Option("--target", "-target", help="Limit t
 Replace = Annotated[list[str], typer.Option("--replace", "-replace", help="Replace ADDR even if unchanged.")]
 Parallelism = Annotated[int, typer.Option("--parallelism", min=1, help="Resources applied at once.")]
 LockTimeout = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for the state lock.")]
+NoColor = Annotated[bool, typer.Option("--no-color", "-no-color", help="No colour in output.")]
 
 
 def validate(ctx: typer.Context,
@@ -70,9 +71,11 @@ def plan_cmd(ctx: typer.Context,
              destroy: Annotated[bool, typer.Option("--destroy", help="Plan to destroy everything.")] = False,
              refresh_only: Annotated[bool, typer.Option("--refresh-only", help="Only record drift.")] = False,
              refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Read reality first.")] = True,
-             parallelism: Parallelism = 10) -> None:
+             parallelism: Parallelism = 10,
+             no_color: NoColor = False) -> None:
     """Show what apply would change, with drift found by refresh and the cost of each endpoint."""
     g = globals_of(ctx)
+    g.colour = g.colour and not no_color
     ws = g.workspace()
     mode = "destroy" if destroy else ("refresh-only" if refresh_only else "normal")
     try:
@@ -102,8 +105,10 @@ def apply_cmd(ctx: typer.Context,
               replace: Replace = [],  # noqa: B006
               refresh_only: Annotated[bool, typer.Option("--refresh-only", help="Only record drift.")] = False,
               parallelism: Parallelism = 10,
-              lock_timeout: LockTimeout = 0.0) -> None:
+              lock_timeout: LockTimeout = 0.0,
+              no_color: NoColor = False) -> None:
     """Make reality match the configuration (or carry out a saved plan exactly)."""
+    globals_of(ctx).colour &= not no_color
     mode = "refresh-only" if refresh_only else "normal"
     _run(ctx, "apply", mode, planfile, auto_approve, tuple(target), tuple(replace), parallelism, lock_timeout)
 
@@ -112,8 +117,10 @@ def destroy_cmd(ctx: typer.Context,
                 auto_approve: Annotated[bool, typer.Option("--auto-approve", "-auto-approve")] = False,
                 target: Targets = [],  # noqa: B006
                 parallelism: Parallelism = 10,
-                lock_timeout: LockTimeout = 0.0) -> None:
+                lock_timeout: LockTimeout = 0.0,
+                no_color: NoColor = False) -> None:
     """Destroy everything gpuform manages in this directory (endpoints drain first)."""
+    globals_of(ctx).colour &= not no_color
     _run(ctx, "destroy", "destroy", None, auto_approve, tuple(target), (), parallelism, lock_timeout)
 
 

@@ -116,6 +116,8 @@ def test_plan_without_refresh_json_and_markdown(cli, tmp_path: Path) -> None:  #
     assert "/root" not in result.out  # ${env.HOME} is sensitive
     md = cli("-C", str(tmp_path), "plan", "--no-refresh", "--markdown").out
     assert "| `gateway.main` | + create | new |" in md
+    plain = cli("-C", str(tmp_path), "plan", "--no-refresh", "--no-color")  # Terraform users type it here
+    assert plain.code == 0 and "\x1b[" not in plain.out
 
 
 def test_force_unlock_with_an_unknown_id_is_an_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
