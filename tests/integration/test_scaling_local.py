@@ -32,7 +32,8 @@ def test_idle_to_zero_then_cold_start_and_the_ledger_matches_lifetimes(deploymen
         second = http.post("/v2/echo/runsync", json={"input": "two"}).json()
         assert second["status"] == "COMPLETED" and second["output"] == {"echo": "two"}
         assert second["workerId"] != first["workerId"], "the second request needed a cold start"
-        wait_for(lambda: not deployment.workers("echo"), 30)
+        wait_for(lambda: not deployment.workers("echo", ("initializing", "idle", "running", "stopping")), 30,
+                 what="the second worker to have stopped")
         metrics = http.get("/metrics").text
     assert 'gpuform_cold_starts_total{endpoint="echo"} 2.0' in metrics
     status = deployment.status("echo")
