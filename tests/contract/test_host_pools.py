@@ -86,8 +86,9 @@ def test_docker_images_containers_warm_restarts_and_eviction(tmp_path: Path, cle
     container_id = inspect["Id"]
 
     wait_for(lambda: not _live(s), 60, what="scale to zero")
-    warm = _docker(address, "ps", "-a", "--filter", f"label=gpuform.lineage={lineage}", "--format", "{{.Names}}")
-    assert "gpuform-warm-" in warm, "the stopped worker's container is kept"
+    wait_for(lambda: "gpuform-warm-" in _docker(address, "ps", "-a", "--filter", f"label=gpuform.lineage={lineage}",
+                                                "--format", "{{.Names}}"), 30,
+             what="the stopped worker's container to be kept")
     second = _run(s, {"n": 2})
     assert second["status"] == "COMPLETED"
     reused = json.loads(_docker(address, "inspect", f"gpuform-w-{second['workerId']}"))[0]["Id"]
