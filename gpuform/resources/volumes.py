@@ -62,6 +62,17 @@ def scan_source(directory: Path, cache_file: Path | None = None) -> VolumeSource
     return VolumeSource(manifest_digest(manifest), len(manifest), total, manifest)
 
 
+def declared_source(config_dir: Path, state_dir: Path, source: str) -> tuple[Path, Manifest]:
+    """A volume's source directory (relative to the configuration) and its manifest; raises ProviderError."""
+    from gpuform.errors import ProviderError
+
+    src = (config_dir / source).resolve()
+    scanned = scan_source(src, state_dir / ".cache" / "volume-sources.json")
+    if scanned.error:
+        raise ProviderError(scanned.error, "Fix `source:`; it is relative to the configuration directory.")
+    return src, scanned.manifest
+
+
 @dataclass(frozen=True)
 class HostFiles:
     """What a host holds under a volume path, judged against its recorded manifest."""

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gpuform.provider import GpuInfo, HostInventory
+from gpuform.provider import GpuInfo, HostInventory, WorkerInfo
 
 NVIDIA_SMI_ARGS = ["--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader"]
 _SIZES_GB = (8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 141, 180, 192, 288)
@@ -55,6 +55,17 @@ class Placement:
     host: str
     gpu_type: str
     indices: tuple[int, ...]
+
+
+def occupancy(workers: Iterable[WorkerInfo]) -> tuple[dict[str, set[int]], dict[str, int]]:
+    """GPU indices in use and the number of running workers, by host."""
+    used: dict[str, set[int]] = {}
+    count: dict[str, int] = {}
+    for w in workers:
+        if w.state == "running":
+            used.setdefault(w.host, set()).update(w.gpu_indices)
+            count[w.host] = count.get(w.host, 0) + 1
+    return used, count
 
 
 def place(hosts: Sequence[HostInventory], used: dict[str, set[int]], workers_on: dict[str, int],

@@ -23,7 +23,7 @@ from gpuform.providers.baremetal import BaremetalPool
 from gpuform.providers.common import remote_volume, venvs
 from gpuform.providers.common.hosts import Host, SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
-from gpuform.util.gpus import place
+from gpuform.util.gpus import occupancy, place
 from gpuform.workerspec import resolve_argv
 
 AGENT = Path(__file__).resolve().parent.parent / "common" / "hostagent.py"
@@ -247,12 +247,7 @@ class BaremetalProvider:
 
     def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
         with self._placing:
-            running = [w for w in self.list_workers() if w.state == "running"]
-            used: dict[str, set[int]] = {}
-            count: dict[str, int] = {}
-            for w in running:
-                used.setdefault(w.host, set()).update(w.gpu_indices)
-                count[w.host] = count.get(w.host, 0) + 1
+            used, count = occupancy(self.list_workers())
             spot = place(self.hosts.inventory(), used, count, launch.gpu_types, launch.gpu_count)
             if spot is None:
                 raise NoCapacity(f"no host in pool {self.pool_name} has a free GPU of type "

@@ -19,11 +19,11 @@ from gpuform.providers.common.shell import Shell as Connection
 from gpuform.resources.volumes import (
     MANIFEST_NAME,
     Manifest,
+    declared_source,
     extra_files,
     host_view,
     manifest_record,
     observed_content,
-    scan_source,
     to_copy,
 )
 
@@ -126,11 +126,7 @@ def remove(conn: Connection, path: str) -> None:
 
 def source_of(ctx: ProviderContext, attrs: Attrs) -> tuple[Path, Manifest]:
     """The volume's source directory and its manifest (hashes cached in the state directory)."""
-    src = (ctx.config_dir / attrs["source"]).resolve()
-    scanned = scan_source(src, ctx.state_dir / ".cache" / "volume-sources.json")
-    if scanned.error:
-        raise ProviderError(scanned.error, "Fix `source:`; it is relative to the configuration directory.")
-    return src, scanned.manifest
+    return declared_source(ctx.config_dir, ctx.state_dir, attrs["source"])
 
 
 def observe(ctx: ProviderContext, prior: Attrs, found: dict[str, Manifest | None],

@@ -34,7 +34,7 @@ from gpuform.providers.common.hosts import SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
 from gpuform.providers.docker import DockerPool, images
 from gpuform.providers.docker.connect import Engine, connect_local, connect_ssh
-from gpuform.util.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi, place
+from gpuform.util.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
 from gpuform.workerspec import VOLUME_MOUNT, resolve_argv
 
 RUNTIME_PYTHON = "/opt/gpuform/bin/python"
@@ -360,12 +360,7 @@ class DockerProvider:
 
     def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
         with self._placing:
-            running = [w for w in self.list_workers() if w.state == "running"]
-            used: dict[str, set[int]] = {}
-            count: dict[str, int] = {}
-            for w in running:
-                used.setdefault(w.host, set()).update(w.gpu_indices)
-                count[w.host] = count.get(w.host, 0) + 1
+            used, count = occupancy(self.list_workers())
             inventory = self.inventory()
             warm_hosts = self._hosts_with_warm(launch)
             preferred = [h for h in inventory if h.host in warm_hosts] + [h for h in inventory

@@ -25,7 +25,7 @@ from gpuform.provider import Attrs, HostInventory, ProviderContext, ResourceRef,
 from gpuform.providers.local import LocalPool
 from gpuform.providers.local.volume import LocalVolumes
 from gpuform.util import procs
-from gpuform.util.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi, place
+from gpuform.util.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
 from gpuform.workerspec import interpreter, resolve_argv
 
 HOST = "localhost"
@@ -170,9 +170,8 @@ class LocalProvider:
             return self._start_worker(launch)
 
     def _start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
-        running = [w for w in self.list_workers() if w.state == "running"]
-        used = {HOST: {i for w in running for i in w.gpu_indices}}
-        spot = place(self.inventory(), used, {HOST: len(running)}, launch.gpu_types, launch.gpu_count)
+        used, count = occupancy(self.list_workers())
+        spot = place(self.inventory(), used, count, launch.gpu_types, launch.gpu_count)
         if spot is None:
             raise NoCapacity(f"no free GPU of type {' or '.join(launch.gpu_types)} on this machine",
                              "Free GPUs, add a type to gpu.types, or lower max_workers.", f"pool.{self.pool_name}")

@@ -14,11 +14,11 @@ from gpuform.provider import Attrs, ProviderContext
 from gpuform.resources.volumes import (
     MANIFEST_NAME,
     Manifest,
+    declared_source,
     extra_files,
     host_view,
     manifest_record,
     observed_content,
-    scan_source,
     sha256_file,
     to_copy,
 )
@@ -31,11 +31,7 @@ class LocalVolumes:
         self.ctx = ctx
 
     def source(self, attrs: Attrs) -> Manifest:
-        src = (self.ctx.config_dir / attrs["source"]).resolve()
-        scanned = scan_source(src, self.ctx.state_dir / ".cache" / "volume-sources.json")
-        if scanned.error:
-            raise ProviderError(scanned.error, "Fix `source:`; it is relative to the configuration directory.")
-        return scanned.manifest
+        return declared_source(self.ctx.config_dir, self.ctx.state_dir, attrs["source"])[1]
 
     def _stats(self, path: Path) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
