@@ -145,7 +145,8 @@ class Fleet:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def start(self, ep: EndpointRecord) -> None:
+    def start(self, ep: EndpointRecord) -> WorkerRecord:
+        """Record a starting worker now (so the next scaling decision counts it) and launch it in the background."""
         now = time.time()
         token = new_token()
         record = WorkerRecord(id=f"{ep.name}-{uuid.uuid4().hex[:10]}", endpoint=ep.name, pool=ep.spec["pool"],
@@ -157,7 +158,10 @@ class Fleet:
         self._add(record)
         self.table.save(record)
         self.rt.metrics.cold_starts.labels(ep.name).inc()
-        launch = self._launch(ep, record, token)
+        self.spawn(self._start(ep, record, self._launch(ep, record, token)))
+        return record
+
+    async def _start(self, ep: EndpointRecord, record: WorkerRecord, launch: WorkerLaunch) -> None:
         try:
             provider = self.provider(record.pool)
             info = await asyncio.to_thread(provider.start_worker, launch)

@@ -29,6 +29,14 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(eq=False)
+class _Taker:
+    """A worker's long-poll waiting for work, and whether that worker may still take any."""
+
+    future: asyncio.Future[None]
+    eligible: Callable[[], bool]
+
+
 @dataclass(frozen=True)
 class QueueStats:
     queued: int
@@ -48,7 +56,7 @@ class JobQueue:
         self.queued: dict[str, OrderedDict[str, Job]] = {}
         self.running: dict[str, dict[str, Job]] = {}
         self.recent: OrderedDict[str, Job] = OrderedDict()
-        self.takers: dict[str, deque[asyncio.Future[None]]] = {}
+        self.takers: dict[str, deque[_Taker]] = {}
         self.stops: dict[str, set[str]] = {}
         self.controls: dict[str, str] = {}
         self.stop_events: dict[str, asyncio.Event] = {}
@@ -101,10 +109,14 @@ class JobQueue:
                   idempotency_key=idempotency_key)
         self.store.insert(job)
         queue[job.id] = job
+        self._dispatch(endpoint)
+        return job, True
+
+    def _dispatch(self, endpoint: str) -> None:
+        """Hand the queue's head to a waiting worker, or say that none is waiting (scale from zero now)."""
         if not self._wake(endpoint):
             for listener in self.on_unserved:
                 listener(endpoint)
-        return job, True
 
     def get(self, job_id: str) -> Job | None:
         for table in (*self.queued.values(), *self.running.values()):
@@ -173,9 +185,9 @@ class JobQueue:
         self.closing = True
         for takers in self.takers.values():
             while takers:
-                waiter = takers.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
+                taker = takers.popleft()
+                if not taker.future.done():
+                    taker.future.set_result(None)
         for event in self.stop_events.values():
             event.set()
         self.closed_event().set()
@@ -204,34 +216,41 @@ class JobQueue:
         """Long-poll: up to ``count`` jobs for ``worker_id``, or [] after ``timeout`` seconds (or as soon as
         the worker is no longer ``eligible``: put to sleep, replaced, stopping)."""
         deadline = time.monotonic() + timeout
+        woken = False  # the last wait ended because a job arrived
         while not self.closing and eligible():
+            woken = False
             jobs = self._pop(endpoint, worker_id, count)
             if jobs:
                 return jobs
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            taker = _Taker(asyncio.get_running_loop().create_future(), eligible)
             takers = self.takers.setdefault(endpoint, deque())
-            takers.append(waiter)
+            takers.append(taker)
             try:
-                await asyncio.wait_for(waiter, timeout=min(remaining, 1.0))
+                await asyncio.wait_for(taker.future, timeout=min(remaining, 1.0))
+                woken = True
             except TimeoutError:
                 pass
             finally:
-                if waiter in takers:
-                    takers.remove(waiter)
+                if taker in takers:
+                    takers.remove(taker)
             if disconnected is not None and await disconnected():
-                return []
+                break
+        if woken and not self.closing and self._queue(endpoint):
+            self._dispatch(endpoint)  # woken for a job this worker will not take: pass it on
         return []
 
     def _wake(self, endpoint: str) -> bool:
-        """Wake one waiting taker; False when no worker is waiting for work."""
+        """Wake one waiting taker that may still take work; False when none is waiting."""
         takers = self.takers.get(endpoint)
         while takers:
-            waiter = takers.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+            taker = takers.popleft()
+            if taker.future.done():
+                continue
+            taker.future.set_result(None)  # an ineligible one returns at once; the next may take the job
+            if taker.eligible():
                 return True
         return False
 

@@ -42,9 +42,17 @@ class Reconciler:
         self._nudge: asyncio.Event | None = None
 
     def nudge(self) -> None:
-        """Run the next tick now (a job arrived for an endpoint with no worker: a cold start can't wait)."""
+        """Run the next tick now."""
         if self._nudge is not None:
             self._nudge.set()
+
+    def scale_now(self, endpoint: str) -> None:
+        """A job arrived for an endpoint with no live worker: decide at once rather than after a tick that
+        may be waiting on a provider (listing workers over SSH can take seconds); a cold start can't wait."""
+        ep = self.rt.endpoints.get(endpoint)
+        if ep is None or ep.deleting or self._nudge is None:
+            return
+        self._scale(ep, time.time())
 
     def start(self) -> None:
         self._nudge = asyncio.Event()
@@ -116,7 +124,7 @@ class Reconciler:
             elif worker.stale or now - (worker.asleep_since or now) > float(worker_spec.get("sleep_timeout", 3600)):
                 self.rt.fleet.spawn(self.rt.fleet.stop(worker, "asleep past sleep_timeout or replaced"))
         for _ in range(starts):
-            self.rt.fleet.spawn(self.rt.fleet.start(ep))
+            self.rt.fleet.start(ep)
         stopping = set(decision.stop)
         for worker in self.rt.fleet.of(ep.name):
             if worker.id in stopping and sleep_mode and not worker.stale:

@@ -108,7 +108,7 @@ class Runtime:
 
     def _unserved(self, endpoint: str) -> None:
         if not any(w.live for w in self.fleet.of(endpoint)):
-            self.reconciler.nudge()  # scale from zero now rather than at the next tick
+            self.reconciler.scale_now(endpoint)  # scale from zero now rather than at the next tick
 
     def _condition_text(self, endpoint: str) -> str:
         cond = self.fleet.condition(endpoint)

@@ -1,0 +1,83 @@
+"""Who gets a new job: a waiting worker that may still take work, or, when none is, the scale-from-zero hook
+at once (not at the next reconcile tick)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gpuform.config.schema import GatewayTimings
+from gpuform.gateway.db import Database
+from gpuform.gateway.jobs import JobStore
+from gpuform.gateway.queue import JobQueue
+
+pytestmark = pytest.mark.unit
+
+
+def _queue(tmp_path: Path) -> tuple[JobQueue, list[str]]:
+    queue = JobQueue(JobStore(Database(tmp_path / "gateway.db")), GatewayTimings())
+    unserved: list[str] = []
+    queue.on_unserved.append(unserved.append)
+    return queue, unserved
+
+
+def _submit(queue: JobQueue) -> str:
+    job, _ = queue.submit("ep", {"n": 1}, execution_timeout=60, ttl=600)
+    return job.id
+
+
+def test_a_waiting_worker_takes_the_job_and_nothing_scales(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue, unserved = _queue(tmp_path)
+        taking = asyncio.create_task(queue.take("ep", "w1", 1, timeout=5))
+        await asyncio.sleep(0.05)
+        job_id = _submit(queue)
+        jobs = await asyncio.wait_for(taking, 1)
+        assert [j.id for j in jobs] == [job_id]
+        assert unserved == []
+
+    asyncio.run(main())
+
+
+def test_no_waiting_worker_scales_at_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue, unserved = _queue(tmp_path)
+        _submit(queue)
+        assert unserved == ["ep"]
+
+    asyncio.run(main())
+
+
+def test_a_stopping_workers_poll_does_not_swallow_the_job(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue, unserved = _queue(tmp_path)
+        stopping = False
+        taking = asyncio.create_task(queue.take("ep", "w1", 1, timeout=5, eligible=lambda: not stopping))
+        await asyncio.sleep(0.05)
+        stopping = True  # the worker is being stopped while its long-poll still waits
+        _submit(queue)
+        assert unserved == ["ep"], "the job must start a worker now, not after the poll's next wake-up"
+        assert await asyncio.wait_for(taking, 0.5) == [], "the stopping worker's poll returns at once"
+
+    asyncio.run(main())
+
+
+def test_a_dead_workers_poll_passes_the_job_on(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue, unserved = _queue(tmp_path)
+
+        async def gone() -> bool:
+            return True  # the worker's connection is closed: it crashed before the gateway noticed
+
+        dead = asyncio.create_task(queue.take("ep", "dead", 1, timeout=5, disconnected=gone))
+        await asyncio.sleep(0.05)
+        job_id = _submit(queue)
+        assert unserved == [], "a worker was waiting, as far as the queue could tell"
+        assert await asyncio.wait_for(dead, 0.5) == []
+        assert unserved == ["ep"], "the woken poll that will not take the job hands it on"
+        alive = await asyncio.wait_for(queue.take("ep", "w2", 1, timeout=1), 1)
+        assert [j.id for j in alive] == [job_id]
+
+    asyncio.run(main())
