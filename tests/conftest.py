@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,17 @@ import pytest
 from gpuform.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """Every test destroys what it applies: gpuform processes or containers left at the end are an error."""
+    from tests import leaks
+
+    since = time.time()
+    yield
+    report = leaks.check(since)
+    assert not report, "the test run left these behind (now killed/removed):\n" + report
 
 
 def free_port() -> int:
@@ -61,8 +74,16 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     directory = tmp_path / "cfg"
     directory.mkdir()
     yield directory
-    if (directory / "state" / "gpuform.state.json").exists():
-        run_gpuform("-C", str(directory), "destroy", "--auto-approve", timeout=120)
+    destroy_after_test(directory)
+
+
+def destroy_after_test(directory: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> None:
+    """Destroy what a test applied in ``directory``; a destroy that fails is a test error (it would leak)."""
+    state = directory / "state" / "gpuform.state.json"
+    if not state.exists() or not json.loads(state.read_text()).get("resources"):
+        return
+    result = run_gpuform("-C", str(directory), *args, "destroy", "--auto-approve", env=env, timeout=timeout)
+    assert result.returncode == 0, f"destroy after the test failed (it leaks):\n{result.stdout}\n{result.stderr}"
 
 
 def write_config(directory: Path, text: str, name: str = "gpuform.yaml") -> Path:
@@ -99,4 +120,6 @@ def deployment(workdir: Path):  # type: ignore[no-untyped-def]
     """A gateway on the local pool (apply it with ``deployment.apply(endpoints_yaml)``); destroyed afterwards."""
     from tests.helpers import Deployment
 
-    return Deployment(workdir, free_port())
+    deployment = Deployment(workdir, free_port())
+    yield deployment
+    destroy_after_test(workdir, env=deployment.env)

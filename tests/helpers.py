@@ -21,6 +21,7 @@ KEY = "test-key"
 class Deployment:
     workdir: Path
     port: int
+    env: dict[str, str] | None = None  # what the last apply needed (its config's ${env.*}); destroy needs it too
 
     @property
     def url(self) -> str:
@@ -42,6 +43,7 @@ class Deployment:
 
     def apply_text(self, text: str, env: dict[str, str] | None = None) -> str:
         write_config(self.workdir, text)
+        self.env = env
         result = run_gpuform("-C", str(self.workdir), "apply", "--auto-approve", env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout

@@ -58,6 +58,7 @@ class Fleet:
         self.conditions: dict[str, Condition] = {}
         self._providers: dict[str, Provider] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.starting: dict[str, asyncio.Task[None]] = {}  # worker id -> its start_worker call in flight
 
     # ---- lookup -----------------------------------------------------------------------------------
 
@@ -140,10 +141,11 @@ class Fleet:
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     def start(self, ep: EndpointRecord) -> WorkerRecord:
         """Record a starting worker now (so the next scaling decision counts it) and launch it in the background."""
@@ -158,7 +160,9 @@ class Fleet:
         self._add(record)
         self.table.save(record)
         self.rt.metrics.cold_starts.labels(ep.name).inc()
-        self.spawn(self._start(ep, record, self._launch(ep, record, token)))
+        task = self.spawn(self._start(ep, record, self._launch(ep, record, token)))
+        self.starting[record.id] = task
+        task.add_done_callback(lambda _: self.starting.pop(record.id, None))
         return record
 
     async def _start(self, ep: EndpointRecord, record: WorkerRecord, launch: WorkerLaunch) -> None:
@@ -166,15 +170,18 @@ class Fleet:
             provider = self.provider(record.pool)
             info = await asyncio.to_thread(provider.start_worker, launch)
         except NoCapacity as exc:
-            self._forget(record, "throttled: " + exc.message)
-            self.conditions[ep.name] = Condition("NO_CAPACITY", exc.message)
+            if record.state != STOPPING:  # a stop requested meanwhile finalizes the record itself
+                self._forget(record, "throttled: " + exc.message)
+                self.conditions[ep.name] = Condition("NO_CAPACITY", exc.message)
             return
         except GpuformError as exc:
-            self._failed(record, f"could not start: {exc.message}", "")
+            if record.state != STOPPING:
+                self._failed(record, f"could not start: {exc.message}", "")
             return
         except Exception as exc:  # a provider bug must not leave the worker "initializing" forever
             log.exception("starting %s failed", record.id)
-            self._failed(record, f"could not start: {type(exc).__name__}: {exc}", "")
+            if record.state != STOPPING:
+                self._failed(record, f"could not start: {type(exc).__name__}: {exc}", "")
             return
         record.info, record.host, record.gpu_type = info, info.host, info.gpu_type
         record.gpus = len(info.gpu_indices) or int(ep.spec.get("gpu", {}).get("count") or 1)
@@ -265,6 +272,9 @@ class Fleet:
         self.table.save(record)
         self.rt.queue.release(record.id)
         grace = self.rt.config.timings.drain_timeout if grace is None else grace
+        starting = self.starting.get(record.id)
+        if starting is not None:  # stopped while its start is in flight: stop what that start creates
+            await asyncio.shield(starting)
         try:
             if record.info is not None:
                 await asyncio.to_thread(self.provider(record.pool).stop_worker, record.info, grace)

@@ -39,23 +39,18 @@ class Reconciler:
         self.decisions: dict[str, Decision] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._nudge: asyncio.Event | None = None
-
-    def nudge(self) -> None:
-        """Run the next tick now."""
-        if self._nudge is not None:
-            self._nudge.set()
 
     def scale_now(self, endpoint: str) -> None:
         """A job arrived for an endpoint with no live worker: decide at once rather than after a tick that
         may be waiting on a provider (listing workers over SSH can take seconds); a cold start can't wait."""
         ep = self.rt.endpoints.get(endpoint)
-        if ep is None or ep.deleting or self._nudge is None:
+        if ep is None or ep.deleting or self._task is None or self._stopping:
             return
+        if self.rt.fleet.condition(endpoint).status != "OK":
+            return  # no capacity, backing off or capped: the tick retries at its pace, not once per request
         self._scale(ep, time.time())
 
     def start(self) -> None:
-        self._nudge = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
@@ -75,11 +70,7 @@ class Reconciler:
             except Exception:  # the loop must survive anything one tick hits; it is logged
                 log.exception("reconcile tick failed")
             elapsed = time.monotonic() - started
-            assert self._nudge is not None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._nudge.wait(),
-                                       max(0.01, self.rt.config.timings.reconcile_interval - elapsed))
-            self._nudge.clear()
+            await asyncio.sleep(max(0.01, self.rt.config.timings.reconcile_interval - elapsed))
 
     async def tick(self, now: float) -> None:
         self.ticks += 1

@@ -135,6 +135,8 @@ class BaremetalProvider:
 
     def delete(self, ref: ResourceRef, prior: Attrs) -> None:
         if ref.kind == "pool":
+            for worker in self.list_workers():  # whatever its endpoints left behind (a start in flight)
+                self.stop_worker(worker, grace_s=5.0)
             self.hosts.each(lambda h: self.hosts.conn(h).run(["rm", "-rf", "--", self.data]))
         elif ref.kind == "volume":
             _, errors = self.hosts.each(lambda h: remote_volume.remove(self.hosts.conn(h), prior["path"]))

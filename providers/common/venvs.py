@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import uuid
 from pathlib import Path
 
 from gpuform.providers.common import wheels
@@ -26,8 +27,11 @@ def upload_wheelhouse(conn: Connection, local: Path, data_dir: str) -> str:
         present[name] = int(size)
     for wheel in sorted(local.glob("*.whl")):
         if present.get(wheel.name) != wheel.stat().st_size:
-            conn.put(wheel, posixpath.join(remote, wheel.name + ".part"))
-            conn.rename(posixpath.join(remote, wheel.name + ".part"), posixpath.join(remote, wheel.name))
+            # a name of its own per upload: applies in parallel (two endpoints, two configurations) share the
+            # wheelhouse; each renames its complete copy into place, and the copies are identical
+            part = posixpath.join(remote, f".{wheel.name}.{uuid.uuid4().hex[:8]}.part")
+            conn.put(wheel, part)
+            conn.rename(part, posixpath.join(remote, wheel.name))
     return remote
 
 

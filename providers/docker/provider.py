@@ -152,6 +152,7 @@ class DockerProvider:
 
     def delete(self, ref: ResourceRef, prior: Attrs) -> None:
         if ref.kind == "pool":
+            self._remove_worker_containers(None)  # whatever its endpoints left behind (a start in flight)
             found, _ = self.engines()
             for engine in found.values():
                 engine.shell.run(["rm", "-rf", "--", self.data])
@@ -167,7 +168,7 @@ class DockerProvider:
                 _quiet(lambda: container.remove(force=True))
             self.engine(self.names[0]).shell.run(["rm", "-rf", "--", posixpath.join(self.data, "gateways", ref.name)])
         elif ref.kind == "endpoint":
-            self._remove_endpoint_containers(ref.name)
+            self._remove_worker_containers(ref.name)
 
     # ---- volumes ----------------------------------------------------------------------------------
 
@@ -296,11 +297,13 @@ class DockerProvider:
         repair = [f"image missing on {', '.join(missing)}"] if missing else []
         return {"hosts_with_image": holding, "warm_containers": warm, "_repair": repair}
 
-    def _remove_endpoint_containers(self, endpoint: str) -> None:
+    def _remove_worker_containers(self, endpoint: str | None) -> None:
+        """Every worker container of ``endpoint`` (of every endpoint: None), running or kept."""
         found, _ = self.engines()
+        labels = [f"gpuform.lineage={self.ctx.lineage}"]
+        labels.append(f"gpuform.endpoint={endpoint}" if endpoint else "gpuform.endpoint")
         for engine in found.values():
-            for container in engine.client.containers.list(all=True, filters={"label": [
-                    f"gpuform.lineage={self.ctx.lineage}", f"gpuform.endpoint={endpoint}"]}):
+            for container in engine.client.containers.list(all=True, filters={"label": labels}):
                 _quiet(lambda c=container: c.stop(timeout=5))
                 _quiet(lambda c=container: c.remove(force=True))
                 slot = container.labels.get("gpuform.slot")

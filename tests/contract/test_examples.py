@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, free_port, run_gpuform
+from tests.conftest import REPO, destroy_after_test, free_port, run_gpuform
 from tests.contract.hosts import load_hosts
 
 pytestmark = [pytest.mark.slow]
@@ -35,7 +35,7 @@ def _apply_and_call(directory: Path, endpoint: str, variables: list[str], key: s
         plan = run_gpuform("-C", str(directory), *args, "plan", "--detailed-exitcode", env=env)
         assert plan.returncode == 0, plan.stdout[-2000:]
     finally:
-        run_gpuform("-C", str(directory), *args, "destroy", "--auto-approve", env=env, timeout=600)
+        destroy_after_test(directory, *args, env=env)
 
 
 def test_quickstart(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, run_gpuform, write_config
+from tests.conftest import destroy_after_test, free_port, run_gpuform, write_config
 from tests.contract.hosts import Setup, load_hosts, ssh
 from tests.helpers import wait_for
 
@@ -32,8 +32,7 @@ def cleanup():  # type: ignore[no-untyped-def]
     dirs: list[Path] = []
     yield dirs
     for d in dirs:
-        if (d / "state" / "gpuform.state.json").exists():
-            run_gpuform("-C", str(d), "destroy", "--auto-approve", timeout=600)
+        destroy_after_test(d)
 
 
 def _apply(s: Setup, text: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gpuform.gateway.client import AdminClient
-from tests.conftest import free_port, run_gpuform, write_config
+from tests.conftest import destroy_after_test, free_port, run_gpuform, write_config
 from tests.contract.hosts import PROVIDERS, Setup, load_hosts
 from tests.helpers import wait_for
 
@@ -34,8 +34,7 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-un
     volume = f"/srv/gpuform-contract-{uuid.uuid4().hex[:8]}" if provider != "local" else str(tmp_path / "staged")
     s = Setup(provider, workdir, free_port(), volume)
     yield s
-    if (workdir / "state" / "gpuform.state.json").exists():
-        run_gpuform("-C", str(workdir), "destroy", "--auto-approve", timeout=600)
+    destroy_after_test(workdir)
 
 
 def _apply(s: Setup, **config: object) -> str:
