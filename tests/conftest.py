@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session", autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    """Every test destroys what it applies: gpuform processes or containers left at the end are an error."""
+def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test destroys what it applies: gpuform processes or containers of this run left at the end
+    are an error."""
     from tests import leaks
 
-    since = time.time()
     yield
-    report = leaks.check(since)
+    report = leaks.check(tmp_path_factory.getbasetemp())
     assert not report, "the test run left these behind (now killed/removed):\n" + report
 
 

@@ -1,6 +1,6 @@
-"""What a test run leaves behind: gpuform processes and worker containers started during the run that are
-still there at its end. Every test destroys what it applies, so anything found is a leak (a bug in gpuform or
-in a test), reported as a test error."""
+"""What a test run leaves behind: gpuform processes and containers of this run (named by its temporary
+directory or by the lineages of the states it made) still there at its end. Every test destroys what it
+applies, so anything found is a leak (a bug in gpuform or in a test), reported as a test error."""
 
 from __future__ import annotations
 
@@ -12,34 +12,38 @@ import time
 from pathlib import Path
 
 HOSTS_JSON = Path("/var/lib/gpuform-test/hosts.json")
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    return 0.0
+def lineages_under(base: Path) -> set[str]:
+    """The lineages of every state a test made below ``base`` (the session's temporary directory)."""
+    found: set[str] = set()
+    for path in [*base.rglob("gpuform.state.json"), *base.rglob("gpuform.state.json.backup")]:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            found.add(str(json.loads(path.read_text())["lineage"]))
+    return found
 
 
-def gpuform_processes(since: float) -> dict[int, str]:
-    """Python processes running gpuform code that started after ``since`` (epoch seconds)."""
-    boot, mine = _boot_time(), _ancestors()
+def gpuform_processes(base: Path, marks: set[str]) -> dict[int, str]:
+    """Python processes running gpuform code that run in ``base`` (local workers start in their
+    configuration's directory) or whose command line names one of ``marks`` (``base``, a lineage or its
+    short form in host paths)."""
+    mine = _ancestors()
     found: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in mine:
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            stat = (entry / "stat").read_text()
         except OSError:
             continue
         command = " ".join(a.decode(errors="replace") for a in argv if a)
-        if "python" not in command or "gpuform" not in command or "pytest" in command:
+        if "python" not in command or "gpuform" not in command:
             continue
-        started = boot + int(stat.rsplit(")", 1)[1].split()[19]) / _TICKS
-        if started >= since:
-            found[int(entry.name)] = command[:300]
+        cwd = ""
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(entry / "cwd")
+        if cwd.startswith(str(base)) or any(m in command for m in marks):
+            found[int(entry.name)] = f"{command[:300]} (in {cwd})"
     return found
 
 
@@ -54,8 +58,8 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def worker_containers(since: float) -> dict[str, str]:
-    """gpuform-labelled containers on this machine's dockerd and the test hosts' created after ``since``."""
+def worker_containers(lineages: set[str]) -> dict[str, str]:
+    """Containers labelled with one of ``lineages`` on this machine's dockerd and the test hosts'."""
     try:
         import docker
     except ImportError:
@@ -71,31 +75,24 @@ def worker_containers(since: float) -> dict[str, str]:
         except Exception:  # an engine that is not running holds nothing
             continue
         for c in containers:
-            created = c.attrs.get("Created", "")
-            if _epoch(created) >= since:
-                found[f"{url} {c.name}"] = f"{c.status} {c.labels.get('gpuform.address', '')} created {created}"
+            if c.labels.get("gpuform.lineage") in lineages:
+                found[f"{url} {c.name}"] = f"{c.status} {c.labels.get('gpuform.address', '')}"
                 c.remove(force=True)
     return found
 
 
-def _epoch(stamp: str) -> float:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
-    except ValueError:
-        return 0.0
-
-
-def check(since: float, grace: float = 15.0) -> str:
-    """A report of what is left (empty when nothing is); leftovers are killed or removed."""
+def check(base: Path, grace: float = 15.0) -> str:
+    """What this test run (temporary directory ``base``) left behind, as a report (empty when nothing);
+    leftovers are killed or removed. Other runs' processes and containers are not touched."""
+    lineages = lineages_under(base)
+    marks = {str(base), *lineages, *(f"lineage-{x[:8]}" for x in lineages)}
     deadline = time.monotonic() + grace
-    while (procs := gpuform_processes(since)) and time.monotonic() < deadline:
+    while (procs := gpuform_processes(base, marks)) and time.monotonic() < deadline:
         time.sleep(0.5)  # processes a destroy just stopped may take a moment to exit
     for pid in procs:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    containers = worker_containers(since)
+    containers = worker_containers(lineages)
     lines = [f"process {pid}: {cmd}" for pid, cmd in procs.items()]
     lines += [f"container {name}: {what}" for name, what in containers.items()]
     return "\n".join(lines)

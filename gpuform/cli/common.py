@@ -7,6 +7,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +16,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from gpuform.diagnostics import Diagnostic
 from gpuform.engine.context import Workspace
 from gpuform.engine.operations import workspace
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")]
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,7 +33,8 @@ def root(ctx: typer.Context,
          directory: Annotated[Path, typer.Option("-C", "--chdir", help="Configuration directory.")] = Path("."),
          state_dir: Annotated[Path | None, typer.Option("--state-dir", help="State directory (default: DIR/state).")]
          = None,
-         var: Annotated[list[str], typer.Option("--var", help="Set a variable: NAME=VALUE.")] = [],  # noqa: B006
+         var: Annotated[list[str], typer.Option("--var", metavar="NAME=VALUE", help="Set a variable (repeatable).")]
+         = [],  # noqa: B006
          no_color: Annotated[bool, typer.Option("--no-color", help="No colour in output.")] = False) -> None:
     ctx.obj = Globals(directory=directory, state_dir=state_dir, variables=parse_vars(var), colour=not no_color)
 
@@ -56,9 +57,30 @@ app.command("schema")(state_cmds.schema_cmd)
 runtime_cmds.register(app)
 
 
+def _plain_flags(command: Any) -> None:
+    """Help shows on/off flags without a type (Typer prints ``<bool>`` as if they took a value).
+
+    ``command`` is a Typer command or group (Typer vendors its own click, so click's types do not apply)."""
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    make_help_option = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = make_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _plain_flags(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every error becomes a message and an exit code, never a traceback (but for bugs)."""
     command = typer.main.get_command(app)
+    _plain_flags(command)
     try:
         result = command.main(args=argv, prog_name="gpuform", standalone_mode=False)
     except typer.Exit as exc:

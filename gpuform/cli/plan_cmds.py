@@ -31,9 +31,11 @@ from gpuform.plan.render import render_json, render_markdown, render_text
 from gpuform.state.store import LocalStateStore
 
 EXIT_PARTIAL, EXIT_DECLINED = 3, 4
-Targets = Annotated[list[str], typer.Option("--target", "-target", help="Limit to ADDR and its dependencies.")]
-Replace = Annotated[list[str], typer.Option("--replace", "-replace", help="Replace ADDR even if unchanged.")]
-Parallelism = Annotated[int, typer.Option("--parallelism", min=1, help="Resources applied at once.")]
+Targets = Annotated[list[str], typer.Option("--target", "-target", metavar="ADDR",
+                                                help="Limit to ADDR and its dependencies (repeatable).")]
+Replace = Annotated[list[str], typer.Option("--replace", "-replace", metavar="ADDR",
+                                                help="Replace ADDR even if unchanged (repeatable).")]
+Parallelism = Annotated[int, typer.Option("--parallelism", min=1, help="Resources refreshed or applied at once.")]
 LockTimeout = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for the state lock.")]
 NoColor = Annotated[bool, typer.Option("--no-color", "-no-color", help="No colour in output.")]
 
@@ -60,7 +62,8 @@ def validate(ctx: typer.Context,
 
 
 def plan_cmd(ctx: typer.Context,
-             out: Annotated[Path | None, typer.Option("-out", "--out", help="Save the plan to FILE.")] = None,
+             out: Annotated[Path | None, typer.Option("-out", "--out", metavar="FILE",
+                                                      help="Save the plan to FILE.")] = None,
              detailed_exitcode: Annotated[bool, typer.Option(
                  "--detailed-exitcode", "-detailed-exitcode",
                  help="Exit 0: no changes, 1: error, 2: changes.")] = False,
@@ -114,7 +117,8 @@ def apply_cmd(ctx: typer.Context,
 
 
 def destroy_cmd(ctx: typer.Context,
-                auto_approve: Annotated[bool, typer.Option("--auto-approve", "-auto-approve")] = False,
+                auto_approve: Annotated[bool, typer.Option("--auto-approve", "-auto-approve",
+                                                           help="Skip the confirmation prompt.")] = False,
                 target: Targets = [],  # noqa: B006
                 parallelism: Parallelism = 10,
                 lock_timeout: LockTimeout = 0.0,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpuform.cli.common import globals_of, out_console
+from gpuform.cli.common import JsonFlag, globals_of, out_console
 from gpuform.engine.context import Workspace
 from gpuform.errors import GatewayError, GpuformError
 from gpuform.gateway.client import AdminClient
@@ -38,7 +38,7 @@ def _admins(ws: Workspace, state: State) -> list[tuple[str, AdminClient]]:
     return out
 
 
-def status_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     """Hosts, GPUs, volumes, endpoints and their workers, as the gateway sees them now."""
     ws = globals_of(ctx).workspace()
     state = ws.store.read()
@@ -138,7 +138,7 @@ def cold_start_line(workers: list[dict[str, Any]]) -> str:
     return ", ".join(f"{p} {timeline[p] - base:+.2f}s" for p in phases)
 
 
-def usage_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def usage_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     """Billed GPU-seconds and cost per endpoint and UTC day, from the gateway's ledger."""
     ws = globals_of(ctx).workspace()
     rows: list[dict[str, Any]] = []
@@ -148,7 +148,10 @@ def usage_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table("day (UTC)", "endpoint", "gpu type", "workers", "worker-seconds", "GPU-seconds", "cost")
+    table = Table()
+    table.add_column("day (UTC)", no_wrap=True, min_width=10)
+    for header in ("endpoint", "gpu type", "workers", "worker-seconds", "GPU-seconds", "cost"):
+        table.add_column(header)
     for r in rows:
         table.add_row(r["day"], r["endpoint"], r["gpu_type"], str(r["workers"]), f"{r['worker_seconds']:.1f}",
                       f"{r['gpu_seconds']:.1f}", format_cost(r["cost"]))
@@ -164,13 +167,19 @@ def logs_cmd(ctx: typer.Context, endpoint: str,
     (_, admin), *_ = _admins(ws, ws.store.read())
     seen: dict[str, list[str]] = {}
     with admin:
+        admin.get(f"/admin/endpoints/{endpoint}/status")  # an unknown endpoint is an error, not silence
         while True:
             listed = admin.get("/admin/workers", endpoint=endpoint)["workers"]
             ids = [w["id"] for w in listed if worker in (None, w["id"])]
             if worker and worker not in ids:
                 raise GpuformError(f"no worker {worker} on endpoint {endpoint}", "See `gpuform status`.")
+            if not ids and not follow:
+                print(f"endpoint {endpoint} has no workers now (it scales to zero when idle); "
+                      "send a request to start one, or see `gpuform status`", file=sys.stderr)
             for wid in ids:
                 lines = admin.get(f"/admin/workers/{wid}/logs", tail=tail)["log"].splitlines()
+                if not lines and not follow:
+                    print(f"[{wid}] (no output yet)", file=sys.stderr)
                 for line in _new_lines(seen.get(wid, []), lines):
                     print(f"[{wid}] {line}" if not worker else line, flush=True)
                 seen[wid] = lines

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gpuform.cli.common import globals_of, out_console
+from gpuform.cli.common import JsonFlag, globals_of, out_console
 from gpuform.engine.context import Workspace
 from gpuform.engine.operations import desired_state, load_config, outputs_of
 from gpuform.errors import GpuformError, StateError
@@ -38,7 +38,9 @@ def state_show(ctx: typer.Context, address: str) -> None:
     state = _ws(ctx).store.read()
     res = state.resources.get(address)
     if res is None:
-        raise GpuformError(f"no resource {address} in the state", "See `gpuform state list`.")
+        hint = ("See `gpuform state list`." if state.resources else
+                "The state is empty: nothing has been applied with this directory yet (see `gpuform plan`).")
+        raise GpuformError(f"no resource {address} in the state", hint)
     out_console.print(f"# {address}{' (tainted)' if res.status == 'tainted' else ''}")
     _print_attrs(res.attributes, 0)
     if res.computed:
@@ -159,7 +161,7 @@ def import_cmd(ctx: typer.Context, address: str, identifier: Annotated[str, type
     out_console.print(f"Imported {address}. Run `gpuform plan` to see any difference from the configuration.")
 
 
-def output_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def output_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     """Show the gateway URL and each endpoint's URLs."""
     state = _ws(ctx).store.read()
     outputs = state.outputs or outputs_of(state)

@@ -111,4 +111,4 @@ def _type_hint(kind: str, model: type[BaseModel], loc: Path) -> str:
     field_text = _describe(model, loc) if loc else ""
     if kind.endswith("_type") or kind.endswith("_parsing") or kind in ("literal_error", "enum"):
         return f"Expected: {field_text}" if field_text and field_text != "required" else "Fix the value's type."
-    return f"This field: {field_text}" if field_text and field_text != "required" else "Fix the value."
+    return f"`{loc[-1]}`: {field_text}" if field_text and field_text != "required" else "Fix the value."

@@ -39,8 +39,11 @@ class AdminClient:
                                "The key in state/secrets does not match the running gateway; "
                                "`gpuform apply -replace gateway.NAME` restarts it with the current key.")
         if resp.status_code not in ok:
-            raise GatewayError(f"{method} {path} answered {resp.status_code}: {_error_text(resp)}",
-                               "See the gateway log (gpuform logs --gateway).")
+            hint = ("`gpuform status` lists the endpoints and workers the gateway has." if resp.status_code < 500 else
+                    "The gateway failed; see gateway.log in its directory (local pool: "
+                    "STATE_DIR/local/POOL/gateways/NAME/; bare metal: the same under the pool's data_dir on its "
+                    "host; docker: `docker logs` of its container).")
+            raise GatewayError(f"{method} {path} answered {resp.status_code}: {_error_text(resp)}", hint)
         return resp.json() if resp.content else None
 
     def healthy(self) -> dict[str, Any] | None:

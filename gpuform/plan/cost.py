@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from gpuform.plan.model import Cost
@@ -29,7 +30,11 @@ def endpoint_cost(endpoint: dict[str, Any], pool: dict[str, Any]) -> Cost:
 
 
 def _fmt(value: float) -> str:
-    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
+    """Cents for ordinary amounts; two significant digits for small ones ($0.000035), never a false $0.0000."""
+    if value >= 0.01 or value <= 0:
+        return f"${value:,.2f}"
+    decimals = min(10, max(4, 1 - math.floor(math.log10(value))))
+    return f"${value:.{decimals}f}"
 
 
 def format_cost(value: float | None) -> str:

@@ -32,9 +32,10 @@ def test_openai_client_against_an_endpoint_and_the_model_router(deployment: Depl
     chat = client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "hello there"}])
     assert chat.choices[0].message.content == "hello there" and chat.object == "chat.completion"
 
-    pieces = [c.choices[0].delta.content for c in client.chat.completions.create(
-        model="tiny-chat", messages=[{"role": "user", "content": "one two three"}], stream=True)]
-    assert "".join(p or "" for p in pieces).split() == ["one", "two", "three"]
+    chunks = list(client.chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "one two three"}], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "one two three"
+    assert [c.choices[0].finish_reason for c in chunks][-2:] == [None, "stop"], "the last chunk says why it ended"
 
     completion = client.completions.create(model="tiny-chat", prompt="say this")
     assert completion.choices[0].text == "say this"

@@ -9,6 +9,7 @@ import pytest
 
 from gpuform.config.load import load
 from gpuform.errors import PlanError
+from gpuform.plan.cost import format_cost
 from gpuform.plan.model import Observed, Plan
 from gpuform.plan.planner import PlanOptions, plan
 from gpuform.plan.render import render_json, render_markdown, render_text
@@ -161,6 +162,12 @@ def test_cost_per_hour_at_min_and_max_and_unknown_price_is_not_zero(tmp_path: Pa
     cost = next(c for c in unpriced.changes if c.address == "endpoint.chat").cost
     assert cost is not None and cost.currency_per_hour_max is None
     assert "unknown/h at max_workers" in render_text(unpriced) and "$0.00" not in render_text(unpriced)
+
+
+def test_small_costs_keep_two_significant_digits_and_are_never_shown_as_zero() -> None:
+    assert [format_cost(v) for v in (0.0, 0.000035, 0.0042, 0.01, 1234.5)] == [
+        "$0.00", "$0.000035", "$0.0042", "$0.01", "$1,234.50"]
+    assert format_cost(None) == "unknown"
 
 
 def test_targets_limit_the_plan_to_a_resource_and_its_dependencies(tmp_path: Path) -> None:

@@ -58,10 +58,14 @@ def _openai(route: str, body: dict[str, Any]) -> Any:
 
 
 def _openai_stream(ident: str, created: int, model: str, text: str, chat: bool) -> Iterator[str]:
+    """The text word by word (the pieces join back to exactly ``text``), then a final chunk with
+    ``finish_reason: stop``, as OpenAI-compatible servers send."""
     kind = "chat.completion.chunk" if chat else "text_completion"
-    for word in text.split(" "):
-        delta: dict[str, Any] = ({"index": 0, "delta": {"content": word + " "}, "finish_reason": None} if chat
-                                 else {"index": 0, "text": word + " ", "finish_reason": None})
+    words = text.split(" ")
+    pieces = [w + " " for w in words[:-1]] + [words[-1]]
+    for piece, finish in [*((p, None) for p in pieces), ("", "stop")]:
+        delta: dict[str, Any] = ({"index": 0, "delta": {"content": piece}, "finish_reason": finish} if chat
+                                 else {"index": 0, "text": piece, "finish_reason": finish})
         yield "data: " + json.dumps({"id": ident, "object": kind, "created": created, "model": model,
                                      "choices": [delta]}) + "\n\n"
     yield "data: [DONE]\n\n"
