@@ -91,9 +91,18 @@ def _print_status(report: dict[str, Any]) -> None:
         _print_gateway(gw, body)
 
 
+def _table(title: str | None, *headers: str) -> Table:
+    """Cells never cut (names, amounts); headers break at their newlines, so tables fit 80 columns.
+    Footnotes under the tables say what the short headers mean where it is not plain."""
+    table = Table(title=title, title_justify="left")
+    for header in headers:
+        table.add_column(header, no_wrap=True)
+    return table
+
+
 def _print_gateway(gw: str, body: dict[str, Any]) -> None:
-    eps = Table("endpoint", "status", "workers (idle/running/starting)", "queue", "desired", "delay p50",
-                "cold start p50", "spent today", title=f"Endpoints on gateway.{gw}", title_justify="left")
+    eps = _table(f"Endpoints on gateway.{gw}", "endpoint", "status", "workers\ni/r/s", "jobs\nq/r", "desired",
+                 "delay\np50", "cold\np50", "spent\ntoday")
     workers = Table("worker", "endpoint", "state", "host", "gpu", "up", title="Workers", title_justify="left")
     notes: list[str] = []
     now = time.time()
@@ -102,7 +111,7 @@ def _print_gateway(gw: str, body: dict[str, Any]) -> None:
         delay = ep["metrics"]["delay"]["p50"]
         cold = ep["metrics"]["cold_start"]["p50"]
         eps.add_row(name, ep["status"], f"{w['idle']}/{w['running']}/{w['initializing']}",
-                    f"{jobs['inQueue']} queued, {jobs['inProgress']} running", str(ep.get("desired_workers")),
+                    f"{jobs['inQueue']}/{jobs['inProgress']}", str(ep.get("desired_workers")),
                     f"{delay:.2f}s" if delay is not None else "-", f"{cold:.1f}s" if cold is not None else "-",
                     format_cost(ep.get("spent_today")))
         cond = ep.get("condition") or {}
@@ -118,6 +127,7 @@ def _print_gateway(gw: str, body: dict[str, Any]) -> None:
             up = f"{now - wk['requested_at']:.0f}s" if wk.get("requested_at") and not wk.get("stopped_at") else "-"
             workers.add_row(wk["id"], name, wk["state"], wk.get("host") or "-", wk.get("gpu_type") or "-", up)
     out_console.print(eps)
+    out_console.print("workers: idle/running/starting; jobs: queued/running", style="dim")
     out_console.print(workers)
     for note in notes:
         out_console.print(note, markup=False)
@@ -148,10 +158,7 @@ def usage_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table()
-    table.add_column("day (UTC)", no_wrap=True, min_width=10)
-    for header in ("endpoint", "gpu type", "workers", "worker-seconds", "GPU-seconds", "cost"):
-        table.add_column(header)
+    table = _table(None, "day (UTC)", "endpoint", "gpu type", "workers", "worker\nseconds", "GPU\nseconds", "cost")
     for r in rows:
         table.add_row(r["day"], r["endpoint"], r["gpu_type"], str(r["workers"]), f"{r['worker_seconds']:.1f}",
                       f"{r['gpu_seconds']:.1f}", format_cost(r["cost"]))
