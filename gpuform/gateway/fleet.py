@@ -287,6 +287,8 @@ class Fleet:
     def _finalize(self, record: WorkerRecord, state: str, reason: str) -> None:
         now = time.time()
         record.stopped_at = now
+        if record.info is None:
+            record.billed_until = now  # its start failed: nothing ran, nothing to bill
         self.rt.ledger.accrue(record, now)
         record.state, record.exit_reason = state, reason
         lost = self.rt.queue.worker_lost(record.id, f"worker {record.id} stopped: {reason}")

@@ -40,7 +40,13 @@ class Ledger:
         self.db = db
 
     def accrue(self, worker: WorkerRecord, until: float) -> None:
-        """Add the worker's seconds since it was last accounted, up to ``until``."""
+        """Add the worker's seconds since it was last accounted, up to ``until``.
+
+        A worker whose start is still in flight is not accounted yet: its price depends on where it lands.
+        Its first accrual after the start covers everything since the request, at the right price (an
+        unpriced row would stay unpriced, and the spending cap would never see that worker)."""
+        if worker.info is None:
+            return
         start = worker.billed_until if worker.billed_until is not None else worker.requested_at
         if until <= start:
             return
