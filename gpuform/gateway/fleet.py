@@ -147,7 +147,7 @@ class Fleet:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    def start(self, ep: EndpointRecord) -> WorkerRecord:
+    def start(self, ep: EndpointRecord) -> None:
         """Record a starting worker now (so the next scaling decision counts it) and launch it in the background."""
         now = time.time()
         token = new_token()
@@ -163,25 +163,22 @@ class Fleet:
         task = self.spawn(self._start(ep, record, self._launch(ep, record, token)))
         self.starting[record.id] = task
         task.add_done_callback(lambda _: self.starting.pop(record.id, None))
-        return record
 
     async def _start(self, ep: EndpointRecord, record: WorkerRecord, launch: WorkerLaunch) -> None:
         try:
             provider = self.provider(record.pool)
             info = await asyncio.to_thread(provider.start_worker, launch)
-        except NoCapacity as exc:
-            if record.state != STOPPING:  # a stop requested meanwhile finalizes the record itself
+        except Exception as exc:  # a provider bug must not leave the worker "initializing" forever either
+            if not isinstance(exc, GpuformError):
+                log.exception("starting %s failed", record.id)
+            if record.state == STOPPING:
+                return  # a stop requested meanwhile finalizes the record itself
+            if isinstance(exc, NoCapacity):
                 self._forget(record, "throttled: " + exc.message)
                 self.conditions[ep.name] = Condition("NO_CAPACITY", exc.message)
-            return
-        except GpuformError as exc:
-            if record.state != STOPPING:
-                self._failed(record, f"could not start: {exc.message}", "")
-            return
-        except Exception as exc:  # a provider bug must not leave the worker "initializing" forever
-            log.exception("starting %s failed", record.id)
-            if record.state != STOPPING:
-                self._failed(record, f"could not start: {type(exc).__name__}: {exc}", "")
+            else:
+                reason = exc.message if isinstance(exc, GpuformError) else f"{type(exc).__name__}: {exc}"
+                self._failed(record, f"could not start: {reason}", "")
             return
         record.info, record.host, record.gpu_type = info, info.host, info.gpu_type
         record.gpus = len(info.gpu_indices) or int(ep.spec.get("gpu", {}).get("count") or 1)
@@ -287,9 +284,7 @@ class Fleet:
     def _finalize(self, record: WorkerRecord, state: str, reason: str) -> None:
         now = time.time()
         record.stopped_at = now
-        if record.info is None:
-            record.billed_until = now  # its start failed: nothing ran, nothing to bill
-        self.rt.ledger.accrue(record, now)
+        self.rt.ledger.accrue(record, now)  # nothing when its start failed (no info: nothing ran)
         record.state, record.exit_reason = state, reason
         lost = self.rt.queue.worker_lost(record.id, f"worker {record.id} stopped: {reason}")
         if lost:

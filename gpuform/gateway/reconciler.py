@@ -70,7 +70,7 @@ class Reconciler:
             except Exception:  # the loop must survive anything one tick hits; it is logged
                 log.exception("reconcile tick failed")
             elapsed = time.monotonic() - started
-            await asyncio.sleep(max(0.01, self.rt.config.timings.reconcile_interval - elapsed))
+            await asyncio.sleep(max(0.05, self.rt.config.timings.reconcile_interval - elapsed))
 
     async def tick(self, now: float) -> None:
         self.ticks += 1

@@ -160,15 +160,12 @@ class BaremetalProvider:
         src, source = remote_volume.source_of(self.ctx, attrs)
 
         def stage(host: Host) -> int:
-            return remote_volume.stage(self.hosts.conn(host), attrs["path"], src, source, self._transfer,
+            return remote_volume.stage(self.hosts.conn(host), attrs["path"], src, source, self.ctx.transfer,
                                        self.ctx.cancelled)
 
         copied, errors = self.hosts.each(stage)
         self._fail_if_all(errors, "staging the volume")
         return {"hosts": {h: {"files": len(source), "copied": n} for h, n in copied.items()}, "unreachable": errors}
-
-    def _transfer(self, label: str, done: int, total: int) -> None:
-        self.ctx.transfer(label, done, total)
 
     # ---- gateway ----------------------------------------------------------------------------------
 

@@ -146,4 +146,3 @@ def observe(ctx: ProviderContext, prior: Attrs, found: dict[str, Manifest | None
             notes.append(f"{len(todo)} file(s), {sum(source[r][0] for r in todo)} bytes to copy to {host}")
     return {"content": observed_content(source, held) if source else prior.get("content"),
             "hosts": {h: {"files": len(v)} for h, v in held.items()}, "_notes": notes}
-

@@ -90,7 +90,7 @@ class LocalProvider:
             for worker in self.list_workers():  # whatever its endpoints left behind (a start in flight)
                 self.stop_worker(worker, grace_s=5.0)
                 self._forget(worker.worker_id)
-            if self.data_dir.is_relative_to(self.ctx.state_dir) and not self.list_workers():
+            if self.data_dir.is_relative_to(self.ctx.state_dir):
                 shutil.rmtree(self.data_dir, ignore_errors=True)
         elif ref.kind == "volume":
             self.volumes.delete(prior)
