@@ -56,6 +56,17 @@ class Deployment:
     def workers(self, endpoint: str, states: tuple[str, ...] = ("initializing", "idle", "running")) -> list[dict]:  # type: ignore[type-arg]
         return [w for w in self.status(endpoint)["worker_list"] if w["state"] in states]
 
+    def wait_unhealthy(self, http: httpx.Client, endpoint: str, timeout: float = 30) -> dict[str, Any]:
+        """The endpoint's ``/health`` once it says UNHEALTHY."""
+        return wait_for(lambda: (h := http.get(f"/v2/{endpoint}/health").json())["status"] == "UNHEALTHY" and h,
+                        timeout, what=f"endpoint {endpoint} to be UNHEALTHY")
+
+    def assert_backs_off(self, endpoint: str, seconds: float, message: str) -> None:
+        """At most one more start in ``seconds``: failing workers are backed off, not restarted in a loop."""
+        starts = len(self.status(endpoint)["worker_list"])
+        time.sleep(seconds)
+        assert len(self.status(endpoint)["worker_list"]) <= starts + 1, message
+
 
 def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> T:
     deadline = time.monotonic() + timeout

@@ -116,12 +116,10 @@ def test_a_crash_loop_is_unhealthy_with_log_lines_not_no_capacity(deployment: De
         """))
     with deployment.http() as http:
         job = http.post("/v2/broken/run", json={"input": 1}).json()["id"]
-        health = wait_for(lambda: (h := http.get("/v2/broken/health").json())["status"] == "UNHEALTHY" and h, 30)
+        health = deployment.wait_unhealthy(http, "broken")
         assert "cannot load model weights" in health["condition"]["log_tail"]
         assert "before it became ready" in health["condition"]["message"]
-        started = len(deployment.status("broken")["worker_list"])
-        time.sleep(2)
-        assert len(deployment.status("broken")["worker_list"]) <= started + 1, "back-off must slow restarts"
+        deployment.assert_backs_off("broken", 2, "back-off must slow restarts")
         failed = wait_for(lambda: (s := http.get(f"/v2/broken/status/{job}").json())["status"] == "TIMED_OUT" and s,
                           30, what="the job's ttl")
     assert "UNHEALTHY" in failed["error"] and "cannot load model weights" in failed["error"]

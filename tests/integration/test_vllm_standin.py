@@ -66,9 +66,7 @@ def test_a_server_that_fails_to_start_is_unhealthy_with_its_log(deployment: Depl
                      extra=_volume(deployment.workdir))
     with deployment.http() as http:
         http.post("/v2/llm/run", json={"input": {"prompt": "x"}})
-        health = wait_for(lambda: (h := http.get("/v2/llm/health").json())["status"] == "UNHEALTHY" and h, 30)
+        health = deployment.wait_unhealthy(http, "llm")
     assert "CUDA out of memory while loading weights" in health["condition"]["log_tail"]
     assert "vLLM exited with code 1" in health["condition"]["log_tail"]
-    starts = len(deployment.status("llm")["worker_list"])
-    time.sleep(3)
-    assert len(deployment.status("llm")["worker_list"]) <= starts + 1, "backed off, not restarted in a loop"
+    deployment.assert_backs_off("llm", 3, "backed off, not restarted in a loop")
