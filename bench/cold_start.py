@@ -85,7 +85,7 @@ def vllm_bench(runs: int) -> dict[str, Any]:
         raise SystemExit(f"no vLLM virtualenv at {VENV}: run .ci/setup/vllm.sh (or pass --skip-vllm)")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        subprocess.run([str(VENV / "bin" / "python"), str(REPO / "workers/vllm/tiny_model.py"),
+        subprocess.run([str(VENV / "bin" / "python"), str(REPO / "tools/vllm/tiny_model.py"),
                         str(directory / "model")], check=True, capture_output=True)
         port = free_port()
         url = f"http://127.0.0.1:{port}"

@@ -11,6 +11,7 @@
     │   ├── DockerError        the Docker engine refused or failed
     │   └── NoCapacity         no host has the GPUs asked for
     ├── GatewayError           the gateway's admin API answered an error or is unreachable
+    ├── StoreError             the gateway's database cannot be opened, migrated or written
     └── Interrupted            the operation was cancelled (Ctrl-C)
 
 Transport errors (paramiko, docker, httpx) are translated where they are caught, with
@@ -88,6 +89,10 @@ class NoCapacity(ProviderError):
 
 class GatewayError(GpuformError):
     """The gateway's admin API failed or could not be reached."""
+
+
+class StoreError(GpuformError):
+    """The gateway's store cannot be opened, migrated or written."""
 
 
 class Interrupted(GpuformError):

@@ -1,17 +1,20 @@
-"""The provider protocol and the registry of providers (entry-point group ``gpuform.providers``).
+"""Providers: what the control plane and the gateway ask of a pool's hosts, and the registry of providers.
 
-A provider drives the hosts of one pool. The control plane calls ``read``/``create``/``update``/
-``delete`` for the declared resources placed on the pool (``pool``, ``volume``, ``gateway`` and the
-host-side part of ``endpoint``); the gateway's reconciler is the only caller of ``start_worker`` and
-``stop_worker``. Obligations every provider must meet (the contract suite in tests/contract checks them):
+A provider drives the hosts of one pool. Its operations are grouped by what they act on, and a provider
+declares the capabilities it has (:class:`Capability`); callers ask for a capability with :func:`require`,
+never for a provider by name. Every provider implements :class:`Provider` (the pool itself, the host-side
+part of endpoints, and workers). :class:`GatewayHost` (runs the gateway) and :class:`VolumeHost` (stages
+volumes) are optional. docs/providers.md explains how to write one.
 
-- ``read`` returns ``None`` when the object is gone, otherwise the attributes it can observe; a key it
-  cannot observe is left out (the core then keeps the prior value). It never raises for "not found".
-- ``create`` must label what it makes with the lineage and address, so that an interrupted apply is
-  adopted on the next run instead of duplicated: creating something that already exists with the same
-  labels adopts it.
-- ``delete`` is idempotent.
-- Library exceptions (paramiko, docker, OSError) never escape: they are translated into
+Obligations every provider must meet (the contract suites in ``tests/`` check them):
+
+- reads return ``None`` when the object is gone, otherwise what they can observe; a key they cannot
+  observe is left out (the core then keeps the prior value). They never raise for "not found".
+- whatever is created is labelled with the lineage and address (or the worker id), so an interrupted
+  apply is adopted on the next run instead of duplicated: creating what already exists adopts it.
+- removal is idempotent; removing a pool or an endpoint also stops any worker of it still running.
+- the gateway's reconciler is the only caller of ``start_worker`` and ``stop_worker``.
+- library exceptions (paramiko, docker, OSError) never escape: they are translated into
   :class:`~gpuform.errors.ProviderError` subclasses whose hint says how to fix the problem.
 """
 
@@ -21,26 +24,35 @@ import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from gpuform.config.schema import Endpoint, PoolBase
+from pydantic import Field
+
+from gpuform.config.plugins import ENTRY_POINT_GROUP, PoolKind
+from gpuform.config.schema import PoolBase, Volume
+from gpuform.errors import ProviderError
+from gpuform.spec import EndpointSpec, RuntimeConfig
 
 Attrs = dict[str, Any]
 Progress = Callable[[str], None]
 Transfer = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
+Event = Callable[[str, str], None]  # (address, message)
 
 
-@dataclass(frozen=True)
-class ResourceRef:
-    kind: str
-    name: str
+class Capability(StrEnum):
+    """What a provider can do beyond running workers; declared in its :class:`ProviderSpec`."""
 
-    @property
-    def address(self) -> str:
-        return f"{self.kind}.{self.name}"
+    WORKERS = "workers"  # starts, stops and lists workers and reads their logs (every provider)
+    GATEWAY = "gateway"  # runs and supervises a gateway on a pool host (GatewayHost)
+    VOLUMES = "volumes"  # stages volume files onto its hosts and checks them (VolumeHost)
+    GPU_PLACEMENT = "gpu_placement"  # inventories GPUs and places workers on them by index and type
+    NAMED_HOSTS = "named_hosts"  # several hosts by name: cordons, unreachable hosts skipped, per-host repair
+    IMAGES = "images"  # runs workers from container images (worker.image)
+    WARM_RESTART = "warm_restart"  # keeps stopped workers for fast restarts
 
 
 @dataclass
@@ -56,6 +68,15 @@ class ProviderContext:
 
 
 @dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    type: str
+    name: str
+    memory_mib: int
+    uuid: str
+
+
+@dataclass(frozen=True)
 class HostInventory:
     """One host as refresh saw it: reachable or not, and its GPUs."""
 
@@ -68,15 +89,6 @@ class HostInventory:
     @property
     def gpu_types(self) -> set[str]:
         return {g.type for g in self.gpus} or {"cpu"}
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    index: int
-    type: str
-    name: str
-    memory_mib: int
-    uuid: str
 
 
 @dataclass
@@ -115,18 +127,44 @@ class WorkerInfo:
     spec_revision: str = ""
 
 
+@dataclass
+class Observation:
+    """What a read found: observed values, notes for the plan, and host-side gaps an update repairs."""
+
+    attributes: Attrs = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    repair: list[str] = field(default_factory=list)
+
+
+class VolumeSpec(Volume):
+    """A volume as apply hands it to a provider: the declared volume plus its source's digest."""
+
+    content: str | None = Field(None, description="Digest of the source directory's manifest.")
+    files: int | None = Field(None, description="Files in the source directory.")
+    bytes: int | None = Field(None, description="Bytes in the source directory.")
+
+
+@runtime_checkable
 class Provider(Protocol):
-    """What the core and the gateway ask of a pool's provider."""
+    """Every provider: the pool itself, the host-side part of endpoints, and workers."""
 
-    def read(self, ref: ResourceRef, prior: Attrs) -> Attrs | None: ...
+    def read_pool(self) -> Attrs | None: ...
 
-    def create(self, ref: ResourceRef, desired: Attrs) -> Attrs: ...
+    def create_pool(self) -> Attrs:
+        """Prepare the hosts (idempotent; apply calls it for updates too); returns computed attributes."""
+        ...
 
-    def update(self, ref: ResourceRef, prior: Attrs, desired: Attrs) -> Attrs: ...
-
-    def delete(self, ref: ResourceRef, prior: Attrs) -> None: ...
+    def delete_pool(self) -> None: ...
 
     def inventory(self) -> list[HostInventory]: ...
+
+    def prepare_endpoint(self, name: str, spec: EndpointSpec) -> Attrs:
+        """Put what the endpoint's workers need on the hosts (images, virtualenvs); idempotent."""
+        ...
+
+    def read_endpoint(self, name: str, spec: EndpointSpec) -> Observation: ...
+
+    def remove_endpoint(self, name: str, spec: EndpointSpec) -> None: ...
 
     def start_worker(self, launch: WorkerLaunch) -> WorkerInfo: ...
 
@@ -139,19 +177,40 @@ class Provider(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class GatewayHost(Protocol):
+    """Capability ``gateway``: runs a supervised gateway process on a host of the pool."""
+
+    def read_gateway(self, name: str) -> Attrs | None: ...
+
+    def start_gateway(self, name: str, config: RuntimeConfig) -> Attrs:
+        """Make the gateway run ``config``: adopt one already running it, restart one running another."""
+        ...
+
+    def stop_gateway(self, name: str, remove_data: bool) -> None: ...
+
+
+@runtime_checkable
+class VolumeHost(Protocol):
+    """Capability ``volumes``: stages a volume's source files onto every host and checks them."""
+
+    def read_volume(self, name: str, volume: VolumeSpec) -> Observation | None: ...
+
+    def stage_volume(self, name: str, volume: VolumeSpec) -> Attrs: ...
+
+    def remove_volume(self, name: str, volume: VolumeSpec) -> None: ...
+
+
+CAPABILITY_PROTOCOLS: dict[Capability, type] = {Capability.WORKERS: Provider, Capability.GATEWAY: GatewayHost,
+                                                Capability.VOLUMES: VolumeHost}
 ProviderFactory = Callable[[str, PoolBase, ProviderContext], Provider]
-EndpointCheck = Callable[[PoolBase, Endpoint], list[tuple[tuple[str | int, ...], str]]]
 
 
-@dataclass(frozen=True)
-class ProviderSpec:
-    """A provider as registered: its pool schema (cheap to import) and a lazy factory."""
+@dataclass(frozen=True, kw_only=True)
+class ProviderSpec(PoolKind):
+    """A provider as registered: its pool schema (cheap to import), capabilities and a lazy factory."""
 
-    name: str
-    pool_model: type[PoolBase]
     implementation: str  # "module:attribute", imported only when the provider is used
-    description: str = ""
-    check_endpoint: EndpointCheck | None = None
 
     def factory(self) -> ProviderFactory:
         module, _, attr = self.implementation.partition(":")
@@ -163,8 +222,40 @@ class ProviderSpec:
 def registry() -> dict[str, ProviderSpec]:
     """Providers by name, from the ``gpuform.providers`` entry points."""
     found: dict[str, ProviderSpec] = {}
-    for ep in entry_points(group="gpuform.providers"):
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
         spec = ep.load()
         if isinstance(spec, ProviderSpec):
             found[ep.name] = spec
     return found
+
+
+def make_provider(pool: str, attrs: Attrs | PoolBase, ctx: ProviderContext) -> Provider:
+    """Instantiate the provider for a pool from its configuration (a model, or attributes from state)."""
+    name = attrs.provider if isinstance(attrs, PoolBase) else str(attrs.get("provider", ""))
+    spec = registry().get(name)
+    if spec is None:
+        raise ProviderError(f'pool "{pool}" uses provider "{name}", which is not installed',
+                            f"Installed providers: {', '.join(sorted(registry()))}.", f"pool.{pool}")
+    model = attrs if isinstance(attrs, spec.pool_model) else spec.pool_model.model_validate(
+        attrs.model_dump() if isinstance(attrs, PoolBase) else attrs)
+    return spec.factory()(pool, model, ctx)
+
+
+def gateway_host(provider: Provider, pool: str) -> GatewayHost:
+    """``provider`` as a gateway host, or a ProviderError naming the pool."""
+    if isinstance(provider, GatewayHost):
+        return provider
+    raise _incapable(provider, pool, Capability.GATEWAY)
+
+
+def volume_host(provider: Provider, pool: str) -> VolumeHost:
+    """``provider`` as a volume host, or a ProviderError naming the pool."""
+    if isinstance(provider, VolumeHost):
+        return provider
+    raise _incapable(provider, pool, Capability.VOLUMES)
+
+
+def _incapable(provider: Provider, pool: str, capability: Capability) -> ProviderError:
+    return ProviderError(f"the provider of pool {pool} ({type(provider).__name__}) lacks the {capability} capability",
+                         "Put this resource on a pool whose provider has it (docs/providers.md lists each "
+                         "provider's capabilities).", f"pool.{pool}")

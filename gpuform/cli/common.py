@@ -17,7 +17,7 @@ from gpuform.diagnostics import Diagnostic
 from gpuform.engine.context import Workspace
 from gpuform.engine.operations import workspace
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")]
+JsonFlag = Annotated[bool, typer.Option("--json", "-json", help="Machine-readable JSON.")]
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)

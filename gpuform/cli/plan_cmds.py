@@ -28,7 +28,7 @@ from gpuform.engine.operations import (
 )
 from gpuform.errors import ConfigError, Interrupted
 from gpuform.plan.render import render_json, render_markdown, render_text
-from gpuform.state.store import LocalStateStore
+from gpuform.state.store import locked
 
 EXIT_PARTIAL, EXIT_DECLINED = 3, 4
 Targets = Annotated[list[str], typer.Option("--target", "-target", metavar="ADDR",
@@ -132,9 +132,8 @@ def _run(ctx: typer.Context, operation: str, mode: str, planfile: Path | None, a
          targets: tuple[str, ...], replace: tuple[str, ...], parallelism: int, lock_timeout: float) -> None:
     g = globals_of(ctx)
     ws = g.workspace()
-    assert isinstance(ws.store, LocalStateStore)
     try:
-        with ws.store.lock(operation, lock_timeout):
+        with locked(ws.store, operation, lock_timeout):
             planned = _saved(ws, planfile, g.variables) if planfile else _fresh(ws, g.variables, mode, targets, replace,
                                                                                 parallelism)
             if not planfile:

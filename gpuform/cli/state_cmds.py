@@ -11,12 +11,12 @@ import typer
 
 from gpuform.cli.common import JsonFlag, globals_of, out_console
 from gpuform.engine.context import Workspace
+from gpuform.engine.handlers import HANDLERS, Op
 from gpuform.engine.operations import desired_state, load_config, outputs_of
 from gpuform.errors import GpuformError, StateError
 from gpuform.plan.render import _value
-from gpuform.resources.handlers import HANDLERS, Op
 from gpuform.state.model import ResourceState
-from gpuform.state.store import LocalStateStore, parse_state
+from gpuform.state.store import locked, parse_state
 
 state_app = typer.Typer(help="Inspect and edit the state (advanced).", no_args_is_help=True)
 
@@ -65,7 +65,7 @@ def state_rm(ctx: typer.Context, addresses: list[str],
              lock_timeout: Annotated[float, typer.Option("--lock-timeout")] = 0.0) -> None:
     """Forget resources without destroying them (they keep running, unmanaged)."""
     ws = _ws(ctx)
-    with ws.store.lock("state rm", lock_timeout):
+    with locked(ws.store, "state rm", lock_timeout):
         state = ws.store.read()
         missing = [a for a in addresses if a not in state.resources]
         if missing:
@@ -81,7 +81,7 @@ def state_mv(ctx: typer.Context, source: str, destination: str,
              lock_timeout: Annotated[float, typer.Option("--lock-timeout")] = 0.0) -> None:
     """Rename a resource in the state (after renaming it in the configuration)."""
     ws = _ws(ctx)
-    with ws.store.lock("state mv", lock_timeout):
+    with locked(ws.store, "state mv", lock_timeout):
         state = ws.store.read()
         res = state.resources.get(source)
         if res is None:
@@ -116,7 +116,7 @@ def state_push(ctx: typer.Context, file: Path,
     except OSError as exc:
         raise StateError(f"cannot read {file}: {exc.strerror}", "Check the path.") from exc
     new = parse_state(raw, str(file))
-    with ws.store.lock("state push", lock_timeout):
+    with locked(ws.store, "state push", lock_timeout):
         current = ws.store.read()
         if current.exists and not force:
             if new.lineage != current.lineage:
@@ -136,7 +136,7 @@ def import_cmd(ctx: typer.Context, address: str, identifier: Annotated[str, type
     g = globals_of(ctx)
     ws = g.workspace()
     config = load_config(ws, g.variables)
-    with ws.store.lock("import", lock_timeout):
+    with locked(ws.store, "import", lock_timeout):
         state = ws.store.read()
         if address in state.resources:
             raise GpuformError(f"{address} is already managed", "Use `gpuform state rm` first to re-import it.")
@@ -161,25 +161,47 @@ def import_cmd(ctx: typer.Context, address: str, identifier: Annotated[str, type
     out_console.print(f"Imported {address}. Run `gpuform plan` to see any difference from the configuration.")
 
 
-def output_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
-    """Show the gateway URL and each endpoint's URLs."""
+def output_cmd(ctx: typer.Context, name: Annotated[str | None, typer.Argument(help="One output.")] = None,
+               json_out: JsonFlag = False,
+               raw: Annotated[bool, typer.Option("--raw", "-raw", help="NAME's value alone, unquoted.")] = False
+               ) -> None:
+    """Show the outputs: the gateway URL and each endpoint's URLs (``output NAME`` for one)."""
     state = _ws(ctx).store.read()
     outputs = state.outputs or outputs_of(state)
-    if json_out:
-        sys.stdout.write(json.dumps(outputs, indent=2) + "\n")
+    if name is None:
+        if raw:
+            raise GpuformError("-raw needs an output NAME", "Run `gpuform output -raw gateway_url`.")
+        if json_out:
+            sys.stdout.write(json.dumps(outputs, indent=2) + "\n")
+            return
+        for key in sorted(outputs):
+            _print_output(key, outputs[key]["value"])
         return
-    if "gateway_url" in outputs:
-        out_console.print(f"gateway_url = {outputs['gateway_url']}", markup=False)
-    for name, urls in sorted((outputs.get("endpoints") or {}).items()):
-        out_console.print(f"endpoints.{name}.url = {urls['url']}", markup=False)
-        out_console.print(f"endpoints.{name}.openai_base_url = {urls['openai_base_url']}", markup=False)
+    if name not in outputs:
+        known = ", ".join(sorted(outputs)) or "none (apply first)"
+        raise GpuformError(f'no output named "{name}"', f"Outputs: {known}.")
+    value = outputs[name]["value"]
+    if raw:
+        if isinstance(value, dict | list):
+            raise GpuformError(f"output {name} is not a string, number or bool", "Use -json for structured values.")
+        sys.stdout.write(f"{value}".lower() if isinstance(value, bool) else f"{value}")
+    elif json_out:
+        sys.stdout.write(json.dumps(value, indent=2) + "\n")
+    else:
+        _print_output(name, value)
+
+
+def _print_output(prefix: str, value: Any) -> None:
+    if isinstance(value, dict):
+        for key in sorted(value):
+            _print_output(f"{prefix}.{key}", value[key])
+    else:
+        out_console.print(f"{prefix} = {json.dumps(value)}", markup=False)
 
 
 def force_unlock_cmd(ctx: typer.Context, lock_id: str) -> None:
     """Clear a lock record left by a process that no longer runs."""
-    store = _ws(ctx).store
-    assert isinstance(store, LocalStateStore)
-    store.force_unlock(lock_id)
+    _ws(ctx).store.force_unlock(lock_id)
     out_console.print("The state has been unlocked.")
 
 

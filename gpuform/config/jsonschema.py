@@ -9,12 +9,12 @@ from typing import Annotated, Any
 from pydantic import Field, create_model
 
 from gpuform.config import schema
+from gpuform.config.plugins import pool_kinds
 from gpuform.config.types import Model
-from gpuform.provider import registry
 
 
 def config_schema() -> dict[str, Any]:
-    pool_models = tuple(spec.pool_model for spec in registry().values())
+    pool_models = tuple(spec.pool_model for spec in pool_kinds().values())
     union = functools.reduce(operator.or_, pool_models)
     pool_type: Any = Annotated[union, Field(discriminator="provider")] if len(pool_models) > 1 else pool_models[0]
     top = create_model(

@@ -20,13 +20,13 @@ from pydantic import BaseModel, ValidationError
 
 from gpuform.config import schema
 from gpuform.config.interpolate import Interpolation
+from gpuform.config.plugins import pool_kinds
 from gpuform.config.pyerrors import pydantic_diagnostics
 from gpuform.config.references import check_references
 from gpuform.config.types import NAME_PATTERN
 from gpuform.config.yamlsrc import Document, SourceMap, read_file
 from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error, has_errors, sort_key
 from gpuform.errors import ConfigError
-from gpuform.provider import registry
 
 
 @dataclass
@@ -45,6 +45,7 @@ class Config:
     sensitive: set[Path] = field(default_factory=set)
     warnings: list[Diagnostic] = field(default_factory=list)
     invalid: set[str] = field(default_factory=set)
+    backend: schema.Backend = field(default_factory=schema.Backend)
 
     def section(self, kind: str) -> Mapping[str, BaseModel]:
         table: dict[str, Mapping[str, BaseModel]] = {
@@ -91,12 +92,43 @@ def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
     data = {k: interp.walk(v, (k,)) for k, v in merged.items() if k != "variables"}
     diags += interp.diagnostics
     config = Config(directory, [str(f) for f in files], variables, sources=sources, sensitive=interp.sensitive)
+    config.backend = _backend(data.get("backend"), sources, diags) or config.backend
     _validate_sections(data, config, diags, interp.failed)
     diags += check_references(config)
     if has_errors(diags):
         raise ConfigError(sorted(diags, key=sort_key))
     config.warnings = [d for d in diags if d.severity == "warning"]
     return config
+
+
+def load_backend(directory: FsPath, env: Mapping[str, str] | None = None) -> schema.Backend:
+    """Only the ``backend:`` block (what a command needs to find the state before it loads the rest);
+    the default when there is none. Raises ConfigError for problems in the block itself."""
+    env = os.environ if env is None else env
+    files = find_files(directory) if directory.is_dir() else []
+    if not files:
+        return schema.Backend()
+    diags: list[Diagnostic] = []
+    merged, sources = _merge(files, diags)
+    block = merged.get("backend")
+    if block is None:
+        return schema.Backend()
+    interp = Interpolation(env, {}, sources)
+    backend = _backend(interp.walk(block, ("backend",)), sources, interp.diagnostics)
+    found = [d for d in interp.diagnostics if d.severity == "error"]
+    if found or backend is None:
+        raise ConfigError(sorted(found, key=sort_key))
+    return backend
+
+
+def _backend(block: Any, sources: SourceMap, diags: list[Diagnostic]) -> schema.Backend | None:
+    if block is None:
+        return None
+    try:
+        return schema.Backend.model_validate(block)
+    except ValidationError as exc:
+        diags += pydantic_diagnostics(exc, schema.Backend, ("backend",), sources, "backend", block)
+        return None
 
 
 def _display(path: FsPath) -> str:
@@ -107,7 +139,22 @@ def _display(path: FsPath) -> str:
         return str(path)
 
 
+_PARSED: dict[tuple[tuple[str, int, int], ...], tuple[dict[str, Any], SourceMap, list[Diagnostic]]] = {}
+
+
 def _merge(files: list[FsPath], diags: list[Diagnostic]) -> tuple[dict[str, Any], SourceMap]:
+    """Every file parsed and merged by section (parsed once per process while the files are unchanged)."""
+    key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    if key not in _PARSED:
+        found: list[Diagnostic] = []
+        _PARSED.clear()
+        _PARSED[key] = (*_parse(files, found), found)
+    merged, sources, found = _PARSED[key]
+    diags += found
+    return merged, sources  # not copied: callers build new values from it (interpolation walks it)
+
+
+def _parse(files: list[FsPath], diags: list[Diagnostic]) -> tuple[dict[str, Any], SourceMap]:
     merged: dict[str, Any] = {}
     sources = SourceMap()
     for path in files:
@@ -174,7 +221,7 @@ def _scalar(text: str) -> Any:
 def _validate_sections(data: dict[str, Any], config: Config, diags: list[Diagnostic],
                        failed: set[Path]) -> None:
     """Validate each resource; record the addresses that fail in ``config.invalid``."""
-    providers = registry()
+    providers = pool_kinds()
     for section, kind in schema.KIND_OF_SECTION.items():
         for name, body in (data.get(section) or {}).items():
             path: Path = (section, name)

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from gpuform.config import schema
 from gpuform.config.graph import dependencies, find_cycle
+from gpuform.config.plugins import pool_kinds
 from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error, warning
-from gpuform.provider import registry
 
 if TYPE_CHECKING:
     from gpuform.config.load import Config
@@ -93,7 +93,7 @@ def _vllm_checks(config: Config, name: str, ep: schema.Endpoint) -> list[Diagnos
 
 def _provider_checks(config: Config, name: str, ep: schema.Endpoint) -> list[Diagnostic]:
     pool = config.pools[ep.pool]
-    spec = registry().get(pool.provider)
+    spec = pool_kinds().get(pool.provider)
     if spec is None or spec.check_endpoint is None:
         return []
     base: Path = ("endpoints", name)

@@ -277,7 +277,16 @@ class Endpoint(Model):
         return self
 
 
+class Backend(Model):
+    """Where gpuform keeps its state. Only ``local`` exists today: a directory beside the configuration."""
+
+    type: Literal["local"] = Field("local", description="local: a state file in a directory (locked with flock).")
+    path: str | None = Field(None, description="Directory of the state, relative to the configuration directory "
+                                               "(default: state). `--state-dir` overrides it.")
+
+
 SECTIONS: dict[str, str] = {
+    "backend": "Where state lives (default: {type: local}).",
     "variables": "Values for ${var.NAME}; override with --var NAME=VALUE or GPUFORM_VAR_NAME.",
     "pools": "GPU hosts by name.",
     "volumes": "Model weights staged onto pool hosts.",

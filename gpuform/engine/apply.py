@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gpuform import faults
+from gpuform.engine.handlers import HANDLERS, Op
 from gpuform.errors import GpuformError
 from gpuform.plan.model import Plan, ResourceChange
 from gpuform.resources.desired import Desired
-from gpuform.resources.handlers import HANDLERS, Op
 from gpuform.state.model import PendingOp, ResourceState, State
 from gpuform.state.store import StateStore
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from gpuform.config.load import Config
-from gpuform.errors import GatewayError, ProviderError
-from gpuform.provider import Provider, ProviderContext, registry
+from gpuform.errors import GatewayError
+from gpuform.provider import Provider, ProviderContext, make_provider
 from gpuform.state.model import State
 from gpuform.state.store import StateStore
 
@@ -37,8 +37,11 @@ class Workspace:
         """The provider driving ``pool`` (one instance per pool and operation)."""
         with self._lock:
             if pool not in self._providers:
-                self._providers[pool] = make_provider(pool, pool_attrs, lineage, self.state_dir, self.config_dir,
-                                                      self.cancelled, self.on_event, self.on_transfer)
+                events = self.on_event
+                ctx = ProviderContext(lineage=lineage, state_dir=self.state_dir, config_dir=self.config_dir,
+                                      progress=lambda message: events(f"pool.{pool}", message),
+                                      cancelled=self.cancelled, transfer=self.on_transfer)
+                self._providers[pool] = make_provider(pool, pool_attrs, ctx)
             return self._providers[pool]
 
     def close(self) -> None:
@@ -66,24 +69,6 @@ class Workspace:
         tmp.write_text(key, encoding="utf-8")
         tmp.replace(path)
         return key
-
-
-def make_provider(pool: str, attrs: dict[str, Any], lineage: str, state_dir: Path, config_dir: Path,
-                  cancelled: threading.Event | None = None, on_event: Event | None = None,
-                  on_transfer: TransferEvent | None = None) -> Provider:
-    """Instantiate the provider for a pool from its attributes (config or state)."""
-    name = attrs.get("provider", "")
-    spec = registry().get(name)
-    if spec is None:
-        raise ProviderError(f'pool "{pool}" uses provider "{name}", which is not installed',
-                            f"Installed providers: {', '.join(sorted(registry()))}.", f"pool.{pool}")
-    model = spec.pool_model.model_validate(attrs)
-    events = on_event or (lambda a, m: None)
-    ctx = ProviderContext(lineage=lineage, state_dir=state_dir, config_dir=config_dir,
-                          progress=lambda message: events(f"pool.{pool}", message),
-                          cancelled=cancelled or threading.Event(),
-                          transfer=on_transfer or (lambda what, done, total: None))
-    return spec.factory()(pool, model, ctx)
 
 
 def gateway_endpoint(state: State, gateway: str) -> tuple[str, str]:

@@ -9,26 +9,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpuform.config.load import Config, load
+from gpuform.config.load import Config, load, load_backend
 from gpuform.engine.apply import ApplyResult, apply
 from gpuform.engine.context import Workspace
+from gpuform.engine.handlers import Op
 from gpuform.engine.refresh import refresh
 from gpuform.errors import StalePlan
 from gpuform.plan.model import Plan
 from gpuform.plan.planner import PlanOptions, plan
-from gpuform.resources.desired import Desired, VolumeSource, build
-from gpuform.resources.handlers import Op
-from gpuform.resources.volumes import scan_source
+from gpuform.resources.desired import Desired, build
+from gpuform.state.backends import BackendRequest, open_store
+from gpuform.state.migrations import output_value
 from gpuform.state.model import State
-from gpuform.state.store import LocalStateStore
+from gpuform.util.manifests import VolumeSource, scan_source
 
 PLANFILE_KIND = "gpuform-plan"
 
 
 def workspace(config_dir: Path, state_dir: Path | None = None) -> Workspace:
+    """The configuration directory with its state backend (from the ``backend:`` block) and a local working
+    directory for caches and generated keys (``--state-dir``, the local backend's path, or ``state/``)."""
     config_dir = config_dir.resolve()
-    state_dir = (state_dir or config_dir / "state").resolve()
-    return Workspace(config_dir=config_dir, state_dir=state_dir, store=LocalStateStore(state_dir))
+    backend = load_backend(config_dir)
+    options = backend.model_dump(exclude={"type"}, exclude_none=True)
+    store = open_store(backend.type, BackendRequest(options, config_dir, state_dir))
+    work_dir = (state_dir or config_dir / (backend.path or "state")).resolve()
+    return Workspace(config_dir=config_dir, state_dir=work_dir, store=store)
 
 
 def load_config(ws: Workspace, variables: Mapping[str, str] | None = None) -> Config:
@@ -120,7 +126,8 @@ def read_plan(path: Path) -> Plan:
 
 
 def outputs_of(state: State) -> dict[str, Any]:
-    """``gateway_url`` and, per endpoint, its ``url`` and ``openai_base_url``."""
+    """``gateway_url`` and, per endpoint, its ``url`` and ``openai_base_url``, as Terraform records outputs
+    (``{"NAME": {"value": …, "type": …, "sensitive": false}}``)."""
     gateways = {r.name: str(r.attributes.get("advertise_url", "")) for r in state.resources.values()
                 if r.kind == "gateway"}
     out: dict[str, Any] = {}
@@ -132,4 +139,4 @@ def outputs_of(state: State) -> dict[str, Any]:
             base = gateways.get(str(res.attributes.get("gateway")), "")
             endpoints[res.name] = {"url": f"{base}/v2/{res.name}", "openai_base_url": f"{base}/v2/{res.name}/openai/v1"}
     out["endpoints"] = endpoints
-    return out
+    return {name: output_value(value) for name, value in out.items()}

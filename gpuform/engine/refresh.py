@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from gpuform.engine.handlers import HANDLERS, Op
 from gpuform.errors import GpuformError
 from gpuform.plan.model import Observed
 from gpuform.resources.desired import Desired
-from gpuform.resources.handlers import HANDLERS, Op
 from gpuform.state.model import ResourceState, State
 
 ORDER = {"pool": 0, "policy": 0, "volume": 1, "gateway": 1, "endpoint": 2}

@@ -1,128 +1,124 @@
-"""Admin API (admin key required): what apply, status, logs and usage talk to."""
+"""Admin API (admin key required): what apply, status, logs and usage talk to.
+
+``PUT /admin/endpoints/{name}`` takes an :class:`~gpuform.spec.EndpointPut`, validated here once: a bad
+spec is a 400 that names the field.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gpuform import __version__
-from gpuform.gateway.auth import presented_key
-from gpuform.gateway.errors import json_error
+from gpuform.gateway.http import HTTPError, read_json, require_admin
+from gpuform.spec import EndpointPut, EndpointSpec
 
-if TYPE_CHECKING:
-    from gpuform.gateway.runtime import Runtime
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def _require_admin(request: Request) -> Response | None:
-    if not _runtime(request).keys.is_admin(presented_key(request)):
-        return json_error(401, "a valid admin key is required (Authorization: Bearer KEY)")
-    return None
+MAX_ADMIN_BODY = 1_000_000
 
 
 async def info(request: Request) -> Response:
-    if denied := _require_admin(request):
-        return denied
-    rt = _runtime(request)
+    rt = require_admin(request)
+    attributes = rt.config.gateway.model_dump(mode="json", exclude={"depends_on"})
     return JSONResponse({"name": rt.config.name, "lineage": rt.config.lineage, "version": __version__,
-                         "attributes": rt.config.attributes, "started_at": rt.started_at})
+                         "attributes": attributes, "started_at": rt.started_at,
+                         "store_schema": rt.store.schema_version()})
 
 
 async def put_endpoint(request: Request) -> Response:
-    if denied := _require_admin(request):
-        return denied
+    rt = require_admin(request)
     name = request.path_params["name"]
+    body = await read_json(request, MAX_ADMIN_BODY)
     try:
-        body: Any = await request.json()
-        spec, secret_env = dict(body["spec"]), {str(k): str(v) for k, v in (body.get("secret_env") or {}).items()}
-    except (ValueError, KeyError, TypeError):
-        return json_error(400, 'body must be {"spec": {...}, "secret_env": {...}}')
-    revision = revision_of(spec, secret_env)
-    await _runtime(request).put_endpoint(name, spec, secret_env, revision)
+        put = EndpointPut.model_validate(body)
+    except ValidationError as exc:
+        raise HTTPError(400, "invalid endpoint: " + _first_error(exc)) from None
+    revision = revision_of(put.spec, put.secret_env)
+    rt.put_endpoint(name, put.spec, put.secret_env, revision)
     return JSONResponse({"name": name, "revision": revision})
 
 
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:5]]
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def _endpoint_name(request: Request) -> str:
+    name: str = request.path_params["name"]
+    return name
+
+
 async def get_endpoint(request: Request) -> Response:
-    if denied := _require_admin(request):
-        return denied
-    name = request.path_params["name"]
-    rt = _runtime(request)
+    rt = require_admin(request)
+    name = _endpoint_name(request)
     ep = rt.endpoints.get(name)
     if ep is None:
-        return json_error(404, f"no endpoint named {name}")
-    return JSONResponse({"name": name, "spec": ep.spec, "revision": ep.revision, "status": rt.endpoint_status(name)})
+        raise HTTPError(404, f"no endpoint named {name}")
+    return JSONResponse({"name": name, "spec": ep.spec.model_dump(mode="json"), "revision": ep.revision,
+                         "status": rt.endpoint_status(name)})
 
 
 async def delete_endpoint(request: Request) -> Response:
-    if denied := _require_admin(request):
-        return denied
-    name = request.path_params["name"]
-    rt = _runtime(request)
+    rt = require_admin(request)
+    name = _endpoint_name(request)
     if name not in rt.endpoints:
-        return json_error(404, f"no endpoint named {name}")
-    drain = float(request.query_params.get("drain_timeout", rt.config.timings.drain_timeout))
+        raise HTTPError(404, f"no endpoint named {name}")
+    try:
+        drain = float(request.query_params.get("drain_timeout", rt.config.timings.drain_timeout))
+    except ValueError:
+        raise HTTPError(400, "?drain_timeout must be a number of seconds") from None
     await rt.delete_endpoint(name, drain)
     return JSONResponse({"name": name, "deleted": True})
 
 
 async def status(request: Request) -> Response:
-    if denied := _require_admin(request):
-        return denied
-    return JSONResponse(_runtime(request).status())
+    return JSONResponse(require_admin(request).status())
 
 
 async def endpoint_status(request: Request) -> Response:
-    if denied := _require_admin(request):
-        return denied
-    rt = _runtime(request)
-    name = request.path_params["name"]
+    rt = require_admin(request)
+    name = _endpoint_name(request)
     if name not in rt.endpoints:
-        return json_error(404, f"no endpoint named {name}")
+        raise HTTPError(404, f"no endpoint named {name}")
     return JSONResponse(rt.endpoint_status(name))
 
 
 async def worker_logs(request: Request) -> Response:
-    if denied := _require_admin(request):
-        return denied
-    rt = _runtime(request)
+    rt = require_admin(request)
     worker = rt.fleet.records.get(request.path_params["worker_id"])
     if worker is None:
-        return json_error(404, f"no worker {request.path_params['worker_id']} is known to this gateway")
-    tail = int(request.query_params.get("tail", "100"))
+        raise HTTPError(404, f"no worker {request.path_params['worker_id']} is known to this gateway")
+    try:
+        tail = int(request.query_params.get("tail", "100"))
+    except ValueError:
+        raise HTTPError(400, "?tail must be a number of lines") from None
     text = worker.log_tail
     if worker.info is not None:
-        import asyncio
-
-        text = await asyncio.to_thread(rt.fleet.provider(worker.pool).worker_logs, worker.info, tail)
+        text = await asyncio.to_thread(rt.fleet.providers(worker.pool).worker_logs, worker.info, tail)
     return JSONResponse({"worker": worker.id, "state": worker.state, "log": text})
 
 
 async def workers(request: Request) -> Response:
-    if denied := _require_admin(request):
-        return denied
-    rt = _runtime(request)
+    rt = require_admin(request)
     endpoint = request.query_params.get("endpoint")
     live = [w.to_json() for w in rt.fleet.records.values() if endpoint in (None, w.endpoint)]
-    return JSONResponse({"workers": live, "history": rt.fleet.table.recent(endpoint)})
+    return JSONResponse({"workers": live, "history": rt.store.workers.recent(endpoint)})
 
 
 async def usage(request: Request) -> Response:
-    if denied := _require_admin(request):
-        return denied
-    return JSONResponse({"usage": _runtime(request).ledger.usage()})
+    return JSONResponse({"usage": require_admin(request).ledger.usage()})
 
 
-def revision_of(spec: dict[str, Any], secret_env: dict[str, str]) -> str:
-    blob = json.dumps({"spec": spec, "secret_env": sorted(secret_env.items())}, sort_keys=True)
+def revision_of(spec: EndpointSpec, secret_env: dict[str, str]) -> str:
+    blob = json.dumps({"spec": spec.model_dump(mode="json"), "secret_env": sorted(secret_env.items())},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -1,49 +1,60 @@
-"""The gateway's ASGI application: /healthz, /metrics, admin, RunPod client, worker and OpenAI routes."""
+"""The gateway's ASGI application: /healthz, /metrics, admin, RunPod client, worker and OpenAI routes.
+
+Errors: routes raise :class:`~gpuform.gateway.http.HTTPError`; one handler renders every error body.
+Paths are normalised first, so a client whose base URL ends in a slash (``/v2//ep/run``) is served.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpuform import __version__
 from gpuform.gateway import admin, routes_client, routes_openai, routes_worker
-from gpuform.gateway.auth import presented_key
-from gpuform.gateway.errors import json_error
+from gpuform.gateway.http import HTTPError, handle_http_error, handle_starlette_error, require_client, runtime_of
 from gpuform.gateway.runtime import Runtime
+
+_SLASHES = re.compile(r"/{2,}")
 
 
 async def healthz(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    return JSONResponse({"ok": True, "lineage": runtime.config.lineage, "name": runtime.config.name,
-                         "version": __version__})
+    rt = runtime_of(request)
+    return JSONResponse({"ok": True, "lineage": rt.config.lineage, "name": rt.config.name, "version": __version__})
 
 
 async def metrics(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    key = presented_key(request)
-    if runtime.keys.client_name(key) is None and not runtime.keys.is_admin(key):
-        return json_error(401, "missing or invalid API key (send Authorization: Bearer KEY)")
-    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    require_client(request)
+    return Response(generate_latest(runtime_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def not_found(request: Request, exc: Exception) -> Response:
-    return json_error(404, f"no route {request.method} {request.url.path}")
+class NormalisePath:
+    """Collapse repeated slashes in the path before routing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "//" in scope["path"]:
+            path = _SLASHES.sub("/", scope["path"])
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+        await self.app(scope, receive, send)
 
 
-async def method_not_allowed(request: Request, exc: Exception) -> Response:
-    return json_error(405, f"{request.method} is not allowed on {request.url.path}")
+def build_app(runtime: Runtime, reconcile: bool = True) -> Starlette:
+    """The ASGI app over ``runtime``; ``reconcile=False`` leaves the reconcile loop to the caller (tests)."""
 
-
-def build_app(runtime: Runtime) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await runtime.start()
+        await runtime.start(reconcile)
         try:
             yield
         finally:
@@ -52,6 +63,7 @@ def build_app(runtime: Runtime) -> Starlette:
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
               *admin.ROUTES, *routes_worker.ROUTES, *routes_client.ROUTES, *routes_openai.ROUTES]
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={404: not_found, 405: method_not_allowed})
+                    exception_handlers={HTTPError: handle_http_error, HTTPException: handle_starlette_error})
+    app.add_middleware(NormalisePath)
     app.state.runtime = runtime
     return app

@@ -1,6 +1,6 @@
 """Keys: client keys (optionally allow-listed per endpoint), the admin key, per-worker tokens.
 
-Only salted hashes are kept (see :func:`gpuform.resources.desired.hash_secret`); a presented key is hashed
+Only salted hashes are kept (see :func:`gpuform.util.hashing.hash_secret`); a presented key is hashed
 and compared in constant time. Keys are never logged.
 """
 
@@ -9,18 +9,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 
-from starlette.requests import Request
-
-from gpuform.resources.desired import hash_secret
-
-
-def presented_key(request: Request) -> str | None:
-    """``Authorization: Bearer KEY`` or the raw key (RunPod accepts both)."""
-    header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, rest = header.partition(" ")
-    return rest.strip() if scheme.lower() == "bearer" and rest else header.strip()
+from gpuform.util.hashing import hash_secret
 
 
 @dataclass

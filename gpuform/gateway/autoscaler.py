@@ -10,6 +10,13 @@ desired = clamp(max(min_workers, schedule_min, target), 0, max_workers), where
 A worker stops only after ``idle_timeout`` without a job, under both scalers, and never below the floor
 (min_workers and the warm schedule). Above the floor, scale-up is blocked by the daily spending cap, by a
 crash-loop back-off, and by missing capacity; the decision says which.
+
+The decision also says what happens to each worker (the reconciler only carries it out):
+
+- workers to start are first found among sleeping ones (vLLM sleep mode: a wake takes about a second,
+  a cold start far longer); a sleeping worker of an older revision, or asleep past ``sleep_timeout``, stops;
+- an idle worker past its idle timeout is put to sleep when the endpoint uses sleep mode, else stopped;
+- an idle worker of an older revision is replaced at once (busy ones after their job: rolling release).
 """
 
 from __future__ import annotations
@@ -18,19 +25,23 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from gpuform.gateway.states import LIVE, WorkerState
+from gpuform.spec import EndpointSpec
 from gpuform.util.cron import window_active
 
-INITIALIZING, IDLE, RUNNING, STOPPING, UNHEALTHY = "initializing", "idle", "running", "stopping", "unhealthy"
-SLEEPING = "sleeping"  # vLLM sleep mode: the process lives, the GPU memory is freed; woken on demand
-LIVE = frozenset({INITIALIZING, IDLE, RUNNING})
+IDLE_TIMEOUT = "idle timeout"
+REPLACED = "replaced by a new endpoint revision"
+ASLEEP_TOO_LONG = "asleep past sleep_timeout"
+ASLEEP_STALE = "asleep and replaced by a new endpoint revision"
 
 
 @dataclass(frozen=True)
 class WorkerView:
     id: str
-    state: str
+    state: WorkerState
     idle_since: float | None = None  # when it last became idle (None while busy or starting)
     stale: bool = False  # runs an older revision of the endpoint
+    asleep_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -42,14 +53,16 @@ class Window:
 
 @dataclass(frozen=True)
 class ScalingPolicy:
-    min_workers: int = 0
-    max_workers: int = 3
-    idle_timeout: float = 5.0
-    scaler: str = "queue_delay"
-    scaler_value: float = 4.0
+    min_workers: int
+    max_workers: int
+    idle_timeout: float
+    scaler: str
+    scaler_value: float
     schedule: tuple[Window, ...] = ()
     timezone: str = "UTC"
     spend_limit_per_day: float | None = None
+    sleep_mode: bool = False
+    sleep_timeout: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -66,10 +79,13 @@ class Stats:
 @dataclass(frozen=True)
 class Decision:
     desired: int
-    start: int
-    stop: tuple[str, ...]
+    start: int  # cold starts (after wakes are counted)
+    stop: tuple[str, ...]  # idle past their timeout (the count the scaler asked for)
     blocked: str = ""  # why fewer workers start than wanted: SPEND_CAP, UNHEALTHY
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    wake: tuple[str, ...] = ()
+    sleep: tuple[str, ...] = ()
+    retire: tuple[tuple[str, str], ...] = ()  # (worker id, reason): every worker that stops, and why
 
 
 def schedule_min(policy: ScalingPolicy, now: float) -> int:
@@ -81,7 +97,7 @@ def schedule_min(policy: ScalingPolicy, now: float) -> int:
 
 def desired_workers(stats: Stats, policy: ScalingPolicy, now: float) -> Decision:
     live = [w for w in stats.workers if w.state in LIVE]
-    starting = sum(1 for w in live if w.state == INITIALIZING)
+    starting = sum(1 for w in live if w.state == WorkerState.INITIALIZING)
     floor = min(max(policy.min_workers, schedule_min(policy, now)), policy.max_workers)
     if policy.scaler == "request_count":
         target = math.ceil((stats.queued + stats.running_jobs) / policy.scaler_value)
@@ -104,10 +120,11 @@ def desired_workers(stats: Stats, policy: ScalingPolicy, now: float) -> Decision
     if policy.scaler == "request_count":
         needed = target
     else:  # busy workers, plus idle ones that queued jobs are about to use
-        idle = sum(1 for w in live if w.state == IDLE)
+        idle = sum(1 for w in live if w.state == WorkerState.IDLE)
         needed = len(live) - idle + min(stats.queued, idle)
     keep = min(max(floor, needed), policy.max_workers)
-    return Decision(desired, start, _to_stop(live, policy, now, keep), blocked, tuple(reasons))
+    stop = _to_stop(live, policy, now, keep)
+    return _per_worker(Decision(desired, start, stop, blocked, tuple(reasons)), stats.workers, policy, now)
 
 
 def _to_stop(live: list[WorkerView], policy: ScalingPolicy, now: float, keep: int) -> tuple[str, ...]:
@@ -115,6 +132,43 @@ def _to_stop(live: list[WorkerView], policy: ScalingPolicy, now: float, keep: in
     surplus = len(live) - keep
     if surplus <= 0:
         return ()
-    idle = sorted((w for w in live if w.state == IDLE and w.idle_since is not None
+    idle = sorted((w for w in live if w.state == WorkerState.IDLE and w.idle_since is not None
                    and now - w.idle_since >= policy.idle_timeout), key=lambda w: (w.idle_since or 0.0))
     return tuple(w.id for w in idle[:surplus])
+
+
+def _per_worker(decision: Decision, workers: tuple[WorkerView, ...], policy: ScalingPolicy, now: float) -> Decision:
+    """Turn counts into what happens to each worker: wakes, sleeps and stops with their reasons."""
+    starts, wake, sleep = decision.start, [], []
+    retire: list[tuple[str, str]] = []
+    for w in workers:
+        if w.state != WorkerState.SLEEPING:
+            continue
+        if starts > 0 and not w.stale:
+            wake.append(w.id)
+            starts -= 1
+        elif w.stale:
+            retire.append((w.id, ASLEEP_STALE))
+        elif now - (w.asleep_since if w.asleep_since is not None else now) > policy.sleep_timeout:
+            retire.append((w.id, ASLEEP_TOO_LONG))
+    stopping = set(decision.stop)
+    for w in workers:
+        if w.id in stopping and policy.sleep_mode and not w.stale:
+            sleep.append(w.id)
+        elif w.id in stopping:
+            retire.append((w.id, IDLE_TIMEOUT))
+        elif w.stale and w.state == WorkerState.IDLE:
+            retire.append((w.id, REPLACED))
+    return Decision(decision.desired, starts, decision.stop, decision.blocked, decision.reasons,
+                    tuple(wake), tuple(sleep), tuple(retire))
+
+
+def policy_of(spec: EndpointSpec) -> ScalingPolicy:
+    """The scaling policy of an endpoint spec (its defaults come from the configuration schema)."""
+    scaling, schedule = spec.scaling, spec.schedule
+    windows = tuple(Window(w.cron, w.duration, w.min_workers) for w in schedule.schedule) if schedule else ()
+    return ScalingPolicy(min_workers=scaling.min_workers, max_workers=scaling.max_workers,
+                         idle_timeout=scaling.idle_timeout, scaler=scaling.scaler, scaler_value=scaling.scaler_value,
+                         schedule=windows, timezone=schedule.timezone if schedule else "UTC",
+                         spend_limit_per_day=spec.spend_limit_per_day, sleep_mode=spec.worker.sleep_mode,
+                         sleep_timeout=spec.worker.sleep_timeout)

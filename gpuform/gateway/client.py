@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from gpuform.errors import GatewayError
+from gpuform.spec import EndpointPut, EndpointSpec
 
 
 class AdminClient:
@@ -68,9 +69,9 @@ class AdminClient:
         result: dict[str, Any] = self._json("GET", "/admin/info")
         return result
 
-    def put_endpoint(self, name: str, spec: dict[str, Any], secret_env: dict[str, str]) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("PUT", f"/admin/endpoints/{name}",
-                                            json={"spec": spec, "secret_env": secret_env})
+    def put_endpoint(self, name: str, spec: EndpointSpec, secret_env: dict[str, str]) -> dict[str, Any]:
+        body = EndpointPut(spec=spec, secret_env=secret_env).model_dump(mode="json")
+        result: dict[str, Any] = self._json("PUT", f"/admin/endpoints/{name}", json=body)
         return result
 
     def get_endpoint(self, name: str) -> dict[str, Any] | None:

@@ -1,7 +1,9 @@
 """The gateway's workers: starting and stopping them through providers, noticing when they die.
 
 This is the only caller of ``Provider.start_worker`` and ``Provider.stop_worker``. Provider calls block,
-so they run in threads; everything else runs on the event loop.
+so they run in threads; everything else runs on the event loop. Its collaborators are explicit: the worker
+rows of the store, a way to reach each pool's provider, the queue's worker channel (stats, stop signals,
+requeues), the ledger, the metrics and a clock.
 """
 
 from __future__ import annotations
@@ -10,23 +12,29 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gpuform.engine.context import make_provider
+from gpuform.config.schema import GatewayTimings
 from gpuform.errors import GpuformError, NoCapacity
-from gpuform.gateway.autoscaler import IDLE, INITIALIZING, RUNNING, SLEEPING, STOPPING, UNHEALTHY
-from gpuform.gateway.metering import price_per_second
-from gpuform.gateway.workers import WorkerRecord, WorkerTable, new_token
+from gpuform.gateway.metering import Ledger, price_per_second
+from gpuform.gateway.metrics import Metrics
+from gpuform.gateway.queue import JobQueue
+from gpuform.gateway.states import WorkerState
+from gpuform.gateway.store import WorkerRows
+from gpuform.gateway.workers import WorkerRecord, new_token
 from gpuform.provider import Provider, WorkerInfo, WorkerLaunch
+from gpuform.spec import EndpointSpec
 from gpuform.workerspec import VOLUME_MOUNT, template_argv
 
 if TYPE_CHECKING:
-    from gpuform.gateway.runtime import EndpointRecord, Runtime
+    from gpuform.gateway.runtime import EndpointRecord
 
 log = logging.getLogger("gpuform.fleet")
-STOPPED = "stopped"
 KEEP_FINISHED = 50
+Clock = Callable[[], float]
+ProviderAccess = Callable[[str], Provider]  # pool name -> its provider (raises GpuformError when unknown)
 
 
 @dataclass
@@ -40,31 +48,51 @@ class Condition:
     failures: int = 0
     backoff_until: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, now: float) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "message": self.message, "since": self.since}
         if self.log_tail:
             out["log_tail"] = self.log_tail
-        if self.backoff_until > time.time():
+        if self.backoff_until > now:
             out["retry_at"] = self.backoff_until
         return out
 
 
+@dataclass(frozen=True)
+class FleetSettings:
+    """What the fleet needs of the gateway's configuration."""
+
+    lineage: str
+    advertise_url: str
+    timings: GatewayTimings
+    prices: Mapping[str, Mapping[str, float]]  # pool -> price per GPU-second by type
+
+
 class Fleet:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.table = WorkerTable(runtime.db)
+    def __init__(self, settings: FleetSettings, rows: WorkerRows, providers: ProviderAccess, queue: JobQueue,
+                 ledger: Ledger, metrics: Metrics, hash_token: Callable[[str], str], clock: Clock = time.time) -> None:
+        self.settings = settings
+        self.rows = rows
+        self.providers = providers
+        self.queue = queue
+        self.ledger = ledger
+        self.metrics = metrics
+        self.hash_token = hash_token
+        self.clock = clock
         self.records: dict[str, WorkerRecord] = {}
         self.by_token: dict[str, str] = {}
         self.conditions: dict[str, Condition] = {}
-        self._providers: dict[str, Provider] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.starting: dict[str, asyncio.Task[None]] = {}  # worker id -> its start_worker call in flight
 
     # ---- lookup -----------------------------------------------------------------------------------
 
     def restore(self) -> None:
-        for record in self.table.live():
+        """Adopt the workers a previous gateway process left; one caught stopping is stopped again."""
+        for record in self.rows.live():
             self._add(record)
+            if record.state == WorkerState.STOPPING:
+                self.spawn(self._complete_stop(record, record.exit_reason or "stopping when the gateway restarted",
+                                               self.settings.timings.drain_timeout))
 
     def _add(self, record: WorkerRecord) -> None:
         self.records[record.id] = record
@@ -76,49 +104,43 @@ class Fleet:
     def authenticate(self, token: str | None) -> WorkerRecord | None:
         if not token:
             return None
-        worker_id = self.by_token.get(self.rt.keys.token_hash(token))
+        worker_id = self.by_token.get(self.hash_token(token))
         return self.records.get(worker_id) if worker_id else None
 
     def condition(self, endpoint: str) -> Condition:
-        return self.conditions.setdefault(endpoint, Condition())
+        return self.conditions.setdefault(endpoint, Condition(since=self.clock()))
 
-    def provider(self, pool: str) -> Provider:
-        if pool not in self._providers:
-            attrs = self.rt.config.pools.get(pool)
-            if attrs is None:
-                raise GpuformError(f"the gateway has no configuration for pool {pool}",
-                                   "Run `gpuform apply` so the gateway learns its pools.")
-            self._providers[pool] = make_provider(pool, attrs, self.rt.config.lineage, self.rt.config.state_dir,
-                                                  self.rt.config.config_dir)
-        return self._providers[pool]
+    def _save(self, record: WorkerRecord) -> None:
+        self.rows.save(record)
 
     # ---- events from the worker routes and the queue -------------------------------------------------
 
     def contact(self, worker: WorkerRecord, now: float) -> None:
         """A job-take or heartbeat: the worker is alive (and ready, the first time)."""
         worker.last_seen = now
-        if worker.state == INITIALIZING and not worker.waking:
-            worker.ready_at = now
-            worker.mark("ready", now)
-            worker.state, worker.idle_since = IDLE, now
-            self.rt.metrics.cold_start.labels(worker.endpoint).observe(now - worker.requested_at)
-            self.rt.metrics.observe(worker.endpoint, "cold_start", now - worker.requested_at)
-            for phase, at in worker.timeline.items():
-                self.rt.metrics.cold_start_phase.labels(worker.endpoint, phase).set(at - worker.requested_at)
-            cond = self.condition(worker.endpoint)
-            cond.failures, cond.backoff_until = 0, 0.0
-            if cond.status == UNHEALTHY.upper():
-                self.conditions[worker.endpoint] = Condition()
-            self.table.save(worker)
+        if worker.state != WorkerState.INITIALIZING or worker.waking:
+            return
+        worker.ready_at = now
+        worker.mark("ready", now)
+        worker.move(WorkerState.IDLE, now)
+        self.metrics.cold_start.labels(worker.endpoint).observe(now - worker.requested_at)
+        self.metrics.observe(worker.endpoint, "cold_start", now - worker.requested_at)
+        for phase, at in worker.timeline.items():
+            self.metrics.cold_start_phase.labels(worker.endpoint, phase).set(at - worker.requested_at)
+        cond = self.condition(worker.endpoint)
+        cond.failures, cond.backoff_until = 0, 0.0
+        if cond.status == "UNHEALTHY":
+            self.conditions[worker.endpoint] = Condition(since=now)
+        self._save(worker)
 
     def first_output(self, worker: WorkerRecord) -> None:
         """The first output (chunk or result) of a worker's first job: the end of its cold start."""
         if "first_token" in worker.timeline:
             return
-        worker.mark("first_token")
-        self.rt.metrics.cold_start_phase.labels(worker.endpoint, "first_token").set(
+        worker.mark("first_token", self.clock())
+        self.metrics.cold_start_phase.labels(worker.endpoint, "first_token").set(
             worker.timeline["first_token"] - worker.requested_at)
-        self.table.save(worker)
+        self._save(worker)
 
     def job_started(self, worker_id: str, job_id: str, now: float) -> None:
         worker = self.records.get(worker_id)
@@ -128,84 +150,81 @@ class Fleet:
         if worker.first_job_at is None:
             worker.first_job_at = now
             worker.mark("first_job", now)
-        if worker.state in (IDLE, INITIALIZING):
-            worker.state, worker.idle_since = RUNNING, None
+        if worker.state in (WorkerState.IDLE, WorkerState.INITIALIZING):
+            worker.move(WorkerState.RUNNING, now)
 
     def job_finished(self, worker_id: str | None, job_id: str, now: float) -> None:
         worker = self.records.get(worker_id or "")
         if worker is None:
             return
         worker.jobs.discard(job_id)
-        if worker.state == RUNNING and not worker.jobs:
-            worker.state, worker.idle_since = IDLE, now
+        if worker.state == WorkerState.RUNNING and not worker.jobs:
+            worker.move(WorkerState.IDLE, now)
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
-    def spawn(self, coro: Any) -> asyncio.Task[None]:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
 
-    def start(self, ep: EndpointRecord) -> None:
+    def start(self, ep: EndpointRecord) -> WorkerRecord:
         """Record a starting worker now (so the next scaling decision counts it) and launch it in the background."""
-        now = time.time()
+        now = self.clock()
         token = new_token()
-        record = WorkerRecord(id=f"{ep.name}-{uuid.uuid4().hex[:10]}", endpoint=ep.name, pool=ep.spec["pool"],
-                              revision=ep.revision, token_hash=self.rt.keys.token_hash(token), requested_at=now)
+        record = WorkerRecord(id=f"{ep.name}-{uuid.uuid4().hex[:10]}", endpoint=ep.name, pool=ep.spec.pool,
+                              revision=ep.revision, token_hash=self.hash_token(token), requested_at=now)
         record.mark("start_requested", now)
-        oldest = self.rt.queue.stats(ep.name)
-        if oldest.queued:
-            record.mark("job_queued", now - oldest.oldest_wait)
+        waiting = self.queue.stats(ep.name)
+        if waiting.queued:
+            record.mark("job_queued", now - waiting.oldest_wait)
         self._add(record)
-        self.table.save(record)
-        self.rt.metrics.cold_starts.labels(ep.name).inc()
+        self._save(record)
+        self.metrics.cold_starts.labels(ep.name).inc()
         task = self.spawn(self._start(ep, record, self._launch(ep, record, token)))
         self.starting[record.id] = task
         task.add_done_callback(lambda _: self.starting.pop(record.id, None))
+        return record
 
     async def _start(self, ep: EndpointRecord, record: WorkerRecord, launch: WorkerLaunch) -> None:
         try:
-            provider = self.provider(record.pool)
+            provider = self.providers(record.pool)
             info = await asyncio.to_thread(provider.start_worker, launch)
         except Exception as exc:  # a provider bug must not leave the worker "initializing" forever either
             if not isinstance(exc, GpuformError):
                 log.exception("starting %s failed", record.id)
-            if record.state == STOPPING:
+            if record.state == WorkerState.STOPPING:
                 return  # a stop requested meanwhile finalizes the record itself
             if isinstance(exc, NoCapacity):
                 self._forget(record, "throttled: " + exc.message)
-                self.conditions[ep.name] = Condition("NO_CAPACITY", exc.message)
+                self.conditions[ep.name] = Condition("NO_CAPACITY", exc.message, since=self.clock())
             else:
                 reason = exc.message if isinstance(exc, GpuformError) else f"{type(exc).__name__}: {exc}"
                 self._failed(record, f"could not start: {reason}", "")
             return
         record.info, record.host, record.gpu_type = info, info.host, info.gpu_type
-        record.gpus = len(info.gpu_indices) or int(ep.spec.get("gpu", {}).get("count") or 1)
-        prices = self.rt.config.pools.get(record.pool, {}).get("price_per_gpu_second") or {}
-        record.price = price_per_second(prices, info.gpu_type, record.gpus)
-        record.mark("process_started")
+        record.gpus = len(info.gpu_indices) or ep.spec.gpu.count
+        record.price = price_per_second(dict(self.settings.prices.get(record.pool, {})), info.gpu_type, record.gpus)
+        record.mark("process_started", self.clock())
         if self.condition(ep.name).status == "NO_CAPACITY":
-            self.conditions[ep.name] = Condition()
-        self.table.save(record)
+            self.conditions[ep.name] = Condition(since=self.clock())
+        self._save(record)
 
     def _launch(self, ep: EndpointRecord, record: WorkerRecord, token: str) -> WorkerLaunch:
-        spec = ep.spec
-        worker = spec.get("worker") or {}
+        worker = ep.spec.worker
         return WorkerLaunch(
-            worker_id=record.id, endpoint=ep.name, lineage=self.rt.config.lineage,
-            template=worker.get("template", "custom"), image=worker.get("image"),
-            command=template_argv(worker.get("template", "custom"), worker.get("command")),
-            python=worker.get("python"), workdir=worker.get("workdir"), env=self.worker_env(ep, record, token),
-            gpu_types=list(spec.get("gpu", {}).get("types") or ["cpu"]),
-            gpu_count=int(spec.get("gpu", {}).get("count") or 1), volume_path=spec.get("volume_path"),
-            keep_stopped=bool(worker.get("keep_stopped", True)), spec_revision=ep.revision)
+            worker_id=record.id, endpoint=ep.name, lineage=self.settings.lineage, template=worker.template,
+            image=worker.image, command=template_argv(worker.template, worker.command), python=worker.python,
+            workdir=worker.workdir, env=self.worker_env(ep, record, token), gpu_types=list(ep.spec.gpu.types),
+            gpu_count=ep.spec.gpu.count, volume_path=ep.spec.volume_path, keep_stopped=worker.keep_stopped,
+            spec_revision=ep.revision)
 
     def worker_env(self, ep: EndpointRecord, record: WorkerRecord, token: str) -> dict[str, str]:
         """The RunPod worker protocol's variables (reference/runpod.md §5), then the endpoint's own env."""
-        base = f"{self.rt.config.advertise_url}/v2/{ep.name}"
-        spec, worker = ep.spec, ep.spec.get("worker") or {}
-        ping_ms = max(1000, round(self.rt.config.timings.ping_interval * 1000))
+        base = f"{self.settings.advertise_url}/v2/{ep.name}"
+        timings = self.settings.timings
+        ping_ms = max(1000, round(timings.ping_interval * 1000))
         env = {
             "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=any",
             "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=any",
@@ -214,21 +233,14 @@ class Fleet:
             "RUNPOD_PING_INTERVAL": str(ping_ms), "RUNPOD_POD_ID": record.id, "RUNPOD_AI_API_KEY": token,
             "RUNPOD_POD_HOSTNAME": record.id, "RUNPOD_ENDPOINT_ID": ep.name, "RUNPOD_LOG_LEVEL": "INFO",
             "GPUFORM_WORKER_EVENTS": f"{base}/worker-event/{record.id}",
-            "GPUFORM_CONCURRENCY": str(worker.get("concurrency") or 1),
-            "GPUFORM_TAKE_TIMEOUT": str(self.rt.config.timings.take_timeout),
+            "GPUFORM_CONCURRENCY": str(ep.spec.worker.concurrency),
+            "GPUFORM_TAKE_TIMEOUT": str(timings.take_timeout),
         }
-        if not worker.get("runpod_system_checks"):
+        env.update(_model_env(ep.spec))
+        if not ep.spec.worker.runpod_system_checks:
             env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] = "true"
             env["RUNPOD_SKIP_GPU_CHECK"] = "true"
-        model = spec.get("model") or {}
-        if model:
-            env["GPUFORM_MODEL_NAME"] = str(model.get("name"))
-        if spec.get("volume_path"):
-            inner = model.get("path", "").strip("/") if model else ""
-            env["RUNPOD_VOLUME_PATH"] = VOLUME_MOUNT
-            env["GPUFORM_MODEL_PATH"] = str(spec["volume_path"])
-            env["GPUFORM_MODEL_PATH_IN_CONTAINER"] = VOLUME_MOUNT + (f"/{inner}" if inner else "")
-        declared = {k: _env_str(v) for k, v in (worker.get("env") or {}).items()}
+        declared = {k: _env_str(v) for k, v in ep.spec.worker.env.items()}
         env["GPUFORM_ENDPOINT_ENV_KEYS"] = ",".join(sorted({*declared, *ep.secret_env}))
         env.update(declared)
         env.update(ep.secret_env)
@@ -236,16 +248,19 @@ class Fleet:
 
     def sleep(self, record: WorkerRecord) -> None:
         """vLLM sleep mode: the worker frees its GPU memory and stays up; it takes no jobs until woken."""
-        record.state, record.asleep_since = SLEEPING, time.time()
-        record.mark("sleep_requested")
-        self.rt.queue.control(record.id, "sleep")
-        self.table.save(record)
+        now = self.clock()
+        record.move(WorkerState.SLEEPING, now)
+        record.mark("sleep_requested", now)
+        self.queue.control(record.id, "sleep")
+        self._save(record)
 
     def wake(self, record: WorkerRecord) -> None:
-        record.state, record.waking = INITIALIZING, True
-        record.timeline["wake_requested"] = time.time()
-        self.rt.queue.control(record.id, "wake")
-        self.table.save(record)
+        now = self.clock()
+        record.move(WorkerState.INITIALIZING, now)
+        record.waking = True
+        record.timeline["wake_requested"] = now
+        self.queue.control(record.id, "wake")
+        self._save(record)
 
     def worker_event(self, record: WorkerRecord, phase: str, at: float) -> None:
         """A phase the worker reported; ``awake`` ends a wake-up, a failed sleep or wake stops the worker."""
@@ -253,77 +268,84 @@ class Fleet:
             record.timeline[phase] = at
         else:
             record.mark(phase, at)
-        if phase == "awake" and record.waking:
-            record.waking, record.state, record.idle_since, record.asleep_since = False, IDLE, at, None
-            self.rt.metrics.observe(record.endpoint, "wake", at - record.timeline.get("wake_requested", at))
+        if phase == "awake" and record.waking and record.state == WorkerState.INITIALIZING:
+            record.waking = False
+            record.move(WorkerState.IDLE, at)
+            self.metrics.observe(record.endpoint, "wake", at - record.timeline.get("wake_requested", at))
         elif phase in ("sleep_failed", "wake_failed"):
             self.spawn(self.stop(record, f"vLLM {phase.replace('_', ' ')}"))
-        self.table.save(record)
+        self._save(record)
 
     async def stop(self, record: WorkerRecord, reason: str, grace: float | None = None) -> None:
-        if record.state in (STOPPING, STOPPED, UNHEALTHY):
+        if record.state in (WorkerState.STOPPING, WorkerState.STOPPED, WorkerState.UNHEALTHY):
             return
         record.waking = False
-        record.state, record.exit_reason = STOPPING, reason
-        record.mark("stop_requested")
-        self.table.save(record)
-        self.rt.queue.release(record.id)
-        grace = self.rt.config.timings.drain_timeout if grace is None else grace
+        record.move(WorkerState.STOPPING, self.clock(), reason)
+        record.mark("stop_requested", self.clock())
+        self._save(record)
+        self.queue.release(record.id)
+        await self._complete_stop(record, reason, self.settings.timings.drain_timeout if grace is None else grace)
+
+    async def _complete_stop(self, record: WorkerRecord, reason: str, grace: float) -> None:
+        """Stop a ``stopping`` worker on its provider and finalize its record."""
         starting = self.starting.get(record.id)
         if starting is not None:  # stopped while its start is in flight: stop what that start creates
             await asyncio.shield(starting)
         try:
             if record.info is not None:
-                await asyncio.to_thread(self.provider(record.pool).stop_worker, record.info, grace)
+                await asyncio.to_thread(self.providers(record.pool).stop_worker, record.info, grace)
         except GpuformError as exc:
             log.warning("stopping %s failed: %s", record.id, exc.message)
         except Exception:  # a provider bug: logged; the record is finalized all the same
             log.exception("stopping %s failed", record.id)
-        self._finalize(record, STOPPED, reason)
+        self._finalize(record, WorkerState.STOPPED, reason)
 
-    def _finalize(self, record: WorkerRecord, state: str, reason: str) -> None:
-        now = time.time()
-        record.stopped_at = now
-        self.rt.ledger.accrue(record, now)  # nothing when its start failed (no info: nothing ran)
-        record.state, record.exit_reason = state, reason
-        lost = self.rt.queue.worker_lost(record.id, f"worker {record.id} stopped: {reason}")
+    def _finalize(self, record: WorkerRecord, state: WorkerState, reason: str) -> None:
+        now = self.clock()
+        self.ledger.accrue(record, now)  # nothing when its start failed (no info: nothing ran)
+        record.move(state, now, reason)
+        lost = self.queue.worker_lost(record.id, f"worker {record.id} stopped: {reason}")
         if lost:
             log.info("requeued %d job(s) of %s", len(lost), record.id)
-        self.table.save(record)
-        finished = sorted((w for w in self.records.values() if not w.live and w.state != STOPPING),
+        self._save(record)
+        finished = sorted((w for w in self.records.values() if w.state in (WorkerState.STOPPED,
+                                                                           WorkerState.UNHEALTHY)),
                           key=lambda w: w.stopped_at or 0)
         for old in finished[:-KEEP_FINISHED]:
             self.records.pop(old.id, None)
             self.by_token.pop(old.token_hash, None)
 
     def _forget(self, record: WorkerRecord, reason: str) -> None:
-        record.state, record.exit_reason, record.stopped_at = STOPPED, reason, time.time()
-        record.billed_until = record.stopped_at  # never ran: nothing to bill
+        """A start that never happened (no capacity): nothing ran, nothing to bill or keep."""
+        record.move(WorkerState.STOPPED, self.clock(), reason)
+        record.billed_until = record.stopped_at
         self.records.pop(record.id, None)
         self.by_token.pop(record.token_hash, None)
-        self.table.save(record)
+        self._save(record)
 
     def _failed(self, record: WorkerRecord, reason: str, log_tail: str) -> None:
         record.log_tail = log_tail
-        self._finalize(record, UNHEALTHY, reason)
+        self._finalize(record, WorkerState.UNHEALTHY, reason)
         cond = self.condition(record.endpoint)
         cond.failures += 1
-        timings = self.rt.config.timings
+        timings = self.settings.timings
         delay = min(timings.start_backoff * 2 ** (cond.failures - 1), timings.start_backoff_max)
+        now = self.clock()
         cond.status, cond.message, cond.log_tail = "UNHEALTHY", f"worker {record.id} {reason}", log_tail
-        cond.backoff_until, cond.since = time.time() + delay, time.time()
+        cond.backoff_until, cond.since = now + delay, now
         log.warning("worker %s unhealthy (%s); next start in %.0fs", record.id, reason, delay)
 
     async def observe(self, endpoint: str) -> None:
         """Compare our records with what the provider sees; a worker that vanished has crashed."""
         mine = [w for w in self.of(endpoint) if w.live and w.info is not None]
-        pools = {w.pool for w in self.of(endpoint)} or set()
+        pools = {w.pool for w in self.of(endpoint)}
         seen: dict[str, WorkerInfo] = {}
         cordoned: set[str] = set()
         for pool in pools:
             try:
-                infos = await asyncio.to_thread(self.provider(pool).list_workers, endpoint)
-                hosts = await asyncio.to_thread(self.provider(pool).inventory)
+                provider = self.providers(pool)
+                infos = await asyncio.to_thread(provider.list_workers, endpoint)
+                hosts = await asyncio.to_thread(provider.inventory)
             except GpuformError as exc:
                 log.warning("cannot list workers of %s on pool %s: %s", endpoint, pool, exc.message)
                 return
@@ -340,36 +362,53 @@ class Fleet:
     async def _crashed(self, record: WorkerRecord, info: WorkerInfo | None) -> None:
         tail = ""
         if info is not None:
-            tail = await asyncio.to_thread(self.provider(record.pool).worker_logs, info, 20)
+            tail = await asyncio.to_thread(self.providers(record.pool).worker_logs, info, 20)
+        if not record.live:
+            return  # stopped meanwhile, on purpose
         code = f" with code {info.exit_code}" if info is not None and info.exit_code is not None else ""
         if record.ready_at is None:
             self._failed(record, f"exited{code} before it became ready", tail)
         else:
             record.log_tail = tail
-            self._finalize(record, STOPPED, f"exited{code} unexpectedly; last log lines:\n{tail}")
+            self._finalize(record, WorkerState.STOPPED, f"exited{code} unexpectedly; last log lines:\n{tail}")
 
     async def check_readiness(self, ep: EndpointRecord, now: float) -> None:
-        timeout = float((ep.spec.get("worker") or {}).get("ready_timeout") or 600)
+        timeout = ep.spec.worker.ready_timeout
         for record in self.of(ep.name):
-            if record.state == INITIALIZING and record.info is not None and now - record.requested_at > timeout:
-                tail = await asyncio.to_thread(self.provider(record.pool).worker_logs, record.info, 20)
-                await asyncio.to_thread(self.provider(record.pool).stop_worker, record.info, 5.0)
-                self._failed(record, f"did not become ready within {timeout:g}s", tail)
+            if record.state == WorkerState.INITIALIZING and record.info is not None and \
+                    now - record.requested_at > timeout:
+                provider = self.providers(record.pool)
+                tail = await asyncio.to_thread(provider.worker_logs, record.info, 20)
+                await asyncio.to_thread(provider.stop_worker, record.info, 5.0)
+                if record.state == WorkerState.INITIALIZING:
+                    self._failed(record, f"did not become ready within {timeout:g}s", tail)
 
     async def sweep_orphans(self, endpoint: str, pool: str) -> None:
         """Stop workers of this lineage the gateway has no record of (left by an earlier gateway)."""
         try:
-            infos = await asyncio.to_thread(self.provider(pool).list_workers, endpoint)
+            provider = self.providers(pool)
+            infos = await asyncio.to_thread(provider.list_workers, endpoint)
         except GpuformError:
             return
         for info in infos:
             if info.worker_id not in self.records and info.state == "running":
                 log.info("stopping orphan worker %s", info.worker_id)
-                await asyncio.to_thread(self.provider(pool).stop_worker, info, 5.0)
+                await asyncio.to_thread(provider.stop_worker, info, 5.0)
 
-    def close(self) -> None:
-        for provider in self._providers.values():
-            provider.close()
+    def live_count(self, endpoint: str) -> int:
+        return sum(1 for w in self.of(endpoint) if w.live)
+
+
+def _model_env(spec: EndpointSpec) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if spec.model is not None:
+        env["GPUFORM_MODEL_NAME"] = spec.model.name
+    if spec.volume_path:
+        inner = spec.model.path.strip("/") if spec.model else ""
+        env["RUNPOD_VOLUME_PATH"] = VOLUME_MOUNT
+        env["GPUFORM_MODEL_PATH"] = spec.volume_path
+        env["GPUFORM_MODEL_PATH_IN_CONTAINER"] = VOLUME_MOUNT + (f"/{inner}" if inner else "")
+    return env
 
 
 def _env_str(value: Any) -> str:

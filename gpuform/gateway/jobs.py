@@ -1,20 +1,13 @@
-"""Jobs: the record, RunPod's status shape, and their rows in the durable store."""
+"""Jobs: the record and RunPod's status shape. Rows live behind :class:`gpuform.gateway.store.JobRows`."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuform.gateway.db import Database
-
-IN_QUEUE, IN_PROGRESS = "IN_QUEUE", "IN_PROGRESS"
-COMPLETED, FAILED, CANCELLED, TIMED_OUT = "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"
-TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
-_COLUMNS = ("id, endpoint, status, input, output, error, webhook, sync, created_at, started_at, completed_at, "
-            "execution_timeout, ttl, low_priority, attempts, retried, worker_id, idempotency_key, expires_at")
+from gpuform.gateway.states import TERMINAL, JobStatus
 
 
 @dataclass(slots=True, eq=False)
@@ -25,7 +18,7 @@ class Job:
     created_at: float
     execution_timeout: float
     ttl: float
-    status: str = IN_QUEUE
+    status: JobStatus = JobStatus.IN_QUEUE
     webhook: str | None = None
     sync: bool = False
     low_priority: bool = False
@@ -71,7 +64,9 @@ class Job:
         self.notify_chunk()
 
     def delay_ms(self, now: float | None = None) -> int:
-        end = self.started_at if self.started_at is not None else (now or time.time())
+        """Queue time: until a worker took the job, or until it ended untaken (then it stops growing)."""
+        end = self.started_at if self.started_at is not None else self.completed_at
+        end = end if end is not None else (now or time.time())
         return max(0, round((end - self.created_at) * 1000))
 
     def execution_ms(self, now: float | None = None) -> int:
@@ -84,9 +79,9 @@ class Job:
         """The RunPod status body: id, status, delayTime, executionTime, output/error, workerId."""
         out: dict[str, Any] = {"id": self.id, "status": self.status, "delayTime": self.delay_ms(now),
                                "executionTime": self.execution_ms(now)}
-        if self.status == IN_PROGRESS and self.progress is not None:
+        if self.status == JobStatus.IN_PROGRESS and self.progress is not None:
             out["output"] = self.progress
-        elif self.output is not None or self.status == COMPLETED:
+        elif self.output is not None or self.status == JobStatus.COMPLETED:
             out["output"] = self.output
         if self.error is not None:
             out["error"] = self.error
@@ -102,80 +97,3 @@ class Job:
         if self.webhook:
             payload["webhook"] = self.webhook
         return payload
-
-
-class JobStore:
-    """Rows of the ``jobs`` table. Every method commits before it returns."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def insert(self, job: Job) -> None:
-        self.db.execute(
-            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (job.id, job.endpoint, job.status, json.dumps(job.input), None, None, job.webhook, int(job.sync),
-             job.created_at, None, None, job.execution_timeout, job.ttl, int(job.low_priority), 0, job.retried,
-             None, job.idempotency_key, None))
-
-    def started(self, jobs: list[Job]) -> None:
-        with self.db.transaction() as conn:
-            conn.executemany("UPDATE jobs SET status=?, started_at=?, attempts=?, worker_id=? WHERE id=?",
-                             [(j.status, j.started_at, j.attempts, j.worker_id, j.id) for j in jobs])
-
-    def finished(self, job: Job) -> None:
-        self.db.execute("UPDATE jobs SET status=?, output=?, error=?, completed_at=?, expires_at=?, attempts=?, "
-                        "worker_id=?, started_at=? WHERE id=?",
-                        (job.status, json.dumps(job.output), json.dumps(job.error), job.completed_at,
-                         job.expires_at, job.attempts, job.worker_id, job.started_at, job.id))
-
-    def requeued(self, job: Job) -> None:
-        self.db.execute("UPDATE jobs SET status=?, output=NULL, error=NULL, started_at=NULL, completed_at=NULL, "
-                        "expires_at=NULL, worker_id=NULL, attempts=?, retried=? WHERE id=?",
-                        (job.status, job.attempts, job.retried, job.id))
-
-    def delete(self, job_ids: list[str]) -> None:
-        with self.db.transaction() as conn:
-            conn.executemany("DELETE FROM jobs WHERE id=?", [(i,) for i in job_ids])
-
-    def get(self, job_id: str) -> Job | None:
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return None if row is None else _from_row(row)
-
-    def by_idempotency(self, endpoint: str, key: str) -> Job | None:
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE endpoint=? AND idempotency_key=?",
-                              (endpoint, key)).fetchone()
-        return None if row is None else _from_row(row)
-
-    def open_jobs(self) -> list[Job]:
-        rows = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE status IN ('IN_QUEUE', 'IN_PROGRESS') "
-                               "ORDER BY created_at").fetchall()
-        return [_from_row(r) for r in rows]
-
-    def expired(self, now: float, limit: int = 1000) -> list[str]:
-        rows = self.db.execute("SELECT id FROM jobs WHERE expires_at IS NOT NULL AND expires_at < ? LIMIT ?",
-                               (now, limit)).fetchall()
-        return [str(r["id"]) for r in rows]
-
-    def ttl_expired(self, now: float, limit: int = 1000) -> list[str]:
-        rows = self.db.execute("SELECT id FROM jobs WHERE created_at + ttl < ? AND status IN ('IN_QUEUE', "
-                               "'IN_PROGRESS') LIMIT ?", (now, limit)).fetchall()
-        return [str(r["id"]) for r in rows]
-
-    def counts(self, endpoint: str) -> dict[str, int]:
-        rows = self.db.execute("SELECT status, COUNT(*) AS n, SUM(retried) AS r FROM jobs WHERE endpoint=? "
-                               "GROUP BY status", (endpoint,)).fetchall()
-        out = {str(r["status"]): int(r["n"]) for r in rows}
-        out["_retried"] = sum(int(r["r"] or 0) for r in rows)
-        return out
-
-
-def _from_row(row: Any) -> Job:
-    job = Job(id=row["id"], endpoint=row["endpoint"], input=json.loads(row["input"]) if row["input"] else None,
-              created_at=row["created_at"], execution_timeout=row["execution_timeout"], ttl=row["ttl"],
-              status=row["status"], webhook=row["webhook"], sync=bool(row["sync"]),
-              low_priority=bool(row["low_priority"]), started_at=row["started_at"],
-              completed_at=row["completed_at"], attempts=row["attempts"], retried=row["retried"],
-              worker_id=row["worker_id"], idempotency_key=row["idempotency_key"], expires_at=row["expires_at"])
-    job.output = json.loads(row["output"]) if row["output"] else None
-    job.error = json.loads(row["error"]) if row["error"] else None
-    return job

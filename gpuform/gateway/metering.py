@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gpuform.gateway.db import Database
+from gpuform.gateway.store import LedgerEntry, LedgerRows
 from gpuform.gateway.workers import WorkerRecord
 
 
@@ -36,8 +36,10 @@ def _split_by_day(start: float, end: float) -> list[tuple[str, float]]:
 
 
 class Ledger:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    """Accrues workers' billed seconds into :class:`~gpuform.gateway.store.LedgerRows`."""
+
+    def __init__(self, rows: LedgerRows) -> None:
+        self.rows = rows
 
     def accrue(self, worker: WorkerRecord, until: float) -> None:
         """Add the worker's seconds since it was last accounted, up to ``until``.
@@ -52,31 +54,18 @@ class Ledger:
             return
         for day, seconds in _split_by_day(start, until):
             cost = None if worker.price is None else seconds * worker.price
-            self.db.execute(
-                "INSERT INTO ledger(worker_id, endpoint, day, gpu_type, gpus, seconds, cost) VALUES (?,?,?,?,?,?,?) "
-                "ON CONFLICT(worker_id, day) DO UPDATE SET seconds=seconds+excluded.seconds, "
-                "cost=CASE WHEN cost IS NULL OR excluded.cost IS NULL THEN NULL ELSE cost+excluded.cost END",
-                (worker.id, worker.endpoint, day, worker.gpu_type or "cpu", worker.gpus, seconds, cost))
+            self.rows.add(LedgerEntry(worker.id, worker.endpoint, day, worker.gpu_type or "cpu", worker.gpus,
+                                      seconds, cost))
         worker.billed_until = until
 
     def spent(self, endpoint: str, day: str) -> float:
-        row = self.db.execute("SELECT COALESCE(SUM(cost), 0) AS c FROM ledger WHERE endpoint=? AND day=?",
-                              (endpoint, day)).fetchone()
-        return float(row["c"])
+        return self.rows.spent(endpoint, day)
 
     def usage(self, days: int = 31) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT endpoint, day, gpu_type, SUM(gpus * seconds) AS gpu_seconds, SUM(seconds) AS worker_seconds, "
-            "COUNT(*) AS workers, SUM(cost) AS cost, SUM(cost IS NULL) AS unpriced FROM ledger "
-            "GROUP BY endpoint, day, gpu_type ORDER BY day DESC, endpoint LIMIT ?", (days * 50,)).fetchall()
-        return [{"endpoint": r["endpoint"], "day": r["day"], "gpu_type": r["gpu_type"],
-                 "gpu_seconds": r["gpu_seconds"], "worker_seconds": r["worker_seconds"], "workers": r["workers"],
-                 "cost": None if r["unpriced"] else r["cost"]} for r in rows]
+        return self.rows.usage(days)
 
     def worker_seconds(self, worker_id: str) -> float:
-        row = self.db.execute("SELECT COALESCE(SUM(seconds), 0) AS s FROM ledger WHERE worker_id=?",
-                              (worker_id,)).fetchone()
-        return float(row["s"])
+        return self.rows.worker_seconds(worker_id)
 
 
 def today(now: float) -> str:

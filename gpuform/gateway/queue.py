@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuform.config.schema import GatewayTimings
-from gpuform.gateway.jobs import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT, Job, JobStore
+from gpuform.gateway.jobs import Job
+from gpuform.gateway.states import JobStatus
+from gpuform.gateway.store import JobRows
 
 RECENT = 20_000
+SWEEP_BATCH = 1000
 
 
 class QueueFull(Exception):
@@ -49,7 +52,7 @@ Listener = Callable[[Job], None]
 
 
 class JobQueue:
-    def __init__(self, store: JobStore, timings: GatewayTimings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: JobRows, timings: GatewayTimings, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.timings = timings
         self.clock = clock
@@ -77,7 +80,7 @@ class JobQueue:
         now = self.clock()
         jobs = self.store.open_jobs()
         for job in jobs:
-            if job.status == IN_QUEUE:
+            if job.status == JobStatus.IN_QUEUE:
                 self._queue(job.endpoint)[job.id] = job
             else:
                 job.lease_until = now + self.timings.lease_timeout
@@ -133,20 +136,20 @@ class JobQueue:
         job = self.get(job_id)
         if job is None or job.terminal:
             return job
-        if job.status == IN_QUEUE:
+        if job.status == JobStatus.IN_QUEUE:
             self._queue(job.endpoint).pop(job.id, None)
         else:
             self._signal_stop(job)
-        self._finish(job, CANCELLED, error="cancelled by request")
+        self._finish(job, JobStatus.CANCELLED, error="cancelled by request")
         return job
 
     def retry(self, job_id: str) -> Job | None:
         """Put a FAILED or TIMED_OUT job back in the queue under the same id."""
         job = self.get(job_id)
-        if job is None or job.status not in (FAILED, TIMED_OUT):
+        if job is None or job.status not in (JobStatus.FAILED, JobStatus.TIMED_OUT):
             return job
         self.recent.pop(job.id, None)
-        job.status, job.output, job.error, job.progress = IN_QUEUE, None, None, None
+        job.status, job.output, job.error, job.progress = JobStatus.IN_QUEUE, None, None, None
         job.started_at = job.completed_at = job.expires_at = None
         job.worker_id, job.retried, job.attempts, job.chunks, job.drained = None, job.retried + 1, 0, [], 0
         job.created_at = self.clock()
@@ -161,7 +164,7 @@ class JobQueue:
         jobs = list(queue.values())
         queue.clear()
         for job in jobs:
-            self._finish(job, CANCELLED, error="removed by purge-queue")
+            self._finish(job, JobStatus.CANCELLED, error="removed by purge-queue")
         return len(jobs)
 
     def drain_chunks(self, job: Job) -> list[Any]:
@@ -262,7 +265,7 @@ class JobQueue:
         taken: list[Job] = []
         while queue and len(taken) < count:
             _, job = queue.popitem(last=False)
-            job.status, job.started_at, job.worker_id = IN_PROGRESS, now, worker_id
+            job.status, job.started_at, job.worker_id = JobStatus.IN_PROGRESS, now, worker_id
             job.attempts += 1
             job.lease_until = now + self.timings.lease_timeout
             self._running(endpoint)[job.id] = job
@@ -275,7 +278,7 @@ class JobQueue:
 
     def _owned(self, job_id: str, worker_id: str) -> Job | None:
         job = self.get(job_id)
-        if job is None or job.status != IN_PROGRESS or job.worker_id != worker_id:
+        if job is None or job.status != JobStatus.IN_PROGRESS or job.worker_id != worker_id:
             return None
         job.lease_until = self.clock() + self.timings.lease_timeout
         return job
@@ -285,15 +288,15 @@ class JobQueue:
         job = self._owned(job_id, worker_id)
         if job is None:
             return None  # a late post for a job that finished, was cancelled or was handed to another worker
-        if body.get("status") == IN_PROGRESS:
+        if body.get("status") == JobStatus.IN_PROGRESS:
             job.progress = body.get("output")
             job.notify_chunk()
             return job
         error = body.get("error")
         if error:
-            self._finish(job, FAILED, output=body.get("output"), error=error)
+            self._finish(job, JobStatus.FAILED, output=body.get("output"), error=error)
         else:
-            self._finish(job, COMPLETED, output=body.get("output"))
+            self._finish(job, JobStatus.COMPLETED, output=body.get("output"))
         if body.get("stopPod"):
             for listener in self.on_stop_worker:
                 listener(worker_id, "the handler asked for a fresh worker (refresh_worker)")
@@ -312,7 +315,8 @@ class JobQueue:
         for job_id in job_ids:
             if self._owned(job_id, worker_id) is None:
                 job = self.get(job_id)
-                if job is not None and job.status in (CANCELLED, TIMED_OUT) and job.worker_id == worker_id:
+                stopped = job is not None and job.status in (JobStatus.CANCELLED, JobStatus.TIMED_OUT)
+                if stopped and job is not None and job.worker_id == worker_id:
                     self._signal_stop(job)
 
     def jobs_of(self, worker_id: str) -> list[Job]:
@@ -327,11 +331,11 @@ class JobQueue:
 
     def _requeue_or_fail(self, job: Job, reason: str) -> None:
         if job.attempts >= self.timings.max_job_attempts:
-            self._finish(job, FAILED, error={"error_type": "WorkerLost", "error_message":
+            self._finish(job, JobStatus.FAILED, error={"error_type": "WorkerLost", "error_message":
                                              f"{reason}; gave up after {job.attempts} attempts"})
             return
         self._running(job.endpoint).pop(job.id, None)
-        job.status, job.started_at, job.worker_id, job.progress = IN_QUEUE, None, None, None
+        job.status, job.started_at, job.worker_id, job.progress = JobStatus.IN_QUEUE, None, None, None
         job.chunks, job.drained = [], 0
         self.store.requeued(job)
         queue = self._queue(job.endpoint)
@@ -372,7 +376,7 @@ class JobQueue:
 
     # ---- finishing and timers ----------------------------------------------------------------------
 
-    def _finish(self, job: Job, status: str, output: Any = None, error: Any = None) -> None:
+    def _finish(self, job: Job, status: JobStatus, output: Any = None, error: Any = None) -> None:
         now = self.clock()
         self._running(job.endpoint).pop(job.id, None)
         self._queue(job.endpoint).pop(job.id, None)
@@ -398,34 +402,42 @@ class JobQueue:
                 if job.started_at is not None and now - job.started_at > job.execution_timeout:
                     self._signal_stop(job)
                     worker = job.worker_id or ""
-                    self._finish(job, TIMED_OUT, error=f"execution timeout of {job.execution_timeout:g}s exceeded")
+                    self._finish(job, JobStatus.TIMED_OUT,
+                                 error=f"execution timeout of {job.execution_timeout:g}s exceeded")
                     for listener in self.on_stop_worker:
                         listener(worker, f"job {job.id} exceeded its execution timeout")
                 elif job.lease_until < now:
                     self._requeue_or_fail(job, f"worker {job.worker_id} stopped sending heartbeats")
         self._expire_ttl(now)
-        gone = self.store.expired(now)
-        if gone:
-            self.store.delete(gone)
-            for job_id in gone:
-                self.recent.pop(job_id, None)
+        self._expire_results(now)
+
+    def _expire_results(self, now: float) -> None:
+        """Delete results past retention, in batches until none is left (keeps up with any job rate)."""
+        while True:
+            gone = self.store.expired(now, SWEEP_BATCH)
+            if gone:
+                self.store.delete(gone)
+                for job_id in gone:
+                    self.recent.pop(job_id, None)
+            if len(gone) < SWEEP_BATCH:
+                return
 
     def _expire_ttl(self, now: float) -> None:
         """Open jobs past their ttl end TIMED_OUT (kept for the retention period, with the reason)."""
-        for job_id in self.store.ttl_expired(now):
+        for job_id in self.store.ttl_expired(now, SWEEP_BATCH):
             job = self.get(job_id)
             if job is None or job.terminal:
                 continue
-            if job.status == IN_PROGRESS:
+            if job.status == JobStatus.IN_PROGRESS:
                 self._signal_stop(job)
             why = self.condition_of(job.endpoint)
-            self._finish(job, TIMED_OUT, error="the job's ttl expired" + (f" while {why}" if why else ""))
+            self._finish(job, JobStatus.TIMED_OUT, error="the job's ttl expired" + (f" while {why}" if why else ""))
 
     def fail_endpoint(self, endpoint: str, reason: str) -> int:
         """Fail every open job of an endpoint that is being removed or replaced."""
         jobs = list(self._queue(endpoint).values()) + list(self._running(endpoint).values())
         for job in jobs:
-            if job.status == IN_PROGRESS:
+            if job.status == JobStatus.IN_PROGRESS:
                 self._signal_stop(job)
-            self._finish(job, FAILED, error=reason)
+            self._finish(job, JobStatus.FAILED, error=reason)
         return len(jobs)

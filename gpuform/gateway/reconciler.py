@@ -1,54 +1,54 @@
 """The reconcile loop: every ``reconcile_interval`` it sweeps the queue's timers, notices dead workers,
-asks the autoscaler how many workers each endpoint needs, starts and stops them, and accrues billing."""
+asks the autoscaler what each endpoint needs, carries that decision out through the fleet, and accrues
+billing. Every decision (how many workers, which to wake, sleep or stop, and why) is made by the pure
+:func:`gpuform.gateway.autoscaler.desired_workers`; nothing here decides."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from gpuform.gateway.autoscaler import IDLE, LIVE, SLEEPING, Decision, ScalingPolicy, Stats, Window, desired_workers
-from gpuform.gateway.metering import today
+from gpuform.gateway.autoscaler import Decision, Stats, desired_workers, policy_of
+from gpuform.gateway.fleet import Clock, Fleet
+from gpuform.gateway.metering import Ledger, today
+from gpuform.gateway.metrics import Metrics
+from gpuform.gateway.queue import JobQueue
+from gpuform.gateway.states import LIVE, WorkerState
 
 if TYPE_CHECKING:
-    from gpuform.gateway.runtime import EndpointRecord, Runtime
+    from gpuform.gateway.runtime import EndpointRecord
 
 log = logging.getLogger("gpuform.reconciler")
 OBSERVE_EVERY = 2  # ticks between provider listings
-
-
-def policy_of(spec: dict[str, Any]) -> ScalingPolicy:
-    scaling = spec.get("scaling") or {}
-    schedule = spec.get("schedule") or {}
-    windows = tuple(Window(w["cron"], float(w["duration"]), int(w["min_workers"]))
-                    for w in schedule.get("schedule") or [])
-    return ScalingPolicy(min_workers=int(scaling.get("min_workers", 0)),
-                         max_workers=int(scaling.get("max_workers", 3)),
-                         idle_timeout=float(scaling.get("idle_timeout", 5)),
-                         scaler=scaling.get("scaler", "queue_delay"),
-                         scaler_value=float(scaling.get("scaler_value", 4)), schedule=windows,
-                         timezone=schedule.get("timezone", "UTC"), spend_limit_per_day=spec.get("spend_limit_per_day"))
+Endpoints = Callable[[], list["EndpointRecord"]]
 
 
 class Reconciler:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, endpoints: Endpoints, fleet: Fleet, queue: JobQueue, ledger: Ledger, metrics: Metrics,
+                 interval: float, clock: Clock) -> None:
+        self.endpoints = endpoints
+        self.fleet = fleet
+        self.queue = queue
+        self.ledger = ledger
+        self.metrics = metrics
+        self.interval = interval
+        self.clock = clock
         self.ticks = 0
         self.decisions: dict[str, Decision] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
-    def scale_now(self, endpoint: str) -> None:
-        """A job arrived for an endpoint with no live worker: decide at once rather than after a tick that
-        may be waiting on a provider (listing workers over SSH can take seconds); a cold start can't wait."""
-        ep = self.rt.endpoints.get(endpoint)
-        if ep is None or ep.deleting or self._task is None or self._stopping:
+    def scale_now(self, ep: EndpointRecord) -> None:
+        """Scale ``ep`` now (a job arrived and no worker is live) rather than after a tick that may be
+        waiting on a provider (listing workers over SSH can take seconds); a cold start can't wait."""
+        if ep.deleting or self._task is None or self._stopping:
             return
-        if self.rt.fleet.condition(endpoint).status != "OK":
+        if self.fleet.condition(ep.name).status != "OK":
             return  # no capacity, backing off or capped: the tick retries at its pace, not once per request
-        self._scale(ep, time.time())
+        self.scale(ep, self.clock())
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -61,77 +61,66 @@ class Reconciler:
                 await self._task
 
     async def _loop(self) -> None:
-        for ep in list(self.rt.endpoints.values()):
-            await self.rt.fleet.sweep_orphans(ep.name, ep.spec["pool"])
+        for ep in self.endpoints():
+            await self.fleet.sweep_orphans(ep.name, ep.spec.pool)
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            started = time.monotonic()
+            started = loop.time()
             try:
-                await self.tick(time.time())
+                await self.tick(self.clock())
             except Exception:  # the loop must survive anything one tick hits; it is logged
                 log.exception("reconcile tick failed")
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(max(0.05, self.rt.config.timings.reconcile_interval - elapsed))
+            await asyncio.sleep(max(0.05, self.interval - (loop.time() - started)))
 
     async def tick(self, now: float) -> None:
         self.ticks += 1
-        self.rt.queue.sweep()
-        for ep in list(self.rt.endpoints.values()):
+        self.queue.sweep()
+        for ep in self.endpoints():
             if ep.deleting:
                 continue
             if self.ticks % OBSERVE_EVERY == 0:
-                await self.rt.fleet.observe(ep.name)
-            await self.rt.fleet.check_readiness(ep, now)
-            self._scale(ep, now)
-        for worker in list(self.rt.fleet.records.values()):
-            if worker.live or worker.state in ("stopping", SLEEPING):  # a sleeping worker still holds its GPU
-                self.rt.ledger.accrue(worker, now)
+                await self.fleet.observe(ep.name)
+            await self.fleet.check_readiness(ep, now)
+            self.scale(ep, now)
+        for worker in list(self.fleet.records.values()):
+            if worker.live or worker.state in (WorkerState.STOPPING, WorkerState.SLEEPING):
+                self.ledger.accrue(worker, now)  # a sleeping worker still holds its GPU
         self._gauges()
 
     def stats(self, ep: EndpointRecord, now: float) -> Stats:
-        q = self.rt.queue.stats(ep.name)
-        cond = self.rt.fleet.condition(ep.name)
-        workers = tuple(w.view() for w in self.rt.fleet.of(ep.name))
-        spent = self.rt.ledger.spent(ep.name, today(now)) if ep.spec.get("spend_limit_per_day") is not None else 0.0
+        q = self.queue.stats(ep.name)
+        cond = self.fleet.condition(ep.name)
+        workers = tuple(w.view() for w in self.fleet.of(ep.name))
+        spent = self.ledger.spent(ep.name, today(now)) if ep.spec.spend_limit_per_day is not None else 0.0
         return Stats(queued=q.scalable_queued, running_jobs=q.running, oldest_wait=q.oldest_wait, workers=workers,
                      spent_today=spent, backoff_until=cond.backoff_until, backoff_reason=cond.message)
 
-    def _scale(self, ep: EndpointRecord, now: float) -> None:
+    def scale(self, ep: EndpointRecord, now: float) -> Decision:
+        """Decide (purely) and carry the decision out."""
         decision = desired_workers(self.stats(ep, now), policy_of(ep.spec), now)
         self.decisions[ep.name] = decision
-        cond = self.rt.fleet.condition(ep.name)
+        cond = self.fleet.condition(ep.name)
         if decision.blocked == "SPEND_CAP":
             cond.status, cond.message = "SPEND_CAP", decision.reasons[0]
         elif cond.status == "SPEND_CAP":
             cond.status, cond.message = "OK", ""
-        worker_spec = ep.spec.get("worker") or {}
-        sleep_mode = bool(worker_spec.get("sleep_mode"))
-        starts = decision.start
-        for worker in self.rt.fleet.of(ep.name):
-            if worker.state != SLEEPING:
-                continue
-            if starts > 0 and not worker.stale:
-                self.rt.fleet.wake(worker)  # a sleeping worker wakes in about a second; a cold start takes longer
-                starts -= 1
-            elif worker.stale or now - (worker.asleep_since or now) > float(worker_spec.get("sleep_timeout", 3600)):
-                self.rt.fleet.spawn(self.rt.fleet.stop(worker, "asleep past sleep_timeout or replaced"))
-        for _ in range(starts):
-            self.rt.fleet.start(ep)
-        stopping = set(decision.stop)
-        for worker in self.rt.fleet.of(ep.name):
-            if worker.id in stopping and sleep_mode and not worker.stale:
-                self.rt.fleet.sleep(worker)
-            elif worker.id in stopping:
-                self.rt.fleet.spawn(self.rt.fleet.stop(worker, "idle timeout"))
-            elif worker.stale and worker.state == IDLE:
-                self.rt.fleet.spawn(self.rt.fleet.stop(worker, "replaced by a new endpoint revision"))
+        records = self.fleet.records
+        for worker_id in decision.wake:
+            self.fleet.wake(records[worker_id])
+        for _ in range(decision.start):
+            self.fleet.start(ep)
+        for worker_id in decision.sleep:
+            self.fleet.sleep(records[worker_id])
+        for worker_id, reason in decision.retire:
+            self.fleet.spawn(self.fleet.stop(records[worker_id], reason))
+        return decision
 
     def _gauges(self) -> None:
-        metrics = self.rt.metrics
-        for ep in self.rt.endpoints.values():
-            counts = {state: 0 for state in (*LIVE, "stopping", "unhealthy")}
-            for w in self.rt.fleet.of(ep.name):
+        for ep in self.endpoints():
+            counts = {state: 0 for state in (*LIVE, WorkerState.STOPPING, WorkerState.UNHEALTHY)}
+            for w in self.fleet.of(ep.name):
                 if w.state in counts:
                     counts[w.state] += 1
             for state, n in counts.items():
-                metrics.workers.labels(ep.name, state).set(n)
-            metrics.queue_depth.labels(ep.name).set(self.rt.queue.stats(ep.name).queued)
+                self.metrics.workers.labels(ep.name, state).set(n)
+            self.metrics.queue_depth.labels(ep.name).set(self.queue.stats(ep.name).queued)

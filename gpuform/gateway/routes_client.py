@@ -12,118 +12,80 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gpuform.gateway.auth import presented_key
-from gpuform.gateway.errors import json_error
-from gpuform.gateway.jobs import FAILED, TERMINAL, TIMED_OUT, Job
+from gpuform.gateway.http import HTTPError, read_json, require_endpoint, runtime_of
+from gpuform.gateway.jobs import Job
 from gpuform.gateway.queue import QueueFull
+from gpuform.gateway.states import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
     from gpuform.gateway.runtime import EndpointRecord, Runtime
 
 MIN_WAIT_MS, MAX_WAIT_MS = 1000, 300_000
-MIN_POLICY_MS, MAX_POLICY_MS = 5_000, 7 * 86_400_000
+MAX_POLICY_MS = 7 * 86_400_000
+MIN_POLICY_MS = {"executionTimeout": 5_000, "ttl": 10_000}  # RunPod's minimums
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def endpoint_for(request: Request) -> tuple[Runtime, EndpointRecord | None, Response | None]:
-    """The endpoint named in the path, after checking the client key is allowed there."""
-    rt = runtime_of(request)
-    name = request.path_params["endpoint"]
-    key = presented_key(request)
-    key_name = rt.keys.client_name(key)
-    if key_name is None and not rt.keys.is_admin(key):
-        return rt, None, json_error(401, "missing or invalid API key (send Authorization: Bearer KEY)")
-    ep = rt.endpoints.get(name)
-    if ep is None or ep.deleting:
-        return rt, None, json_error(404, f"no endpoint named {name!r} on this gateway")
-    if key_name is not None and not ep.allows(key_name):
-        return rt, None, json_error(403, f"API key {key_name!r} is not allowed on endpoint {name!r}")
-    return rt, ep, None
-
-
-async def read_json(request: Request, limit: int) -> tuple[Any, Response | None]:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        return None, _too_large(int(declared), limit)
-    body = await request.body()
-    if len(body) > limit:
-        return None, _too_large(len(body), limit)
-    try:
-        return json.loads(body or b"{}"), None
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, json_error(400, f"the request body is not valid JSON: {exc}")
-
-
-def _too_large(size: int, limit: int) -> Response:
-    return json_error(413, f"request body of {size} bytes exceeds this route's limit of {limit} bytes; "
-                           "send large inputs by reference (a URL) instead")
-
-
-def _job_options(ep: EndpointRecord, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+def job_options(ep: EndpointRecord, body: dict[str, Any]) -> dict[str, Any]:
     """execution timeout, ttl, low priority and webhook from the request's ``policy`` and ``webhook``."""
     policy = body.get("policy") or {}
     if not isinstance(policy, dict):
-        return {}, '"policy" must be an object such as {"executionTimeout": 60000, "ttl": 3600000}'
-    options: dict[str, Any] = {"execution_timeout": float(ep.spec.get("execution_timeout") or 600),
-                               "ttl": float(ep.spec.get("ttl") or 86400),
+        raise HTTPError(400, '"policy" must be an object such as {"executionTimeout": 60000, "ttl": 3600000}')
+    options: dict[str, Any] = {"execution_timeout": ep.spec.execution_timeout, "ttl": ep.spec.ttl,
                                "low_priority": bool(policy.get("lowPriority", False))}
     for key, field in (("executionTimeout", "execution_timeout"), ("ttl", "ttl")):
         if key in policy:
             value = policy[key]
             if not isinstance(value, int | float) or isinstance(value, bool) or not (
-                    MIN_POLICY_MS <= value <= MAX_POLICY_MS):
-                return {}, f"policy.{key} must be milliseconds between {MIN_POLICY_MS} and {MAX_POLICY_MS}"
+                    MIN_POLICY_MS[key] <= value <= MAX_POLICY_MS):
+                raise HTTPError(400, f"policy.{key} must be milliseconds between {MIN_POLICY_MS[key]} and "
+                                     f"{MAX_POLICY_MS}")
             options[field] = value / 1000
     webhook = body.get("webhook")
     if webhook is not None and not (isinstance(webhook, str) and webhook.startswith(("http://", "https://"))):
-        return {}, '"webhook" must be an http(s) URL'
+        raise HTTPError(400, '"webhook" must be an http(s) URL')
     options["webhook"] = webhook
-    return options, None
+    return options
 
 
-async def _submit(request: Request, sync: bool) -> tuple[Runtime, Job | None, Response | None]:
-    rt, ep, denied = endpoint_for(request)
-    if denied or ep is None:
-        return rt, None, denied
-    limit = rt.config.gateway.max_payload_runsync if sync else rt.config.gateway.max_payload_run
-    body, bad = await read_json(request, limit)
-    if bad:
-        return rt, None, bad
-    if not isinstance(body, dict) or "input" not in body:
-        return rt, None, json_error(400, 'the body must be a JSON object with an "input" field: {"input": {...}}')
-    options, problem = _job_options(ep, body)
-    if problem:
-        return rt, None, json_error(400, problem)
+def submit(rt: Runtime, ep: EndpointRecord, payload: Any, *, sync: bool, idempotency_key: str | None = None,
+           **options: Any) -> Job:
+    """Queue a job on ``ep`` (429 with Retry-After when its queue is full)."""
     try:
-        job, _ = rt.queue.submit(ep.name, body["input"], sync=sync, idempotency_key=request.headers.get(
-            "idempotency-key"), max_queue=ep.spec.get("max_queue"), **options)
+        job, _ = rt.queue.submit(ep.name, payload, sync=sync, idempotency_key=idempotency_key,
+                                 max_queue=ep.spec.max_queue, **options)
     except QueueFull as exc:
-        return rt, None, json_error(429, f"{exc}; retry later", {"Retry-After": str(exc.retry_after)})
+        raise HTTPError(429, f"{exc}; retry later", {"Retry-After": str(exc.retry_after)}) from None
     rt.metrics.submitted.labels(ep.name).inc()
-    return rt, job, None
+    return job
+
+
+async def _submit(request: Request, sync: bool) -> tuple[Runtime, Job]:
+    _, ep = require_endpoint(request)
+    rt = runtime_of(request)
+    limit = rt.config.gateway.max_payload_runsync if sync else rt.config.gateway.max_payload_run
+    body = await read_json(request, limit, empty={})
+    if not isinstance(body, dict) or "input" not in body:
+        raise HTTPError(400, 'the body must be a JSON object with an "input" field: {"input": {...}}')
+    options = job_options(ep, body)
+    job = submit(rt, ep, body["input"], sync=sync, idempotency_key=request.headers.get("idempotency-key"),
+                 **options)
+    return rt, job
 
 
 async def run(request: Request) -> Response:
-    _, job, problem = await _submit(request, sync=False)
-    if problem or job is None:
-        return problem or json_error(500, "no job")
+    _, job = await _submit(request, sync=False)
     return JSONResponse({"id": job.id, "status": job.status})
 
 
 async def runsync(request: Request) -> Response:
-    rt, job, problem = await _submit(request, sync=True)
-    if problem or job is None:
-        return problem or json_error(500, "no job")
+    rt, job = await _submit(request, sync=True)
     wait = rt.config.timings.runsync_wait
     if "wait" in request.query_params:
         try:
             wait = min(max(int(request.query_params["wait"]), MIN_WAIT_MS), MAX_WAIT_MS) / 1000
         except ValueError:
-            return json_error(400, "?wait must be milliseconds between 1000 and 300000")
+            raise HTTPError(400, "?wait must be milliseconds between 1000 and 300000") from None
     await rt.queue.wait_done(job, wait)
     view = job.view()
     if request.headers.get("x-gpuform-timings"):
@@ -131,36 +93,30 @@ async def runsync(request: Request) -> Response:
     return JSONResponse(view)
 
 
-def _job(request: Request) -> tuple[Runtime, Job | None, Response | None]:
-    rt, ep, denied = endpoint_for(request)
-    if denied or ep is None:
-        return rt, None, denied
+def _job(request: Request) -> tuple[Runtime, Job]:
+    _, ep = require_endpoint(request)
+    rt = runtime_of(request)
     job = rt.queue.get(request.path_params["job_id"])
     if job is None or job.endpoint != ep.name:
-        return rt, None, json_error(404, f"no job {request.path_params['job_id']!r} on endpoint {ep.name!r} "
-                                         "(finished results are kept for 30 minutes, 1 minute for /runsync)")
-    return rt, job, None
+        raise HTTPError(404, f"no job {request.path_params['job_id']!r} on endpoint {ep.name!r} "
+                             "(finished results are kept for 30 minutes, 1 minute for /runsync)")
+    return rt, job
 
 
 async def status(request: Request) -> Response:
-    rt, job, problem = _job(request)
-    if problem or job is None:
-        return problem or json_error(404, "no job")
+    rt, job = _job(request)
     if "ttl" in request.query_params and request.query_params["ttl"].isdigit():
         job.ttl = (rt.queue.clock() - job.created_at) + int(request.query_params["ttl"]) / 1000
-    return JSONResponse(job.view())
+    return JSONResponse(job.view(rt.clock()))
 
 
 async def stream(request: Request) -> Response:
-    rt, job, problem = _job(request)
-    if problem or job is None:
-        return problem or json_error(404, "no job")
+    rt, job = _job(request)
     if "text/event-stream" in request.headers.get("accept", ""):
-        return StreamingResponse(_sse(request, job), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(_sse(request, job), media_type="text/event-stream", headers=SSE_HEADERS)
     chunks = rt.queue.drain_chunks(job)
     out: dict[str, Any] = {"id": job.id, "status": job.status, "stream": [{"output": c} for c in chunks]}
-    if job.status in (FAILED, TIMED_OUT) and job.error is not None:
+    if job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT) and job.error is not None:
         out["error"] = job.error
     return JSONResponse(out)
 
@@ -186,35 +142,27 @@ async def _sse(request: Request, job: Job) -> AsyncIterator[bytes]:
 
 
 async def cancel(request: Request) -> Response:
-    rt, job, problem = _job(request)
-    if problem or job is None:
-        return problem or json_error(404, "no job")
+    rt, job = _job(request)
     rt.queue.cancel(job.id)
     return JSONResponse({"id": job.id, "status": job.status})
 
 
 async def retry(request: Request) -> Response:
-    rt, job, problem = _job(request)
-    if problem or job is None:
-        return problem or json_error(404, "no job")
-    if job.status not in (FAILED, TIMED_OUT):
-        return json_error(400, f"only FAILED or TIMED_OUT jobs can be retried; job {job.id} is {job.status}")
+    rt, job = _job(request)
+    if job.status not in (JobStatus.FAILED, JobStatus.TIMED_OUT):
+        raise HTTPError(400, f"only FAILED or TIMED_OUT jobs can be retried; job {job.id} is {job.status}")
     rt.queue.retry(job.id)
     return JSONResponse({"id": job.id, "status": job.status})
 
 
 async def purge_queue(request: Request) -> Response:
-    rt, ep, denied = endpoint_for(request)
-    if denied or ep is None:
-        return denied or json_error(404, "no endpoint")
-    return JSONResponse({"removed": rt.queue.purge(ep.name), "status": "completed"})
+    _, ep = require_endpoint(request)
+    return JSONResponse({"removed": runtime_of(request).queue.purge(ep.name), "status": "completed"})
 
 
 async def health(request: Request) -> Response:
-    rt, ep, denied = endpoint_for(request)
-    if denied or ep is None:
-        return denied or json_error(404, "no endpoint")
-    return JSONResponse(rt.health(ep.name))
+    _, ep = require_endpoint(request)
+    return JSONResponse(runtime_of(request).health(ep.name))
 
 
 ROUTES = [

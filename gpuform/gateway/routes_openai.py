@@ -18,21 +18,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gpuform.gateway.auth import presented_key
-from gpuform.gateway.jobs import COMPLETED, TERMINAL, Job
-from gpuform.gateway.queue import QueueFull
-from gpuform.gateway.routes_client import endpoint_for, read_json, runtime_of
+from gpuform.gateway.http import HTTPError, read_json, require_client, require_endpoint, runtime_of
+from gpuform.gateway.jobs import Job
+from gpuform.gateway.routes_client import SSE_HEADERS, submit
+from gpuform.gateway.states import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
     from gpuform.gateway.runtime import EndpointRecord, Runtime
 
 DONE = b"data: [DONE]\n\n"
-
-
-def oai_error(status: int, message: str, kind: str = "invalid_request_error",
-              headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
-                        headers=headers)
 
 
 def _models(rt: Runtime, endpoints: list[EndpointRecord]) -> Response:
@@ -42,69 +36,45 @@ def _models(rt: Runtime, endpoints: list[EndpointRecord]) -> Response:
 
 
 async def endpoint_models(request: Request) -> Response:
-    rt, ep, denied = endpoint_for(request)
-    if denied or ep is None:
-        return _as_oai(denied)
-    return _models(rt, [ep])
+    _, ep = require_endpoint(request)
+    return _models(runtime_of(request), [ep])
 
 
 async def all_models(request: Request) -> Response:
+    caller = require_client(request, admin_allowed=False)
     rt = runtime_of(request)
-    key_name = rt.keys.client_name(presented_key(request))
-    if key_name is None:
-        return oai_error(401, "missing or invalid API key", "authentication_error")
-    return _models(rt, [ep for ep in rt.endpoints.values() if ep.allows(key_name) and not ep.deleting])
+    return _models(rt, [ep for ep in rt.endpoints.values() if caller.may_use(ep) and not ep.deleting])
 
 
 async def endpoint_call(request: Request) -> Response:
-    rt, ep, denied = endpoint_for(request)
-    if denied or ep is None:
-        return _as_oai(denied)
-    body, bad = await read_json(request, rt.config.gateway.max_payload_runsync)
-    if bad:
-        return _as_oai(bad)
+    _, ep = require_endpoint(request)
+    rt = runtime_of(request)
+    body = await read_json(request, rt.config.gateway.max_payload_runsync)
     return await _call(request, rt, ep, "/v1/" + request.path_params["route"], body)
 
 
 async def routed_call(request: Request) -> Response:
+    caller = require_client(request, admin_allowed=False)
     rt = runtime_of(request)
-    key_name = rt.keys.client_name(presented_key(request))
-    if key_name is None:
-        return oai_error(401, "missing or invalid API key", "authentication_error")
-    body, bad = await read_json(request, rt.config.gateway.max_payload_runsync)
-    if bad:
-        return _as_oai(bad)
+    body = await read_json(request, rt.config.gateway.max_payload_runsync)
     model = body.get("model") if isinstance(body, dict) else None
     ep = rt.endpoint_by_model(str(model)) if model else None
     if ep is None:
         known = sorted(e.model_name for e in rt.endpoints.values() if e.model_name)
-        return oai_error(404, f"no endpoint serves model {model!r}; served models: {', '.join(known) or 'none'}",
-                         "model_not_found")
-    if not ep.allows(key_name):
-        return oai_error(403, f"API key {key_name!r} is not allowed on endpoint {ep.name!r}", "permission_error")
+        raise HTTPError(404, f"no endpoint serves model {model!r}; served models: {', '.join(known) or 'none'}",
+                        kind="model_not_found")
+    if not caller.may_use(ep):
+        raise HTTPError(403, f"API key {caller.key_name!r} is not allowed on endpoint {ep.name!r}")
     return await _call(request, rt, ep, "/v1/" + request.path_params["route"], body)
-
-
-def _as_oai(resp: Response | None) -> Response:
-    if resp is None:
-        return oai_error(500, "internal error", "server_error")
-    message = json.loads(bytes(resp.body)).get("error", "error") if isinstance(resp, JSONResponse) else "error"
-    return oai_error(resp.status_code, str(message))
 
 
 async def _call(request: Request, rt: Runtime, ep: EndpointRecord, route: str, body: Any) -> Response:
     if not isinstance(body, dict):
-        return oai_error(400, "the request body must be a JSON object")
-    try:
-        job, _ = rt.queue.submit(ep.name, {"openai_route": route, "openai_input": body}, sync=True,
-                                 execution_timeout=float(ep.spec.get("execution_timeout") or 600),
-                                 ttl=float(ep.spec.get("ttl") or 86400), max_queue=ep.spec.get("max_queue"))
-    except QueueFull as exc:
-        return oai_error(429, str(exc), "rate_limit_error", {"Retry-After": str(exc.retry_after)})
-    rt.metrics.submitted.labels(ep.name).inc()
+        raise HTTPError(400, "the request body must be a JSON object")
+    job = submit(rt, ep, {"openai_route": route, "openai_input": body}, sync=True,
+                 execution_timeout=ep.spec.execution_timeout, ttl=ep.spec.ttl)
     if body.get("stream"):
-        return StreamingResponse(_relay(request, rt, job), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(_relay(request, rt, job), media_type="text/event-stream", headers=SSE_HEADERS)
     await _wait_done(request, rt, job)
     return _final(job)
 
@@ -119,9 +89,9 @@ async def _wait_done(request: Request, rt: Runtime, job: Job) -> None:
 
 
 def _final(job: Job) -> Response:
-    if job.status != COMPLETED:
-        return oai_error(500 if job.status != "TIMED_OUT" else 504, f"job {job.id} {job.status}: {job.error}",
-                         "worker_error")
+    if job.status != JobStatus.COMPLETED:
+        raise HTTPError(504 if job.status == JobStatus.TIMED_OUT else 500,
+                        f"job {job.id} {job.status}: {job.error}", kind="worker_error")
     output = job.output
     if isinstance(output, list) and len(output) == 1:
         output = output[0]
@@ -157,7 +127,7 @@ async def _relay(request: Request, rt: Runtime, job: Job) -> AsyncIterator[bytes
         if await request.is_disconnected():
             rt.queue.cancel(job.id)
             return
-    if job.status != COMPLETED:
+    if job.status != JobStatus.COMPLETED:
         err = {"error": {"message": f"job {job.id} {job.status}: {job.error}", "type": "worker_error"}}
         yield b"data: " + json.dumps(err).encode() + b"\n\n"
     elif not sent and job.output is not None:

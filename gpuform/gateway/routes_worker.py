@@ -2,112 +2,90 @@
 worker-event (cold-start phases). See docs/runpod-protocol.md for what the runpod SDK expects.
 
 Worker tokens (``RUNPOD_AI_API_KEY``) are valid here only, for the worker they were minted for.
-Results are parsed as JSON whatever their content type (the SDK sends JSON as form-encoded).
+Results are parsed as JSON whatever their content type (the SDK sends JSON as form-encoded), and made safe
+to store and serve (:func:`gpuform.gateway.jsonbody.loads_lenient`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gpuform.gateway.auth import presented_key
-from gpuform.gateway.autoscaler import STOPPING
-from gpuform.gateway.errors import json_error
+from gpuform.gateway.http import HTTPError, read_body, require_worker, runtime_of
+from gpuform.gateway.jsonbody import BadJSON, loads_lenient
+from gpuform.gateway.states import WorkerState
 
-if TYPE_CHECKING:
-    from gpuform.gateway.runtime import Runtime
-    from gpuform.gateway.workers import WorkerRecord
-
-NO_CONTENT = Response(status_code=204)
 STOP_HOLD = 20.0
 MAX_BATCH = 64
-
-
-def _worker(request: Request) -> tuple[Runtime, WorkerRecord | None, Response | None]:
-    rt: Runtime = request.app.state.runtime
-    worker = rt.fleet.authenticate(presented_key(request))
-    if worker is None:
-        return rt, None, json_error(401, "invalid worker token")
-    if worker.id != request.path_params["worker_id"] or worker.endpoint != request.path_params["endpoint"]:
-        return rt, None, json_error(403, "this token belongs to another worker")
-    return rt, worker, None
+NO_CONTENT = 204
 
 
 async def take(request: Request) -> Response:
-    rt, worker, denied = _worker(request)
-    if denied or worker is None:
-        return denied or NO_CONTENT
-    batch = "/job-take-batch/" in request.url.path
+    worker = require_worker(request)
+    rt = runtime_of(request)
     count = 1
+    batch = "/job-take-batch/" in request.url.path
     if batch:
         try:
             count = max(1, min(int(request.query_params.get("batch_size", "1")), MAX_BATCH))
         except ValueError:
             count = 1
-    rt.fleet.contact(worker, time.time())
+    rt.fleet.contact(worker, rt.clock())
     ep = rt.endpoints.get(worker.endpoint)
     hold = rt.config.timings.take_timeout
+
     def eligible() -> bool:
         return not (ep is None or ep.deleting or worker.stale or not worker.live or worker.waking)
 
     if not eligible():
         await asyncio.sleep(min(hold, 5.0))  # no work for this worker; don't let it spin
-        return NO_CONTENT
+        return Response(status_code=NO_CONTENT)
     jobs = await rt.queue.take(worker.endpoint, worker.id, count, hold, request.is_disconnected, eligible)
     if not jobs:
-        return NO_CONTENT
+        return Response(status_code=NO_CONTENT)
     payloads = [j.worker_payload() for j in jobs]
     return JSONResponse(payloads if batch else payloads[0])
 
 
 async def stop_signals(request: Request) -> Response:
-    rt, worker, denied = _worker(request)
-    if denied or worker is None:
-        return denied or NO_CONTENT
-    hold = 0.0 if worker.state == STOPPING else min(STOP_HOLD, rt.config.timings.take_timeout)
+    worker = require_worker(request)
+    rt = runtime_of(request)
+    hold = 0.0 if worker.state == WorkerState.STOPPING else min(STOP_HOLD, rt.config.timings.take_timeout)
     ids = await rt.queue.wait_stops(worker.id, hold)  # a draining worker gets its stops without a wait
     control = rt.queue.take_control(worker.id)
     if control:
         return JSONResponse({"jobsToStop": ids, "control": control})
-    return JSONResponse({"jobsToStop": ids}) if ids else NO_CONTENT
+    return JSONResponse({"jobsToStop": ids}) if ids else Response(status_code=NO_CONTENT)
 
 
-async def _body(request: Request) -> dict[str, Any] | None:
-    raw = await request.body()
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await read_body(request, runtime_of(request).config.gateway.max_payload_runsync)
     try:
-        data = json.loads(raw.decode("utf-8")) if raw else {}
-    except (ValueError, UnicodeDecodeError):
-        return None
+        data = loads_lenient(raw) if raw.strip() else {}
+    except BadJSON as exc:
+        raise HTTPError(400, f"the body is not JSON: {exc}") from None
     return data if isinstance(data, dict) else {"output": data}
 
 
 async def done(request: Request) -> Response:
-    rt, worker, denied = _worker(request)
-    if denied or worker is None:
-        return denied or NO_CONTENT
+    worker = require_worker(request)
+    rt = runtime_of(request)
     body = await _body(request)
-    if body is None:
-        return json_error(400, "the result body is not JSON")
     job = rt.queue.result(request.path_params["job_id"], worker.id, body)
-    rt.fleet.contact(worker, time.time())
+    rt.fleet.contact(worker, rt.clock())
     if job is not None:
         rt.fleet.first_output(worker)
     return JSONResponse({"accepted": job is not None})
 
 
 async def stream_chunk(request: Request) -> Response:
-    rt, worker, denied = _worker(request)
-    if denied or worker is None:
-        return denied or NO_CONTENT
+    worker = require_worker(request)
+    rt = runtime_of(request)
     body = await _body(request)
-    if body is None:
-        return json_error(400, "the stream body is not JSON")
     job = rt.queue.chunk(request.path_params["job_id"], worker.id, body.get("output"))
     if job is not None:
         rt.fleet.first_output(worker)
@@ -115,16 +93,14 @@ async def stream_chunk(request: Request) -> Response:
 
 
 async def ping(request: Request) -> Response:
-    rt, worker, denied = _worker(request)
-    if denied or worker is None:
-        return denied or NO_CONTENT
-    now = time.time()
+    worker = require_worker(request)
+    rt = runtime_of(request)
     if request.query_params.get("status") == "unhealthy":
         check = request.query_params.get("check", "?")
         reason = request.query_params.get("reason", "")
         worker.log_tail = f"fitness check {check} failed: {reason}"
         return JSONResponse({"ok": True})
-    rt.fleet.contact(worker, now)
+    rt.fleet.contact(worker, rt.clock())
     held = [j for j in request.query_params.get("job_id", "").split(",") if j]
     rt.queue.renew(worker.id, held)
     return JSONResponse({"ok": True})
@@ -132,14 +108,13 @@ async def ping(request: Request) -> Response:
 
 async def worker_event(request: Request) -> Response:
     """A worker reports a start-up phase: {"phase": "runtime_ready", "at": <unix time>}."""
-    rt, worker, denied = _worker(request)
-    if denied or worker is None:
-        return denied or NO_CONTENT
-    body = await _body(request) or {}
+    worker = require_worker(request)
+    rt = runtime_of(request)
+    body = await _body(request)
     phase = str(body.get("phase", ""))[:64]
     if phase:
         at = body.get("at")
-        rt.fleet.worker_event(worker, phase, float(at) if isinstance(at, int | float) else time.time())
+        rt.fleet.worker_event(worker, phase, float(at) if isinstance(at, int | float) else rt.clock())
     return JSONResponse({"ok": True})
 
 

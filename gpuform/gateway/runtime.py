@@ -1,4 +1,9 @@
-"""The gateway's in-process state: configuration, store, endpoints, queue, workers, ledger and metrics."""
+"""The gateway's composition root: it builds the store, queue, fleet, reconciler, ledger, metrics and
+webhooks from a :class:`~gpuform.spec.RuntimeConfig` and wires their events together.
+
+Collaborators can be given (tests pass a fake provider access, an in-memory store and a fake clock); by
+default the store is SQLite under the configuration's data directory and providers come from the registry.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,24 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from gpuform import __version__
+from gpuform.errors import GatewayError
 from gpuform.gateway.auth import KeyRing
-from gpuform.gateway.config import RuntimeConfig
-from gpuform.gateway.db import Database
-from gpuform.gateway.fleet import Fleet
-from gpuform.gateway.jobs import Job, JobStore
+from gpuform.gateway.fleet import Clock, Fleet, FleetSettings, ProviderAccess
+from gpuform.gateway.jobs import Job
 from gpuform.gateway.metering import Ledger, today
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
 from gpuform.gateway.reconciler import Reconciler
+from gpuform.gateway.sqlite import SQLiteStore
+from gpuform.gateway.states import WorkerState
+from gpuform.gateway.store import GatewayStore, StoredEndpoint
 from gpuform.gateway.webhooks import Webhooks
+from gpuform.provider import Provider, ProviderContext, make_provider
+from gpuform.spec import EndpointSpec, RuntimeConfig
 
 log = logging.getLogger("gpuform.gateway")
 
@@ -25,36 +36,66 @@ log = logging.getLogger("gpuform.gateway")
 @dataclass
 class EndpointRecord:
     name: str
-    spec: dict[str, Any]
+    spec: EndpointSpec
     secret_env: dict[str, str]
     revision: str
     deleting: bool = False
 
     @property
     def model_name(self) -> str | None:
-        model = self.spec.get("model") or {}
-        return str(model["name"]) if model.get("name") else None
+        return self.spec.model_name
 
     def allows(self, key_name: str | None) -> bool:
-        allowed = self.spec.get("api_keys")
+        allowed = self.spec.api_keys
         return key_name is not None and (allowed is None or key_name in allowed)
 
 
-class Runtime:
+class Providers:
+    """Each pool's provider, made once from the configuration (:data:`~gpuform.gateway.fleet.ProviderAccess`)."""
+
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
-        self.started_at = time.time()
-        self.db = Database(config.data_dir / "gateway.db")
+        self._made: dict[str, Provider] = {}
+
+    def __call__(self, pool: str) -> Provider:
+        if pool not in self._made:
+            attrs = self.config.pools.get(pool)
+            if attrs is None:
+                raise GatewayError(f"the gateway has no configuration for pool {pool}",
+                                   "Run `gpuform apply` so the gateway learns its pools.")
+            ctx = ProviderContext(self.config.lineage, Path(self.config.state_dir), Path(self.config.config_dir))
+            self._made[pool] = make_provider(pool, attrs, ctx)
+        return self._made[pool]
+
+    def close(self) -> None:
+        for provider in self._made.values():
+            provider.close()
+
+
+class Runtime:
+    def __init__(self, config: RuntimeConfig, store: GatewayStore | None = None,
+                 providers: ProviderAccess | None = None, clock: Clock = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.started_at = clock()
+        self.store: GatewayStore = store if store is not None else SQLiteStore(config.data_path / "gateway.db")
         self.keys = KeyRing(config.lineage, config.admin_key_hash, dict(config.gateway.api_keys))
         self.endpoints: dict[str, EndpointRecord] = {
-            name: EndpointRecord(name, spec, env, rev) for name, (spec, env, rev) in self.db.endpoints().items()}
-        self.db.set_meta("lineage", config.lineage)
+            name: EndpointRecord(name, found.spec, found.secret_env, found.revision)
+            for name, found in self.store.endpoints.all().items()}
+        self.store.set_meta("lineage", config.lineage)
+        self._providers = providers if providers is not None else Providers(config)
         self.metrics = Metrics()
-        self.ledger = Ledger(self.db)
-        self.queue = JobQueue(JobStore(self.db), config.timings)
-        self.fleet = Fleet(self)
-        self.webhooks = Webhooks(config.timings, config.webhook_secret)
-        self.reconciler = Reconciler(self)
+        self.ledger = Ledger(self.store.ledger)
+        timings = config.timings
+        self.queue = JobQueue(self.store.jobs, timings, clock)
+        settings = FleetSettings(config.lineage, config.advertise_url, timings,
+                                 {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()})
+        self.fleet = Fleet(settings, self.store.workers, self._providers, self.queue, self.ledger, self.metrics,
+                           self.keys.token_hash, clock)
+        self.webhooks = Webhooks(timings, config.webhook_secret)
+        self.reconciler = Reconciler(lambda: list(self.endpoints.values()), self.fleet, self.queue, self.ledger,
+                                     self.metrics, timings.reconcile_interval, clock)
         self.queue.on_started.append(self._job_started)
         self.queue.on_finished.append(self._job_finished)
         self.queue.on_stop_worker.append(self._stop_worker)
@@ -67,37 +108,39 @@ class Runtime:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.queue.close)
 
-    async def start(self) -> None:
+    async def start(self, reconcile: bool = True) -> None:
         self.queue.loop = asyncio.get_running_loop()
         restored = self.queue.restore()
         self.fleet.restore()
         for job in (j for table in self.queue.running.values() for j in table.values()):
             if job.worker_id:
-                self.fleet.job_started(job.worker_id, job.id, job.started_at or time.time())
+                self.fleet.job_started(job.worker_id, job.id, job.started_at or self.clock())
         log.info("gateway %s up: %d endpoint(s), %d open job(s), %d live worker(s)", self.config.name,
                  len(self.endpoints), restored, len(self.fleet.records))
         self.webhooks.start()
-        self.reconciler.start()
+        if reconcile:
+            self.reconciler.start()
 
     async def stop(self) -> None:
         await self.reconciler.stop()
         await self.webhooks.stop()
         for task in list(self.fleet.tasks):
             task.cancel()
-        self.fleet.close()
-        self.db.close()
+        if isinstance(self._providers, Providers):
+            self._providers.close()
+        self.store.close()
 
     # ---- queue listeners ----------------------------------------------------------------------------
 
     def _job_started(self, job: Job) -> None:
         if job.worker_id:
-            self.fleet.job_started(job.worker_id, job.id, job.started_at or time.time())
+            self.fleet.job_started(job.worker_id, job.id, job.started_at or self.clock())
         delay = (job.started_at or 0) - job.created_at
         self.metrics.delay.labels(job.endpoint).observe(delay)
         self.metrics.observe(job.endpoint, "delay", delay)
 
     def _job_finished(self, job: Job) -> None:
-        self.fleet.job_finished(job.worker_id, job.id, job.completed_at or time.time())
+        self.fleet.job_finished(job.worker_id, job.id, job.completed_at or self.clock())
         self.metrics.requests.labels(job.endpoint, job.status).inc()
         if job.started_at is not None:
             execution = (job.completed_at or 0) - job.started_at
@@ -107,8 +150,9 @@ class Runtime:
             self.webhooks.deliver(job.webhook, job.view())
 
     def _unserved(self, endpoint: str) -> None:
-        if not any(w.live for w in self.fleet.of(endpoint)):
-            self.reconciler.scale_now(endpoint)  # scale from zero now rather than at the next tick
+        ep = self.endpoints.get(endpoint)
+        if ep is not None and not self.fleet.live_count(endpoint):
+            self.reconciler.scale_now(ep)  # scale from zero now rather than at the next tick
 
     def _condition_text(self, endpoint: str) -> str:
         cond = self.fleet.condition(endpoint)
@@ -124,8 +168,8 @@ class Runtime:
 
     # ---- endpoints ----------------------------------------------------------------------------------
 
-    async def put_endpoint(self, name: str, spec: dict[str, Any], secret_env: dict[str, str], revision: str) -> None:
-        self.db.put_endpoint(name, spec, secret_env, revision)
+    def put_endpoint(self, name: str, spec: EndpointSpec, secret_env: dict[str, str], revision: str) -> None:
+        self.store.endpoints.put(name, StoredEndpoint(spec, secret_env, revision))
         self.endpoints[name] = EndpointRecord(name, spec, secret_env, revision)
         for worker in self.fleet.of(name):
             worker.stale = worker.revision != revision  # rolling release: idle ones go now, busy ones after their job
@@ -134,15 +178,16 @@ class Runtime:
         """Stop taking work, let running jobs finish for up to ``drain_timeout``, fail the rest, stop workers."""
         ep = self.endpoints[name]
         ep.deleting = True
-        deadline = time.monotonic() + drain_timeout
-        while self.queue.stats(name).running and time.monotonic() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        while self.queue.stats(name).running and loop.time() < deadline:
             await asyncio.sleep(0.2)
         failed = self.queue.fail_endpoint(name, f"endpoint {name} was removed (drained for {drain_timeout:g}s)")
         if failed:
             log.info("endpoint %s removed: %d open job(s) failed", name, failed)
         stops = [self.fleet.stop(w, "endpoint removed", grace=5.0) for w in self.fleet.of(name) if w.live]
         await asyncio.gather(*stops)
-        self.db.delete_endpoint(name)
+        self.store.endpoints.delete(name)
         self.endpoints.pop(name, None)
 
     def endpoint_by_model(self, model: str) -> EndpointRecord | None:
@@ -152,17 +197,19 @@ class Runtime:
 
     def health(self, name: str) -> dict[str, Any]:
         """RunPod's /health body, plus the endpoint's condition (why workers are missing, if they are)."""
-        counts = self.queue.store.counts(name)
+        counts = self.store.jobs.counts(name)
         stats = self.queue.stats(name)
-        workers = {"idle": 0, "running": 0, "initializing": 0, "stopping": 0, "unhealthy": 0}
+        shown = (WorkerState.IDLE, WorkerState.RUNNING, WorkerState.INITIALIZING, WorkerState.STOPPING,
+                 WorkerState.UNHEALTHY)
+        workers = {str(state): 0 for state in shown}
         for w in self.fleet.of(name):
-            if w.state in workers:
+            if w.state in shown:
                 workers[w.state] += 1
         cond = self.fleet.condition(name)
         return {"jobs": {"completed": counts.get("COMPLETED", 0), "failed": counts.get("FAILED", 0),
                          "inProgress": stats.running, "inQueue": stats.queued,
                          "retried": counts.get("_retried", 0) + self.queue.requeued.get(name, 0)},
-                "workers": workers, "status": cond.status, "condition": cond.to_json()}
+                "workers": workers, "status": cond.status, "condition": cond.to_json(self.clock())}
 
     def endpoint_status(self, name: str) -> dict[str, Any]:
         ep = self.endpoints.get(name)
@@ -173,10 +220,11 @@ class Runtime:
         out["scaling_notes"] = list(decision.reasons) if decision else []
         out["worker_list"] = [w.to_json() for w in self.fleet.of(name)]
         out["metrics"] = {kind: self.metrics.percentiles(name, kind) for kind in ("delay", "execution", "cold_start")}
-        out["spent_today"] = self.ledger.spent(name, today(time.time()))
-        out["ready_workers"] = sum(1 for w in self.fleet.of(name) if w.state in ("idle", "running"))
+        out["spent_today"] = self.ledger.spent(name, today(self.clock()))
+        out["ready_workers"] = sum(1 for w in self.fleet.of(name) if w.state in (WorkerState.IDLE,
+                                                                                  WorkerState.RUNNING))
         return out
 
     def status(self) -> dict[str, Any]:
         return {"gateway": self.config.name, "lineage": self.config.lineage, "started_at": self.started_at,
-                "endpoints": {n: self.endpoint_status(n) for n in sorted(self.endpoints)}}
+                "version": __version__, "endpoints": {n: self.endpoint_status(n) for n in sorted(self.endpoints)}}

@@ -1,19 +1,19 @@
-"""Workers as the gateway knows them: state, token, timeline, jobs held, and their rows in the store.
+"""Workers as the gateway knows them: state, token, timeline and the jobs they hold.
 
-States: initializing (asked to start, not yet heard from), idle, running (holds jobs), stopping, unhealthy
-(crashed or never became ready). A worker becomes ready at its first job-take or heartbeat.
+Every state change goes through :meth:`WorkerRecord.move`, which enforces the state machine of
+:mod:`gpuform.gateway.states` and keeps ``idle_since`` and ``asleep_since`` right. A worker becomes ready at
+its first job-take or heartbeat. Rows live behind :class:`gpuform.gateway.store.WorkerRows`.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuform.gateway.autoscaler import IDLE, INITIALIZING, LIVE, RUNNING, STOPPING, UNHEALTHY, WorkerView
-from gpuform.gateway.db import Database
+from gpuform.gateway.autoscaler import WorkerView
+from gpuform.gateway.states import LIVE, WorkerState, check_transition
 from gpuform.provider import WorkerInfo
 
 
@@ -25,7 +25,7 @@ class WorkerRecord:
     revision: str
     token_hash: str
     requested_at: float
-    state: str = INITIALIZING
+    state: WorkerState = WorkerState.INITIALIZING
     host: str = ""
     gpu_type: str = ""
     gpus: int = 0
@@ -49,8 +49,19 @@ class WorkerRecord:
     def live(self) -> bool:
         return self.state in LIVE
 
+    def move(self, to: WorkerState, now: float, reason: str = "") -> None:
+        """Change state (raises :class:`~gpuform.gateway.states.IllegalTransition` when not allowed)."""
+        check_transition(self.id, self.state, to)
+        self.state = to
+        self.idle_since = now if to == WorkerState.IDLE else None
+        self.asleep_since = now if to == WorkerState.SLEEPING else None
+        if to in (WorkerState.STOPPED, WorkerState.UNHEALTHY):
+            self.stopped_at = now
+        if reason:
+            self.exit_reason = reason
+
     def view(self) -> WorkerView:
-        return WorkerView(self.id, self.state, self.idle_since, self.stale)
+        return WorkerView(self.id, self.state, self.idle_since, self.stale, self.asleep_since)
 
     def mark(self, phase: str, at: float | None = None) -> None:
         self.timeline.setdefault(phase, at if at is not None else time.time())
@@ -65,49 +76,3 @@ class WorkerRecord:
 
 def new_token() -> str:
     return "gpf_w_" + secrets.token_urlsafe(24)
-
-
-class WorkerTable:
-    """Persistence of worker records (so a restarted gateway knows its workers and their tokens)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def save(self, w: WorkerRecord) -> None:
-        self.db.execute(
-            "INSERT INTO workers(id, endpoint, pool, host, state, gpu_type, gpus, price, token_hash, spec_revision, "
-            "requested_at, started_at, ready_at, first_job_at, stopped_at, last_seen, exit_reason, timeline) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET host=excluded.host, "
-            "state=excluded.state, gpu_type=excluded.gpu_type, gpus=excluded.gpus, price=excluded.price, "
-            "ready_at=excluded.ready_at, first_job_at=excluded.first_job_at, stopped_at=excluded.stopped_at, "
-            "last_seen=excluded.last_seen, exit_reason=excluded.exit_reason, timeline=excluded.timeline",
-            (w.id, w.endpoint, w.pool, w.host, w.state, w.gpu_type, w.gpus, w.price, w.token_hash, w.revision,
-             w.requested_at, w.requested_at, w.ready_at, w.first_job_at, w.stopped_at, w.last_seen, w.exit_reason,
-             json.dumps(w.timeline)))
-
-    def live(self) -> list[WorkerRecord]:
-        rows = self.db.execute("SELECT * FROM workers WHERE state IN (?,?,?,?)",
-                               (INITIALIZING, IDLE, RUNNING, STOPPING)).fetchall()
-        out = []
-        for r in rows:
-            w = WorkerRecord(id=r["id"], endpoint=r["endpoint"], pool=r["pool"], revision=r["spec_revision"] or "",
-                             token_hash=r["token_hash"], requested_at=r["requested_at"], state=r["state"],
-                             host=r["host"] or "", gpu_type=r["gpu_type"] or "", gpus=r["gpus"], price=r["price"],
-                             ready_at=r["ready_at"], first_job_at=r["first_job_at"], last_seen=r["last_seen"],
-                             timeline=json.loads(r["timeline"] or "{}"))
-            w.billed_until = time.time()
-            if w.host:  # enough for the provider to find, stop and observe it again
-                w.info = WorkerInfo(w.id, w.endpoint, w.host, "running", w.gpu_type or "cpu")
-            if w.state == RUNNING:
-                w.state, w.idle_since = IDLE, time.time()
-            out.append(w)
-        return out
-
-    def recent(self, endpoint: str | None, limit: int = 50) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM workers" + (" WHERE endpoint=?" if endpoint else "") + \
-              " ORDER BY requested_at DESC LIMIT ?"
-        params: tuple[Any, ...] = (endpoint, limit) if endpoint else (limit,)
-        return [dict(r) for r in self.db.execute(sql, params).fetchall()]
-
-
-__all__ = ["IDLE", "INITIALIZING", "RUNNING", "STOPPING", "UNHEALTHY", "WorkerRecord", "WorkerTable", "new_token"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from gpuform.plan.cost import format_cost
 from gpuform.plan.model import Cost, Drift, Plan, ResourceChange
-from gpuform.resources.desired import is_hashed
+from gpuform.util.hashing import is_hashed
 
 SYMBOL = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "no-op": " "}
 VERB = {"create": "will be created", "update": "will be updated in-place", "replace": "must be replaced",

@@ -8,8 +8,6 @@ attributes in ``Desired.secrets`` for the apply that needs them.
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +17,9 @@ from gpuform.config import schema
 from gpuform.config.graph import dependencies
 from gpuform.config.load import Config
 from gpuform.diagnostics import Path
+from gpuform.util.hashing import hash_secret
+from gpuform.util.manifests import VolumeSource
 
-SENSITIVE_PREFIX = "sensitive:hmac-sha256:"
 GENERATED = "(generated)"
 
 # Fields whose change cannot be applied in place: the plan replaces the resource and names the field.
@@ -32,17 +31,6 @@ REPLACE_FIELDS: dict[str, frozenset[str]] = {
     "endpoint": frozenset({"pool", "gateway"}),
 }
 _LIFECYCLE = {"depends_on"}
-
-
-@dataclass(frozen=True)
-class VolumeSource:
-    """What refresh found in a volume's source directory (computed outside the planner)."""
-
-    digest: str
-    files: int
-    bytes: int
-    manifest: dict[str, tuple[int, str]] = field(default_factory=dict)  # relpath -> (size, sha256)
-    error: str = ""
 
 
 @dataclass
@@ -69,15 +57,6 @@ class Desired:
         for path, value in self.secrets.items():
             _set(attrs, path, value)
         return attrs
-
-
-def hash_secret(value: Any, salt: str) -> str:
-    digest = hmac.new(salt.encode(), str(value).encode(), hashlib.sha256).hexdigest()
-    return SENSITIVE_PREFIX + digest[:40]
-
-
-def is_hashed(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(SENSITIVE_PREFIX)
 
 
 def build(config: Config, lineage: str, volume_sources: dict[str, VolumeSource] | None = None) -> dict[str, Desired]:

@@ -2,16 +2,17 @@
 
 Shape (JSON)::
 
-    {"version": 1, "serial": 7, "lineage": "<uuid>", "gpuform_version": "0.1.0",
+    {"version": 2, "serial": 7, "lineage": "<uuid>", "gpuform_version": "0.1.0",
      "resources": [{"address": "endpoint.chat", "kind": "endpoint", "name": "chat", "provider": "local",
                     "attributes": {...}, "computed": {...}, "sensitive_paths": [["env", "HF_TOKEN"]],
                     "dependencies": ["gateway.main"], "status": "ok"}],
      "pending": [{"address": "gateway.main", "operation": "create", "started": "..."}],
-     "outputs": {...}}
+     "outputs": {"gateway_url": {"value": "http://…", "type": "string", "sensitive": false}}}
 
 ``attributes`` are the declared values as applied (sensitive ones only as salted hashes); ``computed`` are
 what providers reported (pids, hosts, digests). ``pending`` is a write-ahead journal: an operation is
 recorded before its provider call and cleared after, so an apply killed in between is adopted next time.
+Older formats are upgraded on read (:mod:`gpuform.state.migrations`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuform import __version__
+from gpuform.state.migrations import STATE_VERSION
 
-STATE_VERSION = 1
 Attrs = dict[str, Any]
 
 

@@ -1,4 +1,5 @@
-"""State storage. :class:`StateStore` is the interface; :class:`LocalStateStore` keeps files on disk.
+"""State storage. :class:`StateStore` is the interface every backend implements (see
+:mod:`gpuform.state.backends` for the registry); :class:`LocalStateStore` keeps files on disk.
 
 The local store writes atomically (temporary file, fsync, rename), keeps the previous serial as
 ``gpuform.state.json.backup`` (hard-linked before the rename, so a state file always exists), and locks
@@ -24,7 +25,8 @@ from typing import Any, Protocol
 
 from gpuform import __version__, faults
 from gpuform.errors import StateError, StateLocked
-from gpuform.state.model import STATE_VERSION, State
+from gpuform.state.migrations import upgrade
+from gpuform.state.model import State
 
 STATE_FILE = "gpuform.state.json"
 LOCK_FILE = ".gpuform.lock"
@@ -48,19 +50,39 @@ class LockInfo:
 
 
 class StateStore(Protocol):
-    """Where state lives. Implementations must make ``write`` atomic and ``lock`` exclusive."""
+    """Where state lives. Obligations (``tests/unit/test_state_backends.py`` checks each backend):
+
+    - ``read`` returns the saved state (migrated to the current format in memory), or an empty one;
+    - ``write`` bumps the serial and replaces the state atomically: a reader sees the old or the new;
+    - ``lock`` is exclusive across processes, waits up to ``timeout`` and then raises
+      :class:`~gpuform.errors.StateLocked` carrying the holder's :class:`LockInfo`; a holder that dies
+      releases it; ``unlock`` releases the lock ``lock`` returned;
+    - ``force_unlock`` clears a lock left by a holder that can no longer release it, never a live one.
+    """
 
     def read(self) -> State: ...
 
     def write(self, state: State) -> None: ...
 
-    def lock(self, operation: str, timeout: float = 0.0) -> contextlib.AbstractContextManager[LockInfo]: ...
+    def lock(self, operation: str, timeout: float = 0.0) -> LockInfo: ...
+
+    def unlock(self, lock_id: str) -> None: ...
 
     def lock_info(self) -> LockInfo | None: ...
 
     def force_unlock(self, lock_id: str) -> None: ...
 
     def describe(self) -> str: ...
+
+
+@contextlib.contextmanager
+def locked(store: StateStore, operation: str, timeout: float = 0.0) -> Iterator[LockInfo]:
+    """Hold ``store``'s lock for the duration of a ``with`` block."""
+    info = store.lock(operation, timeout)
+    try:
+        yield info
+    finally:
+        store.unlock(info.id)
 
 
 class LocalStateStore:
@@ -71,6 +93,7 @@ class LocalStateStore:
         self.path = directory / STATE_FILE
         self.backup = directory / (STATE_FILE + ".backup")
         self.lock_path = directory / LOCK_FILE
+        self._held: dict[str, int] = {}  # lock id -> the open file that holds the flock
 
     def describe(self) -> str:
         return str(self.path)
@@ -106,23 +129,28 @@ class LocalStateStore:
         _fsync_dir(self.directory)
         faults.point("after-state-write")
 
-    @contextlib.contextmanager
-    def lock(self, operation: str, timeout: float = 0.0) -> Iterator[LockInfo]:
-        """Hold the exclusive lock; raise StateLocked (with the holder's info) after ``timeout`` seconds."""
+    def lock(self, operation: str, timeout: float = 0.0) -> LockInfo:
+        """Take the exclusive lock; raise StateLocked (with the holder's info) after ``timeout`` seconds."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             self._acquire(fd, timeout)
-            info = LockInfo(id=str(uuid.uuid4()), operation=operation, who=_who(), pid=os.getpid(),
-                            host=socket.gethostname(), created=datetime.now(UTC).isoformat(),
-                            path=str(self.path))
+            info = new_lock_info(operation, str(self.path))
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info.__dict__).encode(), 0)
-            try:
-                yield info
-            finally:
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._held[info.id] = fd
+        return info
+
+    def unlock(self, lock_id: str) -> None:
+        fd = self._held.pop(lock_id, None)
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
 
@@ -181,6 +209,7 @@ class LocalStateStore:
 
 
 def parse_state(raw: str, where: str) -> State:
+    """A state document from its JSON text, migrated to the current format; StateError when it is not one."""
     try:
         data: Any = json.loads(raw)
     except ValueError as exc:
@@ -188,13 +217,16 @@ def parse_state(raw: str, where: str) -> State:
                          f"Restore it from {where}.backup, or fix it by hand.") from exc
     if not isinstance(data, dict) or "lineage" not in data or "serial" not in data:
         raise StateError(f"{where} is not a gpuform state file", "Restore it from its .backup copy.")
-    if int(data.get("version", 0)) > STATE_VERSION:
-        raise StateError(f"{where} was written by a newer gpuform (state version {data['version']})",
-                         "Upgrade gpuform.")
     try:
+        data = upgrade(data, where)
         return State.from_json(data)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StateError(f"{where} is damaged: {exc!r}", "Restore it from its .backup copy.") from exc
+
+
+def new_lock_info(operation: str, path: str) -> LockInfo:
+    return LockInfo(id=str(uuid.uuid4()), operation=operation, who=_who(), pid=os.getpid(),
+                    host=socket.gethostname(), created=datetime.now(UTC).isoformat(), path=path)
 
 
 def _who() -> str:

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from gpuform.config.schema import Endpoint, PoolBase, SSHHost
 from gpuform.config.types import Duration
-from gpuform.provider import ProviderSpec
+from gpuform.provider import Capability, ProviderSpec
 
 
 class BaremetalPool(PoolBase):
@@ -44,4 +44,6 @@ SPEC = ProviderSpec(
     implementation="gpuform.providers.baremetal.provider:BaremetalProvider",
     description="SSH hosts; workers from a virtualenv under systemd or a supervisor",
     check_endpoint=check_endpoint,
+    capabilities=frozenset({Capability.WORKERS, Capability.GATEWAY, Capability.VOLUMES, Capability.GPU_PLACEMENT,
+                            Capability.NAMED_HOSTS}),
 )

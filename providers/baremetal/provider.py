@@ -18,12 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from gpuform.errors import NoCapacity, SSHError
-from gpuform.provider import Attrs, HostInventory, ProviderContext, ResourceRef, WorkerInfo, WorkerLaunch
+from gpuform.provider import (
+    Attrs,
+    HostInventory,
+    Observation,
+    ProviderContext,
+    VolumeSpec,
+    WorkerInfo,
+    WorkerLaunch,
+)
 from gpuform.providers.baremetal import BaremetalPool
 from gpuform.providers.common import remote_volume, venvs
+from gpuform.providers.common.gpus import occupancy, place
 from gpuform.providers.common.hosts import Host, SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
-from gpuform.util.gpus import occupancy, place
+from gpuform.spec import EndpointSpec, RuntimeConfig
 from gpuform.workerspec import resolve_argv
 
 AGENT = Path(__file__).resolve().parent.parent / "common" / "hostagent.py"
@@ -87,85 +96,75 @@ class BaremetalProvider:
         for host, error in errors.items():
             self.ctx.progress(f"{host} skipped: {error}")
 
-    # ---- declared resources -----------------------------------------------------------------------
+    # ---- the pool ---------------------------------------------------------------------------------
 
-    def read(self, ref: ResourceRef, prior: Attrs) -> Attrs | None:
-        if ref.kind == "pool":
-            return {}
-        if ref.kind == "volume":
-            return self._read_volume(prior)
-        if ref.kind == "gateway":
-            return self._read_gateway(ref.name)
-        if ref.kind == "endpoint":
-            return self._read_endpoint(ref.name, prior)
+    def read_pool(self) -> Attrs | None:
         return {}
 
-    def _read_endpoint(self, name: str, prior: Attrs) -> Attrs:
-        """Which hosts have the worker's environment; a host without it is repaired by the next apply."""
-        worker = prior.get("worker") or {}
-        venv = worker.get("python") or posixpath.join(self.data, "venvs", f"endpoint-{name}")
-        stamp = posixpath.join(venv if not venv.endswith("python") else posixpath.dirname(posixpath.dirname(venv)),
-                               ".gpuform-stamp")
-        ready, _ = self.hosts.each(lambda h: self.hosts.conn(h).run(["test", "-f", stamp], check=False).code == 0,
-                                   [h for h in self.hosts.hosts if not h.spec.cordon])
-        missing = sorted(h for h, ok in ready.items() if not ok)
-        return {"hosts_ready": sorted(h for h, ok in ready.items() if ok),
-                "_repair": [f"worker environment missing on {', '.join(missing)}"] if missing else []}
+    def create_pool(self) -> Attrs:
+        found, errors = self.hosts.each(self._prepare_host)
+        self._fail_if_all(errors, "preparing hosts")
+        return {"hosts": {h: {"python": i["python"], "systemd": i["systemd"]} for h, i in found.items()},
+                "unreachable": errors}
 
-    def create(self, ref: ResourceRef, desired: Attrs) -> Attrs:
-        if ref.kind == "pool":
-            found, errors = self.hosts.each(self._prepare_host)
-            self._fail_if_all(errors, "preparing hosts")
-            return {"hosts": {h: {"python": i["python"], "systemd": i["systemd"]} for h, i in found.items()},
-                    "unreachable": errors}
-        if ref.kind == "volume":
-            return self._stage_volume(desired)
-        if ref.kind == "gateway":
-            return self._start_gateway(ref.name, desired)
-        if ref.kind == "endpoint":
-            return self._prepare_endpoint(ref.name, desired)
-        return {}
-
-    def update(self, ref: ResourceRef, prior: Attrs, desired: Attrs) -> Attrs:
-        if ref.kind == "volume" and prior.get("path") != desired.get("path"):
-            self.delete(ref, prior)
-        if ref.kind == "gateway":
-            self._stop_gateway(ref.name)
-        return self.create(ref, desired)
-
-    def delete(self, ref: ResourceRef, prior: Attrs) -> None:
-        if ref.kind == "pool":
-            for worker in self.list_workers():  # whatever its endpoints left behind (a start in flight)
-                self.stop_worker(worker, grace_s=5.0)
-            self.hosts.each(lambda h: self.hosts.conn(h).run(["rm", "-rf", "--", self.data]))
-        elif ref.kind == "volume":
-            _, errors = self.hosts.each(lambda h: remote_volume.remove(self.hosts.conn(h), prior["path"]))
-            self._fail_if_all(errors, "removing the volume")
-        elif ref.kind == "gateway":
-            self._stop_gateway(ref.name, remove=True)
-        elif ref.kind == "endpoint":
-            for worker in self.list_workers(ref.name):
-                self.stop_worker(worker, grace_s=5.0)
-            venv = posixpath.join(self.data, "venvs", f"endpoint-{ref.name}")
-            self.hosts.each(lambda h: self.hosts.conn(h).run(["rm", "-rf", "--", venv]))
+    def delete_pool(self) -> None:
+        for worker in self.list_workers():  # whatever its endpoints left behind (a start in flight)
+            self.stop_worker(worker, grace_s=5.0)
+        self.hosts.each(lambda h: self.hosts.conn(h).run(["rm", "-rf", "--", self.data]))
 
     # ---- volumes ----------------------------------------------------------------------------------
 
-    def _read_volume(self, prior: Attrs) -> Attrs | None:
-        found, errors = self.hosts.each(lambda h: remote_volume.held(self.hosts.conn(h), prior["path"]))
+    def read_volume(self, name: str, volume: VolumeSpec) -> Observation | None:
+        found, errors = self.hosts.each(lambda h: remote_volume.held(self.hosts.conn(h), volume.path))
         self._fail_if_all(errors, "reading the volume")
-        return remote_volume.observe(self.ctx, prior, found, errors)
+        return remote_volume.observe(self.ctx, volume, found, errors)
 
-    def _stage_volume(self, attrs: Attrs) -> Attrs:
-        src, source = remote_volume.source_of(self.ctx, attrs)
+    def stage_volume(self, name: str, volume: VolumeSpec) -> Attrs:
+        src, source = remote_volume.source_of(self.ctx, volume)
 
         def stage(host: Host) -> int:
-            return remote_volume.stage(self.hosts.conn(host), attrs["path"], src, source, self.ctx.transfer,
+            return remote_volume.stage(self.hosts.conn(host), volume.path, src, source, self.ctx.transfer,
                                        self.ctx.cancelled)
 
         copied, errors = self.hosts.each(stage)
         self._fail_if_all(errors, "staging the volume")
         return {"hosts": {h: {"files": len(source), "copied": n} for h, n in copied.items()}, "unreachable": errors}
+
+    def remove_volume(self, name: str, volume: VolumeSpec) -> None:
+        _, errors = self.hosts.each(lambda h: remote_volume.remove(self.hosts.conn(h), volume.path))
+        self._fail_if_all(errors, "removing the volume")
+
+    # ---- endpoints --------------------------------------------------------------------------------
+
+    def read_endpoint(self, name: str, spec: EndpointSpec) -> Observation:
+        """Which hosts have the worker's environment; a host without it is repaired by the next apply."""
+        venv = spec.worker.python or posixpath.join(self.data, "venvs", f"endpoint-{name}")
+        stamp = posixpath.join(venv if not venv.endswith("python") else posixpath.dirname(posixpath.dirname(venv)),
+                               ".gpuform-stamp")
+        ready, _ = self.hosts.each(lambda h: self.hosts.conn(h).run(["test", "-f", stamp], check=False).code == 0,
+                                   [h for h in self.hosts.hosts if not h.spec.cordon])
+        missing = sorted(h for h, ok in ready.items() if not ok)
+        return Observation({"hosts_ready": sorted(h for h, ok in ready.items() if ok)},
+                           repair=[f"worker environment missing on {', '.join(missing)}"] if missing else [])
+
+    def prepare_endpoint(self, name: str, spec: EndpointSpec) -> Attrs:
+        worker = spec.worker
+
+        def prepare(host: Host) -> str:
+            self._prepare_host(host)
+            return venvs.ensure(self.hosts.conn(host), self.pool.python, worker.python, self.data,
+                                self.shared, self.ctx.state_dir / "wheelhouse", f"endpoint-{name}",
+                                list(worker.requirements), with_deps=False)
+
+        pythons, errors = self.hosts.each(prepare, [h for h in self.hosts.hosts if not h.spec.cordon])
+        self._fail_if_all(errors, f"preparing the worker environment of endpoint {name}")
+        return {"python": pythons, "unreachable": errors}
+
+    def remove_endpoint(self, name: str, spec: EndpointSpec) -> None:
+        for worker in self.list_workers(name):
+            self.stop_worker(worker, grace_s=5.0)
+        venv = posixpath.join(self.data, "venvs", f"endpoint-{name}")
+        self.hosts.each(lambda h: self.hosts.conn(h).run(["rm", "-rf", "--", venv]))
 
     # ---- gateway ----------------------------------------------------------------------------------
 
@@ -175,7 +174,9 @@ class BaremetalProvider:
     def _gdir(self, name: str) -> str:
         return posixpath.join(self.data, "gateways", name)
 
-    def _start_gateway(self, name: str, desired: Attrs) -> Attrs:
+    def start_gateway(self, name: str, config: RuntimeConfig) -> Attrs:
+        """(Re)start the gateway with ``config`` (a running one is stopped first: units take no new config)."""
+        self.stop_gateway(name, remove_data=False)
         host = self._gateway_host()
         conn = self.hosts.conn(host)
         self._prepare_host(host)
@@ -183,10 +184,8 @@ class BaremetalProvider:
                               self.ctx.state_dir / "wheelhouse", "gateway", [], with_deps=True)
         gdir = self._gdir(name)
         conn.run(["mkdir", "-p", gdir])
-        config = json.loads(remote_config(desired["runtime_config"], conn, gdir))
-        config["data_dir"] = desired.get("data_dir") or gdir
         cfg_path = posixpath.join(gdir, "config.json")
-        conn.write_file(cfg_path, json.dumps(config, indent=2).encode(), mode=0o600)
+        conn.write_file(cfg_path, remote_config(config, conn, gdir).to_file_text().encode(), mode=0o600)
         serve = [python, "-m", "gpuform.gateway", "--config", cfg_path]
         unit = f"gpuform-gateway-{name}"
         if self._systemd_on(host.name):
@@ -203,7 +202,7 @@ class BaremetalProvider:
                                         "meta": {"lineage": self.ctx.lineage, "kind": "gateway"}})
         return {"host": host.name, "unit": unit}
 
-    def _read_gateway(self, name: str) -> Attrs | None:
+    def read_gateway(self, name: str) -> Attrs | None:
         host = self._gateway_host()
         unit = f"gpuform-gateway-{name}"
         if self._systemd_on(host.name):
@@ -214,7 +213,7 @@ class BaremetalProvider:
         alive = [r for r in records if r["alive"]]
         return {"host": host.name, "unit": unit, "pid": alive[0]["pid"]} if alive else None
 
-    def _stop_gateway(self, name: str, remove: bool = False) -> None:
+    def stop_gateway(self, name: str, remove_data: bool) -> None:
         host = self._gateway_host()
         unit = f"gpuform-gateway-{name}"
         conn = self.hosts.conn(host)
@@ -223,23 +222,10 @@ class BaremetalProvider:
         else:
             self._agent(host, "stop", {"records": posixpath.join(self.data, "workers"), "id": unit, "grace": 30})
             self._agent(host, "forget", {"records": posixpath.join(self.data, "workers"), "id": unit})
-        if remove:
+        if remove_data:
             conn.run(["rm", "-rf", "--", self._gdir(name)])
 
     # ---- endpoints and workers --------------------------------------------------------------------
-
-    def _prepare_endpoint(self, name: str, desired: Attrs) -> Attrs:
-        worker = desired.get("worker") or {}
-
-        def prepare(host: Host) -> str:
-            self._prepare_host(host)
-            return venvs.ensure(self.hosts.conn(host), self.pool.python, worker.get("python"), self.data,
-                                self.shared, self.ctx.state_dir / "wheelhouse", f"endpoint-{name}",
-                                list(worker.get("requirements") or []), with_deps=False)
-
-        pythons, errors = self.hosts.each(prepare, [h for h in self.hosts.hosts if not h.spec.cordon])
-        self._fail_if_all(errors, f"preparing the worker environment of endpoint {name}")
-        return {"python": pythons, "unreachable": errors}
 
     def inventory(self) -> list[HostInventory]:
         return self.hosts.inventory()

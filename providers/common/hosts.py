@@ -14,8 +14,8 @@ from typing import TypeVar
 from gpuform.config.schema import SSHHost
 from gpuform.errors import GpuformError, SSHError
 from gpuform.provider import HostInventory
+from gpuform.providers.common.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi
 from gpuform.providers.common.ssh import Connection, ConnectionPool, Target
-from gpuform.util.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi
 
 T = TypeVar("T")
 INVENTORY_TTL = 5.0

@@ -2,52 +2,42 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import posixpath
-from typing import Any
 
-from gpuform.providers.common.ssh import Connection
+from gpuform.config.schema import PoolBase
+from gpuform.providers.common.shell import Shell
+from gpuform.spec import RuntimeConfig
 
 
-def remote_config(runtime_config: str, conn: Connection, gdir: str) -> str:
-    """The gateway's runtime configuration rewritten for ``gdir`` on the host, with the SSH keys and
-    known_hosts of every pool it drives copied there (mode 0600). The declared attributes stay as written
-    (they are what refresh compares); the gateway drives its pools from the rewritten ``pools``."""
-    config: dict[str, Any] = json.loads(runtime_config)
+def remote_config(config: RuntimeConfig, conn: Shell, gdir: str) -> RuntimeConfig:
+    """The gateway's runtime configuration as the host sees it: data under ``gdir``, and the SSH keys and
+    known_hosts of every pool it drives copied there (mode 0600). The declared settings stay as written
+    (they are what refresh compares); the gateway drives its pools from ``host_pools``."""
     creds = posixpath.join(gdir, "creds")
     conn.run(["mkdir", "-p", creds])
     conn.run(["chmod", "700", creds])
-    config["pools"] = copy.deepcopy(config["attributes"].get("pools") or {})
-    for pool_name, pool in config["pools"].items():
-        for key, value in _credential_paths(pool):
-            local = os.path.expanduser(value)
-            if not os.path.exists(local):
-                continue
-            remote = posixpath.join(creds, f"{pool_name}.{key}.{os.path.basename(local)}")
-            with open(local, "rb") as fh:
-                conn.write_file(remote, fh.read(), mode=0o600)
-            _replace(pool, key, value, remote)
-    config["state_dir"] = gdir
-    config["config_dir"] = gdir
-    return json.dumps(config, indent=2, sort_keys=True)
+    pools = {name: _with_credentials(conn, creds, name, pool) for name, pool in config.gateway.pools.items()}
+    return config.on_host(data_dir=gdir, state_dir=gdir, config_dir=gdir, host_pools=pools)
 
 
-def _credential_paths(pool: dict[str, Any]) -> list[tuple[str, str]]:
-    out = []
-    if pool.get("known_hosts"):
-        out.append(("known_hosts", str(pool["known_hosts"])))
-    for host in pool.get("hosts") or []:
+def _with_credentials(conn: Shell, creds: str, pool_name: str, pool: PoolBase) -> PoolBase:
+    """``pool`` with its credential files copied to the host and their paths rewritten."""
+    data = pool.model_dump()
+    known = data.get("known_hosts")
+    if known:
+        data["known_hosts"] = _copy(conn, creds, f"{pool_name}.known_hosts", str(known))
+    for host in data.get("hosts") or []:
         if host.get("identity_file"):
-            out.append(("identity_file", str(host["identity_file"])))
-    return out
+            host["identity_file"] = _copy(conn, creds, f"{pool_name}.identity_file", str(host["identity_file"]))
+    return type(pool).model_validate(data)
 
 
-def _replace(pool: dict[str, Any], key: str, old: str, new: str) -> None:
-    if key == "known_hosts":
-        pool["known_hosts"] = new
-        return
-    for host in pool.get("hosts") or []:
-        if host.get("identity_file") == old:
-            host["identity_file"] = new
+def _copy(conn: Shell, creds: str, prefix: str, path: str) -> str:
+    local = os.path.expanduser(path)
+    if not os.path.exists(local):
+        return path
+    remote = posixpath.join(creds, f"{prefix}.{os.path.basename(local)}")
+    with open(local, "rb") as fh:
+        conn.write_file(remote, fh.read(), mode=0o600)
+    return remote

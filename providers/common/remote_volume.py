@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from gpuform.errors import ProviderError, SSHError
-from gpuform.provider import Attrs, ProviderContext
+from gpuform.provider import Observation, ProviderContext, VolumeSpec
 from gpuform.providers.common.shell import Shell as Connection
-from gpuform.resources.volumes import (
+from gpuform.util.manifests import (
     MANIFEST_NAME,
     Manifest,
     declared_source,
@@ -124,13 +124,13 @@ def remove(conn: Connection, path: str) -> None:
     conn.run(["find", path, "-depth", "-type", "d", "-empty", "-delete"], check=False)
 
 
-def source_of(ctx: ProviderContext, attrs: Attrs) -> tuple[Path, Manifest]:
+def source_of(ctx: ProviderContext, volume: VolumeSpec) -> tuple[Path, Manifest]:
     """The volume's source directory and its manifest (hashes cached in the state directory)."""
-    return declared_source(ctx.config_dir, ctx.state_dir, attrs["source"])
+    return declared_source(ctx.config_dir, ctx.state_dir, volume.source)
 
 
-def observe(ctx: ProviderContext, prior: Attrs, found: dict[str, Manifest | None],
-            unreachable: dict[str, str]) -> Attrs | None:
+def observe(ctx: ProviderContext, prior: VolumeSpec, found: dict[str, Manifest | None],
+            unreachable: dict[str, str]) -> Observation | None:
     """What refresh reports for a volume, from what each reachable host holds (None: nothing there)."""
     if all(v is None for v in found.values()):
         return None
@@ -144,5 +144,5 @@ def observe(ctx: ProviderContext, prior: Attrs, found: dict[str, Manifest | None
         todo = to_copy(source, files)
         if todo:
             notes.append(f"{len(todo)} file(s), {sum(source[r][0] for r in todo)} bytes to copy to {host}")
-    return {"content": observed_content(source, held) if source else prior.get("content"),
-            "hosts": {h: {"files": len(v)} for h, v in held.items()}, "_notes": notes}
+    return Observation({"content": observed_content(source, held) if source else prior.content,
+                        "hosts": {h: {"files": len(v)} for h, v in held.items()}}, notes)

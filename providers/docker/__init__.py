@@ -8,7 +8,7 @@ from pydantic import Field
 
 from gpuform.config.schema import Endpoint, PoolBase, SSHHost
 from gpuform.config.types import Duration, Model
-from gpuform.provider import ProviderSpec
+from gpuform.provider import Capability, ProviderSpec
 
 
 class DockerHost(SSHHost):
@@ -62,4 +62,6 @@ SPEC = ProviderSpec(
     implementation="gpuform.providers.docker.provider:DockerProvider",
     description="Docker hosts (local socket or SSH); workers are containers",
     check_endpoint=check_endpoint,
+    capabilities=frozenset({Capability.WORKERS, Capability.GATEWAY, Capability.VOLUMES, Capability.GPU_PLACEMENT,
+                            Capability.NAMED_HOSTS, Capability.IMAGES, Capability.WARM_RESTART}),
 )

@@ -28,13 +28,22 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest
 
 from gpuform.errors import DockerError, GpuformError, NoCapacity
-from gpuform.provider import Attrs, HostInventory, ProviderContext, ResourceRef, WorkerInfo, WorkerLaunch
+from gpuform.provider import (
+    Attrs,
+    HostInventory,
+    Observation,
+    ProviderContext,
+    VolumeSpec,
+    WorkerInfo,
+    WorkerLaunch,
+)
 from gpuform.providers.common import remote_volume
+from gpuform.providers.common.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
 from gpuform.providers.common.hosts import SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
 from gpuform.providers.docker import DockerPool, images
 from gpuform.providers.docker.connect import Engine, connect_local, connect_ssh
-from gpuform.util.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
+from gpuform.spec import EndpointSpec, RuntimeConfig
 from gpuform.workerspec import VOLUME_MOUNT, resolve_argv
 
 RUNTIME_PYTHON = "/opt/gpuform/bin/python"
@@ -116,77 +125,49 @@ class DockerProvider:
         for host, error in errors.items():
             self.ctx.progress(f"{host} skipped: {error}")
 
-    # ---- declared resources -----------------------------------------------------------------------
+    # ---- the pool -------------------------------------------------------------------------------------
 
-    def read(self, ref: ResourceRef, prior: Attrs) -> Attrs | None:
-        if ref.kind == "volume":
-            return self._read_volume(prior)
-        if ref.kind == "gateway":
-            container = self._gateway_container(ref.name)
-            return {"container": container.short_id} if container and container.status == "running" else None
-        if ref.kind == "endpoint":
-            return self._read_endpoint(ref.name, prior)
+    def read_pool(self) -> Attrs | None:
         return {}
 
-    def create(self, ref: ResourceRef, desired: Attrs) -> Attrs:
-        if ref.kind == "pool":
-            found, errors = self.engines()
-            self._fail_if_all(errors, len(self.names), "connecting to dockerd")
-            for engine in found.values():
-                engine.shell.run(["mkdir", "-p", posixpath.join(self.data, "containers"),
-                                  posixpath.join(self.data, "gateways")])
-                self._evict(engine)
-            return {"hosts": {n: e.client.version().get("Version") for n, e in found.items()}, "unreachable": errors}
-        if ref.kind == "volume":
-            return self._stage_volume(desired)
-        if ref.kind == "gateway":
-            return self._start_gateway(ref.name, desired)
-        if ref.kind == "endpoint":
-            return self._prepare_endpoint(desired)
-        return {}
+    def create_pool(self) -> Attrs:
+        found, errors = self.engines()
+        self._fail_if_all(errors, len(self.names), "connecting to dockerd")
+        for engine in found.values():
+            engine.shell.run(["mkdir", "-p", posixpath.join(self.data, "containers"),
+                              posixpath.join(self.data, "gateways")])
+            self._evict(engine)
+        return {"hosts": {n: e.client.version().get("Version") for n, e in found.items()}, "unreachable": errors}
 
-    def update(self, ref: ResourceRef, prior: Attrs, desired: Attrs) -> Attrs:
-        if ref.kind == "volume" and prior.get("path") != desired.get("path"):
-            self.delete(ref, prior)
-        return self.create(ref, desired)
-
-    def delete(self, ref: ResourceRef, prior: Attrs) -> None:
-        if ref.kind == "pool":
-            self._remove_worker_containers(None)  # whatever its endpoints left behind (a start in flight)
-            found, _ = self.engines()
-            for engine in found.values():
-                engine.shell.run(["rm", "-rf", "--", self.data])
-        elif ref.kind == "volume":
-            found, errors = self.engines()
-            for engine in found.values():
-                remote_volume.remove(engine.shell, prior["path"])
-            self._fail_if_all(errors, len(self.names), "removing the volume")
-        elif ref.kind == "gateway":
-            container = self._gateway_container(ref.name)
-            if container is not None:
-                _quiet(lambda: container.stop(timeout=30))
-                _quiet(lambda: container.remove(force=True))
-            self.engine(self.names[0]).shell.run(["rm", "-rf", "--", posixpath.join(self.data, "gateways", ref.name)])
-        elif ref.kind == "endpoint":
-            self._remove_worker_containers(ref.name)
+    def delete_pool(self) -> None:
+        self._remove_worker_containers(None)  # whatever its endpoints left behind (a start in flight)
+        found, _ = self.engines()
+        for engine in found.values():
+            engine.shell.run(["rm", "-rf", "--", self.data])
 
     # ---- volumes ----------------------------------------------------------------------------------
 
-    def _read_volume(self, prior: Attrs) -> Attrs | None:
+    def read_volume(self, name: str, volume: VolumeSpec) -> Observation | None:
         found, errors = self.engines()
         self._fail_if_all(errors, len(self.names), "reading the volume")
-        held = {n: remote_volume.held(e.shell, prior["path"]) for n, e in found.items()}
-        return remote_volume.observe(self.ctx, prior, held, errors)
+        held = {n: remote_volume.held(e.shell, volume.path) for n, e in found.items()}
+        return remote_volume.observe(self.ctx, volume, held, errors)
 
-    def _stage_volume(self, attrs: Attrs) -> Attrs:
-        src, source = remote_volume.source_of(self.ctx, attrs)
+    def stage_volume(self, name: str, volume: VolumeSpec) -> Attrs:
+        src, source = remote_volume.source_of(self.ctx, volume)
         found, errors = self.engines()
         self._fail_if_all(errors, len(self.names), "staging the volume")
         copied = {}
-        for name, engine in found.items():
-            copied[name] = remote_volume.stage(engine.shell, attrs["path"], src, source, self.ctx.transfer,
+        for host, engine in found.items():
+            copied[host] = remote_volume.stage(engine.shell, volume.path, src, source, self.ctx.transfer,
                                                self.ctx.cancelled)
         return {"hosts": {h: {"files": len(source), "copied": n} for h, n in copied.items()}, "unreachable": errors}
+
+    def remove_volume(self, name: str, volume: VolumeSpec) -> None:
+        found, errors = self.engines()
+        for engine in found.values():
+            remote_volume.remove(engine.shell, volume.path)
+        self._fail_if_all(errors, len(self.names), "removing the volume")
 
     # ---- images -----------------------------------------------------------------------------------
 
@@ -224,10 +205,10 @@ class DockerProvider:
                               engine.name)
         return str(tagged[0].tags[0])
 
-    def _worker_image(self, worker: dict[str, Any], targets: list[Engine]) -> str:
-        if worker.get("image"):
-            images.ensure(targets, worker["image"], self._sources(), self._auth(), self.ctx.progress)
-            return str(worker["image"])
+    def _worker_image(self, image: str | None, targets: list[Engine]) -> str:
+        if image:
+            images.ensure(targets, image, self._sources(), self._auth(), self.ctx.progress)
+            return image
         return self.runtime_image(targets)
 
     # ---- gateway ----------------------------------------------------------------------------------
@@ -241,15 +222,16 @@ class DockerProvider:
                                                                           f"gpuform.address=gateway.{name}"]})
         return found[0] if found else None
 
-    def _start_gateway(self, name: str, desired: Attrs) -> Attrs:
+    def read_gateway(self, name: str) -> Attrs | None:
+        container = self._gateway_container(name)
+        return {"container": container.short_id} if container and container.status == "running" else None
+
+    def start_gateway(self, name: str, config: RuntimeConfig) -> Attrs:
         engine = self.engine(self.names[0])
         tag = self.runtime_image([engine])
         gdir = posixpath.join(self.data, "gateways", name)
         engine.shell.run(["mkdir", "-p", gdir])
-        text = remote_config(desired["runtime_config"], engine.shell, gdir)  # type: ignore[arg-type]
-        config = json.loads(text)
-        config["data_dir"] = desired.get("data_dir") or gdir
-        body = json.dumps(config, indent=2).encode()
+        body = remote_config(config, engine.shell, gdir).to_file_text().encode()
         digest = hashlib.sha256(body + tag.encode()).hexdigest()[:16]
         existing = self._gateway_container(name)
         if existing is not None and existing.labels.get("gpuform.config") == digest and existing.status == "running":
@@ -276,26 +258,37 @@ class DockerProvider:
                               "See `docker logs` on that host.", engine.name) from exc
         return {"container": container.short_id, "image": tag}
 
+    def stop_gateway(self, name: str, remove_data: bool) -> None:
+        container = self._gateway_container(name)
+        if container is not None:
+            _quiet(lambda: container.stop(timeout=30))
+            _quiet(lambda: container.remove(force=True))
+        if remove_data:
+            self.engine(self.names[0]).shell.run(["rm", "-rf", "--", posixpath.join(self.data, "gateways", name)])
+
     # ---- endpoints --------------------------------------------------------------------------------
 
-    def _prepare_endpoint(self, desired: Attrs) -> Attrs:
+    def prepare_endpoint(self, name: str, spec: EndpointSpec) -> Attrs:
         found, errors = self.engines(self._usable())
         self._fail_if_all(errors, len(self._usable()), "preparing hosts")
-        image = self._worker_image(desired.get("worker") or {}, list(found.values()))
+        image = self._worker_image(spec.worker.image, list(found.values()))
         return {"image": image, "hosts_with_image": sorted(found), "unreachable": errors}
 
-    def _read_endpoint(self, name: str, prior: Attrs) -> Attrs:
-        worker = prior.get("worker") or {}
+    def read_endpoint(self, name: str, spec: EndpointSpec) -> Observation:
+        image = spec.worker.image
         found, _ = self.engines(self._usable())
-        if worker.get("image"):
-            holding = sorted(n for n, e in found.items() if images.image_id(e, worker["image"]) is not None)
+        if image:
+            holding = sorted(n for n, e in found.items() if images.image_id(e, image) is not None)
         else:
             holding = sorted(n for n, e in found.items()
                              if e.client.images.list(filters={"label": "gpuform.runtime=1"}))
         warm = {n: len(self._warm(e, name)) for n, e in found.items()}
         missing = sorted(set(found) - set(holding))
         repair = [f"image missing on {', '.join(missing)}"] if missing else []
-        return {"hosts_with_image": holding, "warm_containers": warm, "_repair": repair}
+        return Observation({"hosts_with_image": holding, "warm_containers": warm}, repair=repair)
+
+    def remove_endpoint(self, name: str, spec: EndpointSpec) -> None:
+        self._remove_worker_containers(name)
 
     def _remove_worker_containers(self, endpoint: str | None) -> None:
         """Every worker container of ``endpoint`` (of every endpoint: None), running or kept."""

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from gpuform.config.schema import PoolBase
-from gpuform.provider import ProviderSpec
+from gpuform.provider import Capability, ProviderSpec
 
 
 class LocalPool(PoolBase):
@@ -27,4 +27,5 @@ SPEC = ProviderSpec(
     pool_model=LocalPool,
     implementation="gpuform.providers.local.provider:LocalProvider",
     description="this machine: workers are local processes with pid files and logs under the state directory",
+    capabilities=frozenset({Capability.WORKERS, Capability.GATEWAY, Capability.VOLUMES, Capability.GPU_PLACEMENT}),
 )

@@ -21,11 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from gpuform.errors import NoCapacity, ProviderError
-from gpuform.provider import Attrs, HostInventory, ProviderContext, ResourceRef, WorkerInfo, WorkerLaunch
+from gpuform.provider import (
+    Attrs,
+    HostInventory,
+    Observation,
+    ProviderContext,
+    VolumeSpec,
+    WorkerInfo,
+    WorkerLaunch,
+)
+from gpuform.providers.common.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
 from gpuform.providers.local import LocalPool
 from gpuform.providers.local.volume import LocalVolumes
+from gpuform.spec import EndpointSpec, RuntimeConfig
 from gpuform.util import procs
-from gpuform.util.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
 from gpuform.workerspec import interpreter, resolve_argv
 
 HOST = "localhost"
@@ -42,34 +51,38 @@ class LocalProvider:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._placing = threading.Lock()  # placement and launch are one step, or two starts pick the same GPU
 
-    # ---- declared resources -------------------------------------------------------------------------
+    # ---- the pool ------------------------------------------------------------------------------------
 
-    def read(self, ref: ResourceRef, prior: Attrs) -> Attrs | None:
-        if ref.kind == "pool":
-            return {"data_dir": str(self.data_dir)} if self.data_dir.exists() else {}
-        if ref.kind == "volume":
-            return self.volumes.read(prior)
-        if ref.kind == "gateway":
-            pid = self._gateway_pid(ref.name)
-            return {"pid": pid} if pid else None
-        return {}
+    def read_pool(self) -> Attrs | None:
+        return {"data_dir": str(self.data_dir)} if self.data_dir.exists() else {}
 
-    def create(self, ref: ResourceRef, desired: Attrs) -> Attrs:
-        if ref.kind == "pool":
-            self.workers_dir.mkdir(parents=True, exist_ok=True)
-            return {"data_dir": str(self.data_dir)}
-        if ref.kind == "volume":
-            return self.volumes.stage(desired)
-        if ref.kind == "gateway":
-            return self._start_gateway(ref.name, desired)
-        if ref.kind == "endpoint":
-            return self._prepare_endpoint(ref.name, desired)
-        return {}
+    def create_pool(self) -> Attrs:
+        self.workers_dir.mkdir(parents=True, exist_ok=True)
+        return {"data_dir": str(self.data_dir)}
 
-    def _prepare_endpoint(self, name: str, desired: Attrs) -> Attrs:
+    def delete_pool(self) -> None:
+        for worker in self.list_workers():  # whatever its endpoints left behind (a start in flight)
+            self.stop_worker(worker, grace_s=5.0)
+            self._forget(worker.worker_id)
+        if self.data_dir.is_relative_to(self.ctx.state_dir):
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    # ---- volumes ------------------------------------------------------------------------------------
+
+    def read_volume(self, name: str, volume: VolumeSpec) -> Observation | None:
+        return self.volumes.read(volume)
+
+    def stage_volume(self, name: str, volume: VolumeSpec) -> Attrs:
+        return self.volumes.stage(volume)
+
+    def remove_volume(self, name: str, volume: VolumeSpec) -> None:
+        self.volumes.delete(volume)
+
+    # ---- endpoints ----------------------------------------------------------------------------------
+
+    def prepare_endpoint(self, name: str, spec: EndpointSpec) -> Attrs:
         """A worker that runs in another Python (e.g. the vLLM virtualenv) gets gpuform installed there."""
-        worker = desired.get("worker") or {}
-        python = worker.get("python")
+        python = spec.worker.python
         if not python:
             return {}
         from gpuform.providers.common import venvs
@@ -77,29 +90,16 @@ class LocalProvider:
 
         prepared = venvs.ensure(LocalShell(), interpreter(python), python, str(self.data_dir), str(self.data_dir),
                                 self.ctx.state_dir / "wheelhouse", f"endpoint-{name}",
-                                list(worker.get("requirements") or []), with_deps=False)
+                                list(spec.worker.requirements), with_deps=False)
         return {"python": prepared}
 
-    def update(self, ref: ResourceRef, prior: Attrs, desired: Attrs) -> Attrs:
-        if ref.kind == "volume" and prior.get("path") != desired.get("path"):
-            self.volumes.delete(prior)
-        return self.create(ref, desired)
+    def read_endpoint(self, name: str, spec: EndpointSpec) -> Observation:
+        return Observation()
 
-    def delete(self, ref: ResourceRef, prior: Attrs) -> None:
-        if ref.kind == "pool":
-            for worker in self.list_workers():  # whatever its endpoints left behind (a start in flight)
-                self.stop_worker(worker, grace_s=5.0)
-                self._forget(worker.worker_id)
-            if self.data_dir.is_relative_to(self.ctx.state_dir):
-                shutil.rmtree(self.data_dir, ignore_errors=True)
-        elif ref.kind == "volume":
-            self.volumes.delete(prior)
-        elif ref.kind == "gateway":
-            self._stop_gateway(ref.name, remove_data=True)
-        elif ref.kind == "endpoint":
-            for worker in self.list_workers(ref.name):
-                self.stop_worker(worker, grace_s=5.0)
-                self._forget(worker.worker_id)
+    def remove_endpoint(self, name: str, spec: EndpointSpec) -> None:
+        for worker in self.list_workers(name):
+            self.stop_worker(worker, grace_s=5.0)
+            self._forget(worker.worker_id)
 
     # ---- gateway daemon -----------------------------------------------------------------------------
 
@@ -117,19 +117,21 @@ class LocalProvider:
                 return int(data["pid"])
         return next(procs.find_by_labels(self._labels(name)), None)
 
-    def _start_gateway(self, name: str, desired: Attrs) -> Attrs:
+    def read_gateway(self, name: str) -> Attrs | None:
+        pid = self._gateway_pid(name)
+        return {"pid": pid} if pid else None
+
+    def start_gateway(self, name: str, config: RuntimeConfig) -> Attrs:
         gdir = self._gateway_dir(name)
         gdir.mkdir(parents=True, exist_ok=True)
-        config = json.loads(desired["runtime_config"])
-        config["data_dir"] = desired.get("data_dir") or str(gdir)
-        text = json.dumps(config, indent=2, sort_keys=True)
+        text = config.on_host(data_dir=str(gdir)).to_file_text()
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         running = self._gateway_pid(name)
         cfg_path = gdir / "config.json"
         if running and (gdir / "config.sha").exists() and (gdir / "config.sha").read_text() == digest:
             return {"pid": running, "config_sha": digest}  # adopt: already running this configuration
         if running:
-            self._stop_gateway(name, remove_data=False)
+            self.stop_gateway(name, remove_data=False)
         _write_private(cfg_path, text)
         (gdir / "config.sha").write_text(digest)
         label_args = [a for k, v in self._labels(name).items() for a in ("--label", f"{k}={v}")]
@@ -140,7 +142,7 @@ class LocalProvider:
                                     start_new_session=True, close_fds=True, env=_gateway_env())
         return {"pid": proc.pid, "config_sha": digest}
 
-    def _stop_gateway(self, name: str, remove_data: bool) -> None:
+    def stop_gateway(self, name: str, remove_data: bool) -> None:
         pid = self._gateway_pid(name)
         while pid:
             procs.terminate(pid, grace=30.0)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from gpuform.errors import ProviderError
-from gpuform.provider import Attrs, ProviderContext
-from gpuform.resources.volumes import (
+from gpuform.provider import Attrs, Observation, ProviderContext, VolumeSpec
+from gpuform.util.manifests import (
     MANIFEST_NAME,
     Manifest,
     declared_source,
@@ -30,8 +30,8 @@ class LocalVolumes:
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx
 
-    def source(self, attrs: Attrs) -> Manifest:
-        return declared_source(self.ctx.config_dir, self.ctx.state_dir, attrs["source"])[1]
+    def source(self, volume: VolumeSpec) -> Manifest:
+        return declared_source(self.ctx.config_dir, self.ctx.state_dir, volume.source)[1]
 
     def _stats(self, path: Path) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
@@ -50,8 +50,8 @@ class LocalVolumes:
             return None
         return data
 
-    def read(self, prior: Attrs) -> Attrs | None:
-        path = Path(prior["path"])
+    def read(self, prior: VolumeSpec) -> Observation | None:
+        path = Path(prior.path)
         if not path.is_dir():
             return None
         held = host_view(self._recorded(path), self._stats(path))
@@ -62,13 +62,13 @@ class LocalVolumes:
         todo = to_copy(source, held) if source else []
         size = sum(source[r][0] for r in todo)
         notes = [f"{len(todo)} file(s), {size} bytes to copy to {HOST}"] if todo else []
-        return {"content": observed_content(source, {HOST: held}) if source else prior.get("content"),
-                "hosts": {HOST: {"files": len(held), "bytes_to_copy": size}}, "_notes": notes}
+        return Observation({"content": observed_content(source, {HOST: held}) if source else prior.content,
+                            "hosts": {HOST: {"files": len(held), "bytes_to_copy": size}}}, notes)
 
-    def stage(self, attrs: Attrs) -> Attrs:
-        path = Path(attrs["path"])
-        source_dir = (self.ctx.config_dir / attrs["source"]).resolve()
-        source = self.source(attrs)
+    def stage(self, volume: VolumeSpec) -> Attrs:
+        path = Path(volume.path)
+        source_dir = (self.ctx.config_dir / volume.source).resolve()
+        source = self.source(volume)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -107,8 +107,8 @@ class LocalVolumes:
             self.ctx.transfer(f"localhost:{path}", done, total)
         return todo
 
-    def delete(self, prior: Attrs) -> None:
-        path = Path(prior["path"])
+    def delete(self, prior: VolumeSpec) -> None:
+        path = Path(prior.path)
         recorded = self._recorded(path)
         if recorded is None:
             return

@@ -27,8 +27,8 @@ def _apply_and_call(directory: Path, endpoint: str, variables: list[str], key: s
     try:
         applied = run_gpuform("-C", str(directory), *args, "apply", "--auto-approve", env=env, timeout=900)
         assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
-        url = json.loads(run_gpuform("-C", str(directory), "output", "--json", check=True).stdout)[
-            "endpoints"][endpoint]["url"]
+        url = json.loads(run_gpuform("-C", str(directory), "output", "-json", "endpoints", check=True).stdout)[
+            endpoint]["url"]
         answer = httpx.post(f"{url}/runsync", json={"input": {"from": directory.name}},
                             headers={"Authorization": f"Bearer {key}"}, timeout=180).json()
         assert answer["status"] == "COMPLETED" and answer["output"] == {"echo": {"from": directory.name}}

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from gpuform.gateway.client import AdminClient
+from gpuform.spec import EndpointSpec
 from tests.conftest import destroy_after_test, free_port, run_gpuform, write_config
 from tests.contract.hosts import PROVIDERS, Setup, load_hosts
 from tests.helpers import wait_for
@@ -87,7 +88,7 @@ def test_provider_contract(setup: Setup) -> None:
         spec = admin.get_endpoint("echo")
         assert spec is not None
         spec["spec"]["worker"]["env"]["MODE"] = "slow"
-        admin.put_endpoint("echo", spec["spec"], {})
+        admin.put_endpoint("echo", EndpointSpec.model_validate(spec["spec"]), {})
     code, text = _plan(s)
     assert code == 2
     assert "# volume.weights has changed" in text and "differs on" in text

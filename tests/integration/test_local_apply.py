@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from gpuform.gateway.client import AdminClient
+from gpuform.spec import EndpointSpec
 from gpuform.util import procs
 from tests.conftest import free_port, local_config, run_gpuform, write_config
 
@@ -80,7 +81,7 @@ def test_apply_then_plan_is_empty_and_drift_is_found_and_repaired(workdir: Path)
         assert spec is not None
         edited = spec["spec"]
         edited["worker"]["env"]["MODE"] = "slow"
-        admin.put_endpoint("echo", edited, {})
+        admin.put_endpoint("echo", EndpointSpec.model_validate(edited), {})
     plan = run_gpuform("-C", d, "plan")
     assert "# endpoint.echo has changed" in plan.stdout and '~ MODE = "fast" -> "slow"' in plan.stdout
     assert '~ MODE = "slow" -> "fast"' in plan.stdout
@@ -117,8 +118,8 @@ def test_second_concurrent_apply_fails_at_once_with_the_holder(workdir: Path) ->
     import sys
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys,time; from pathlib import Path; from gpuform.state.store import LocalStateStore\n"
-        "with LocalStateStore(Path(sys.argv[1])).lock('apply'):\n print('locked', flush=True); time.sleep(30)"),
+        "import sys,time; from pathlib import Path; from gpuform.state.store import LocalStateStore, locked\n"
+        "with locked(LocalStateStore(Path(sys.argv[1])), 'apply'):\n print('locked', flush=True); time.sleep(30)"),
         str(workdir / "state")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"

@@ -101,9 +101,15 @@ def test_output_json_has_gateway_and_endpoint_urls(cli, tmp_path: Path) -> None:
     write_config(tmp_path, CONFIG)
     _seed_state(tmp_path)
     data = json.loads(cli("-C", str(tmp_path), "output", "--json").out)
-    assert data == {"gateway_url": "http://127.0.0.1:18080",
-                    "endpoints": {"chat": {"url": "http://127.0.0.1:18080/v2/chat",
-                                           "openai_base_url": "http://127.0.0.1:18080/v2/chat/openai/v1"}}}
+    endpoints = {"chat": {"url": "http://127.0.0.1:18080/v2/chat",
+                          "openai_base_url": "http://127.0.0.1:18080/v2/chat/openai/v1"}}
+    assert data == {"gateway_url": {"value": "http://127.0.0.1:18080", "type": "string", "sensitive": False},
+                    "endpoints": {"value": endpoints, "type": "object", "sensitive": False}}
+    assert cli("-C", str(tmp_path), "output", "-raw", "gateway_url").out == "http://127.0.0.1:18080"
+    assert json.loads(cli("-C", str(tmp_path), "output", "-json", "endpoints").out) == endpoints
+    assert 'endpoints.chat.url = "http://127.0.0.1:18080/v2/chat"' in cli("-C", str(tmp_path), "output").out
+    missing = cli("-C", str(tmp_path), "output", "nope")
+    assert missing.code == 1 and 'no output named "nope"' in missing.err
 
 
 def test_plan_without_refresh_json_and_markdown(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

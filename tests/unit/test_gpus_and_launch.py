@@ -6,8 +6,8 @@ import pytest
 
 from gpuform.provider import GpuInfo, HostInventory
 from gpuform.providers.baremetal.provider import env_file_text, systemd_run_argv
+from gpuform.providers.common.gpus import gpu_type, parse_nvidia_smi, place
 from gpuform.providers.docker.provider import device_requests, env_text
-from gpuform.util.gpus import gpu_type, parse_nvidia_smi, place
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gpuform.gateway.db import Database
 from gpuform.gateway.metering import Ledger, _day
+from gpuform.gateway.sqlite import SQLiteStore
 from gpuform.gateway.workers import WorkerRecord
 from gpuform.provider import WorkerInfo
 
@@ -22,7 +22,7 @@ def _worker() -> WorkerRecord:
 
 
 def test_seconds_while_the_start_is_in_flight_are_billed_once_the_price_is_known(tmp_path: Path) -> None:
-    ledger, worker = Ledger(Database(tmp_path / "g.db")), _worker()
+    ledger, worker = Ledger(SQLiteStore(tmp_path / "g.db").ledger), _worker()
     ledger.accrue(worker, T0 + 1)  # a reconcile tick during start_worker: no host, no price yet
     assert ledger.spent("ep", _day(T0)) == 0 and ledger.usage() == []
     worker.info = WorkerInfo("w1", "ep", "localhost", "running", "cpu")
@@ -35,7 +35,7 @@ def test_seconds_while_the_start_is_in_flight_are_billed_once_the_price_is_known
 
 
 def test_an_unknown_price_stays_unknown_never_zero(tmp_path: Path) -> None:
-    ledger, worker = Ledger(Database(tmp_path / "g.db")), _worker()
+    ledger, worker = Ledger(SQLiteStore(tmp_path / "g.db").ledger), _worker()
     worker.info = WorkerInfo("w1", "ep", "gpu1", "running", "H100-80GB")
     worker.gpu_type, worker.gpus, worker.price = "H100-80GB", 1, None
     ledger.accrue(worker, T0 + 10)

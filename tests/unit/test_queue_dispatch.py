@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 
 from gpuform.config.schema import GatewayTimings
-from gpuform.gateway.db import Database
-from gpuform.gateway.jobs import JobStore
 from gpuform.gateway.queue import JobQueue
+from gpuform.gateway.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.unit
 
 
 def _queue(tmp_path: Path) -> tuple[JobQueue, list[str]]:
-    queue = JobQueue(JobStore(Database(tmp_path / "gateway.db")), GatewayTimings())
+    queue = JobQueue(SQLiteStore(tmp_path / "gateway.db").jobs, GatewayTimings())
     unserved: list[str] = []
     queue.on_unserved.append(unserved.append)
     return queue, unserved

@@ -14,7 +14,7 @@ import pytest
 
 from gpuform.errors import StateError, StateLocked
 from gpuform.state.model import ResourceState, State
-from gpuform.state.store import LocalStateStore
+from gpuform.state.store import LocalStateStore, locked
 
 pytestmark = pytest.mark.unit
 
@@ -50,8 +50,8 @@ def test_damaged_state_is_an_error_that_points_at_the_backup(tmp_path: Path) -> 
 HOLD = """
 import sys, time
 from pathlib import Path
-from gpuform.state.store import LocalStateStore
-with LocalStateStore(Path(sys.argv[1])).lock("apply"):
+from gpuform.state.store import LocalStateStore, locked
+with locked(LocalStateStore(Path(sys.argv[1])), "apply"):
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
 """
@@ -68,7 +68,7 @@ def test_a_second_locker_fails_at_once_with_the_holders_info(tmp_path: Path) -> 
     holder = _holder(tmp_path, 30)
     try:
         started = time.monotonic()
-        with pytest.raises(StateLocked) as info, LocalStateStore(tmp_path).lock("apply"):
+        with pytest.raises(StateLocked) as info, locked(LocalStateStore(tmp_path), "apply"):
             pass
         assert time.monotonic() - started < 1.0
         text = str(info.value)
@@ -82,7 +82,7 @@ def test_a_second_locker_fails_at_once_with_the_holders_info(tmp_path: Path) -> 
 def test_lock_timeout_waits_for_the_holder(tmp_path: Path) -> None:
     holder = _holder(tmp_path, 1.0)
     started = time.monotonic()
-    with LocalStateStore(tmp_path).lock("apply", timeout=20):
+    with locked(LocalStateStore(tmp_path), "apply", timeout=20):
         waited = time.monotonic() - started
     holder.wait()
     assert 0.5 < waited < 10
@@ -94,7 +94,7 @@ def test_a_holder_killed_with_sigkill_does_not_leave_a_stale_lock(tmp_path: Path
     holder.wait()
     store = LocalStateStore(tmp_path)
     assert not store.is_locked()
-    with store.lock("apply"):
+    with locked(store, "apply"):
         assert store.is_locked()
 
 

@@ -27,7 +27,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
             raise AssertionError(f"the vLLM virtualenv {VENV} is missing: .ci/setup/vllm.sh must run in CI")
         pytest.skip(f"no vLLM virtualenv at {VENV} (run .ci/setup/vllm.sh)")
     out = tmp_path_factory.mktemp("tiny") / "model"
-    subprocess.run([str(VENV / "bin" / "python"), str(REPO / "workers/vllm/tiny_model.py"), str(out)], check=True,
+    subprocess.run([str(VENV / "bin" / "python"), str(REPO / "tools/vllm/tiny_model.py"), str(out)], check=True,
                    capture_output=True, timeout=300)
     return out
 

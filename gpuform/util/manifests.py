@@ -10,15 +10,24 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from gpuform.resources.desired import VolumeSource
 
 MANIFEST_NAME = ".gpuform-manifest.json"
 Manifest = dict[str, tuple[int, str]]  # relpath -> (size, sha256)
 Stats = Mapping[str, tuple[int, int | str]]  # relpath -> (size, mtime): ns locally, find's %T@ remotely
+
+
+@dataclass(frozen=True)
+class VolumeSource:
+    """What a volume's source directory holds (scanned on the operator's machine)."""
+
+    digest: str
+    files: int
+    bytes: int
+    manifest: dict[str, tuple[int, str]] = field(default_factory=dict)  # relpath -> (size, sha256)
+    error: str = ""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

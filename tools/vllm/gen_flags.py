@@ -42,7 +42,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE / "vllm_flags.json"
+DEFAULT_OUT = HERE.parent.parent / "workers" / "vllm" / "vllm_flags.json"
 
 # Env names worker-vllm templates/users set for flags that newer vLLM dropped
 # (or that never mapped to a `vllm serve` flag). Each: env -> (flag, replacement
@@ -339,7 +339,7 @@ def build_table() -> dict:
 
     return {
         "schema": 1,
-        "generated_by": "workers/vllm/gen_flags.py",
+        "generated_by": "tools/vllm/gen_flags.py",
         "vllm_version": vllm.__version__,
         "distribution": dist,
         "distribution_version": dist_version,

@@ -6,7 +6,6 @@ in fault points (see :mod:`gpuform.faults`) so crash tests can interrupt apply a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -16,9 +15,19 @@ from gpuform.engine.context import Workspace
 from gpuform.errors import GatewayError, GpuformError
 from gpuform.gateway.client import AdminClient
 from gpuform.plan.model import Observed
-from gpuform.provider import Provider, ResourceRef
-from gpuform.resources.desired import Desired, hash_secret
+from gpuform.provider import (
+    GatewayHost,
+    HostInventory,
+    Provider,
+    VolumeHost,
+    VolumeSpec,
+    gateway_host,
+    volume_host,
+)
+from gpuform.resources.desired import Desired
+from gpuform.spec import EndpointSpec, GatewaySettings, RuntimeConfig
 from gpuform.state.model import ResourceState, State
+from gpuform.util.hashing import hash_secret
 
 T = TypeVar("T")
 GATEWAY_START_TIMEOUT = 60.0
@@ -78,33 +87,27 @@ class Handler(Protocol):
     def delete(self, op: Op, prior: ResourceState) -> None: ...
 
 
-def _ref(res: ResourceState | Desired) -> ResourceRef:
-    return ResourceRef(res.kind, res.name)
-
-
 class PoolHandler:
     def read(self, op: Op, prior: ResourceState) -> Observed:
         provider = op.provider(prior.name)
-        found = provider.read(_ref(prior), prior.attributes)
+        found = provider.read_pool() or {}
         hosts = [_host_json(h) for h in provider.inventory()]
         notes = [f"host {h['name']} unreachable: {h['reason']}" for h in hosts if not h["reachable"]]
-        return Observed(True, {}, {**(found or {}), "hosts": hosts}, notes)
+        return Observed(True, {}, {**found, "hosts": hosts}, notes)
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
         provider = op.provider(want.name)
-        computed = call(provider.create, _ref(want), want.attributes)
+        computed = call(provider.create_pool)
         return {**computed, "hosts": [_host_json(h) for h in provider.inventory()]}
 
     def update(self, op: Op, prior: ResourceState, want: Desired) -> dict[str, Any]:
-        provider = op.provider(want.name)
-        computed = call(provider.update, _ref(want), prior.attributes, want.attributes)
-        return {**computed, "hosts": [_host_json(h) for h in provider.inventory()]}
+        return self.create(op, want)
 
     def delete(self, op: Op, prior: ResourceState) -> None:
-        call(op.provider(prior.name).delete, _ref(prior), prior.attributes)
+        call(op.provider(prior.name).delete_pool)
 
 
-def _host_json(h: Any) -> dict[str, Any]:
+def _host_json(h: HostInventory) -> dict[str, Any]:
     return {"name": h.host, "reachable": h.reachable, "reason": h.reason, "cordoned": h.cordoned,
             "gpus": [{"index": g.index, "type": g.type, "name": g.name, "memory_mib": g.memory_mib,
                       "uuid": g.uuid} for g in h.gpus]}
@@ -126,36 +129,41 @@ class PolicyHandler:
         return None
 
 
-class ProviderHandler:
-    """Kinds that live entirely on a pool's hosts (volumes)."""
+class VolumeHandler:
+    """Volumes live on the hosts of their pool, whose provider must be able to stage them."""
+
+    def _host(self, op: Op, attrs: dict[str, Any]) -> VolumeHost:
+        pool = str(attrs["pool"])
+        return volume_host(op.provider(pool), pool)
 
     def read(self, op: Op, prior: ResourceState) -> Observed:
-        found = op.provider(prior.attributes["pool"]).read(_ref(prior), prior.attributes)
+        found = self._host(op, prior.attributes).read_volume(prior.name, VolumeSpec.model_validate(prior.attributes))
         if found is None:
             return Observed(False)
-        notes = [str(n) for n in found.pop("_notes", [])]
-        repair = [str(r) for r in found.pop("_repair", [])]
-        declared = {k: v for k, v in found.items() if k in prior.attributes}
-        computed = {k: v for k, v in found.items() if k not in prior.attributes}
-        return Observed(True, declared, computed, notes, repair=repair)
+        declared = {k: v for k, v in found.attributes.items() if k in prior.attributes}
+        computed = {k: v for k, v in found.attributes.items() if k not in prior.attributes}
+        return Observed(True, declared, computed, found.notes, repair=found.repair)
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
-        assert want.pool is not None
-        return call(op.provider(want.pool).create, _ref(want), want.attributes)
+        return call(self._host(op, want.attributes).stage_volume, want.name,
+                    VolumeSpec.model_validate(want.attributes))
 
     def update(self, op: Op, prior: ResourceState, want: Desired) -> dict[str, Any]:
-        assert want.pool is not None
-        return call(op.provider(want.pool).update, _ref(want), prior.attributes, want.attributes)
+        return self.create(op, want)
 
     def delete(self, op: Op, prior: ResourceState) -> None:
-        call(op.provider(prior.attributes["pool"]).delete, _ref(prior), prior.attributes)
+        call(self._host(op, prior.attributes).remove_volume, prior.name, VolumeSpec.model_validate(prior.attributes))
 
 
 class GatewayHandler:
     """The gateway process is supervised by its pool's provider; its configuration is read back over HTTP."""
 
+    def _host(self, op: Op, attrs: dict[str, Any]) -> GatewayHost:
+        pool = str(attrs["pool"])
+        return gateway_host(op.provider(pool), pool)
+
     def read(self, op: Op, prior: ResourceState) -> Observed:
-        found = op.provider(prior.attributes["pool"]).read(_ref(prior), prior.attributes)
+        found = self._host(op, prior.attributes).read_gateway(prior.name)
         if found is None:
             return Observed(False)
         with op.admin(prior.name) as admin:
@@ -163,29 +171,24 @@ class GatewayHandler:
             if health is None or health.get("lineage") != op.lineage:
                 return Observed(False, notes=["the gateway process exists but does not answer /healthz"])
             info = admin.info()
-        return Observed(True, dict(info.get("attributes") or {}), {**found, "version": info.get("version")})
+        attributes = {k: v for k, v in dict(info.get("attributes") or {}).items() if k in prior.attributes}
+        return Observed(True, attributes, {**found, "version": info.get("version")})
 
-    def _runtime_config(self, op: Op, want: Desired) -> dict[str, Any]:
+    def _runtime_config(self, op: Op, want: Desired) -> RuntimeConfig:
         key = op.ws.admin_key(want.name, want.secrets.get(("admin_key",)), create=True)
         assert key is not None
-        return {"name": want.name, "lineage": op.lineage, "attributes": want.attributes,
-                "admin_key_hash": hash_secret(key, op.lineage), "state_dir": str(op.ws.state_dir),
-                "config_dir": str(op.ws.config_dir),
-                "secrets": {"webhook_secret": want.secrets.get(("webhook_secret",))}}
+        return RuntimeConfig(name=want.name, lineage=op.lineage,
+                             gateway=GatewaySettings.model_validate(want.attributes),
+                             admin_key_hash=hash_secret(key, op.lineage), state_dir=str(op.ws.state_dir),
+                             config_dir=str(op.ws.config_dir), webhook_secret=want.secrets.get(("webhook_secret",)))
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
-        assert want.pool is not None
-        attrs = {**want.attributes, "runtime_config": json.dumps(self._runtime_config(op, want))}
-        computed = call(op.provider(want.pool).create, _ref(want), attrs)
+        computed = call(self._host(op, want.attributes).start_gateway, want.name, self._runtime_config(op, want))
         self._wait(op, want)
         return computed
 
     def update(self, op: Op, prior: ResourceState, want: Desired) -> dict[str, Any]:
-        assert want.pool is not None
-        attrs = {**want.attributes, "runtime_config": json.dumps(self._runtime_config(op, want))}
-        computed = call(op.provider(want.pool).update, _ref(want), prior.attributes, attrs)
-        self._wait(op, want)
-        return computed
+        return self.create(op, want)
 
     def _wait(self, op: Op, want: Desired) -> None:
         key = op.ws.admin_key(want.name, want.secrets.get(("admin_key",)), create=False)
@@ -193,7 +196,7 @@ class GatewayHandler:
             call(admin.wait_healthy, GATEWAY_START_TIMEOUT, op.lineage)
 
     def delete(self, op: Op, prior: ResourceState) -> None:
-        call(op.provider(prior.attributes["pool"]).delete, _ref(prior), prior.attributes)
+        call(self._host(op, prior.attributes).stop_gateway, prior.name, True)
 
 
 class EndpointHandler:
@@ -207,28 +210,24 @@ class EndpointHandler:
             found = admin.get_endpoint(prior.name)
         if found is None:
             return Observed(False)
-        host_side = op.provider(prior.attributes["pool"]).read(_ref(prior), prior.attributes) or {}
-        repair = [str(r) for r in host_side.pop("_repair", [])]
+        host_side = op.provider(prior.attributes["pool"]).read_endpoint(prior.name, _spec(prior.attributes))
         spec = dict(found.get("spec") or {})
-        return Observed(True, {k: v for k, v in spec.items() if k in prior.attributes},
-                        {**host_side, "status": found.get("status")}, repair=repair)
+        return Observed(True, {k: v for k, v in spec.items() if k in prior.attributes}, host_side.attributes,
+                        host_side.notes, repair=host_side.repair)
 
     def _push(self, op: Op, want: Desired) -> None:
         secret_env = {str(p[-1]): str(v) for p, v in want.secrets.items() if p[:2] == ("worker", "env")}
         with op.admin(want.attributes["gateway"]) as admin:
-            call(admin.put_endpoint, want.name, want.attributes, secret_env)
+            call(admin.put_endpoint, want.name, _spec(want.attributes), secret_env)
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
         assert want.pool is not None
-        computed = call(op.provider(want.pool).create, _ref(want), want.attributes)
+        computed = call(op.provider(want.pool).prepare_endpoint, want.name, _spec(want.attributes))
         self._push(op, want)
         return computed
 
     def update(self, op: Op, prior: ResourceState, want: Desired) -> dict[str, Any]:
-        assert want.pool is not None
-        computed = call(op.provider(want.pool).update, _ref(want), prior.attributes, want.attributes)
-        self._push(op, want)
-        return computed
+        return self.create(op, want)
 
     def delete(self, op: Op, prior: ResourceState) -> None:
         gateway = prior.attributes["gateway"]
@@ -239,10 +238,14 @@ class EndpointHandler:
                 except GatewayError as exc:
                     op.ws.on_event(prior.address, f"gateway unreachable while draining ({exc.message}); "
                                                   "sweeping workers directly")
-        call(op.provider(prior.attributes["pool"]).delete, _ref(prior), prior.attributes)
+        call(op.provider(prior.attributes["pool"]).remove_endpoint, prior.name, _spec(prior.attributes))
+
+
+def _spec(attributes: dict[str, Any]) -> EndpointSpec:
+    return EndpointSpec.model_validate(attributes)
 
 
 HANDLERS: dict[str, Handler] = {
-    "pool": PoolHandler(), "policy": PolicyHandler(), "volume": ProviderHandler(),
+    "pool": PoolHandler(), "policy": PolicyHandler(), "volume": VolumeHandler(),
     "gateway": GatewayHandler(), "endpoint": EndpointHandler(),
 }

@@ -217,7 +217,7 @@ def write_model(outdir: Path, vocab_size: int, ids: dict, seed: int) -> int:
 README = """\
 # tiny random Llama (gpuform test model)
 
-Written by `workers/vllm/tiny_model.py` (seed {seed}). Random weights: the text it
+Written by `tools/vllm/tiny_model.py` (seed {seed}). Random weights: the text it
 generates is meaningless. It exists so that the vLLM worker can be started and
 exercised (completions, chat, streaming) on a CPU machine without downloads.
 
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     for name in REQUIRED:
         digest.update((outdir / name).read_bytes())
     marker = {
-        "generator": "gpuform workers/vllm/tiny_model.py",
+        "generator": "gpuform tools/vllm/tiny_model.py",
         "seed": args.seed,
         "vocab_size": vocab,
         "parameters": params,

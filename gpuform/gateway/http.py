@@ -1,0 +1,161 @@
+"""The HTTP seam every route uses: errors raised as :class:`HTTPError` and rendered by one handler,
+the runtime of a request, the three kinds of callers (client, worker, admin) and request bodies.
+
+Error bodies: RunPod's ``{"error": "..."}``, or OpenAI's ``{"error": {"message", "type", "code"}}`` on the
+OpenAI routes (``/v1/...`` and ``/v2/{endpoint}/openai/...``), so each client library reads its own shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gpuform.gateway.jsonbody import BadJSON, loads_strict
+
+if TYPE_CHECKING:
+    from gpuform.gateway.runtime import EndpointRecord, Runtime
+    from gpuform.gateway.workers import WorkerRecord
+
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 429: "rate_limit_error"}
+
+
+class HTTPError(Exception):
+    """An answer other than success: status, message (shown to the caller), headers, OpenAI error type."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, kind: str = "") -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers, self.kind = status, message, headers, kind
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith("/v1/") or "/openai/" in path
+
+
+def error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None,
+                   kind: str = "") -> JSONResponse:
+    if is_openai_path(request.url.path):
+        kind = kind or _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers)
+    return JSONResponse({"error": message}, status, headers)
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return error_response(request, exc.status, exc.message, exc.headers, exc.kind)
+
+
+async def handle_starlette_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (no such route, wrong method) in the same shape as ours."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(request, exc.status_code, message, dict(exc.headers or {}))
+
+
+def runtime_of(request: Request) -> Runtime:
+    """The gateway's runtime; the one way routes reach it."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def presented_key(request: Request) -> str | None:
+    """``Authorization: Bearer KEY`` or the raw key (RunPod accepts both)."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, rest = header.partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" and rest else header.strip()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a client request: a client key (by name) or the admin key."""
+
+    key_name: str | None
+    admin: bool
+
+    def may_use(self, ep: EndpointRecord) -> bool:
+        return self.admin or ep.allows(self.key_name)
+
+
+def require_admin(request: Request) -> Runtime:
+    rt = runtime_of(request)
+    if not rt.keys.is_admin(presented_key(request)):
+        raise HTTPError(401, "a valid admin key is required (Authorization: Bearer KEY)")
+    return rt
+
+
+def require_client(request: Request, admin_allowed: bool = True) -> Caller:
+    """A client key (or, where ``admin_allowed``, the admin key); 401 otherwise."""
+    rt = runtime_of(request)
+    key = presented_key(request)
+    name = rt.keys.client_name(key)
+    if name is not None:
+        return Caller(name, False)
+    if admin_allowed and rt.keys.is_admin(key):
+        return Caller(None, True)
+    raise HTTPError(401, "missing or invalid API key (send Authorization: Bearer KEY)")
+
+
+def require_endpoint(request: Request, name: str | None = None) -> tuple[Caller, EndpointRecord]:
+    """The endpoint named in the path, with a caller allowed on it (401, 403 or 404 otherwise)."""
+    caller = require_client(request)
+    name = name if name is not None else request.path_params["endpoint"]
+    ep = runtime_of(request).endpoints.get(name)
+    if ep is None or ep.deleting:
+        raise HTTPError(404, f"no endpoint named {name!r} on this gateway")
+    if not caller.may_use(ep):
+        raise HTTPError(403, f"API key {caller.key_name!r} is not allowed on endpoint {name!r}")
+    return caller, ep
+
+
+def require_worker(request: Request) -> WorkerRecord:
+    """The worker whose token was presented, on its own routes only (401 or 403 otherwise)."""
+    worker = runtime_of(request).fleet.authenticate(presented_key(request))
+    if worker is None:
+        raise HTTPError(401, "invalid worker token")
+    if worker.id != request.path_params["worker_id"] or worker.endpoint != request.path_params["endpoint"]:
+        raise HTTPError(403, "this token belongs to another worker")
+    return worker
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large(int(declared), limit)
+    body = await request.body()
+    if len(body) > limit:
+        raise too_large(len(body), limit)
+    return body
+
+
+def too_large(size: int, limit: int) -> HTTPError:
+    return HTTPError(413, f"request body of {size} bytes exceeds this route's limit of {limit} bytes; "
+                          "send large inputs by reference (a URL) instead")
+
+
+async def read_json(request: Request, limit: int, empty: Any = None) -> Any:
+    """The body as strict JSON (400 for anything else; ``empty`` for an empty body when given)."""
+    raw = await read_body(request, limit)
+    if not raw.strip() and empty is not None:
+        return empty
+    try:
+        return loads_strict(raw)
+    except BadJSON as exc:
+        raise HTTPError(400, f"the request body is not acceptable JSON: {exc}") from None
+
+
+def json_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise HTTPError(400, f"{what} must be a JSON object")
+    return value

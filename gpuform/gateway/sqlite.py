@@ -1,0 +1,323 @@
+"""The embedded gateway store: one SQLite file in WAL mode, with versioned migrations.
+
+A committed write survives the gateway being killed with -9 (WAL with ``synchronous=NORMAL`` loses
+commits only on an operating-system crash or power loss). All access happens on the event loop's thread;
+each call is a short transaction.
+
+The schema version is SQLite's ``user_version``. A database made before versioning (user_version 0 with
+tables in it) is version 1. :data:`MIGRATIONS` takes any older database to :data:`SCHEMA_VERSION` in place,
+each step in one transaction; a database from a newer gpuform is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gpuform.errors import StoreError
+from gpuform.gateway.jobs import Job
+from gpuform.gateway.states import LIVE, JobStatus, WorkerState
+from gpuform.gateway.store import LedgerEntry, StoredEndpoint
+from gpuform.gateway.workers import WorkerRecord
+from gpuform.provider import WorkerInfo
+from gpuform.spec import EndpointSpec
+
+V1 = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS endpoints (
+    name TEXT PRIMARY KEY, spec TEXT NOT NULL, secret_env TEXT NOT NULL, revision TEXT NOT NULL,
+    updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, status TEXT NOT NULL, input BLOB,
+    output BLOB, error TEXT, webhook TEXT, sync INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, started_at REAL, completed_at REAL,
+    execution_timeout REAL NOT NULL, ttl REAL NOT NULL, low_priority INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0, retried INTEGER NOT NULL DEFAULT 0, worker_id TEXT,
+    idempotency_key TEXT, expires_at REAL, client_key TEXT);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs(endpoint, status) WHERE status IN ('IN_QUEUE', 'IN_PROGRESS');
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs(endpoint, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_ttl ON jobs(created_at + ttl);
+CREATE TABLE IF NOT EXISTS chunks (
+    job_id TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (job_id, seq));
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, pool TEXT NOT NULL, host TEXT, state TEXT NOT NULL,
+    gpu_type TEXT, gpus INTEGER NOT NULL DEFAULT 0, price REAL, token_hash TEXT NOT NULL,
+    spec_revision TEXT, requested_at REAL NOT NULL, started_at REAL, ready_at REAL, first_job_at REAL,
+    stopped_at REAL, last_seen REAL, exit_reason TEXT, timeline TEXT);
+CREATE TABLE IF NOT EXISTS ledger (
+    worker_id TEXT NOT NULL, endpoint TEXT NOT NULL, day TEXT NOT NULL, gpu_type TEXT, gpus INTEGER NOT NULL,
+    seconds REAL NOT NULL, cost REAL, PRIMARY KEY (worker_id, day));
+"""
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    """The schema of gpuform 0.1.0, before versioning."""
+    for statement in V1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    """Drop what 0.1.0 created and never used: the ``chunks`` table and the ``jobs.client_key`` column."""
+    conn.execute("DROP TABLE IF EXISTS chunks")
+    conn.execute("ALTER TABLE jobs DROP COLUMN client_key")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, where: str) -> int:
+    """Bring the database to :data:`SCHEMA_VERSION`; return the version it had."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version == 0 and conn.execute("SELECT 1 FROM sqlite_master WHERE name='jobs'").fetchone():
+        version = 1  # written by 0.1.0, which did not record a version
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"the gateway database {where} has schema version {version}, newer than this gpuform "
+                         f"knows ({SCHEMA_VERSION})",
+                         "It was written by a newer gpuform: run that version (or newer), or restore a backup "
+                         "made before the upgrade.")
+    found = version
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[number - 1](conn)
+            conn.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return found
+
+
+class SQLiteStore:
+    """:class:`gpuform.gateway.store.GatewayStore` on one SQLite file (or ``:memory:`` for tests)."""
+
+    def __init__(self, path: Path | str) -> None:
+        where = str(path)
+        if where != ":memory:":
+            Path(where).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA busy_timeout=5000")
+            self.migrated_from = migrate(self.conn, where)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the gateway database {where}: {exc}",
+                             "Check the disk and the file's permissions; restore a backup if it is damaged.") from exc
+        self.jobs = SQLiteJobs(self.conn)
+        self.workers = SQLiteWorkers(self.conn)
+        self.ledger = SQLiteLedger(self.conn)
+        self.endpoints = SQLiteEndpoints(self.conn)
+
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET "
+                          "value=excluded.value", (key, value))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Tx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+_JOB_COLUMNS = ("id, endpoint, status, input, output, error, webhook, sync, created_at, started_at, completed_at, "
+                "execution_timeout, ttl, low_priority, attempts, retried, worker_id, idempotency_key, expires_at")
+_OPEN = "('IN_QUEUE', 'IN_PROGRESS')"
+
+
+class SQLiteJobs:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def insert(self, job: Job) -> None:
+        self.conn.execute(
+            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (job.id, job.endpoint, job.status, json.dumps(job.input), None, None, job.webhook, int(job.sync),
+             job.created_at, None, None, job.execution_timeout, job.ttl, int(job.low_priority), 0, job.retried,
+             None, job.idempotency_key, None))
+
+    def started(self, jobs: list[Job]) -> None:
+        with _Tx(self.conn) as conn:
+            conn.executemany("UPDATE jobs SET status=?, started_at=?, attempts=?, worker_id=? WHERE id=?",
+                             [(j.status, j.started_at, j.attempts, j.worker_id, j.id) for j in jobs])
+
+    def finished(self, job: Job) -> None:
+        self.conn.execute("UPDATE jobs SET status=?, output=?, error=?, completed_at=?, expires_at=?, attempts=?, "
+                          "worker_id=?, started_at=? WHERE id=?",
+                          (job.status, json.dumps(job.output), json.dumps(job.error), job.completed_at,
+                           job.expires_at, job.attempts, job.worker_id, job.started_at, job.id))
+
+    def requeued(self, job: Job) -> None:
+        self.conn.execute("UPDATE jobs SET status=?, output=NULL, error=NULL, started_at=NULL, completed_at=NULL, "
+                          "expires_at=NULL, worker_id=NULL, attempts=?, retried=? WHERE id=?",
+                          (job.status, job.attempts, job.retried, job.id))
+
+    def delete(self, job_ids: list[str]) -> None:
+        with _Tx(self.conn) as conn:
+            conn.executemany("DELETE FROM jobs WHERE id=?", [(i,) for i in job_ids])
+
+    def get(self, job_id: str) -> Job | None:
+        row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if row is None else _job(row)
+
+    def by_idempotency(self, endpoint: str, key: str) -> Job | None:
+        row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE endpoint=? AND idempotency_key=?",
+                                (endpoint, key)).fetchone()
+        return None if row is None else _job(row)
+
+    def open_jobs(self) -> list[Job]:
+        rows = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN {_OPEN} "
+                                 "ORDER BY created_at").fetchall()
+        return [_job(r) for r in rows]
+
+    def expired(self, now: float, limit: int) -> list[str]:
+        rows = self.conn.execute("SELECT id FROM jobs WHERE expires_at IS NOT NULL AND expires_at < ? "
+                                 "ORDER BY expires_at LIMIT ?", (now, limit)).fetchall()
+        return [str(r["id"]) for r in rows]
+
+    def ttl_expired(self, now: float, limit: int) -> list[str]:
+        rows = self.conn.execute(f"SELECT id FROM jobs WHERE created_at + ttl < ? AND status IN {_OPEN} LIMIT ?",
+                                 (now, limit)).fetchall()
+        return [str(r["id"]) for r in rows]
+
+    def counts(self, endpoint: str) -> dict[str, int]:
+        rows = self.conn.execute("SELECT status, COUNT(*) AS n, SUM(retried) AS r FROM jobs WHERE endpoint=? "
+                                 "GROUP BY status", (endpoint,)).fetchall()
+        out = {str(r["status"]): int(r["n"]) for r in rows}
+        out["_retried"] = sum(int(r["r"] or 0) for r in rows)
+        return out
+
+
+def _job(row: sqlite3.Row) -> Job:
+    job = Job(id=row["id"], endpoint=row["endpoint"], input=json.loads(row["input"]) if row["input"] else None,
+              created_at=row["created_at"], execution_timeout=row["execution_timeout"], ttl=row["ttl"],
+              status=JobStatus(row["status"]), webhook=row["webhook"], sync=bool(row["sync"]),
+              low_priority=bool(row["low_priority"]), started_at=row["started_at"],
+              completed_at=row["completed_at"], attempts=row["attempts"], retried=row["retried"],
+              worker_id=row["worker_id"], idempotency_key=row["idempotency_key"], expires_at=row["expires_at"])
+    job.output = json.loads(row["output"]) if row["output"] else None
+    job.error = json.loads(row["error"]) if row["error"] else None
+    return job
+
+
+class SQLiteWorkers:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def save(self, w: WorkerRecord) -> None:
+        self.conn.execute(
+            "INSERT INTO workers(id, endpoint, pool, host, state, gpu_type, gpus, price, token_hash, spec_revision, "
+            "requested_at, started_at, ready_at, first_job_at, stopped_at, last_seen, exit_reason, timeline) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET host=excluded.host, "
+            "state=excluded.state, gpu_type=excluded.gpu_type, gpus=excluded.gpus, price=excluded.price, "
+            "ready_at=excluded.ready_at, first_job_at=excluded.first_job_at, stopped_at=excluded.stopped_at, "
+            "last_seen=excluded.last_seen, exit_reason=excluded.exit_reason, timeline=excluded.timeline",
+            (w.id, w.endpoint, w.pool, w.host, w.state, w.gpu_type, w.gpus, w.price, w.token_hash, w.revision,
+             w.requested_at, w.requested_at, w.ready_at, w.first_job_at, w.stopped_at, w.last_seen, w.exit_reason,
+             json.dumps(w.timeline)))
+
+    def live(self) -> list[WorkerRecord]:
+        states = (*sorted(LIVE), WorkerState.STOPPING, WorkerState.SLEEPING)
+        rows = self.conn.execute(f"SELECT * FROM workers WHERE state IN ({','.join('?' * len(states))})",
+                                 states).fetchall()
+        return [_worker(r) for r in rows]
+
+    def recent(self, endpoint: str | None, limit: int = 50) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM workers" + (" WHERE endpoint=?" if endpoint else "") + \
+              " ORDER BY requested_at DESC LIMIT ?"
+        params: tuple[Any, ...] = (endpoint, limit) if endpoint else (limit,)
+        return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
+
+
+def _worker(r: sqlite3.Row) -> WorkerRecord:
+    """A worker as a restarted gateway adopts it: one that held jobs is idle until it takes more."""
+    state = WorkerState(r["state"])
+    now = time.time()
+    w = WorkerRecord(id=r["id"], endpoint=r["endpoint"], pool=r["pool"], revision=r["spec_revision"] or "",
+                     token_hash=r["token_hash"], requested_at=r["requested_at"],
+                     state=WorkerState.IDLE if state == WorkerState.RUNNING else state,
+                     host=r["host"] or "", gpu_type=r["gpu_type"] or "", gpus=r["gpus"], price=r["price"],
+                     ready_at=r["ready_at"], first_job_at=r["first_job_at"], last_seen=r["last_seen"],
+                     timeline=json.loads(r["timeline"] or "{}"), billed_until=now)
+    if w.state == WorkerState.IDLE:
+        w.idle_since = now
+    if w.state == WorkerState.SLEEPING:
+        w.asleep_since = now
+    if w.host:  # enough for the provider to find, stop and observe it again
+        w.info = WorkerInfo(w.id, w.endpoint, w.host, "running", w.gpu_type or "cpu")
+    return w
+
+
+class SQLiteLedger:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def add(self, e: LedgerEntry) -> None:
+        self.conn.execute(
+            "INSERT INTO ledger(worker_id, endpoint, day, gpu_type, gpus, seconds, cost) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT(worker_id, day) DO UPDATE SET seconds=seconds+excluded.seconds, "
+            "cost=CASE WHEN cost IS NULL OR excluded.cost IS NULL THEN NULL ELSE cost+excluded.cost END",
+            (e.worker_id, e.endpoint, e.day, e.gpu_type, e.gpus, e.seconds, e.cost))
+
+    def spent(self, endpoint: str, day: str) -> float:
+        row = self.conn.execute("SELECT COALESCE(SUM(cost), 0) AS c FROM ledger WHERE endpoint=? AND day=?",
+                                (endpoint, day)).fetchone()
+        return float(row["c"])
+
+    def usage(self, days: int = 31) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT endpoint, day, gpu_type, SUM(gpus * seconds) AS gpu_seconds, SUM(seconds) AS worker_seconds, "
+            "COUNT(*) AS workers, SUM(cost) AS cost, SUM(cost IS NULL) AS unpriced FROM ledger "
+            "GROUP BY endpoint, day, gpu_type ORDER BY day DESC, endpoint LIMIT ?", (days * 50,)).fetchall()
+        return [{"endpoint": r["endpoint"], "day": r["day"], "gpu_type": r["gpu_type"],
+                 "gpu_seconds": r["gpu_seconds"], "worker_seconds": r["worker_seconds"], "workers": r["workers"],
+                 "cost": None if r["unpriced"] else r["cost"]} for r in rows]
+
+    def worker_seconds(self, worker_id: str) -> float:
+        row = self.conn.execute("SELECT COALESCE(SUM(seconds), 0) AS s FROM ledger WHERE worker_id=?",
+                                (worker_id,)).fetchone()
+        return float(row["s"])
+
+
+class SQLiteEndpoints:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def put(self, name: str, endpoint: StoredEndpoint) -> None:
+        self.conn.execute(
+            "INSERT INTO endpoints(name, spec, secret_env, revision, updated_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, secret_env=excluded.secret_env, "
+            "revision=excluded.revision, updated_at=excluded.updated_at",
+            (name, endpoint.spec.model_dump_json(), json.dumps(endpoint.secret_env), endpoint.revision, time.time()))
+
+    def all(self) -> dict[str, StoredEndpoint]:
+        rows = self.conn.execute("SELECT name, spec, secret_env, revision FROM endpoints").fetchall()
+        return {r["name"]: StoredEndpoint(EndpointSpec.model_validate_json(r["spec"]), json.loads(r["secret_env"]),
+                                          r["revision"]) for r in rows}
+
+    def delete(self, name: str) -> None:
+        self.conn.execute("DELETE FROM endpoints WHERE name=?", (name,))
