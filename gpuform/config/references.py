@@ -16,15 +16,29 @@ if TYPE_CHECKING:
 def check_references(config: Config) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for name, vol in config.volumes.items():
-        _ref(config, out, ("volumes", name, "pool"), "pool", vol.pool, f"volume.{name}")
+        if _ref(config, out, ("volumes", name, "pool"), "pool", vol.pool, f"volume.{name}"):
+            out += _capable(config, ("volumes", name, "pool"), vol.pool, "volumes", f"volume.{name}")
     for name, gw in config.gateways.items():
-        _ref(config, out, ("gateway", name, "pool"), "pool", gw.pool, f"gateway.{name}")
+        if _ref(config, out, ("gateway", name, "pool"), "pool", gw.pool, f"gateway.{name}"):
+            out += _capable(config, ("gateway", name, "pool"), gw.pool, "gateway", f"gateway.{name}")
     for name, ep in config.endpoints.items():
         _check_endpoint(config, name, ep, out)
     out += _check_depends_on(config)
     if not out and not config.invalid:
         out += _check_cycles(config)
     return out
+
+
+def _capable(config: Config, path: Path, pool: str, capability: str, address: str) -> list[Diagnostic]:
+    """A located error when ``pool``'s provider lacks ``capability`` (it cannot run a gateway, stage volumes)."""
+    provider = config.pools[pool].provider
+    kind = pool_kinds().get(provider)
+    if kind is None or capability in kind.capabilities:
+        return []
+    able = sorted(n for n, k in pool_kinds().items() if capability in k.capabilities)
+    return [error(f'pool "{pool}" uses provider "{provider}", which lacks the {capability} capability',
+                  f"Put {address} on a pool whose provider has it: {', '.join(able)}.",
+                  config.sources.locate(path), address)]
 
 
 def _ref(config: Config, out: list[Diagnostic], path: Path, kind: str, target: str, address: str) -> bool:

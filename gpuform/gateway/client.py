@@ -12,10 +12,12 @@ from gpuform.spec import EndpointPut, EndpointSpec
 
 
 class AdminClient:
-    def __init__(self, base_url: str, admin_key: str | None, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, admin_key: str | None, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, trust_env=False)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, trust_env=False,
+                                  transport=transport)
 
     def close(self) -> None:
         self._http.close()

@@ -39,18 +39,20 @@ class Reconciler:
         self.ticks = 0
         self.decisions: dict[str, Decision] = {}
         self._task: asyncio.Task[None] | None = None
+        self.active = False  # decisions are carried out (set by start; a test driving ticks sets it itself)
         self._stopping = False
 
     def scale_now(self, ep: EndpointRecord) -> None:
         """Scale ``ep`` now (a job arrived and no worker is live) rather than after a tick that may be
         waiting on a provider (listing workers over SSH can take seconds); a cold start can't wait."""
-        if ep.deleting or self._task is None or self._stopping:
+        if ep.deleting or not self.active or self._stopping:
             return
         if self.fleet.condition(ep.name).status != "OK":
             return  # no capacity, backing off or capped: the tick retries at its pace, not once per request
         self.scale(ep, self.clock())
 
     def start(self) -> None:
+        self.active = True
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from gpuform import __version__
 from gpuform.errors import GatewayError
 from gpuform.gateway.auth import KeyRing
@@ -74,7 +76,8 @@ class Providers:
 
 class Runtime:
     def __init__(self, config: RuntimeConfig, store: GatewayStore | None = None,
-                 providers: ProviderAccess | None = None, clock: Clock = time.time) -> None:
+                 providers: ProviderAccess | None = None, clock: Clock = time.time,
+                 webhook_transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         self.clock = clock
         self.started_at = clock()
@@ -93,7 +96,7 @@ class Runtime:
                                  {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()})
         self.fleet = Fleet(settings, self.store.workers, self._providers, self.queue, self.ledger, self.metrics,
                            self.keys.token_hash, clock)
-        self.webhooks = Webhooks(timings, config.webhook_secret)
+        self.webhooks = Webhooks(timings, config.webhook_secret, webhook_transport)
         self.reconciler = Reconciler(lambda: list(self.endpoints.values()), self.fleet, self.queue, self.ledger,
                                      self.metrics, timings.reconcile_interval, clock)
         self.queue.on_started.append(self._job_started)
@@ -109,6 +112,8 @@ class Runtime:
             loop.call_soon_threadsafe(self.queue.close)
 
     async def start(self, reconcile: bool = True) -> None:
+        """Restore open jobs and workers, then run the reconcile loop (or, with ``reconcile=False``, let the
+        caller drive ticks: the reconciler acts on decisions but has no loop of its own)."""
         self.queue.loop = asyncio.get_running_loop()
         restored = self.queue.restore()
         self.fleet.restore()
@@ -120,6 +125,8 @@ class Runtime:
         self.webhooks.start()
         if reconcile:
             self.reconciler.start()
+        else:
+            self.reconciler.active = True
 
     async def stop(self) -> None:
         await self.reconciler.stop()

@@ -45,15 +45,17 @@ def verify(secret: str, body: bytes, header: str, tolerance: float = 300.0) -> b
 
 
 class Webhooks:
-    def __init__(self, timings: GatewayTimings, secret: str | None) -> None:
+    def __init__(self, timings: GatewayTimings, secret: str | None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.timings = timings
         self.secret = secret
+        self.transport = transport
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self.tasks: set[asyncio.Task[None]] = set()
         self.client: httpx.AsyncClient | None = None
 
     def start(self) -> None:
-        self.client = httpx.AsyncClient(timeout=10.0, trust_env=False)
+        self.client = httpx.AsyncClient(timeout=10.0, trust_env=False, transport=self.transport)
 
     async def stop(self) -> None:
         for task in list(self.tasks):
