@@ -109,11 +109,17 @@ def apply_cmd(ctx: typer.Context,
               refresh_only: Annotated[bool, typer.Option("--refresh-only", help="Only record drift.")] = False,
               parallelism: Parallelism = 10,
               lock_timeout: LockTimeout = 0.0,
+              no_wait: Annotated[bool, typer.Option("--no-wait", "-no-wait", help="Do not wait for endpoints' "
+                                                    "min_workers to be ready.")] = False,
+              wait_timeout: Annotated[float | None, typer.Option(
+                  "--wait-timeout", "-wait-timeout", metavar="SECONDS",
+                  help="How long to wait for min_workers (default: the worker's ready_timeout + 30 s).")] = None,
               no_color: NoColor = False) -> None:
     """Make reality match the configuration (or carry out a saved plan exactly)."""
     globals_of(ctx).colour &= not no_color
     mode = "refresh-only" if refresh_only else "normal"
-    _run(ctx, "apply", mode, planfile, auto_approve, tuple(target), tuple(replace), parallelism, lock_timeout)
+    _run(ctx, "apply", mode, planfile, auto_approve, tuple(target), tuple(replace), parallelism, lock_timeout,
+         no_wait, wait_timeout)
 
 
 def destroy_cmd(ctx: typer.Context,
@@ -129,9 +135,11 @@ def destroy_cmd(ctx: typer.Context,
 
 
 def _run(ctx: typer.Context, operation: str, mode: str, planfile: Path | None, auto_approve: bool,
-         targets: tuple[str, ...], replace: tuple[str, ...], parallelism: int, lock_timeout: float) -> None:
+         targets: tuple[str, ...], replace: tuple[str, ...], parallelism: int, lock_timeout: float,
+         no_wait: bool = False, wait_timeout: float | None = None) -> None:
     g = globals_of(ctx)
     ws = g.workspace()
+    ws.no_wait, ws.wait_timeout = no_wait, wait_timeout
     try:
         with locked(ws.store, operation, lock_timeout):
             planned = _saved(ws, planfile, g.variables) if planfile else _fresh(ws, g.variables, mode, targets, replace,

@@ -30,6 +30,8 @@ class Workspace:
     on_event: Event = field(default=lambda address, message: None)
     on_transfer: TransferEvent = field(default=lambda what, done, total: None)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    no_wait: bool = False  # apply does not wait for endpoints' min_workers to be ready
+    wait_timeout: float | None = None  # how long it waits (default: the worker's ready_timeout + 30 s)
     _providers: dict[str, Provider] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

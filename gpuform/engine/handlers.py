@@ -6,6 +6,7 @@ in fault points (see :mod:`gpuform.faults`) so crash tests can interrupt apply a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -222,9 +223,30 @@ class EndpointHandler:
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
         assert want.pool is not None
-        computed = call(op.provider(want.pool).prepare_endpoint, want.name, _spec(want.attributes))
+        spec = _spec(want.attributes)
+        computed = call(op.provider(want.pool).prepare_endpoint, want.name, spec)
         self._push(op, want)
+        if not op.ws.no_wait and spec.scaling.min_workers:
+            self._wait_ready(op, want, spec)
         return computed
+
+    def _wait_ready(self, op: Op, want: Desired, spec: EndpointSpec) -> None:
+        """Wait until the gateway reports ``min_workers`` ready; a timeout (or a crash loop) is an error that
+        names the endpoint's condition: UNHEALTHY with the worker's last log lines, or NO_CAPACITY."""
+        wanted = spec.scaling.min_workers
+        timeout = op.ws.wait_timeout if op.ws.wait_timeout is not None else spec.worker.ready_timeout + 30
+        deadline = time.monotonic() + timeout
+        op.ws.on_event(want.address, f"waiting for {wanted} ready worker(s)")
+        with op.admin(spec.gateway) as admin:
+            while True:
+                status = admin.get(f"/admin/endpoints/{want.name}/status")
+                ready, condition = int(status.get("ready_workers") or 0), dict(status.get("condition") or {})
+                if ready >= wanted:
+                    return
+                crash_looping = condition.get("status") == "UNHEALTHY" and int(condition.get("failures", 0)) >= 2
+                if crash_looping or time.monotonic() > deadline or op.ws.cancelled.is_set():
+                    raise _not_ready(want, wanted, ready, condition, time.monotonic() - deadline + timeout)
+                time.sleep(0.25)
 
     def update(self, op: Op, prior: ResourceState, want: Desired) -> dict[str, Any]:
         return self.create(op, want)
@@ -239,6 +261,18 @@ class EndpointHandler:
                     op.ws.on_event(prior.address, f"gateway unreachable while draining ({exc.message}); "
                                                   "sweeping workers directly")
         call(op.provider(prior.attributes["pool"]).remove_endpoint, prior.name, _spec(prior.attributes))
+
+
+def _not_ready(want: Desired, wanted: int, ready: int, condition: dict[str, Any], waited: float) -> GatewayError:
+    where = f"{want.source}: " if want.source else ""
+    state = condition.get("status", "OK")
+    why = f"; the endpoint is {state}: {condition.get('message', '')}" if state != "OK" else ""
+    tail = f"\nlast log lines:\n{condition['log_tail']}" if condition.get("log_tail") else ""
+    hint = {"NO_CAPACITY": "Free GPUs of the listed types, add a type to gpu.types, or lower min_workers.",
+            "UNHEALTHY": f"Fix the worker (`gpuform logs {want.name}` shows its output), then apply again."}.get(
+        state, "A slow first start (a large model) may need more time: --wait-timeout SECONDS.")
+    return GatewayError(f"{where}{ready} of {wanted} min_workers ready after {waited:.0f}s{why}"
+                        f"{tail}", hint + " `apply --no-wait` does not wait for workers.")
 
 
 def _spec(attributes: dict[str, Any]) -> EndpointSpec:

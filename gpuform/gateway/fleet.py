@@ -49,7 +49,8 @@ class Condition:
     backoff_until: float = 0.0
 
     def to_json(self, now: float) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status, "message": self.message, "since": self.since}
+        out: dict[str, Any] = {"status": self.status, "message": self.message, "since": self.since,
+                               "failures": self.failures}
         if self.log_tail:
             out["log_tail"] = self.log_tail
         if self.backoff_until > now:

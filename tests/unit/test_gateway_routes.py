@@ -43,7 +43,7 @@ def test_every_route_family_refuses_a_missing_or_wrong_key_with_a_json_error() -
             if path.startswith("/v1/") or "/openai/" in path:
                 assert error["type"] == "authentication_error" and error["code"] == 401
             else:
-                assert isinstance(error, str) and "key" in error or "token" in error
+                assert (isinstance(error, str) and "key" in error) or "token" in error
         assert (await h.call("GET", "/healthz", key=None)).json()["ok"] is True
 
     scenario(body)
