@@ -27,6 +27,7 @@ from gpuform.engine.operations import (
     save_plan,
 )
 from gpuform.errors import ConfigError, Interrupted
+from gpuform.plan.model import Action
 from gpuform.plan.render import render_json, render_markdown, render_text
 from gpuform.state.store import locked
 
@@ -219,9 +220,9 @@ def _report(planned: Planned, result: ApplyResult, operation: str) -> None:
     done = set(result.applied)
     for c in planned.plan.changes:
         if c.address in done:
-            counts["add"] += c.action in ("create", "replace")
-            counts["change"] += c.action == "update"
-            counts["destroy"] += c.action in ("delete", "replace")
+            counts["add"] += c.action in (Action.CREATE, Action.REPLACE)
+            counts["change"] += c.action == Action.UPDATE
+            counts["destroy"] += c.action in (Action.DELETE, Action.REPLACE)
     word = "Destroy" if operation == "destroy" else "Apply"
     if result.interrupted:
         raise Interrupted("apply was interrupted; state was saved for what finished",

@@ -8,6 +8,7 @@ Pool models are contributed by providers (subclasses of :class:`PoolBase`).
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -16,6 +17,16 @@ from gpuform.config.types import Duration, Model, Name, Size
 
 Scalar = str | int | float | bool
 DEFAULT_PRICE_NOTE = "Unknown prices show as unknown in plans, never as $0."
+
+
+class ResourceKind(StrEnum):
+    """The kinds of resource a configuration declares; an address is ``KIND.NAME``."""
+
+    POOL = "pool"
+    VOLUME = "volume"
+    POLICY = "policy"
+    GATEWAY = "gateway"
+    ENDPOINT = "endpoint"
 
 
 class SSHHost(Model):
@@ -294,7 +305,8 @@ SECTIONS: dict[str, str] = {
     "gateway": "The gateway (one per configuration directory is usual).",
     "endpoints": "Serverless endpoints.",
 }
-KIND_OF_SECTION = {"pools": "pool", "volumes": "volume", "policies": "policy", "gateway": "gateway",
-                   "endpoints": "endpoint"}
-MODEL_OF_KIND: dict[str, type[Model]] = {"volume": Volume, "policy": Policy, "gateway": Gateway,
-                                         "endpoint": Endpoint}
+KIND_OF_SECTION: dict[str, ResourceKind] = {
+    "pools": ResourceKind.POOL, "volumes": ResourceKind.VOLUME, "policies": ResourceKind.POLICY,
+    "gateway": ResourceKind.GATEWAY, "endpoints": ResourceKind.ENDPOINT}
+MODEL_OF_KIND: dict[str, type[Model]] = {ResourceKind.VOLUME: Volume, ResourceKind.POLICY: Policy,
+                                         ResourceKind.GATEWAY: Gateway, ResourceKind.ENDPOINT: Endpoint}

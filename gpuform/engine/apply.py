@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from gpuform import faults
 from gpuform.engine.handlers import HANDLERS, Op
 from gpuform.errors import GpuformError
-from gpuform.plan.model import Plan, ResourceChange
+from gpuform.plan.model import Action, Plan, ResourceChange
 from gpuform.resources.desired import Desired
 from gpuform.state.model import PendingOp, ResourceState, State
 from gpuform.state.store import StateStore
@@ -73,7 +73,7 @@ def apply(op: Op, plan: Plan, store: StateStore, parallelism: int = 10) -> Apply
     saver = _Saver(store, state)
     with saver.lock:
         store.write(state)  # the refreshed state (drift, adoptions) becomes the starting point
-    changes = {c.address: c for c in plan.changes if c.action != "no-op"}
+    changes = {c.address: c for c in plan.changes if c.action != Action.NO_OP}
     graph = _graph(changes, state)
     result = ApplyResult()
     running: dict[Future[None], str] = {}
@@ -100,14 +100,14 @@ def _graph(changes: dict[str, ResourceChange], state: State) -> dict[str, set[st
     """For each change, the changes it waits for."""
     deps: dict[str, set[str]] = {a: set() for a in changes}
     for addr, c in changes.items():
-        if c.action == "delete":
+        if c.action == Action.DELETE:
             # a delete waits for the deletes of everything that depends on it
             for other, oc in changes.items():
                 prior_deps = state.resources[other].dependencies if other in state.resources else oc.dependencies
-                if oc.action in ("delete", "replace") and addr in prior_deps:
+                if oc.action in (Action.DELETE, Action.REPLACE) and addr in prior_deps:
                     deps[addr].add(other)
         else:
-            deps[addr] |= {d for d in c.dependencies if d in changes and changes[d].action != "delete"}
+            deps[addr] |= {d for d in c.dependencies if d in changes and changes[d].action != Action.DELETE}
     return deps
 
 
@@ -147,15 +147,15 @@ def _apply_one(op: Op, change: ResourceChange, saver: _Saver) -> None:
     faults.address.set(change.address)  # fault traces name the resource (each runs in its own thread context)
     handler = HANDLERS[change.kind]
     prior = saver.state.resources.get(change.address)
-    if change.action in ("delete", "replace") and prior is not None:
+    if change.action in (Action.DELETE, Action.REPLACE) and prior is not None:
         op.ws.on_event(change.address, "destroying")
         saver.journal(change.address, "delete")
         handler.delete(op, prior)
         saver.done(change.address, None)
-    if change.action == "delete":
+    if change.action == Action.DELETE:
         return
     want = op.desired[change.address]
-    verb = "creating" if change.action in ("create", "replace") else "updating"
+    verb = "creating" if change.action in (Action.CREATE, Action.REPLACE) else "updating"
     op.ws.on_event(change.address, verb)
     current = saver.state.resources.get(change.address)
     saver.journal(change.address, "create" if current is None else "update")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from gpuform import faults
+from gpuform.config.schema import ResourceKind
 from gpuform.engine.context import Workspace
 from gpuform.errors import GatewayError, GpuformError
 from gpuform.gateway.client import AdminClient
@@ -280,6 +281,6 @@ def _spec(attributes: dict[str, Any]) -> EndpointSpec:
 
 
 HANDLERS: dict[str, Handler] = {
-    "pool": PoolHandler(), "policy": PolicyHandler(), "volume": VolumeHandler(),
-    "gateway": GatewayHandler(), "endpoint": EndpointHandler(),
+    ResourceKind.POOL: PoolHandler(), ResourceKind.POLICY: PolicyHandler(), ResourceKind.VOLUME: VolumeHandler(),
+    ResourceKind.GATEWAY: GatewayHandler(), ResourceKind.ENDPOINT: EndpointHandler(),
 }

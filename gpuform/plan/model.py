@@ -7,6 +7,7 @@ The JSON follows the shape of Terraform's plan JSON (``resource_changes[].change
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from gpuform import __version__
@@ -14,6 +15,16 @@ from gpuform.state.model import State
 
 FORMAT_VERSION = "1.0"
 Attrs = dict[str, Any]
+
+
+class Action(StrEnum):
+    """What apply does to one resource (Terraform's actions; a replace is ``[delete, create]``)."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    DELETE = "delete"
+    NO_OP = "no-op"
 
 
 @dataclass
@@ -63,7 +74,7 @@ class ResourceChange:
     kind: str
     name: str
     provider: str
-    actions: list[str]  # ["no-op"], ["create"], ["update"], ["delete"], ["delete", "create"]
+    actions: list[Action]  # [NO_OP], [CREATE], [UPDATE], [DELETE], [DELETE, CREATE]
     before: Attrs | None
     after: Attrs | None
     pool: str | None = None
@@ -76,9 +87,9 @@ class ResourceChange:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def action(self) -> str:
+    def action(self) -> Action:
         """One word: create, update, replace, delete or no-op."""
-        return "replace" if len(self.actions) == 2 else self.actions[0]
+        return Action.REPLACE if len(self.actions) == 2 else self.actions[0]
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -102,7 +113,8 @@ class ResourceChange:
     def from_json(cls, data: dict[str, Any]) -> ResourceChange:
         change = data["change"]
         return cls(address=data["address"], kind=data["type"], name=data["name"], provider=data["provider_name"],
-                   actions=list(change["actions"]), before=change.get("before"), after=change.get("after"),
+                   actions=[Action(a) for a in change["actions"]], before=change.get("before"),
+                   after=change.get("after"),
                    pool=data.get("pool"), replace_paths=[list(p) for p in change.get("replace_paths") or []],
                    action_reason=data.get("action_reason", ""),
                    sensitive_paths=_unmask(change.get("after_sensitive") or change.get("before_sensitive")),
@@ -124,7 +136,7 @@ class Drift:
     changed_paths: list[list[str | int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        actions = ["delete"] if self.after is None else ["update"]
+        actions = [Action.DELETE] if self.after is None else [Action.UPDATE]
         return {"address": self.address, "type": self.kind, "name": self.name,
                 "change": {"actions": actions, "before": self.before, "after": self.after,
                            "changed_paths": self.changed_paths}}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from gpuform.errors import PlanError
 from gpuform.plan.checks import capacity_warnings
 from gpuform.plan.cost import endpoint_cost
-from gpuform.plan.model import Attrs, Drift, Observed, Plan, ResourceChange
+from gpuform.plan.model import Action, Attrs, Drift, Observed, Plan, ResourceChange
 from gpuform.resources.desired import Desired
 from gpuform.state.model import ResourceState, State
 
@@ -110,35 +110,35 @@ def _change(addr: str, want: Desired | None, prior: ResourceState | None, option
     notes = list(observed[addr].notes) if addr in observed else []
     if want is None:
         assert prior is not None
-        return _from_prior(prior, ["delete"], "delete_because_no_resource_config"
+        return _from_prior(prior, [Action.DELETE], "delete_because_no_resource_config"
                            if options.mode != "destroy" else "", notes)
     change = ResourceChange(address=addr, kind=want.kind, name=want.name, provider=want.provider,
-                            actions=["create"], before=None, after=want.attributes, pool=want.pool,
+                            actions=[Action.CREATE], before=None, after=want.attributes, pool=want.pool,
                             sensitive_paths=want.sensitive_paths, dependencies=sorted(want.dependencies),
                             notes=notes)
     if prior is None:
         return change
     change.before = prior.attributes
     if addr in options.replace:
-        change.actions, change.action_reason = ["delete", "create"], "replace_by_request"
+        change.actions, change.action_reason = [Action.DELETE, Action.CREATE], "replace_by_request"
     elif prior.status == "tainted":
-        change.actions, change.action_reason = ["delete", "create"], "replace_because_tainted"
+        change.actions, change.action_reason = [Action.DELETE, Action.CREATE], "replace_because_tainted"
     elif prior.attributes == want.attributes:
         repair = observed[addr].repair if addr in observed else []
-        change.actions = ["update"] if repair else ["no-op"]
+        change.actions = [Action.UPDATE] if repair else [Action.NO_OP]
         change.notes += [f"repair: {r}" for r in repair]
     else:
         paths = changed_paths(prior.attributes, want.attributes)
         forced = [p for p in paths if p and p[0] in want.replace_fields]
         if forced:
-            change.actions, change.replace_paths = ["delete", "create"], forced
+            change.actions, change.replace_paths = [Action.DELETE, Action.CREATE], forced
             change.action_reason = "replace_because_cannot_update"
         else:
-            change.actions = ["update"]
+            change.actions = [Action.UPDATE]
     return change
 
 
-def _from_prior(prior: ResourceState, actions: list[str], reason: str, notes: list[str]) -> ResourceChange:
+def _from_prior(prior: ResourceState, actions: list[Action], reason: str, notes: list[str]) -> ResourceChange:
     return ResourceChange(address=prior.address, kind=prior.kind, name=prior.name, provider=prior.provider,
                           actions=actions, before=prior.attributes, after=None,
                           pool=prior.attributes.get("pool") if prior.kind != "pool" else prior.name,
@@ -148,10 +148,10 @@ def _from_prior(prior: ResourceState, actions: list[str], reason: str, notes: li
 
 def _reregister_endpoints(changes: list[ResourceChange]) -> None:
     """Endpoints of a gateway being (re)created are registered with it again."""
-    fresh = {c.name for c in changes if c.kind == "gateway" and c.action in ("create", "replace")}
+    fresh = {c.name for c in changes if c.kind == "gateway" and c.action in (Action.CREATE, Action.REPLACE)}
     for c in changes:
-        if c.kind == "endpoint" and c.action == "no-op" and (c.after or {}).get("gateway") in fresh:
-            c.actions = ["update"]
+        if c.kind == "endpoint" and c.action == Action.NO_OP and (c.after or {}).get("gateway") in fresh:
+            c.actions = [Action.UPDATE]
             c.notes.append(f"registered again with gateway.{(c.after or {}).get('gateway')}, which is (re)created")
 
 
@@ -179,7 +179,7 @@ def _select_targets(changes: list[ResourceChange], targets: Iterable[str], desir
 def _check_prevent_destroy(changes: list[ResourceChange], desired: Mapping[str, Desired], state: State) -> None:
     blocked = []
     for c in changes:
-        if "delete" not in c.actions:
+        if Action.DELETE not in c.actions:
             continue
         protected = desired[c.address].prevent_destroy if c.address in desired else False
         prior = state.resources.get(c.address)

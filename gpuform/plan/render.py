@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from gpuform.plan.cost import format_cost
-from gpuform.plan.model import Cost, Drift, Plan, ResourceChange
+from gpuform.plan.model import Action, Cost, Drift, Plan, ResourceChange
 from gpuform.util.hashing import is_hashed
 
 SYMBOL = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "no-op": " "}
@@ -88,7 +88,7 @@ def _cost_line(change: ResourceChange) -> str:
     if cost is None:
         return ""
     text = f"cost: {_cost_range(change.prior_cost)} -> {_cost_range(change.cost)}" if (
-        change.action == "update" and change.prior_cost and change.cost
+        change.action == Action.UPDATE and change.prior_cost and change.cost
         and _cost_range(change.prior_cost) != _cost_range(change.cost)) else f"cost: {_cost_range(cost)}"
     note = f"; {cost.note}" if cost.note else ""
     return f"{text} (priced as {cost.price_key}{note})"
@@ -110,9 +110,9 @@ def render_change(change: ResourceChange, colour: bool = False) -> list[str]:
     lines = [f"  # {change.address} {VERB[action]}{reason}",
              _paint(f"{symbol.rjust(3)} {change.kind} \"{change.name}\" {{", symbol, colour)]
     forced = {str(p[0]) for p in change.replace_paths}
-    if action == "create":
+    if action == Action.CREATE:
         lines += _lines_all(change.after or {}, "+", 6, colour)
-    elif action == "delete":
+    elif action == Action.DELETE:
         lines += _lines_all(change.before or {}, "-", 6, colour)
     else:
         lines += _lines_diff(change.before or {}, change.after or {}, forced, 6, colour)
@@ -148,7 +148,7 @@ def render_text(plan: Plan, colour: bool = False) -> str:
                 "gpuform detected the following changes made outside of gpuform since the last apply:", ""]
         for d in plan.drift:
             out += [*render_drift(d, colour), ""]
-    changes = [c for c in plan.changes if c.action != "no-op"]
+    changes = [c for c in plan.changes if c.action != Action.NO_OP]
     if changes:
         out += ["gpuform will perform the following actions:", ""]
         for c in changes:
@@ -169,7 +169,7 @@ def render_markdown(plan: Plan, title: str = "") -> str:
     head = f"### gpuform plan{(' — ' + title) if title else ''}"
     meta = f"state serial {plan.serial}, lineage `{plan.lineage[:8]}`, config `{plan.config_digest[:12]}`"
     out = [head, "", meta, ""]
-    changes = [ch for ch in plan.changes if ch.action != "no-op"]
+    changes = [ch for ch in plan.changes if ch.action != Action.NO_OP]
     if changes:
         out += ["| resource | action | why | $/h at min → max workers |", "|---|---|---|---|"]
         for ch in changes:
@@ -194,9 +194,9 @@ def render_markdown(plan: Plan, title: str = "") -> str:
 
 
 def _why(ch: ResourceChange) -> str:
-    if ch.action == "create":
+    if ch.action == Action.CREATE:
         return "new"
-    if ch.action == "delete":
+    if ch.action == Action.DELETE:
         return "removed from configuration" if ch.action_reason else "destroy"
     if ch.replace_paths:
         return "forced by " + ", ".join(".".join(str(x) for x in p) for p in ch.replace_paths)

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from gpuform.config import schema
 from gpuform.config.graph import dependencies
 from gpuform.config.load import Config
+from gpuform.config.schema import ResourceKind
 from gpuform.diagnostics import Path
 from gpuform.util.hashing import hash_secret
 from gpuform.util.manifests import VolumeSource
@@ -36,7 +37,7 @@ _LIFECYCLE = {"depends_on"}
 @dataclass
 class Desired:
     address: str
-    kind: str
+    kind: ResourceKind
     name: str
     provider: str
     pool: str | None
@@ -65,17 +66,17 @@ def build(config: Config, lineage: str, volume_sources: dict[str, VolumeSource] 
     volume_sources = volume_sources or {}
     out: dict[str, Desired] = {}
     for name, pool in config.pools.items():
-        out[f"pool.{name}"] = _make(config, "pool", name, pool.provider, name, _dump(pool), deps, lineage)
+        out[f"pool.{name}"] = _make(config, ResourceKind.POOL, name, pool.provider, name, _dump(pool), deps, lineage)
     for name, policy in config.policies.items():
-        out[f"policy.{name}"] = _make(config, "policy", name, "gpuform", None, _dump(policy), deps, lineage)
+        out[f"policy.{name}"] = _make(config, ResourceKind.POLICY, name, "gpuform", None, _dump(policy), deps, lineage)
     for name, vol in config.volumes.items():
-        out[f"volume.{name}"] = _make(config, "volume", name, _provider(config, vol.pool), vol.pool,
+        out[f"volume.{name}"] = _make(config, ResourceKind.VOLUME, name, _provider(config, vol.pool), vol.pool,
                                       _volume_attrs(vol, volume_sources.get(name)), deps, lineage)
     for name, gw in config.gateways.items():
-        out[f"gateway.{name}"] = _make(config, "gateway", name, _provider(config, gw.pool), gw.pool,
+        out[f"gateway.{name}"] = _make(config, ResourceKind.GATEWAY, name, _provider(config, gw.pool), gw.pool,
                                        _gateway_attrs(config, name, gw, deps), deps, lineage)
     for name, ep in config.endpoints.items():
-        out[f"endpoint.{name}"] = _make(config, "endpoint", name, _provider(config, ep.pool), ep.pool,
+        out[f"endpoint.{name}"] = _make(config, ResourceKind.ENDPOINT, name, _provider(config, ep.pool), ep.pool,
                                         _endpoint_attrs(config, ep), deps, lineage)
     return out
 
@@ -125,7 +126,7 @@ _ALWAYS_SENSITIVE: dict[str, list[Path]] = {"gateway": [("admin_key",), ("webhoo
                                             "pool": [("registry", "password")]}
 
 
-def _make(config: Config, kind: str, name: str, provider: str, pool: str | None, attrs: dict[str, Any],
+def _make(config: Config, kind: ResourceKind, name: str, provider: str, pool: str | None, attrs: dict[str, Any],
           deps: dict[str, set[str]], lineage: str) -> Desired:
     address = f"{kind}.{name}"
     prefix = (_SECTION[kind], name)

@@ -146,7 +146,8 @@ class FakeProvider:
             spot = place(self.inventory(), used, count, launch.gpu_types, launch.gpu_count)
             if spot is None:
                 raise NoCapacity(f"no host in pool {self.pool_name} has a free GPU of type "
-                                 f"{' or '.join(launch.gpu_types)}", "Free GPUs or add hosts.", f"pool.{self.pool_name}")
+                                 f"{' or '.join(launch.gpu_types)}", "Free GPUs or add hosts.",
+                                 f"pool.{self.pool_name}")
             info = WorkerInfo(launch.worker_id, launch.endpoint, spot.host, "running", spot.gpu_type, spot.indices,
                               ref=launch.worker_id, started_at=time.time(), spec_revision=launch.spec_revision)
             self.world.workers[launch.worker_id] = info

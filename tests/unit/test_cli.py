@@ -65,7 +65,7 @@ def test_bad_usage_and_missing_directory_are_clear(cli, tmp_path: Path) -> None:
 def test_schema_describes_every_field(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("schema")
     schema = json.loads(result.out)
-    assert set(schema["properties"]) == {"variables", "pools", "volumes", "policies", "gateway", "endpoints"}
+    assert set(schema["properties"]) == {"backend", "variables", "pools", "volumes", "policies", "gateway", "endpoints"}
     undescribed = []
     for name, definition in schema["$defs"].items():
         for field, spec in (definition.get("properties") or {}).items():
