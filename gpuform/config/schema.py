@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gpuform.config.types import Duration, Model, Name, Size
+from gpuform.config.types import Duration, Model, Name, Price, Secret, Size
 
 Scalar = str | int | float | bool
 DEFAULT_PRICE_NOTE = "Unknown prices show as unknown in plans, never as $0."
@@ -48,11 +48,11 @@ class PoolBase(Model):
     """Fields every pool has, whatever its provider."""
 
     provider: str = Field(description="Provider that drives the pool's hosts: local, docker or baremetal.")
-    price_per_gpu_second: dict[str, float] = Field(
+    price_per_gpu_second: dict[str, Price] = Field(
         default_factory=dict,
         description="Price per GPU-second by GPU type (e.g. H100-80GB), and per worker-second for `cpu`. "
         + DEFAULT_PRICE_NOTE)
-    max_workers: int | None = Field(None, ge=0, description="Cap on workers across all endpoints in this pool.")
+    max_workers: int | None = Field(None, ge=0, le=100_000, description="Cap on workers across all endpoints in this pool.")
 
     def host_labels(self) -> list[str]:
         """Names of the pool's hosts, as shown in plans."""
@@ -65,7 +65,7 @@ class ScheduleWindow(Model):
     cron: str = Field(description='Start of each window, a 5-field cron expression in the policy time zone, '
                                   'e.g. "0 8 * * 1-5".')
     duration: Duration = Field(description="How long each window lasts, e.g. 10h.")
-    min_workers: int = Field(ge=0, description="Workers kept running during the window.")
+    min_workers: int = Field(ge=0, le=10_000, description="Workers kept running during the window.")
 
     @field_validator("cron")
     @classmethod
@@ -99,7 +99,9 @@ class Volume(Model):
 
     pool: Name = Field(description="Pool whose hosts receive the files.")
     path: str = Field(description="Absolute directory on each host where the files are kept.")
-    source: str = Field(description="Local directory to copy from, relative to the configuration directory.")
+    source: str = Field(min_length=1, description="Local directory to copy from, relative to the configuration "
+                                                  "directory; not the configuration directory itself, an "
+                                                  "ancestor of it, or its state directory.")
     prevent_destroy: bool = Field(False, description="Refuse any plan that would delete this volume.")
     depends_on: list[str] = Field(default_factory=list, description="Extra dependencies as KIND.NAME addresses; "
                                                                    "this resource is applied after them.")
@@ -125,14 +127,32 @@ class GatewayTimings(Model):
     runsync_wait: Duration = Field(90.0, description="Default wait of /runsync before it answers a non-final "
                                                      "status (RunPod: 90 s).")
     take_timeout: Duration = Field(30.0, description="How long a worker's job-take long-poll waits for work.")
-    max_job_attempts: int = Field(3, ge=1, description="Times a job is handed out before it fails because its "
+    max_job_attempts: int = Field(3, ge=1, le=100, description="Times a job is handed out before it fails because its "
                                                        "workers keep dying.")
-    webhook_retries: int = Field(2, ge=0, description="Extra webhook deliveries after a failed one (RunPod: 2).")
+    webhook_retries: int = Field(2, ge=0, le=20, description="Extra webhook deliveries after a failed one (RunPod: 2).")
     webhook_retry_delay: Duration = Field(10.0, description="Wait between webhook deliveries (RunPod: 10 s).")
     start_backoff: Duration = Field(10.0, description="First back-off after a worker fails to start; doubles "
                                                       "each time.")
     start_backoff_max: Duration = Field(300.0, description="Longest back-off between failed worker starts.")
     drain_timeout: Duration = Field(30.0, description="How long a stopping worker may finish its jobs.")
+
+
+class GatewayLimits(Model):
+    """What one client may send or hold at the gateway's edge; anything over a limit is refused with a 4xx
+    and never slows other clients. Long polls, /runsync waits and streams are not request reads: unaffected."""
+
+    max_header_bytes: Size = Field(65_536, ge=1024, description="Request line and headers, in bytes (431 above).")
+    max_headers: int = Field(100, ge=8, le=10_000, description="Headers per request (431 above).")
+    max_request_line: Size = Field(16_384, ge=256, description="Method, path and query, in bytes (414 above).")
+    header_timeout: Duration = Field(10.0, gt=0, description="Time to send a request's headers, from the first "
+                                                             "byte or from connecting (408 after).")
+    body_timeout: Duration = Field(30.0, gt=0, description="Longest pause while sending a body (408 after).")
+    max_connections: int = Field(10_000, ge=1, le=1_000_000, description="Open connections in total (503 above).")
+    max_connections_per_peer: int = Field(1_000, ge=1, le=1_000_000, description="Open connections from one "
+                                          "address (429 above); behind a load balancer see trusted_proxies.")
+    max_admin_body: Size = Field(1_000_000, description="Largest body on admin routes.")
+    max_other_body: Size = Field(65_536, description="Largest body on routes that take none (status, health, …).")
+    json_depth: int = Field(64, ge=2, le=1000, description="Deepest JSON nesting accepted in a body (400 above).")
 
 
 class Gateway(Model):
@@ -143,11 +163,11 @@ class Gateway(Model):
     advertise_url: str | None = Field(None, description="URL workers and clients use to reach the gateway; "
                                                         "defaults to http://LISTEN (127.0.0.1 only works for "
                                                         "the local pool).")
-    api_keys: dict[Name, str] = Field(default_factory=dict, description="Client API keys by name. Use "
+    api_keys: dict[Name, Secret] = Field(default_factory=dict, description="Client API keys by name. Use "
                                       "${env.NAME} so keys stay out of files; stored only as salted hashes.")
-    admin_key: str | None = Field(None, description="Key for the CLI's admin calls; generated and kept in the "
+    admin_key: Secret | None = Field(None, description="Key for the CLI's admin calls; generated and kept in the "
                                                     "state directory (mode 0600) when omitted.")
-    webhook_secret: str | None = Field(None, description="Key for the HMAC-SHA256 signature of webhook deliveries "
+    webhook_secret: Secret | None = Field(None, description="Key for the HMAC-SHA256 signature of webhook deliveries "
                                                          "(header X-Gpuform-Signature); use ${env.NAME}.")
     queue: Literal["sqlite"] = Field("sqlite", description="Queue backend: a SQLite file in WAL mode.")
     data_dir: str | None = Field(None, description="Directory on the gateway host for the queue and logs; "
@@ -155,6 +175,13 @@ class Gateway(Model):
     max_payload_run: Size = Field(10_000_000, description="Largest /run body (RunPod: 10 MB).")
     max_payload_runsync: Size = Field(20_000_000, description="Largest /runsync body (RunPod: 20 MB).")
     timings: GatewayTimings = Field(default_factory=GatewayTimings, description="Runtime timeouts and intervals.")
+    limits: GatewayLimits = Field(default_factory=GatewayLimits, description="Limits at the edge (sizes, "
+                                                                            "timeouts, connections).")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or CIDRs of load balancers "
+                                       "in front of the gateway: their X-Forwarded-For (or PROXY protocol) names "
+                                       "the client.")
+    proxy_protocol: bool = Field(False, description="Trusted proxies open each connection with a PROXY protocol "
+                                                    "v1 line (HAProxy's send-proxy).")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Gateway log level.")
     depends_on: list[str] = Field(default_factory=list, description="Extra dependencies as KIND.NAME addresses; "
                                                                    "this resource is applied after them.")
@@ -164,6 +191,18 @@ class Gateway(Model):
     def _list_to_names(cls, value: Any) -> Any:
         if isinstance(value, list):
             return {f"key{i + 1}": key for i, key in enumerate(value)}
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f'"{item}" is not an address or CIDR, e.g. 10.0.0.5 or 10.0.0.0/24') from exc
         return value
 
     @field_validator("listen")
@@ -197,7 +236,7 @@ class WorkerSpec(Model):
                                                  "worker on local and baremetal pools.")
     workdir: str | None = Field(None, description="Working directory of the worker process.")
     env: dict[str, Scalar] = Field(default_factory=dict, description="Environment passed to every worker.")
-    concurrency: int = Field(1, ge=1, description="Jobs one worker runs at once (gpuform SDK; RunPod handlers "
+    concurrency: int = Field(1, ge=1, le=1024, description="Jobs one worker runs at once (gpuform SDK; RunPod handlers "
                                                   "use concurrency_modifier).")
     runpod_system_checks: bool = Field(False, description="Let the runpod SDK run its start-up fitness checks "
                                                          "(they probe the internet); off by default.")
@@ -239,14 +278,14 @@ class GpuSpec(Model):
 class Scaling(Model):
     """How many workers run, and what makes more of them start."""
 
-    min_workers: int = Field(0, ge=0, description="Workers always running (billed while idle). RunPod: active "
+    min_workers: int = Field(0, ge=0, le=10_000, description="Workers always running (billed while idle). RunPod: active "
                                                   "workers, default 0.")
-    max_workers: int = Field(3, ge=0, description="Most workers at once (RunPod default 3).")
+    max_workers: int = Field(3, ge=0, le=10_000, description="Most workers at once (RunPod default 3).")
     idle_timeout: Duration = Field(5.0, description="A worker stops after this long without a job (RunPod: 5 s).")
     scaler: Literal["queue_delay", "request_count"] = Field(
         "queue_delay", description="queue_delay: add a worker when the oldest job waited longer than "
                                    "scaler_value seconds; request_count: ceil((queued+running)/scaler_value).")
-    scaler_value: float = Field(4.0, gt=0, description="Seconds (queue_delay) or jobs per worker "
+    scaler_value: float = Field(4.0, gt=0, le=1e6, description="Seconds (queue_delay) or jobs per worker "
                                                        "(request_count); RunPod default 4.")
 
     @model_validator(mode="after")
@@ -271,8 +310,8 @@ class Endpoint(Model):
     ttl: Duration = Field(86400.0, description="A job's whole lifespan from submission (RunPod: 24 h).")
     policy: Name | None = Field(None, description="Warm-worker policy applied to this endpoint.")
     api_keys: list[Name] | None = Field(None, description="Names of gateway keys allowed here; all by default.")
-    max_queue: int | None = Field(None, ge=1, description="Queued jobs above this get 429 with Retry-After.")
-    spend_limit_per_day: float | None = Field(None, ge=0, description="UTC-day spending cap in the pool's "
+    max_queue: int | None = Field(None, ge=1, le=10_000_000, description="Queued jobs above this get 429 with Retry-After.")
+    spend_limit_per_day: float | None = Field(None, ge=0, le=1e9, description="UTC-day spending cap in the pool's "
                                                                       "currency; above it no scale-up beyond "
                                                                       "min_workers.")
     prevent_destroy: bool = Field(False, description="Refuse any plan that would delete this endpoint.")

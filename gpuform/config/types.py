@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel as _PydanticBase
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -16,9 +16,31 @@ _SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "m
 
 
 class Model(_PydanticBase):
-    """Base of every configuration model: unknown fields are errors; values are immutable."""
+    """Base of every configuration model: unknown fields are errors; values are immutable; numbers are finite
+    and never booleans (YAML's ``true`` is not 1)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number, not true/false")
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field's type is a number (int or float, possibly optional), and not also a bool or text."""
+    args = set(getattr(annotation, "__args__", ()) or ())
+    kinds = args if args else {annotation}
+    kinds.discard(type(None))
+    return bool(kinds) and kinds <= {int, float}
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
 
 
 def parse_duration(value: Any) -> Any:
@@ -54,9 +76,12 @@ def parse_size(value: Any) -> Any:
     raise ValueError(f'"{value}" is not a size; write e.g. 10MB, 512KiB or a number of bytes')
 
 
+MAX_DURATION = 365 * 86400.0
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_DURATION)]
+Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0, le=1 << 50)]
+Price = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, le=1e6)]
+Secret = Annotated[str, Field(min_length=1)]
 
 
 def format_duration(seconds: float) -> str:

@@ -17,6 +17,8 @@ from gpuform.diagnostics import Diagnostic, Location, Path, error
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCALARS = yaml.SafeLoader.yaml_constructors
+MAX_ALIAS_VALUES = 10_000  # values reached through aliases, all together ("billion laughs" stop here)
+MAX_DEPTH = 64  # nesting of mappings and lists
 
 
 @dataclass
@@ -47,17 +49,56 @@ class Document:
 
 
 class _Walker:
+    """Turns the node graph into data. Aliases are expanded, within a budget; an alias that contains itself,
+    and nesting deeper than :data:`MAX_DEPTH`, are located errors (never a hang or a crash)."""
+
     def __init__(self, filename: str) -> None:
         self.filename = filename
         self.sources = SourceMap()
         self.diagnostics: list[Diagnostic] = []
         self._constructor = _Loader("")
+        self._seen: set[int] = set()
+        self._open: set[int] = set()  # nodes on the current path
+        self._in_alias = 0
+        self._alias_values = 0
+        self._stopped = False
 
     def loc(self, node: yaml.Node) -> Location:
         mark = node.start_mark
         return Location(self.filename, mark.line + 1, mark.column + 1)
 
+    def _stop(self, node: yaml.Node, summary: str, hint: str) -> None:
+        self.diagnostics.append(error(summary, hint, self.loc(node)))
+        self._stopped = True
+
     def walk(self, node: yaml.Node, path: Path) -> Any:
+        if self._stopped:
+            return None
+        key = id(node)
+        if key in self._open:
+            self._stop(node, "recursive YAML alias: this anchor contains itself",
+                       "Remove the alias (*name) inside the anchored (&name) value it refers to.")
+            return None
+        if len(path) > MAX_DEPTH:
+            self._stop(node, f"values nested more than {MAX_DEPTH} levels deep", "Flatten the structure.")
+            return None
+        reused = key in self._seen
+        self._seen.add(key)
+        self._in_alias += reused
+        self._alias_values += self._in_alias > 0
+        if self._alias_values > MAX_ALIAS_VALUES:
+            self._stop(node, f"YAML aliases expand to more than {MAX_ALIAS_VALUES} values",
+                       "Aliases that refer to aliases multiply (a 'billion laughs' document); write the values "
+                       "out or use ${var.NAME}.")
+            return None
+        self._open.add(key)
+        try:
+            return self._value(node, path)
+        finally:
+            self._open.discard(key)
+            self._in_alias -= reused
+
+    def _value(self, node: yaml.Node, path: Path) -> Any:
         self.sources.values[path] = self.loc(node)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
@@ -106,6 +147,9 @@ def parse(text: str, filename: str) -> tuple[Document | None, list[Diagnostic]]:
     """Parse one YAML document; on a syntax error return ``None`` and a located diagnostic."""
     try:
         node = yaml.compose(text, Loader=_Loader)
+    except RecursionError:
+        return None, [error("the YAML is nested too deeply to read", "Flatten the structure.",
+                            Location(filename, 1, 1))]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(filename, mark.line + 1, mark.column + 1) if mark else Location(filename, 1, 1)

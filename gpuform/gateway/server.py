@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 from pathlib import Path
 from types import FrameType
@@ -13,8 +14,9 @@ from pydantic import ValidationError
 
 from gpuform.errors import GpuformError
 from gpuform.gateway.app import build_app
+from gpuform.gateway.edge import BodyLimit, guarded_protocol
 from gpuform.gateway.runtime import Runtime
-from gpuform.spec import RuntimeConfig
+from gpuform.spec import GatewaySettings, RuntimeConfig
 
 
 def load_config(path: Path) -> RuntimeConfig:
@@ -35,9 +37,14 @@ def serve(config_path: Path, listen: str | None = None) -> int:
     logging.basicConfig(level=config.gateway.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime = Runtime(config)
+    settings = config.gateway
+    raise_file_limit()
+    protocol = guarded_protocol(settings.limits, route_body_limit(settings), settings.trusted_proxies,
+                                settings.proxy_protocol)
     server = uvicorn.Server(uvicorn.Config(
-        build_app(runtime), host=host.strip("[]"), port=int(port), log_level=config.gateway.log_level,
-        access_log=config.gateway.log_level == "debug", loop="auto", http="auto",
+        build_app(runtime), host=host.strip("[]"), port=int(port), log_level=settings.log_level,
+        access_log=settings.log_level == "debug", loop="auto", http=protocol,
+        proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=settings.trusted_proxies or None,
         timeout_graceful_shutdown=int(config.timings.drain_timeout) + 5))
     exit_handler = server.handle_exit
 
@@ -48,6 +55,30 @@ def serve(config_path: Path, listen: str | None = None) -> int:
     server.handle_exit = handle_exit  # type: ignore[method-assign]
     server.run()
     return 0
+
+
+def route_body_limit(settings: GatewaySettings) -> BodyLimit:
+    """The largest body each route family takes (enforced while it streams in, by the edge)."""
+    limits = settings.limits
+
+    def limit(method: str, path: str) -> int:
+        if path.startswith("/admin/"):
+            return limits.max_admin_body
+        if path.rstrip("/").endswith("/run"):
+            return settings.max_payload_run
+        if any(part in path for part in ("/runsync", "/openai/", "/job-done/", "/job-stream/")) or \
+                path.startswith("/v1/"):
+            return settings.max_payload_runsync
+        return limits.max_other_body
+
+    return limit
+
+
+def raise_file_limit() -> None:
+    """Allow as many open files as the hard limit does (each connection is one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main(argv: list[str] | None = None) -> int:

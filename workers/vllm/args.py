@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ class Flag:
     kind: str  # value | bool_optional | store_true | append | positional
     negative: str | None
     choices: tuple[str, ...] | None
+    type: str | None = None  # the parser's type in the pinned vLLM (int, float, loads, human_readable_int, …)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ class FlagTable:
             if raw["kind"] == "positional" or not raw["option_strings"]:
                 continue
             choices = tuple(str(c) for c in raw["choices"]) if raw.get("choices") else None
-            flag = Flag(raw["env"], raw["option_strings"][0], raw["kind"], raw.get("negative_flag"), choices)
+            flag = Flag(raw["env"], raw["option_strings"][0], raw["kind"], raw.get("negative_flag"), choices,
+                        raw.get("type"))
             flags[flag.env] = flag
             for option in raw["option_strings"]:
                 by_option[option] = flag
@@ -118,7 +122,37 @@ def _flag(flag: Flag, value: str, problems: list[Problem]) -> list[str]:
     if flag.choices and value not in flag.choices:
         problems.append(Problem(flag.env, f"{flag.env}={value!r} is not one of {', '.join(flag.choices)}"))
         return []
+    wrong = _type_problem(flag, value)
+    if wrong:
+        problems.append(Problem(flag.env, wrong))
+        return []
     return [flag.option, value]
+
+
+_HUMAN_INT = re.compile(r"^-?\d+(\.\d+)?\s*([kKmMgGtT]i?)?$")
+
+
+def _type_problem(flag: Flag, value: str) -> str:
+    """Why ``value`` would not parse as the flag's type in vLLM ('' when it would, or the type is not checked)."""
+    text = value.strip()
+    if flag.type == "int" and not re.fullmatch(r"-?\d+", text):
+        return f"{flag.env}={value!r} is not a whole number ({flag.option} takes an int)"
+    if flag.type == "float":
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            return f"{flag.env}={value!r} is not a finite number ({flag.option} takes a float)"
+    if flag.type in ("human_readable_int", "human_readable_int_or_auto"):
+        if not (_HUMAN_INT.match(text) or (flag.type.endswith("_auto") and text.lower() == "auto")):
+            return f"{flag.env}={value!r} is not a number such as 4096, 8k or 1M"
+    if flag.type == "loads":
+        try:
+            json.loads(text)
+        except ValueError:
+            return f"{flag.env}={value!r} is not JSON ({flag.option} takes a JSON value)"
+    return ""
 
 
 def _extra(extra: str, flags: FlagTable, problems: list[Problem]) -> list[str]:
