@@ -12,6 +12,7 @@
     │   └── NoCapacity         no host has the GPUs asked for
     ├── GatewayError           the gateway's admin API answered an error or is unreachable
     ├── StoreError             the gateway's database cannot be opened, migrated or written
+    │   └── StoreFull          its disk is full
     └── Interrupted            the operation was cancelled (Ctrl-C)
 
 Transport errors (paramiko, docker, httpx) are translated where they are caught, with
@@ -93,6 +94,10 @@ class GatewayError(GpuformError):
 
 class StoreError(GpuformError):
     """The gateway's store cannot be opened, migrated or written."""
+
+
+class StoreFull(StoreError):
+    """The gateway's store ran out of disk."""
 
 
 class Interrupted(GpuformError):

@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel as _PydanticBase
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -21,12 +21,15 @@ class Model(_PydanticBase):
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
-    @field_validator("*", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and info.field_name and _numeric(cls.model_fields[info.field_name].annotation):
-            raise ValueError("expected a number, not true/false")
-        return value
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        """``true`` where a number belongs stays text, so the field's own check refuses it (located there)."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        bad = [k for k, v in data.items() if isinstance(v, bool) and k in fields and _numeric(fields[k].annotation)]
+        return {**data, **{k: str(data[k]).lower() for k in bad}} if bad else data
 
 
 def _numeric(annotation: Any) -> bool:

@@ -20,7 +20,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpuform import __version__
 from gpuform.gateway import admin, routes_client, routes_openai, routes_worker
-from gpuform.gateway.http import HTTPError, handle_http_error, handle_starlette_error, require_client, runtime_of
+from gpuform.errors import StoreError
+from gpuform.gateway.http import (
+    HTTPError,
+    handle_http_error,
+    handle_starlette_error,
+    handle_store_error,
+    require_client,
+    runtime_of,
+)
 from gpuform.gateway.runtime import Runtime
 
 _SLASHES = re.compile(r"/{2,}")
@@ -63,7 +71,8 @@ def build_app(runtime: Runtime, reconcile: bool = True) -> Starlette:
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
               *admin.ROUTES, *routes_worker.ROUTES, *routes_client.ROUTES, *routes_openai.ROUTES]
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPError: handle_http_error, HTTPException: handle_starlette_error})
+                    exception_handlers={HTTPError: handle_http_error, HTTPException: handle_starlette_error,
+                                        StoreError: handle_store_error})
     app.add_middleware(NormalisePath)
     app.state.runtime = runtime
     return app

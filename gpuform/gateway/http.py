@@ -7,6 +7,7 @@ OpenAI routes (``/v1/...`` and ``/v2/{endpoint}/openai/...``), so each client li
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +15,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gpuform.errors import StoreError, StoreFull
 from gpuform.gateway.jsonbody import BadJSON, loads_strict
 
 if TYPE_CHECKING:
     from gpuform.gateway.runtime import EndpointRecord, Runtime
     from gpuform.gateway.workers import WorkerRecord
 
+log = logging.getLogger("gpuform.gateway")
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
                  429: "rate_limit_error"}
 
@@ -47,6 +50,15 @@ def error_response(request: Request, status: int, message: str, headers: dict[st
 async def handle_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPError)
     return error_response(request, exc.status, exc.message, exc.headers, exc.kind)
+
+
+async def handle_store_error(request: Request, exc: Exception) -> Response:
+    """The store failed (a full disk above all): nothing was acknowledged; the client may retry later."""
+    assert isinstance(exc, StoreError)
+    log.error("store error on %s %s: %s", request.method, request.url.path, exc.message)
+    status = 507 if isinstance(exc, StoreFull) else 503
+    return error_response(request, status, f"the gateway cannot store this right now ({exc.message}); nothing "
+                                           "was accepted, retry later", {"Retry-After": "30"})
 
 
 async def handle_starlette_error(request: Request, exc: Exception) -> Response:
@@ -129,14 +141,19 @@ def require_worker(request: Request) -> WorkerRecord:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes (chunked bodies are counted
+    while they stream in; the edge protocol enforces the route's limit even earlier)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large(int(declared), limit)
-    body = await request.body()
-    if len(body) > limit:
-        raise too_large(len(body), limit)
-    return body
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(size, limit)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def too_large(size: int, limit: int) -> HTTPError:
@@ -150,7 +167,7 @@ async def read_json(request: Request, limit: int, empty: Any = None) -> Any:
     if not raw.strip() and empty is not None:
         return empty
     try:
-        return loads_strict(raw)
+        return loads_strict(raw, runtime_of(request).config.gateway.limits.json_depth)
     except BadJSON as exc:
         raise HTTPError(400, f"the request body is not acceptable JSON: {exc}") from None
 

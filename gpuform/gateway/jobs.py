@@ -35,6 +35,11 @@ class Job:
     progress: Any = None
     chunks: list[Any] = field(default_factory=list)
     drained: int = 0
+    size: int = 0  # bytes of the stored result (output and error)
+    input_size: int = 0  # bytes of the input held in memory (0: none, or it waits in the store)
+    input_stored: bool = False  # the input is not in memory: read it from the store when a worker takes the job
+    chunk_bytes: int = 0
+    chunks_dropped: int = 0
     _done: asyncio.Event | None = None
     _chunk: asyncio.Event | None = None
 

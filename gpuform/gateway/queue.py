@@ -22,8 +22,61 @@ from gpuform.gateway.jobs import Job
 from gpuform.gateway.states import JobStatus
 from gpuform.gateway.store import JobRows
 
-RECENT = 20_000
 SWEEP_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """What the queue keeps in memory, by bytes (the store holds everything; memory is a cache)."""
+
+    results: int = 64 << 20  # finished jobs kept for fast /status and /stream
+    result_items: int = 2_000  # and at most this many of them (each is walked by the garbage collector)
+    result_item: int = 1 << 20  # a bigger result is served from the store
+    inputs: int = 256 << 20  # inputs of open jobs held in memory; beyond it they wait in the store
+    input_item: int = 64 << 10  # a bigger input always waits in the store
+    stream_job: int = 16 << 20  # stream chunks held for one job (more are refused)
+    stream_total: int = 256 << 20  # stream chunks held for all jobs
+
+
+class ResultCache:
+    """Recently finished jobs, least recently used out first, bounded by bytes and by count."""
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, job_id: str) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            self.jobs.move_to_end(job_id)
+        return job
+
+    def put(self, job: Job) -> list[Job]:
+        """Keep ``job`` (unless its result is too big); return the jobs evicted to make room."""
+        self.pop(job.id)
+        if job.size > self.budget.result_item:
+            return []
+        self.jobs[job.id] = job
+        self.bytes += job.size
+        evicted = []
+        while self.jobs and (self.bytes > self.budget.results or len(self.jobs) > self.budget.result_items):
+            _, old = self.jobs.popitem(last=False)
+            self.bytes -= old.size
+            evicted.append(old)
+        return evicted
+
+    def pop(self, job_id: str) -> Job | None:
+        job = self.jobs.pop(job_id, None)
+        if job is not None:
+            self.bytes -= job.size
+        return job
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self.jobs
+
+    def __len__(self) -> int:
+        return len(self.jobs)
 
 
 class QueueFull(Exception):
@@ -52,13 +105,17 @@ Listener = Callable[[Job], None]
 
 
 class JobQueue:
-    def __init__(self, store: JobRows, timings: GatewayTimings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: JobRows, timings: GatewayTimings, clock: Callable[[], float] = time.time,
+                 budget: MemoryBudget | None = None) -> None:
         self.store = store
         self.timings = timings
         self.clock = clock
+        self.budget = budget or MemoryBudget()
         self.queued: dict[str, OrderedDict[str, Job]] = {}
         self.running: dict[str, dict[str, Job]] = {}
-        self.recent: OrderedDict[str, Job] = OrderedDict()
+        self.recent = ResultCache(self.budget)
+        self.input_bytes = 0  # inputs of open jobs held in memory
+        self.stream_bytes = 0  # stream chunks held in memory
         self.takers: dict[str, deque[_Taker]] = {}
         self.stops: dict[str, set[str]] = {}
         self.controls: dict[str, str] = {}
@@ -110,10 +167,24 @@ class JobQueue:
         job = Job(id=job_id, endpoint=endpoint, input=payload, created_at=self.clock(), sync=sync, webhook=webhook,
                   execution_timeout=execution_timeout, ttl=ttl, low_priority=low_priority,
                   idempotency_key=idempotency_key)
-        self.store.insert(job)
+        size = self.store.insert(job)
+        self._hold_input(job, size)
         queue[job.id] = job
         self._dispatch(endpoint)
         return job, True
+
+    def _hold_input(self, job: Job, size: int) -> None:
+        """Keep a small input in memory while its job is open; a big one (or any, past the budget) waits in
+        the store and is read back when a worker takes the job."""
+        if size > self.budget.input_item or self.input_bytes + size > self.budget.inputs:
+            job.input, job.input_stored = None, True
+        else:
+            job.input_size = size
+            self.input_bytes += size
+
+    def _release_input(self, job: Job) -> None:
+        self.input_bytes -= job.input_size
+        job.input_size = 0
 
     def _dispatch(self, endpoint: str) -> None:
         """Hand the queue's head to a waiting worker, or say that none is waiting (scale from zero now)."""
@@ -125,8 +196,9 @@ class JobQueue:
         for table in (*self.queued.values(), *self.running.values()):
             if job_id in table:
                 return table[job_id]
-        if job_id in self.recent:
-            return self.recent[job_id]
+        cached = self.recent.get(job_id)
+        if cached is not None:
+            return cached
         job = self.store.get(job_id)
         if job is not None and job.terminal:
             self._remember(job)
@@ -148,10 +220,12 @@ class JobQueue:
         job = self.get(job_id)
         if job is None or job.status not in (JobStatus.FAILED, JobStatus.TIMED_OUT):
             return job
-        self.recent.pop(job.id, None)
+        self.recent.pop(job.id)
+        self._drop_chunks(job)
         job.status, job.output, job.error, job.progress = JobStatus.IN_QUEUE, None, None, None
         job.started_at = job.completed_at = job.expires_at = None
-        job.worker_id, job.retried, job.attempts, job.chunks, job.drained = None, job.retried + 1, 0, [], 0
+        job.worker_id, job.retried, job.attempts = None, job.retried + 1, 0
+        job.input, job.input_stored = None, True  # read back from the store when a worker takes it
         job.created_at = self.clock()
         job._done = None
         self.store.requeued(job)
@@ -265,6 +339,8 @@ class JobQueue:
         taken: list[Job] = []
         while queue and len(taken) < count:
             _, job = queue.popitem(last=False)
+            if job.input_stored:
+                job.input = self.store.input_of(job.id)
             job.status, job.started_at, job.worker_id = JobStatus.IN_PROGRESS, now, worker_id
             job.attempts += 1
             job.lease_until = now + self.timings.lease_timeout
@@ -302,12 +378,23 @@ class JobQueue:
                 listener(worker_id, "the handler asked for a fresh worker (refresh_worker)")
         return job
 
-    def chunk(self, job_id: str, worker_id: str, output: Any) -> Job | None:
+    def chunk(self, job_id: str, worker_id: str, output: Any, size: int = 0) -> Job | None:
+        """A stream chunk; None when the job is not this worker's, or its stream is over its memory budget."""
         job = self._owned(job_id, worker_id)
-        if job is not None:
-            job.chunks.append(output)
-            job.notify_chunk()
+        if job is None:
+            return None
+        if job.chunk_bytes + size > self.budget.stream_job or self.stream_bytes + size > self.budget.stream_total:
+            job.chunks_dropped += 1
+            return None
+        job.chunks.append(output)
+        job.chunk_bytes += size
+        self.stream_bytes += size
+        job.notify_chunk()
         return job
+
+    def _drop_chunks(self, job: Job) -> None:
+        self.stream_bytes -= job.chunk_bytes
+        job.chunks, job.drained, job.chunk_bytes = [], 0, 0
 
     def renew(self, worker_id: str, job_ids: list[str]) -> None:
         """A heartbeat: the worker still holds these jobs. Ones stopped meanwhile are signalled again
@@ -336,7 +423,7 @@ class JobQueue:
             return
         self._running(job.endpoint).pop(job.id, None)
         job.status, job.started_at, job.worker_id, job.progress = JobStatus.IN_QUEUE, None, None, None
-        job.chunks, job.drained = [], 0
+        self._drop_chunks(job)
         self.store.requeued(job)
         queue = self._queue(job.endpoint)
         queue[job.id] = job
@@ -377,22 +464,29 @@ class JobQueue:
     # ---- finishing and timers ----------------------------------------------------------------------
 
     def _finish(self, job: Job, status: JobStatus, output: Any = None, error: Any = None) -> None:
+        """End ``job``: stored first; if the store refuses (a full disk), the job is left as it was."""
         now = self.clock()
+        before = (job.status, job.output, job.error, job.completed_at, job.expires_at)
+        retention = self.timings.result_retention_sync if job.sync else self.timings.result_retention_run
+        job.status, job.output, job.error, job.completed_at = status, output, error, now
+        job.expires_at = now + retention
+        try:
+            job.size = self.store.finished(job)
+        except BaseException:
+            job.status, job.output, job.error, job.completed_at, job.expires_at = before
+            raise
         self._running(job.endpoint).pop(job.id, None)
         self._queue(job.endpoint).pop(job.id, None)
-        job.status, job.output, job.error, job.completed_at = status, output, error, now
-        retention = self.timings.result_retention_sync if job.sync else self.timings.result_retention_run
-        job.expires_at = now + retention
-        self.store.finished(job)
+        self._release_input(job)
+        job.input = None if job.input_stored else job.input
         self._remember(job)
         job.finish()
         for listener in self.on_finished:
             listener(job)
 
     def _remember(self, job: Job) -> None:
-        self.recent[job.id] = job
-        while len(self.recent) > RECENT:
-            self.recent.popitem(last=False)
+        for old in self.recent.put(job):
+            self._drop_chunks(old)
 
     def sweep(self) -> None:
         """Lapsed leases, execution timeouts, TTLs and result retention; call about once a second."""
@@ -418,7 +512,9 @@ class JobQueue:
             if gone:
                 self.store.delete(gone)
                 for job_id in gone:
-                    self.recent.pop(job_id, None)
+                    old = self.recent.pop(job_id)
+                    if old is not None:
+                        self._drop_chunks(old)
             if len(gone) < SWEEP_BATCH:
                 return
 

@@ -62,19 +62,21 @@ async def stop_signals(request: Request) -> Response:
     return JSONResponse({"jobsToStop": ids}) if ids else Response(status_code=NO_CONTENT)
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await read_body(request, runtime_of(request).config.gateway.max_payload_runsync)
+async def _body(request: Request) -> tuple[dict[str, Any], int]:
+    """The worker's JSON body (made safe to store and serve) and its size in bytes."""
+    settings = runtime_of(request).config.gateway
+    raw = await read_body(request, settings.max_payload_runsync)
     try:
-        data = loads_lenient(raw) if raw.strip() else {}
+        data = loads_lenient(raw, settings.limits.json_depth) if raw.strip() else {}
     except BadJSON as exc:
         raise HTTPError(400, f"the body is not JSON: {exc}") from None
-    return data if isinstance(data, dict) else {"output": data}
+    return (data if isinstance(data, dict) else {"output": data}), len(raw)
 
 
 async def done(request: Request) -> Response:
     worker = require_worker(request)
     rt = runtime_of(request)
-    body = await _body(request)
+    body, _ = await _body(request)
     job = rt.queue.result(request.path_params["job_id"], worker.id, body)
     rt.fleet.contact(worker, rt.clock())
     if job is not None:
@@ -85,8 +87,8 @@ async def done(request: Request) -> Response:
 async def stream_chunk(request: Request) -> Response:
     worker = require_worker(request)
     rt = runtime_of(request)
-    body = await _body(request)
-    job = rt.queue.chunk(request.path_params["job_id"], worker.id, body.get("output"))
+    body, size = await _body(request)
+    job = rt.queue.chunk(request.path_params["job_id"], worker.id, body.get("output"), size)
     if job is not None:
         rt.fleet.first_output(worker)
     return JSONResponse({"accepted": job is not None})
@@ -110,7 +112,7 @@ async def worker_event(request: Request) -> Response:
     """A worker reports a start-up phase: {"phase": "runtime_ready", "at": <unix time>}."""
     worker = require_worker(request)
     rt = runtime_of(request)
-    body = await _body(request)
+    body, _ = await _body(request)
     phase = str(body.get("phase", ""))[:64]
     if phase:
         at = body.get("at")

@@ -12,13 +12,14 @@ each step in one transaction; a database from a newer gpuform is refused.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gpuform.errors import StoreError
+from gpuform.errors import StoreError, StoreFull
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.states import LIVE, JobStatus, WorkerState
 from gpuform.gateway.store import LedgerEntry, StoredEndpoint
@@ -95,23 +96,57 @@ def migrate(conn: sqlite3.Connection, where: str) -> int:
     return found
 
 
+class _Connection:
+    """The SQLite connection, with its errors translated: a full disk is :class:`StoreFull`, anything else
+    a :class:`StoreError` (the gateway answers 507 or 503 with Retry-After, and acknowledges nothing)."""
+
+    def __init__(self, conn: sqlite3.Connection, where: str) -> None:
+        self.raw = conn
+        self.where = where
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        try:
+            return self.raw.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _translated(exc, self.where) from exc
+
+    def executemany(self, sql: str, params: Any) -> sqlite3.Cursor:
+        try:
+            return self.raw.executemany(sql, params)
+        except sqlite3.Error as exc:
+            raise _translated(exc, self.where) from exc
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _translated(exc: sqlite3.Error, where: str) -> StoreError:
+    if "full" in str(exc).lower():
+        return StoreFull(f"the gateway's disk is full ({where}): {exc}", "Free disk space on the gateway's host.")
+    return StoreError(f"the gateway database failed ({where}): {exc}", "Check the disk; retry shortly.")
+
+
 class SQLiteStore:
-    """:class:`gpuform.gateway.store.GatewayStore` on one SQLite file (or ``:memory:`` for tests)."""
+    """:class:`gpuform.gateway.store.GatewayStore` on one SQLite file (or ``:memory:`` for tests).
+
+    The file and its WAL are private to the gateway's user (0600, in a 0700 directory): they hold job
+    inputs and outputs."""
 
     def __init__(self, path: Path | str) -> None:
         where = str(path)
         if where != ":memory:":
-            Path(where).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(where))
         try:
-            self.conn = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA busy_timeout=5000")
-            self.migrated_from = migrate(self.conn, where)
+            raw = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+            raw.row_factory = sqlite3.Row
+            raw.execute("PRAGMA journal_mode=WAL")
+            raw.execute("PRAGMA synchronous=NORMAL")
+            raw.execute("PRAGMA busy_timeout=5000")
+            self.migrated_from = migrate(raw, where)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the gateway database {where}: {exc}",
                              "Check the disk and the file's permissions; restore a backup if it is damaged.") from exc
+        self.conn = _Connection(raw, where)
         self.jobs = SQLiteJobs(self.conn)
         self.workers = SQLiteWorkers(self.conn)
         self.ledger = SQLiteLedger(self.conn)
@@ -132,11 +167,24 @@ class SQLiteStore:
         self.conn.close()
 
 
+def _private_file(path: Path) -> None:
+    """Create ``path`` (and its directory) readable by this user only, before SQLite opens it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+    for suffix in ("-wal", "-shm"):
+        extra = path.with_name(path.name + suffix)
+        if extra.exists():
+            os.chmod(extra, 0o600)
+
+
 class _Tx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: _Connection) -> None:
         self.conn = conn
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> _Connection:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
@@ -150,26 +198,34 @@ _OPEN = "('IN_QUEUE', 'IN_PROGRESS')"
 
 
 class SQLiteJobs:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: _Connection) -> None:
         self.conn = conn
 
-    def insert(self, job: Job) -> None:
+    def insert(self, job: Job) -> int:
+        text = json.dumps(job.input)
         self.conn.execute(
             f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (job.id, job.endpoint, job.status, json.dumps(job.input), None, None, job.webhook, int(job.sync),
+            (job.id, job.endpoint, job.status, text, None, None, job.webhook, int(job.sync),
              job.created_at, None, None, job.execution_timeout, job.ttl, int(job.low_priority), 0, job.retried,
              None, job.idempotency_key, None))
+        return len(text)
+
+    def input_of(self, job_id: str) -> Any:
+        row = self.conn.execute("SELECT input FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return json.loads(row["input"]) if row is not None and row["input"] else None
 
     def started(self, jobs: list[Job]) -> None:
         with _Tx(self.conn) as conn:
             conn.executemany("UPDATE jobs SET status=?, started_at=?, attempts=?, worker_id=? WHERE id=?",
                              [(j.status, j.started_at, j.attempts, j.worker_id, j.id) for j in jobs])
 
-    def finished(self, job: Job) -> None:
+    def finished(self, job: Job) -> int:
+        output, error = json.dumps(job.output), json.dumps(job.error)
         self.conn.execute("UPDATE jobs SET status=?, output=?, error=?, completed_at=?, expires_at=?, attempts=?, "
                           "worker_id=?, started_at=? WHERE id=?",
-                          (job.status, json.dumps(job.output), json.dumps(job.error), job.completed_at,
-                           job.expires_at, job.attempts, job.worker_id, job.started_at, job.id))
+                          (job.status, output, error, job.completed_at, job.expires_at, job.attempts,
+                           job.worker_id, job.started_at, job.id))
+        return len(output) + len(error)
 
     def requeued(self, job: Job) -> None:
         self.conn.execute("UPDATE jobs SET status=?, output=NULL, error=NULL, started_at=NULL, completed_at=NULL, "
@@ -221,11 +277,12 @@ def _job(row: sqlite3.Row) -> Job:
               worker_id=row["worker_id"], idempotency_key=row["idempotency_key"], expires_at=row["expires_at"])
     job.output = json.loads(row["output"]) if row["output"] else None
     job.error = json.loads(row["error"]) if row["error"] else None
+    job.size = len(row["output"] or "") + len(row["error"] or "")
     return job
 
 
 class SQLiteWorkers:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: _Connection) -> None:
         self.conn = conn
 
     def save(self, w: WorkerRecord) -> None:
@@ -273,7 +330,7 @@ def _worker(r: sqlite3.Row) -> WorkerRecord:
 
 
 class SQLiteLedger:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: _Connection) -> None:
         self.conn = conn
 
     def add(self, e: LedgerEntry) -> None:
@@ -304,7 +361,7 @@ class SQLiteLedger:
 
 
 class SQLiteEndpoints:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: _Connection) -> None:
         self.conn = conn
 
     def put(self, name: str, endpoint: StoredEndpoint) -> None:
