@@ -70,6 +70,8 @@ class RuntimeConfig(Model):
     lineage: str = Field(description="Lineage of the state that created it; salts every key hash.")
     gateway: GatewaySettings = Field(description="Declared settings, keys hashed.")
     admin_key_hash: str = Field(description="Salted hash of the admin key.")
+    secrets_key: str | None = Field(None, description="Key that seals endpoint secrets in the gateway's database "
+                                                      "(kept here, apart from the database).")
     webhook_secret: str | None = Field(None, description="Key that signs webhook deliveries.")
     data_dir: str = Field("", description="Directory for the queue database and logs on the gateway host.")
     state_dir: str = Field(description="Directory providers keep their local files under.")

@@ -52,7 +52,8 @@ class PoolBase(Model):
         default_factory=dict,
         description="Price per GPU-second by GPU type (e.g. H100-80GB), and per worker-second for `cpu`. "
         + DEFAULT_PRICE_NOTE)
-    max_workers: int | None = Field(None, ge=0, le=100_000, description="Cap on workers across all endpoints in this pool.")
+    max_workers: int | None = Field(None, ge=0, le=100_000,
+                                    description="Cap on workers across all endpoints in this pool.")
 
     def host_labels(self) -> list[str]:
         """Names of the pool's hosts, as shown in plans."""
@@ -137,6 +138,32 @@ class GatewayTimings(Model):
     drain_timeout: Duration = Field(30.0, description="How long a stopping worker may finish its jobs.")
 
 
+class ApiKey(Model):
+    """A client key with its rights and limits (a plain string is a key with none of these set)."""
+
+    key: Secret = Field(description="The key; use ${env.NAME} so it stays out of files. Kept only as a hash.")
+    shared: bool = Field(False, description="Sees and acts on every job of its endpoints (RunPod's behaviour); "
+                                            "otherwise a key sees only the jobs it submitted.")
+    scope: Literal["client", "metrics"] = Field("client", description="metrics: reads /metrics of every "
+                                                "endpoint and nothing else (for Prometheus).")
+    rate_limit: float | None = Field(None, gt=0, le=1e6, description="Requests per second on client routes "
+                                     "(429 with Retry-After above it; bursts of twice the rate pass).")
+    max_open_jobs: int | None = Field(None, ge=1, le=10_000_000, description="Jobs of this key queued or running "
+                                      "at once (429 above).")
+    max_queued: int | None = Field(None, ge=1, le=10_000_000, description="Jobs of this key waiting in queues "
+                                   "(429 above).")
+
+
+class WebhookPolicy(Model):
+    """Where webhooks may be delivered. By default not to loopback, link-local, private or other reserved
+    addresses (the gateway would become a proxy into its own network); the address a name resolves to is
+    checked again at every delivery, and redirects are not followed."""
+
+    allow_private: bool = Field(False, description="Allow private, loopback and link-local destinations.")
+    allow: list[str] = Field(default_factory=list, description="Destinations allowed even when private: host "
+                                                                "names, addresses or CIDRs.")
+
+
 class GatewayLimits(Model):
     """What one client may send or hold at the gateway's edge; anything over a limit is refused with a 4xx
     and never slows other clients. Long polls, /runsync waits and streams are not request reads: unaffected."""
@@ -163,7 +190,8 @@ class Gateway(Model):
     advertise_url: str | None = Field(None, description="URL workers and clients use to reach the gateway; "
                                                         "defaults to http://LISTEN (127.0.0.1 only works for "
                                                         "the local pool).")
-    api_keys: dict[Name, Secret] = Field(default_factory=dict, description="Client API keys by name. Use "
+    api_keys: dict[Name, Secret | ApiKey] = Field(default_factory=dict, description="Client API keys by name: "
+                                                  "the key, or {key, shared, scope, rate_limit, …}. Use "
                                       "${env.NAME} so keys stay out of files; stored only as salted hashes.")
     admin_key: Secret | None = Field(None, description="Key for the CLI's admin calls; generated and kept in the "
                                                     "state directory (mode 0600) when omitted.")
@@ -177,6 +205,7 @@ class Gateway(Model):
     timings: GatewayTimings = Field(default_factory=GatewayTimings, description="Runtime timeouts and intervals.")
     limits: GatewayLimits = Field(default_factory=GatewayLimits, description="Limits at the edge (sizes, "
                                                                             "timeouts, connections).")
+    webhooks: WebhookPolicy = Field(default_factory=WebhookPolicy, description="Where webhooks may go.")
     trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or CIDRs of load balancers "
                                        "in front of the gateway: their X-Forwarded-For (or PROXY protocol) names "
                                        "the client.")
@@ -278,8 +307,8 @@ class GpuSpec(Model):
 class Scaling(Model):
     """How many workers run, and what makes more of them start."""
 
-    min_workers: int = Field(0, ge=0, le=10_000, description="Workers always running (billed while idle). RunPod: active "
-                                                  "workers, default 0.")
+    min_workers: int = Field(0, ge=0, le=10_000, description="Workers always running (billed while idle). RunPod: "
+                                                             "active workers, default 0.")
     max_workers: int = Field(3, ge=0, le=10_000, description="Most workers at once (RunPod default 3).")
     idle_timeout: Duration = Field(5.0, description="A worker stops after this long without a job (RunPod: 5 s).")
     scaler: Literal["queue_delay", "request_count"] = Field(
@@ -310,7 +339,8 @@ class Endpoint(Model):
     ttl: Duration = Field(86400.0, description="A job's whole lifespan from submission (RunPod: 24 h).")
     policy: Name | None = Field(None, description="Warm-worker policy applied to this endpoint.")
     api_keys: list[Name] | None = Field(None, description="Names of gateway keys allowed here; all by default.")
-    max_queue: int | None = Field(None, ge=1, le=10_000_000, description="Queued jobs above this get 429 with Retry-After.")
+    max_queue: int | None = Field(None, ge=1, le=10_000_000,
+                                  description="Queued jobs above this get 429 with Retry-After.")
     spend_limit_per_day: float | None = Field(None, ge=0, le=1e9, description="UTC-day spending cap in the pool's "
                                                                       "currency; above it no scale-up beyond "
                                                                       "min_workers.")

@@ -60,13 +60,24 @@ class Workspace:
         """The gateway's admin key: the configured one, or one generated once and kept (mode 0600)."""
         if configured:
             return configured
-        path = self.secrets_dir() / f"gateway.{gateway}.admin_key"
+        return self.generated_secret(f"gateway.{gateway}.admin_key", "gpf_admin_" + secrets.token_urlsafe(32),
+                                     create)
+
+    def store_key(self, gateway: str) -> str:
+        """The key that encrypts the secrets in the gateway's database (generated once, mode 0600)."""
+        key = self.generated_secret(f"gateway.{gateway}.store_key", secrets.token_urlsafe(32), create=True)
+        assert key is not None
+        return key
+
+    def generated_secret(self, name: str, fresh: str, create: bool) -> str | None:
+        """A secret kept in the secrets directory: read it, or (``create``) keep ``fresh`` as it."""
+        path = self.secrets_dir() / name
         if path.exists():
             return path.read_text(encoding="utf-8").strip()
         if not create:
             return None
-        key = "gpf_admin_" + secrets.token_urlsafe(32)
-        tmp = path.with_suffix(".tmp")
+        key = fresh
+        tmp = path.with_name(path.name + ".tmp")
         tmp.touch(mode=0o600)
         tmp.write_text(key, encoding="utf-8")
         tmp.replace(path)

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from gpuform import faults
 from gpuform.config.schema import ResourceKind
 from gpuform.engine.context import Workspace
-from gpuform.errors import GatewayError, GpuformError
+from gpuform.errors import GatewayError, GpuformError, ProviderError
 from gpuform.gateway.client import AdminClient
 from gpuform.plan.model import Observed
 from gpuform.provider import (
@@ -29,7 +29,7 @@ from gpuform.provider import (
 from gpuform.resources.desired import Desired
 from gpuform.spec import EndpointSpec, GatewaySettings, RuntimeConfig
 from gpuform.state.model import ResourceState, State
-from gpuform.util.hashing import hash_secret
+from gpuform.util.hashing import deployment_id, hash_secret
 
 T = TypeVar("T")
 GATEWAY_START_TIMEOUT = 60.0
@@ -106,7 +106,14 @@ class PoolHandler:
         return self.create(op, want)
 
     def delete(self, op: Op, prior: ResourceState) -> None:
-        call(op.provider(prior.name).delete_pool)
+        provider = op.provider(prior.name)
+        call(provider.delete_pool)
+        left = [w.worker_id for w in provider.list_workers() if w.state == "running"]
+        if left:
+            raise ProviderError(f"pool {prior.name} still runs {len(left)} worker(s) of this deployment after its "
+                                f"removal: {', '.join(sorted(left)[:10])}",
+                                "Stop them on the hosts (they carry this lineage's labels), then destroy again.",
+                                prior.address)
 
 
 def _host_json(h: HostInventory) -> dict[str, Any]:
@@ -170,7 +177,7 @@ class GatewayHandler:
             return Observed(False)
         with op.admin(prior.name) as admin:
             health = admin.healthy()
-            if health is None or health.get("lineage") != op.lineage:
+            if health is None or health.get("deployment") != deployment_id(op.lineage):
                 return Observed(False, notes=["the gateway process exists but does not answer /healthz"])
             info = admin.info()
         attributes = {k: v for k, v in dict(info.get("attributes") or {}).items() if k in prior.attributes}
@@ -181,13 +188,29 @@ class GatewayHandler:
         assert key is not None
         return RuntimeConfig(name=want.name, lineage=op.lineage,
                              gateway=GatewaySettings.model_validate(want.attributes),
-                             admin_key_hash=hash_secret(key, op.lineage), state_dir=str(op.ws.state_dir),
+                             host_pools=GatewaySettings.model_validate(want.real_attributes()).pools,
+                             admin_key_hash=hash_secret(key, op.lineage), secrets_key=op.ws.store_key(want.name),
+                             state_dir=str(op.ws.state_dir),
                              config_dir=str(op.ws.config_dir), webhook_secret=want.secrets.get(("webhook_secret",)))
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
+        self._refuse_a_stranger(op, want)
         computed = call(self._host(op, want.attributes).start_gateway, want.name, self._runtime_config(op, want))
         self._wait(op, want)
         return computed
+
+    def _refuse_a_stranger(self, op: Op, want: Desired) -> None:
+        """A gateway of another deployment (another state lineage) at this URL is never replaced silently:
+        its workers would be orphaned, polling with tokens nobody knows."""
+        url = str(want.attributes["advertise_url"])
+        with AdminClient(url, None) as probe:
+            found = probe.healthy()
+        if found is not None and found.get("deployment") not in (None, deployment_id(op.lineage)):
+            raise GatewayError(
+                f"a gateway of another gpuform deployment (another state lineage) answers at {url}",
+                "Run this from the configuration and state that created it (or `gpuform import "
+                f"gateway.{want.name} {want.name}` there), destroy that deployment first, or give this gateway "
+                "another `listen`/`advertise_url`.")
 
     def update(self, op: Op, prior: ResourceState, want: Desired) -> dict[str, Any]:
         return self.create(op, want)

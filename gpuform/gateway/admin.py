@@ -113,7 +113,9 @@ async def workers(request: Request) -> Response:
 
 
 async def usage(request: Request) -> Response:
-    return JSONResponse({"usage": require_admin(request).ledger.usage()})
+    """GPU-seconds and cost per endpoint and day (the ledger), and jobs per API key and day."""
+    rt = require_admin(request)
+    return JSONResponse({"usage": rt.ledger.usage(), "by_key": rt.store.jobs.usage_by_key()})
 
 
 def revision_of(spec: EndpointSpec, secret_env: dict[str, str]) -> str:

@@ -19,8 +19,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpuform import __version__
-from gpuform.gateway import admin, routes_client, routes_openai, routes_worker
 from gpuform.errors import StoreError
+from gpuform.gateway import admin, routes_client, routes_openai, routes_worker
 from gpuform.gateway.http import (
     HTTPError,
     handle_http_error,
@@ -30,18 +30,32 @@ from gpuform.gateway.http import (
     runtime_of,
 )
 from gpuform.gateway.runtime import Runtime
+from gpuform.util.hashing import deployment_id
 
 _SLASHES = re.compile(r"/{2,}")
+_ENDPOINT_LABEL = re.compile(r'endpoint="([^"]*)"')
 
 
 async def healthz(request: Request) -> Response:
     rt = runtime_of(request)
-    return JSONResponse({"ok": True, "lineage": rt.config.lineage, "name": rt.config.name, "version": __version__})
+    return JSONResponse({"ok": True, "deployment": deployment_id(rt.config.lineage), "name": rt.config.name,
+                         "version": __version__})
 
 
 async def metrics(request: Request) -> Response:
-    require_client(request)
-    return Response(generate_latest(runtime_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: every endpoint's for the admin key and metrics keys, a client key's own otherwise."""
+    caller = require_client(request, scope="metrics")
+    rt = runtime_of(request)
+    text = generate_latest(rt.metrics.registry).decode()
+    if not caller.admin and caller.options is not None and caller.options.scope != "metrics":
+        allowed = {name for name, ep in rt.endpoints.items() if caller.may_use(ep)}
+        text = "".join(line for line in text.splitlines(keepends=True) if _visible(line, allowed))
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
+def _visible(line: str, endpoints: set[str]) -> bool:
+    match = _ENDPOINT_LABEL.search(line)
+    return match is None or match.group(1) in endpoints
 
 
 class NormalisePath:

@@ -1,4 +1,5 @@
-"""Keys: client keys (optionally allow-listed per endpoint), the admin key, per-worker tokens.
+"""Keys: client keys (optionally allow-listed per endpoint, with rights and limits), the admin key and the
+per-worker tokens.
 
 Only salted hashes are kept (see :func:`gpuform.util.hashing.hash_secret`); a presented key is hashed
 and compared in constant time. Keys are never logged.
@@ -7,17 +8,45 @@ and compared in constant time. Keys are never logged.
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import dataclass, field
 
+from gpuform.config.schema import ApiKey
 from gpuform.util.hashing import hash_secret
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` requests per second with bursts of ``burst``; ``take`` answers how long to wait (0: go)."""
+
+    rate: float
+    burst: float
+    tokens: float = 0.0
+    at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+
+    def take(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 @dataclass
 class KeyRing:
     lineage: str
     admin_hash: str
-    client_hashes: dict[str, str] = field(default_factory=dict)  # name -> hash
+    keys: dict[str, str | ApiKey] = field(default_factory=dict)  # name -> hash, or options with the hash
     _cache: dict[str, str] = field(default_factory=dict)
+    _buckets: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.options = {name: value if isinstance(value, ApiKey) else ApiKey(key=value)
+                        for name, value in self.keys.items()}
 
     def _hash(self, key: str) -> str:
         found = self._cache.get(key)
@@ -35,10 +64,20 @@ class KeyRing:
         if key is None:
             return None
         hashed = self._hash(key)
-        for name, expected in self.client_hashes.items():
-            if hmac.compare_digest(hashed, expected):
+        for name, options in self.options.items():
+            if hmac.compare_digest(hashed, options.key):
                 return name
         return None
 
     def token_hash(self, token: str) -> str:
         return self._hash(token)
+
+    def wait_before(self, name: str, now: float | None = None) -> float:
+        """Seconds this key must wait under its rate limit (0: the request may go now)."""
+        rate = self.options[name].rate_limit
+        if rate is None:
+            return 0.0
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            bucket = self._buckets[name] = TokenBucket(rate, max(1.0, 2 * rate))
+        return bucket.take(time.monotonic() if now is None else now)

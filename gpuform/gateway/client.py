@@ -9,6 +9,7 @@ import httpx
 
 from gpuform.errors import GatewayError
 from gpuform.spec import EndpointPut, EndpointSpec
+from gpuform.util.hashing import deployment_id
 
 
 class AdminClient:
@@ -60,7 +61,7 @@ class AdminClient:
         deadline = time.monotonic() + timeout
         while True:
             health = self.healthy()
-            if health is not None and (lineage is None or health.get("lineage") == lineage):
+            if health is not None and (lineage is None or health.get("deployment") == deployment_id(lineage)):
                 return health
             if time.monotonic() > deadline:
                 raise GatewayError(f"the gateway at {self.base_url} did not become healthy in {timeout:.0f}s",

@@ -8,6 +8,7 @@ OpenAI routes (``/v1/...`` and ``/v2/{endpoint}/openai/...``), so each client li
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +16,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gpuform.config.schema import ApiKey
 from gpuform.errors import StoreError, StoreFull
 from gpuform.gateway.jsonbody import BadJSON, loads_strict
 
 if TYPE_CHECKING:
+    from gpuform.gateway.jobs import Job
     from gpuform.gateway.runtime import EndpointRecord, Runtime
     from gpuform.gateway.workers import WorkerRecord
 
@@ -90,13 +93,27 @@ def presented_key(request: Request) -> str | None:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who sent a client request: a client key (by name) or the admin key."""
+    """Who sent a client request: a client key (by name, with its options) or the admin key."""
 
     key_name: str | None
     admin: bool
+    options: ApiKey | None = None
+
+    @property
+    def owner(self) -> str:
+        """Whose jobs it submits: the key's name (the admin key's jobs belong to ``admin``)."""
+        return self.key_name or "admin"
+
+    @property
+    def shared(self) -> bool:
+        return self.admin or (self.options is not None and self.options.shared)
 
     def may_use(self, ep: EndpointRecord) -> bool:
         return self.admin or ep.allows(self.key_name)
+
+    def may_see(self, job: Job) -> bool:
+        """Whether this caller may read or act on ``job``: its own, or any when the key is shared (or admin)."""
+        return self.shared or job.owner in (None, self.owner)
 
 
 def require_admin(request: Request) -> Runtime:
@@ -106,13 +123,21 @@ def require_admin(request: Request) -> Runtime:
     return rt
 
 
-def require_client(request: Request, admin_allowed: bool = True) -> Caller:
-    """A client key (or, where ``admin_allowed``, the admin key); 401 otherwise."""
+def require_client(request: Request, admin_allowed: bool = True, scope: str = "client") -> Caller:
+    """A client key of ``scope`` within its rate limit (or, where ``admin_allowed``, the admin key); 401, 403
+    or 429 otherwise."""
     rt = runtime_of(request)
     key = presented_key(request)
     name = rt.keys.client_name(key)
     if name is not None:
-        return Caller(name, False)
+        options = rt.keys.options[name]
+        if options.scope != scope and not (scope == "metrics" and options.scope == "client"):
+            raise HTTPError(403, f"API key {name!r} is a {options.scope} key; it cannot be used here")
+        wait = rt.keys.wait_before(name)
+        if wait:
+            raise HTTPError(429, f"API key {name!r} is over its rate limit of {options.rate_limit:g} requests/s",
+                            {"Retry-After": str(max(1, math.ceil(wait)))})
+        return Caller(name, False, options)
     if admin_allowed and rt.keys.is_admin(key):
         return Caller(None, True)
     raise HTTPError(401, "missing or invalid API key (send Authorization: Bearer KEY)")

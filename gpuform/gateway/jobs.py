@@ -28,6 +28,7 @@ class Job:
     retried: int = 0
     worker_id: str | None = None
     idempotency_key: str | None = None
+    owner: str | None = None  # the name of the key that submitted it (None: before owners were recorded)
     output: Any = None
     error: Any = None
     expires_at: float | None = None

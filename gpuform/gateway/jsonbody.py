@@ -120,3 +120,14 @@ def _has_surrogate(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u0080-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe_text(value: object, limit: int = 500) -> str:
+    """Text that came from a worker, fit for a message to a client: JSON for structures, no control or
+    direction-changing characters, at most ``limit`` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = _CONTROL.sub("?", text.replace("\n", " ").replace("\t", " "))
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -80,9 +80,19 @@ class ResultCache:
 
 
 class QueueFull(Exception):
-    def __init__(self, endpoint: str, limit: int, retry_after: int) -> None:
-        super().__init__(f"endpoint {endpoint} has {limit} jobs queued, its max_queue")
+    """A job is refused for now: its endpoint's queue, or its key's quota, is full (429 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What one key may hold in the queues (None: no limit)."""
+
+    max_open: int | None = None  # queued or running
+    max_queued: int | None = None
 
 
 @dataclass(eq=False)
@@ -115,6 +125,8 @@ class JobQueue:
         self.running: dict[str, dict[str, Job]] = {}
         self.recent = ResultCache(self.budget)
         self.input_bytes = 0  # inputs of open jobs held in memory
+        self.open_by: dict[str, int] = {}  # owner -> jobs queued or running
+        self.queued_by: dict[str, int] = {}  # owner -> jobs queued
         self.stream_bytes = 0  # stream chunks held in memory
         self.takers: dict[str, deque[_Taker]] = {}
         self.stops: dict[str, set[str]] = {}
@@ -137,12 +149,33 @@ class JobQueue:
         now = self.clock()
         jobs = self.store.open_jobs()
         for job in jobs:
+            self._count(self.open_by, job, 1)
             if job.status == JobStatus.IN_QUEUE:
-                self._queue(job.endpoint)[job.id] = job
+                self._enqueue(job)
             else:
                 job.lease_until = now + self.timings.lease_timeout
                 self._running(job.endpoint)[job.id] = job
         return len(jobs)
+
+    @staticmethod
+    def _count(table: dict[str, int], job: Job, delta: int) -> None:
+        owner = job.owner or ""
+        left = table.get(owner, 0) + delta
+        if left > 0:
+            table[owner] = left
+        else:
+            table.pop(owner, None)
+
+    def _enqueue(self, job: Job, first: bool = False) -> None:
+        queue = self._queue(job.endpoint)
+        queue[job.id] = job
+        if first:
+            queue.move_to_end(job.id, last=False)
+        self._count(self.queued_by, job, 1)
+
+    def _dequeue(self, job: Job) -> None:
+        if self._queue(job.endpoint).pop(job.id, None) is not None:
+            self._count(self.queued_by, job, -1)
 
     def _queue(self, endpoint: str) -> OrderedDict[str, Job]:
         return self.queued.setdefault(endpoint, OrderedDict())
@@ -154,24 +187,35 @@ class JobQueue:
 
     def submit(self, endpoint: str, payload: Any, *, sync: bool = False, webhook: str | None = None,
                execution_timeout: float, ttl: float, low_priority: bool = False, idempotency_key: str | None = None,
-               max_queue: int | None = None) -> tuple[Job, bool]:
-        """Queue a job; return it and whether it is new (an Idempotency-Key may return the first one)."""
+               max_queue: int | None = None, owner: str | None = None, quota: Quota | None = None
+               ) -> tuple[Job, bool]:
+        """Queue a job for ``owner``; return it and whether it is new (the owner's Idempotency-Key may return
+        its first one). Raises QueueFull when the endpoint's queue or the owner's quota is full."""
         if idempotency_key:
-            first = self.store.by_idempotency(endpoint, idempotency_key)
+            first = self.store.by_idempotency(endpoint, owner, idempotency_key)
             if first is not None:
                 return self.get(first.id) or first, False
-        queue = self._queue(endpoint)
-        if max_queue is not None and len(queue) >= max_queue:
-            raise QueueFull(endpoint, max_queue, retry_after=max(1, round(self.timings.reconcile_interval * 5)))
+        self._admit(endpoint, owner or "", max_queue, quota or Quota())
         job_id = ("sync-" if sync else "") + str(uuid.uuid4())
         job = Job(id=job_id, endpoint=endpoint, input=payload, created_at=self.clock(), sync=sync, webhook=webhook,
                   execution_timeout=execution_timeout, ttl=ttl, low_priority=low_priority,
-                  idempotency_key=idempotency_key)
+                  idempotency_key=idempotency_key, owner=owner)
         size = self.store.insert(job)
         self._hold_input(job, size)
-        queue[job.id] = job
+        self._count(self.open_by, job, 1)
+        self._enqueue(job)
         self._dispatch(endpoint)
         return job, True
+
+    def _admit(self, endpoint: str, owner: str, max_queue: int | None, quota: Quota) -> None:
+        retry = max(1, round(self.timings.reconcile_interval * 5))
+        if max_queue is not None and len(self._queue(endpoint)) >= max_queue:
+            raise QueueFull(f"endpoint {endpoint} has {max_queue} jobs queued, its max_queue", retry)
+        if quota.max_queued is not None and self.queued_by.get(owner, 0) >= quota.max_queued:
+            raise QueueFull(f"API key {owner!r} has {quota.max_queued} jobs queued, its max_queued", retry)
+        if quota.max_open is not None and self.open_by.get(owner, 0) >= quota.max_open:
+            raise QueueFull(f"API key {owner!r} has {quota.max_open} jobs queued or running, its max_open_jobs",
+                            retry)
 
     def _hold_input(self, job: Job, size: int) -> None:
         """Keep a small input in memory while its job is open; a big one (or any, past the budget) waits in
@@ -208,9 +252,7 @@ class JobQueue:
         job = self.get(job_id)
         if job is None or job.terminal:
             return job
-        if job.status == JobStatus.IN_QUEUE:
-            self._queue(job.endpoint).pop(job.id, None)
-        else:
+        if job.status == JobStatus.IN_PROGRESS:
             self._signal_stop(job)
         self._finish(job, JobStatus.CANCELLED, error="cancelled by request")
         return job
@@ -229,14 +271,14 @@ class JobQueue:
         job.created_at = self.clock()
         job._done = None
         self.store.requeued(job)
-        self._queue(job.endpoint)[job.id] = job
+        self._count(self.open_by, job, 1)
+        self._enqueue(job)
         self._wake(job.endpoint)
         return job
 
-    def purge(self, endpoint: str) -> int:
-        queue = self._queue(endpoint)
-        jobs = list(queue.values())
-        queue.clear()
+    def purge(self, endpoint: str, owner: str | None = None) -> int:
+        """Cancel the endpoint's queued jobs (only ``owner``'s, when given)."""
+        jobs = [j for j in self._queue(endpoint).values() if owner is None or j.owner in (None, owner)]
         for job in jobs:
             self._finish(job, JobStatus.CANCELLED, error="removed by purge-queue")
         return len(jobs)
@@ -339,6 +381,7 @@ class JobQueue:
         taken: list[Job] = []
         while queue and len(taken) < count:
             _, job = queue.popitem(last=False)
+            self._count(self.queued_by, job, -1)
             if job.input_stored:
                 job.input = self.store.input_of(job.id)
             job.status, job.started_at, job.worker_id = JobStatus.IN_PROGRESS, now, worker_id
@@ -425,9 +468,7 @@ class JobQueue:
         job.status, job.started_at, job.worker_id, job.progress = JobStatus.IN_QUEUE, None, None, None
         self._drop_chunks(job)
         self.store.requeued(job)
-        queue = self._queue(job.endpoint)
-        queue[job.id] = job
-        queue.move_to_end(job.id, last=False)  # it was submitted before anything queued now
+        self._enqueue(job, first=True)  # it was submitted before anything queued now
         self.requeued[job.endpoint] = self.requeued.get(job.endpoint, 0) + 1
         self._wake(job.endpoint)
 
@@ -476,7 +517,8 @@ class JobQueue:
             job.status, job.output, job.error, job.completed_at, job.expires_at = before
             raise
         self._running(job.endpoint).pop(job.id, None)
-        self._queue(job.endpoint).pop(job.id, None)
+        self._dequeue(job)
+        self._count(self.open_by, job, -1)
         self._release_input(job)
         job.input = None if job.input_stored else job.input
         self._remember(job)

@@ -12,9 +12,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gpuform.gateway.http import HTTPError, read_json, require_endpoint, runtime_of
+from gpuform.config.schema import WebhookPolicy
+from gpuform.gateway.destinations import Refused, check_url
+from gpuform.gateway.http import Caller, HTTPError, read_json, require_endpoint, runtime_of
 from gpuform.gateway.jobs import Job
-from gpuform.gateway.queue import QueueFull
+from gpuform.gateway.queue import QueueFull, Quota
 from gpuform.gateway.states import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ MIN_POLICY_MS = {"executionTimeout": 5_000, "ttl": 10_000}  # RunPod's minimums
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def job_options(ep: EndpointRecord, body: dict[str, Any]) -> dict[str, Any]:
+def job_options(ep: EndpointRecord, body: dict[str, Any], webhooks: WebhookPolicy) -> dict[str, Any]:
     """execution timeout, ttl, low priority and webhook from the request's ``policy`` and ``webhook``."""
     policy = body.get("policy") or {}
     if not isinstance(policy, dict):
@@ -42,18 +44,25 @@ def job_options(ep: EndpointRecord, body: dict[str, Any]) -> dict[str, Any]:
                                      f"{MAX_POLICY_MS}")
             options[field] = value / 1000
     webhook = body.get("webhook")
-    if webhook is not None and not (isinstance(webhook, str) and webhook.startswith(("http://", "https://"))):
-        raise HTTPError(400, '"webhook" must be an http(s) URL')
+    if webhook is not None:
+        if not isinstance(webhook, str) or len(webhook) > 2048:
+            raise HTTPError(400, '"webhook" must be an http(s) URL of at most 2048 characters')
+        try:
+            check_url(webhook, webhooks)
+        except Refused as exc:
+            raise HTTPError(400, str(exc)) from None
     options["webhook"] = webhook
     return options
 
 
-def submit(rt: Runtime, ep: EndpointRecord, payload: Any, *, sync: bool, idempotency_key: str | None = None,
-           **options: Any) -> Job:
-    """Queue a job on ``ep`` (429 with Retry-After when its queue is full)."""
+def submit(rt: Runtime, caller: Caller, ep: EndpointRecord, payload: Any, *, sync: bool,
+           idempotency_key: str | None = None, **options: Any) -> Job:
+    """Queue a job of ``caller`` on ``ep`` (429 with Retry-After when its queue or the key's quota is full)."""
+    key = caller.options
+    quota = Quota(key.max_open_jobs, key.max_queued) if key is not None else Quota()
     try:
         job, _ = rt.queue.submit(ep.name, payload, sync=sync, idempotency_key=idempotency_key,
-                                 max_queue=ep.spec.max_queue, **options)
+                                 max_queue=ep.spec.max_queue, owner=caller.owner, quota=quota, **options)
     except QueueFull as exc:
         raise HTTPError(429, f"{exc}; retry later", {"Retry-After": str(exc.retry_after)}) from None
     rt.metrics.submitted.labels(ep.name).inc()
@@ -61,14 +70,14 @@ def submit(rt: Runtime, ep: EndpointRecord, payload: Any, *, sync: bool, idempot
 
 
 async def _submit(request: Request, sync: bool) -> tuple[Runtime, Job]:
-    _, ep = require_endpoint(request)
+    caller, ep = require_endpoint(request)
     rt = runtime_of(request)
     limit = rt.config.gateway.max_payload_runsync if sync else rt.config.gateway.max_payload_run
     body = await read_json(request, limit, empty={})
     if not isinstance(body, dict) or "input" not in body:
         raise HTTPError(400, 'the body must be a JSON object with an "input" field: {"input": {...}}')
-    options = job_options(ep, body)
-    job = submit(rt, ep, body["input"], sync=sync, idempotency_key=request.headers.get("idempotency-key"),
+    options = job_options(ep, body, rt.config.gateway.webhooks)
+    job = submit(rt, caller, ep, body["input"], sync=sync, idempotency_key=request.headers.get("idempotency-key"),
                  **options)
     return rt, job
 
@@ -94,10 +103,11 @@ async def runsync(request: Request) -> Response:
 
 
 def _job(request: Request) -> tuple[Runtime, Job]:
-    _, ep = require_endpoint(request)
+    """The job in the path, if it is on this endpoint and the caller may see it (its own, unless shared)."""
+    caller, ep = require_endpoint(request)
     rt = runtime_of(request)
     job = rt.queue.get(request.path_params["job_id"])
-    if job is None or job.endpoint != ep.name:
+    if job is None or job.endpoint != ep.name or not caller.may_see(job):
         raise HTTPError(404, f"no job {request.path_params['job_id']!r} on endpoint {ep.name!r} "
                              "(finished results are kept for 30 minutes, 1 minute for /runsync)")
     return rt, job
@@ -156,8 +166,9 @@ async def retry(request: Request) -> Response:
 
 
 async def purge_queue(request: Request) -> Response:
-    _, ep = require_endpoint(request)
-    return JSONResponse({"removed": runtime_of(request).queue.purge(ep.name), "status": "completed"})
+    caller, ep = require_endpoint(request)
+    owner = None if caller.shared else caller.owner
+    return JSONResponse({"removed": runtime_of(request).queue.purge(ep.name, owner), "status": "completed"})
 
 
 async def health(request: Request) -> Response:

@@ -18,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gpuform.gateway.http import HTTPError, read_json, require_client, require_endpoint, runtime_of
+from gpuform.gateway.http import Caller, HTTPError, read_json, require_client, require_endpoint, runtime_of
 from gpuform.gateway.jobs import Job
+from gpuform.gateway.jsonbody import safe_text
 from gpuform.gateway.routes_client import SSE_HEADERS, submit
 from gpuform.gateway.states import TERMINAL, JobStatus
 
@@ -47,10 +48,10 @@ async def all_models(request: Request) -> Response:
 
 
 async def endpoint_call(request: Request) -> Response:
-    _, ep = require_endpoint(request)
+    caller, ep = require_endpoint(request)
     rt = runtime_of(request)
     body = await read_json(request, rt.config.gateway.max_payload_runsync)
-    return await _call(request, rt, ep, "/v1/" + request.path_params["route"], body)
+    return await _call(request, rt, caller, ep, "/v1/" + request.path_params["route"], body)
 
 
 async def routed_call(request: Request) -> Response:
@@ -65,13 +66,14 @@ async def routed_call(request: Request) -> Response:
                         kind="model_not_found")
     if not caller.may_use(ep):
         raise HTTPError(403, f"API key {caller.key_name!r} is not allowed on endpoint {ep.name!r}")
-    return await _call(request, rt, ep, "/v1/" + request.path_params["route"], body)
+    return await _call(request, rt, caller, ep, "/v1/" + request.path_params["route"], body)
 
 
-async def _call(request: Request, rt: Runtime, ep: EndpointRecord, route: str, body: Any) -> Response:
+async def _call(request: Request, rt: Runtime, caller: Caller, ep: EndpointRecord, route: str,
+                body: Any) -> Response:
     if not isinstance(body, dict):
         raise HTTPError(400, "the request body must be a JSON object")
-    job = submit(rt, ep, {"openai_route": route, "openai_input": body}, sync=True,
+    job = submit(rt, caller, ep, {"openai_route": route, "openai_input": body}, sync=True,
                  execution_timeout=ep.spec.execution_timeout, ttl=ep.spec.ttl)
     if body.get("stream"):
         return StreamingResponse(_relay(request, rt, job), media_type="text/event-stream", headers=SSE_HEADERS)
@@ -91,7 +93,7 @@ async def _wait_done(request: Request, rt: Runtime, job: Job) -> None:
 def _final(job: Job) -> Response:
     if job.status != JobStatus.COMPLETED:
         raise HTTPError(504 if job.status == JobStatus.TIMED_OUT else 500,
-                        f"job {job.id} {job.status}: {job.error}", kind="worker_error")
+                        f"job {job.id} {job.status}: {safe_text(job.error)}", kind="worker_error")
     output = job.output
     if isinstance(output, list) and len(output) == 1:
         output = output[0]
@@ -128,7 +130,7 @@ async def _relay(request: Request, rt: Runtime, job: Job) -> AsyncIterator[bytes
             rt.queue.cancel(job.id)
             return
     if job.status != JobStatus.COMPLETED:
-        err = {"error": {"message": f"job {job.id} {job.status}: {job.error}", "type": "worker_error"}}
+        err = {"error": {"message": f"job {job.id} {job.status}: {safe_text(job.error)}", "type": "worker_error"}}
         yield b"data: " + json.dumps(err).encode() + b"\n\n"
     elif not sent and job.output is not None:
         yield _sse_bytes(job.output)

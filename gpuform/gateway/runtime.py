@@ -21,12 +21,13 @@ from gpuform.errors import GatewayError
 from gpuform.gateway.auth import KeyRing
 from gpuform.gateway.fleet import Clock, Fleet, FleetSettings, ProviderAccess
 from gpuform.gateway.jobs import Job
+from gpuform.gateway.jsonbody import safe_text
 from gpuform.gateway.metering import Ledger, today
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
 from gpuform.gateway.reconciler import Reconciler
 from gpuform.gateway.sqlite import SQLiteStore
-from gpuform.gateway.states import WorkerState
+from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.store import GatewayStore, StoredEndpoint
 from gpuform.gateway.webhooks import Webhooks
 from gpuform.provider import Provider, ProviderContext, make_provider
@@ -81,7 +82,8 @@ class Runtime:
         self.config = config
         self.clock = clock
         self.started_at = clock()
-        self.store: GatewayStore = store if store is not None else SQLiteStore(config.data_path / "gateway.db")
+        self.store: GatewayStore = store if store is not None else SQLiteStore(
+            config.data_path / "gateway.db", config.secrets_key or config.admin_key_hash)
         self.keys = KeyRing(config.lineage, config.admin_key_hash, dict(config.gateway.api_keys))
         self.endpoints: dict[str, EndpointRecord] = {
             name: EndpointRecord(name, found.spec, found.secret_env, found.revision)
@@ -96,7 +98,7 @@ class Runtime:
                                  {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()})
         self.fleet = Fleet(settings, self.store.workers, self._providers, self.queue, self.ledger, self.metrics,
                            self.keys.token_hash, clock)
-        self.webhooks = Webhooks(timings, config.webhook_secret, webhook_transport)
+        self.webhooks = Webhooks(timings, config.webhook_secret, webhook_transport, config.gateway.webhooks)
         self.reconciler = Reconciler(lambda: list(self.endpoints.values()), self.fleet, self.queue, self.ledger,
                                      self.metrics, timings.reconcile_interval, clock)
         self.queue.on_started.append(self._job_started)
@@ -149,10 +151,13 @@ class Runtime:
     def _job_finished(self, job: Job) -> None:
         self.fleet.job_finished(job.worker_id, job.id, job.completed_at or self.clock())
         self.metrics.requests.labels(job.endpoint, job.status).inc()
+        execution = 0.0
         if job.started_at is not None:
             execution = (job.completed_at or 0) - job.started_at
             self.metrics.execution.labels(job.endpoint).observe(execution)
             self.metrics.observe(job.endpoint, "execution", execution)
+        self.store.jobs.count_usage(job.owner or "", job.endpoint, today(job.completed_at or self.clock()),
+                                    job.status != JobStatus.COMPLETED, execution)
         if job.webhook:
             self.webhooks.deliver(job.webhook, job.view())
 
@@ -162,11 +167,12 @@ class Runtime:
             self.reconciler.scale_now(ep)  # scale from zero now rather than at the next tick
 
     def _condition_text(self, endpoint: str) -> str:
+        """The endpoint's condition for a client's message: never the workers' log lines (admin only), and
+        what a worker may have written (a failure reason) made safe."""
         cond = self.fleet.condition(endpoint)
         if cond.status == "OK":
             return ""
-        tail = f"; last log lines: {cond.log_tail}" if cond.log_tail else ""
-        return f"endpoint {endpoint} is {cond.status}: {cond.message}{tail}"
+        return f"endpoint {endpoint} is {cond.status}: {safe_text(cond.message, 300)}"
 
     def _stop_worker(self, worker_id: str, reason: str) -> None:
         worker = self.fleet.records.get(worker_id)

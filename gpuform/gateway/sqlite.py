@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from gpuform.gateway.store import LedgerEntry, StoredEndpoint
 from gpuform.gateway.workers import WorkerRecord
 from gpuform.provider import WorkerInfo
 from gpuform.spec import EndpointSpec
+from gpuform.util.sealing import SealError, is_sealed, seal, unseal
 
 V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,7 +71,19 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE jobs DROP COLUMN client_key")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+def _v3(conn: sqlite3.Connection) -> None:
+    """Jobs belong to the key that submitted them (``owner``); Idempotency-Keys are scoped per key; usage is
+    counted per key."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+    conn.execute("DROP INDEX IF EXISTS jobs_idem")
+    conn.execute("CREATE UNIQUE INDEX jobs_idem ON jobs(endpoint, COALESCE(owner, ''), idempotency_key) "
+                 "WHERE idempotency_key IS NOT NULL")
+    conn.execute("CREATE TABLE key_usage (owner TEXT NOT NULL, endpoint TEXT NOT NULL, day TEXT NOT NULL, "
+                 "jobs INTEGER NOT NULL, failed INTEGER NOT NULL, execution_seconds REAL NOT NULL, "
+                 "PRIMARY KEY (owner, endpoint, day))")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -132,7 +146,7 @@ class SQLiteStore:
     The file and its WAL are private to the gateway's user (0600, in a 0700 directory): they hold job
     inputs and outputs."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, secrets_key: str | None = None) -> None:
         where = str(path)
         if where != ":memory:":
             _private_file(Path(where))
@@ -150,7 +164,8 @@ class SQLiteStore:
         self.jobs = SQLiteJobs(self.conn)
         self.workers = SQLiteWorkers(self.conn)
         self.ledger = SQLiteLedger(self.conn)
-        self.endpoints = SQLiteEndpoints(self.conn)
+        self.endpoints = SQLiteEndpoints(self.conn, secrets_key or secrets.token_urlsafe(32), where)
+        self.endpoints.seal_plain_rows()
 
     def schema_version(self) -> int:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
@@ -193,7 +208,8 @@ class _Tx:
 
 
 _JOB_COLUMNS = ("id, endpoint, status, input, output, error, webhook, sync, created_at, started_at, completed_at, "
-                "execution_timeout, ttl, low_priority, attempts, retried, worker_id, idempotency_key, expires_at")
+                "execution_timeout, ttl, low_priority, attempts, retried, worker_id, idempotency_key, expires_at, "
+                "owner")
 _OPEN = "('IN_QUEUE', 'IN_PROGRESS')"
 
 
@@ -204,10 +220,10 @@ class SQLiteJobs:
     def insert(self, job: Job) -> int:
         text = json.dumps(job.input)
         self.conn.execute(
-            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (job.id, job.endpoint, job.status, text, None, None, job.webhook, int(job.sync),
              job.created_at, None, None, job.execution_timeout, job.ttl, int(job.low_priority), 0, job.retried,
-             None, job.idempotency_key, None))
+             None, job.idempotency_key, None, job.owner))
         return len(text)
 
     def input_of(self, job_id: str) -> Any:
@@ -240,10 +256,22 @@ class SQLiteJobs:
         row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return None if row is None else _job(row)
 
-    def by_idempotency(self, endpoint: str, key: str) -> Job | None:
-        row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE endpoint=? AND idempotency_key=?",
-                                (endpoint, key)).fetchone()
+    def by_idempotency(self, endpoint: str, owner: str | None, key: str) -> Job | None:
+        row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE endpoint=? AND COALESCE(owner, '')=? "
+                                "AND idempotency_key=?", (endpoint, owner or "", key)).fetchone()
         return None if row is None else _job(row)
+
+    def count_usage(self, owner: str, endpoint: str, day: str, failed: bool, execution_seconds: float) -> None:
+        self.conn.execute(
+            "INSERT INTO key_usage(owner, endpoint, day, jobs, failed, execution_seconds) VALUES (?,?,?,1,?,?) "
+            "ON CONFLICT(owner, endpoint, day) DO UPDATE SET jobs=jobs+1, failed=failed+excluded.failed, "
+            "execution_seconds=execution_seconds+excluded.execution_seconds",
+            (owner, endpoint, day, int(failed), execution_seconds))
+
+    def usage_by_key(self, days: int = 31) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT owner, endpoint, day, jobs, failed, execution_seconds FROM key_usage "
+                                 "ORDER BY day DESC, owner, endpoint LIMIT ?", (days * 200,)).fetchall()
+        return [dict(r) for r in rows]
 
     def open_jobs(self) -> list[Job]:
         rows = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN {_OPEN} "
@@ -274,7 +302,8 @@ def _job(row: sqlite3.Row) -> Job:
               status=JobStatus(row["status"]), webhook=row["webhook"], sync=bool(row["sync"]),
               low_priority=bool(row["low_priority"]), started_at=row["started_at"],
               completed_at=row["completed_at"], attempts=row["attempts"], retried=row["retried"],
-              worker_id=row["worker_id"], idempotency_key=row["idempotency_key"], expires_at=row["expires_at"])
+              worker_id=row["worker_id"], idempotency_key=row["idempotency_key"], expires_at=row["expires_at"],
+              owner=row["owner"])
     job.output = json.loads(row["output"]) if row["output"] else None
     job.error = json.loads(row["error"]) if row["error"] else None
     job.size = len(row["output"] or "") + len(row["error"] or "")
@@ -361,20 +390,45 @@ class SQLiteLedger:
 
 
 class SQLiteEndpoints:
-    def __init__(self, conn: _Connection) -> None:
+    """Endpoint specs, and their secret environment sealed (AES-GCM) under a key the database does not hold
+    (the gateway's 0600 configuration carries it)."""
+
+    def __init__(self, conn: _Connection, key: str, where: str) -> None:
         self.conn = conn
+        self.key = key
+        self.where = where
 
     def put(self, name: str, endpoint: StoredEndpoint) -> None:
+        sealed = seal(self.key, json.dumps(endpoint.secret_env).encode(), name)
         self.conn.execute(
             "INSERT INTO endpoints(name, spec, secret_env, revision, updated_at) VALUES (?,?,?,?,?) "
             "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, secret_env=excluded.secret_env, "
             "revision=excluded.revision, updated_at=excluded.updated_at",
-            (name, endpoint.spec.model_dump_json(), json.dumps(endpoint.secret_env), endpoint.revision, time.time()))
+            (name, endpoint.spec.model_dump_json(), sealed, endpoint.revision, time.time()))
 
     def all(self) -> dict[str, StoredEndpoint]:
         rows = self.conn.execute("SELECT name, spec, secret_env, revision FROM endpoints").fetchall()
-        return {r["name"]: StoredEndpoint(EndpointSpec.model_validate_json(r["spec"]), json.loads(r["secret_env"]),
-                                          r["revision"]) for r in rows}
+        return {r["name"]: StoredEndpoint(EndpointSpec.model_validate_json(r["spec"]),
+                                          self._open(r["name"], r["secret_env"]), r["revision"]) for r in rows}
+
+    def _open(self, name: str, value: str) -> dict[str, str]:
+        if not is_sealed(value):
+            opened: dict[str, str] = json.loads(value)
+            return opened
+        try:
+            found: dict[str, str] = json.loads(unseal(self.key, value, name))
+        except SealError as exc:
+            raise StoreError(f"the secrets of endpoint {name} in {self.where} do not open with this gateway's key",
+                             "The database belongs to another deployment, or the key in its configuration "
+                             "changed; apply again to re-register the endpoint.") from exc
+        return found
+
+    def seal_plain_rows(self) -> None:
+        """Seal what gpuform 0.1.0 stored in plain text."""
+        for row in self.conn.execute("SELECT name, secret_env FROM endpoints").fetchall():
+            if not is_sealed(row["secret_env"]):
+                sealed = seal(self.key, row["secret_env"].encode(), row["name"])
+                self.conn.execute("UPDATE endpoints SET secret_env=? WHERE name=?", (sealed, row["name"]))
 
     def delete(self, name: str) -> None:
         self.conn.execute("DELETE FROM endpoints WHERE name=?", (name,))

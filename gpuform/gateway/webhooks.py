@@ -21,7 +21,8 @@ from typing import Any
 
 import httpx
 
-from gpuform.config.schema import GatewayTimings
+from gpuform.config.schema import GatewayTimings, WebhookPolicy
+from gpuform.gateway.destinations import Refused, resolve_checked
 
 log = logging.getLogger("gpuform.webhooks")
 SIGNATURE_HEADER = "X-Gpuform-Signature"
@@ -46,8 +47,9 @@ def verify(secret: str, body: bytes, header: str, tolerance: float = 300.0) -> b
 
 class Webhooks:
     def __init__(self, timings: GatewayTimings, secret: str | None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, policy: WebhookPolicy | None = None) -> None:
         self.timings = timings
+        self.policy = policy or WebhookPolicy()
         self.secret = secret
         self.transport = transport
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
@@ -77,13 +79,27 @@ class Webhooks:
             if self.secret:
                 headers[SIGNATURE_HEADER] = sign(self.secret, body, int(time.time()))
             try:
-                resp = await self.client.post(url, content=body, headers=headers)
+                resp = await self._post(url, body, headers)
                 if 200 <= resp.status_code < 300:
                     return
                 reason = f"HTTP {resp.status_code}"
-            except httpx.HTTPError as exc:
+            except Refused as exc:
+                log.warning("webhook %s refused: %s", url, exc)
+                return
+            except (httpx.HTTPError, OSError) as exc:
                 reason = type(exc).__name__
             log.info("webhook %s attempt %d/%d failed: %s", url, attempt, attempts, reason)
             if attempt < attempts:
                 await asyncio.sleep(self.timings.webhook_retry_delay)
         log.warning("webhook %s gave up after %d attempts", url, attempts)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST to the address the destination resolved to and passed the policy (Host and SNI keep the name),
+        never following a redirect."""
+        assert self.client is not None
+        address = await resolve_checked(url, self.policy)
+        parts = httpx.URL(url)
+        extensions = {"sni_hostname": parts.host} if parts.scheme == "https" else {}
+        pinned = parts.copy_with(host=address)
+        return await self.client.post(pinned, content=body, headers={**headers, "Host": parts.netloc.decode()},
+                                      extensions=extensions, follow_redirects=False)

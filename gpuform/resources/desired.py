@@ -133,7 +133,11 @@ def _make(config: Config, kind: ResourceKind, name: str, provider: str, pool: st
     paths = [p[2:] for p in config.sensitive if p[:2] == prefix]
     paths += _ALWAYS_SENSITIVE.get(kind, [])
     if kind == "gateway":
-        paths += [("api_keys", k) for k in attrs.get("api_keys", {})]
+        paths += [("api_keys", k, "key") if isinstance(v, dict) else ("api_keys", k)
+                  for k, v in attrs.get("api_keys", {}).items()]
+        for driven in attrs.get("pools", {}):  # the gateway's copy of its pools' credentials is secret too
+            paths += [("pools", *p[1:]) for p in config.sensitive if p[:2] == ("pools", driven)]
+            paths += [("pools", driven, *p) for p in _ALWAYS_SENSITIVE["pool"]]
     secrets: dict[tuple[str | int, ...], Any] = {}
     for path in sorted(set(paths), key=str):
         value = _get(attrs, path)

@@ -110,7 +110,7 @@ class LocalStateStore:
 
     def write(self, state: State) -> None:
         """Bump the serial and replace the state file atomically, keeping the previous one as backup."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         state.serial += 1
         text = json.dumps(state.to_json(), indent=2, sort_keys=False) + "\n"
         faults.point("before-state-write")

@@ -17,3 +17,8 @@ def hash_secret(value: Any, salt: str) -> str:
 
 def is_hashed(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(SENSITIVE_PREFIX)
+
+
+def deployment_id(lineage: str) -> str:
+    """What a gateway says about its lineage without revealing it (the lineage salts every key hash)."""
+    return hashlib.sha256(b"gpuform-deployment\0" + lineage.encode()).hexdigest()[:16]

@@ -44,6 +44,8 @@ def start(handler: Handler, concurrency: int | None = None, aggregate_stream: bo
     _current = Worker(handler, Settings.from_env(concurrency, aggregate_stream))
     _current.control = control
     asyncio.run(_current.run())
+    if _current.exit_code:
+        raise SystemExit(_current.exit_code)
 
 
 def progress_update(job: dict[str, Any], progress: Any) -> None:

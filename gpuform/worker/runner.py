@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 log = logging.getLogger("gpuform.worker")
+MAX_REFUSALS = 5  # a worker whose token the gateway refuses this many times in a row exits (code 3)
 Handler = Callable[[dict[str, Any]], Any]
 
 
@@ -92,6 +93,7 @@ class Worker:
         self.http: aiohttp.ClientSession | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.control: Callable[[str], Awaitable[None]] | None = None
+        self.exit_code = 0
 
     def _session(self) -> aiohttp.ClientSession:
         if self.http is None:
@@ -123,7 +125,7 @@ class Worker:
             await self._session().close()
 
     async def _take_loop(self) -> None:
-        failures = 0
+        failures = refused = 0
         while not self.stopping.is_set():
             free = self.s.concurrency - len(self.running)
             if free <= 0:
@@ -145,6 +147,13 @@ class Worker:
                 return  # stopping
             failures = 0
             status, body = answer
+            refused = refused + 1 if status in (401, 403) else 0
+            if refused >= MAX_REFUSALS:
+                log.error("the gateway refused this worker's token %d times in a row (%s); exiting: the worker "
+                          "belongs to a gateway that no longer knows it", refused, body[:200])
+                self.stopping.set()
+                self.exit_code = 3
+                return
             if status == 200 and body:
                 data = json.loads(body)
                 for job in data if isinstance(data, list) else [data]:

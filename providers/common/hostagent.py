@@ -29,12 +29,21 @@ def _start_time(pid: int) -> int | None:
     return None if fields[0] == "Z" else int(fields[19])
 
 
+ALLOWED = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "SSL_CERT_FILE",
+           "SSL_CERT_DIR", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "XDG_RUNTIME_DIR"}
+
+
+def _allowed(env: Any) -> dict[str, str]:
+    """The host's environment reduced to an allowlist (as gpuform.util.environ does on the operator's side)."""
+    return {k: v for k, v in env.items() if k in ALLOWED or k.startswith(("LC_", "CUDA_"))}
+
+
 def start(req: dict[str, Any]) -> dict[str, Any]:
     records = Path(req["records"])
     records.mkdir(parents=True, exist_ok=True)
     log = Path(req["log"])
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **req.get("env", {})} if req.get("inherit_env", True) else dict(req.get("env", {}))
+    env = {**_allowed(os.environ), **req.get("env", {})}
     with open(log, "ab") as out:
         proc = subprocess.Popen(req["argv"], cwd=req.get("cwd") or None, env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)

@@ -17,7 +17,7 @@ def remote_config(config: RuntimeConfig, conn: Shell, gdir: str) -> RuntimeConfi
     creds = posixpath.join(gdir, "creds")
     conn.run(["mkdir", "-p", creds])
     conn.run(["chmod", "700", creds])
-    pools = {name: _with_credentials(conn, creds, name, pool) for name, pool in config.gateway.pools.items()}
+    pools = {name: _with_credentials(conn, creds, name, pool) for name, pool in config.pools.items()}
     return config.on_host(data_dir=gdir, state_dir=gdir, config_dir=gdir, host_pools=pools)
 
 

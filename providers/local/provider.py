@@ -35,6 +35,7 @@ from gpuform.providers.local import LocalPool
 from gpuform.providers.local.volume import LocalVolumes
 from gpuform.spec import EndpointSpec, RuntimeConfig
 from gpuform.util import procs
+from gpuform.util.environ import GATEWAY_EXTRA, built_environment
 from gpuform.workerspec import interpreter, resolve_argv
 
 HOST = "localhost"
@@ -57,12 +58,20 @@ class LocalProvider:
         return {"data_dir": str(self.data_dir)} if self.data_dir.exists() else {}
 
     def create_pool(self) -> Attrs:
-        self.workers_dir.mkdir(parents=True, exist_ok=True)
+        self.workers_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.workers_dir.chmod(0o700)
         return {"data_dir": str(self.data_dir)}
 
     def delete_pool(self) -> None:
-        for worker in self.list_workers():  # whatever its endpoints left behind (a start in flight)
+        workers = self.list_workers()
+        for worker in workers:  # whatever its endpoints left behind (a start in flight)
             self.stop_worker(worker, grace_s=5.0)
+        alive = [w.worker_id for w in self.list_workers() if w.state == "running"]
+        if alive:
+            raise ProviderError(f"workers still running after they were stopped: {', '.join(alive)}",
+                                "Kill them (their pid files are under the pool's data directory) and destroy "
+                                "again.", f"pool.{self.pool_name}")
+        for worker in workers:
             self._forget(worker.worker_id)
         if self.data_dir.is_relative_to(self.ctx.state_dir):
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -123,7 +132,8 @@ class LocalProvider:
 
     def start_gateway(self, name: str, config: RuntimeConfig) -> Attrs:
         gdir = self._gateway_dir(name)
-        gdir.mkdir(parents=True, exist_ok=True)
+        gdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        gdir.chmod(0o700)
         text = config.on_host(data_dir=str(gdir)).to_file_text()
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         running = self._gateway_pid(name)
@@ -181,7 +191,7 @@ class LocalProvider:
             raise NoCapacity(f"no free GPU of type {' or '.join(launch.gpu_types)} on this machine",
                              "Free GPUs, add a type to gpu.types, or lower max_workers.", f"pool.{self.pool_name}")
         self.workers_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **launch.env, "GPUFORM_GPU_TYPE": spot.gpu_type}
+        env = built_environment({**launch.env, "GPUFORM_GPU_TYPE": spot.gpu_type})
         if spot.indices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spot.indices)
         if launch.volume_path:
@@ -263,11 +273,8 @@ class LocalProvider:
 
 
 def _gateway_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("GPUFORM_FAULT_TRACE", "GPUFORM_FAULT_KILL_AT"):
-        env.pop(key, None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    """The gateway's environment: the allowlist, the SSH agent and Docker settings it needs to drive pools."""
+    return built_environment({"PYTHONUNBUFFERED": "1"}, extra_allowed=GATEWAY_EXTRA)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from gpuform.gateway.server import load_config
 from gpuform.gateway.sqlite import SQLiteStore
 from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.webhooks import SIGNATURE_HEADER, sign, verify
+from gpuform.util.hashing import deployment_id
 from tests.gateway_harness import ADMIN_KEY, FakeClock, Harness, endpoint_spec, gateway, runtime_config
 
 pytestmark = pytest.mark.unit
@@ -133,7 +134,7 @@ def test_a_restarted_gateway_adopts_its_workers_and_open_jobs(tmp_path: Path) ->
     clock = FakeClock()
 
     async def first() -> tuple[str, str]:
-        runtime = Runtime(config, SQLiteStore(tmp_path / "g.db"), clock=clock)
+        runtime = Runtime(config, SQLiteStore(tmp_path / "g.db", "store-key"), clock=clock)
         await runtime.start(reconcile=False)
         runtime.put_endpoint("ep", endpoint_spec(), {}, "r1")
         job, _ = runtime.queue.submit("ep", 1, execution_timeout=60, ttl=600)
@@ -143,7 +144,7 @@ def test_a_restarted_gateway_adopts_its_workers_and_open_jobs(tmp_path: Path) ->
         return job.id, record.id
 
     async def second(job_id: str, worker_id: str) -> None:
-        runtime = Runtime(config, SQLiteStore(tmp_path / "g.db"), clock=clock)
+        runtime = Runtime(config, SQLiteStore(tmp_path / "g.db", "store-key"), clock=clock)
         await runtime.start(reconcile=False)
         assert worker_id in runtime.fleet.records and runtime.queue.get(job_id) is not None
         assert runtime.queue.stats("ep").queued == 1
@@ -184,7 +185,7 @@ def test_webhook_signatures_verify_and_failed_deliveries_are_retried() -> None:
     async def main() -> None:
         async with gateway() as h:
             h.runtime.webhooks.client = httpx.AsyncClient(transport=httpx.MockTransport(flaky))
-            h.runtime.webhooks.deliver("https://hooks.example/x", {"id": "j"})
+            h.runtime.webhooks.deliver("https://93.184.216.34/x", {"id": "j"})
             await asyncio.gather(*h.runtime.webhooks.tasks)
             assert len(attempts) == 3 and all(SIGNATURE_HEADER in r.headers for r in attempts)
 
@@ -196,7 +197,7 @@ def test_the_admin_client_maps_answers_to_errors_with_hints() -> None:
         if request.headers.get("authorization") != f"Bearer {ADMIN_KEY}":
             return httpx.Response(401, json={"error": "no"})
         routes: dict[str, httpx.Response] = {
-            "/healthz": httpx.Response(200, json={"ok": True, "lineage": "L"}),
+            "/healthz": httpx.Response(200, json={"ok": True, "deployment": deployment_id("L")}),
             "/admin/info": httpx.Response(200, json={"name": "main"}),
             "/admin/status": httpx.Response(200, json={"endpoints": {}}),
             "/admin/endpoints/gone": httpx.Response(404, json={"error": "no endpoint"}),

@@ -39,7 +39,12 @@ def _job(job_id: str, created: float = 100.0, **fields: object) -> Job:
 def test_jobs_round_trip_through_their_lifecycle(store: GatewayStore) -> None:
     job = _job("a", idempotency_key="k")
     store.jobs.insert(job)
-    assert store.jobs.by_idempotency("ep", "k") is not None and store.jobs.by_idempotency("ep", "x") is None
+    job_b = _job("b", idempotency_key="k", owner="other")
+    store.jobs.insert(job_b)
+    assert store.jobs.by_idempotency("ep", None, "k").id == "a"  # type: ignore[union-attr]
+    assert store.jobs.by_idempotency("ep", "other", "k").id == "b"  # type: ignore[union-attr]
+    assert store.jobs.by_idempotency("ep", None, "x") is None
+    store.jobs.delete(["b"])
     job.status, job.started_at, job.attempts, job.worker_id = JobStatus.IN_PROGRESS, 101.0, 1, "w1"
     store.jobs.started([job])
     assert [j.id for j in store.jobs.open_jobs()] == ["a"]
