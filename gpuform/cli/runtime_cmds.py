@@ -148,15 +148,24 @@ def cold_start_line(workers: list[dict[str, Any]]) -> str:
     return ", ".join(f"{p} {timeline[p] - base:+.2f}s" for p in phases)
 
 
-def usage_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
-    """Billed GPU-seconds and cost per endpoint and UTC day, from the gateway's ledger."""
+def usage_cmd(ctx: typer.Context, json_out: JsonFlag = False,
+              by_key: Annotated[bool, typer.Option("--by-key", "-by-key", help="Jobs and execution time per API "
+                                                   "key instead.")] = False) -> None:
+    """Billed GPU-seconds and cost per endpoint and UTC day, from the gateway's ledger (or per API key)."""
     ws = globals_of(ctx).workspace()
     rows: list[dict[str, Any]] = []
     for _name, admin in _admins(ws, ws.store.read()):
         with admin:
-            rows += admin.get("/admin/usage")["usage"]
+            rows += admin.get("/admin/usage")["by_key" if by_key else "usage"]
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if by_key:
+        keys = _table(None, "day (UTC)", "API key", "endpoint", "jobs", "failed", "execution\nseconds")
+        for r in rows:
+            keys.add_row(r["day"], r["owner"] or "(unrecorded)", r["endpoint"], str(r["jobs"]), str(r["failed"]),
+                         f"{r['execution_seconds']:.1f}")
+        out_console.print(keys)
         return
     table = _table(None, "day (UTC)", "endpoint", "gpu type", "workers", "worker\nseconds", "GPU\nseconds", "cost")
     for r in rows:

@@ -29,6 +29,7 @@ from gpuform.gateway.http import (
     require_client,
     runtime_of,
 )
+from gpuform.gateway.openapi import document
 from gpuform.gateway.runtime import Runtime
 from gpuform.util.hashing import deployment_id
 
@@ -51,6 +52,12 @@ async def metrics(request: Request) -> Response:
         allowed = {name for name, ep in rt.endpoints.items() if caller.may_use(ep)}
         text = "".join(line for line in text.splitlines(keepends=True) if _visible(line, allowed))
     return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    """The gateway's API as OpenAPI 3.1 (any valid key)."""
+    require_client(request, scope="metrics")
+    return JSONResponse(document(request.app.routes))
 
 
 def _visible(line: str, endpoints: set[str]) -> bool:
@@ -83,6 +90,7 @@ def build_app(runtime: Runtime, reconcile: bool = True) -> Starlette:
             await runtime.stop()
 
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
+              Route("/openapi.json", openapi, methods=["GET"]),
               *admin.ROUTES, *routes_worker.ROUTES, *routes_client.ROUTES, *routes_openai.ROUTES]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPError: handle_http_error, HTTPException: handle_starlette_error,
