@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,10 +95,8 @@ def probing(url: str) -> Iterator[Probe]:
 def raw(port: int, data: bytes, read_for: float = 10.0) -> bytes:
     """Send ``data`` on a fresh connection and return whatever the gateway answers before closing."""
     with socket.create_connection(("127.0.0.1", port), timeout=read_for) as sock:
-        try:
+        with suppress(OSError):
             sock.sendall(data)
-        except OSError:
-            pass
         out = b""
         try:
             while chunk := sock.recv(65536):
