@@ -144,9 +144,9 @@ def _type_problem(flag: Flag, value: str) -> str:
             number = math.nan
         if not math.isfinite(number):
             return f"{flag.env}={value!r} is not a finite number ({flag.option} takes a float)"
-    if flag.type in ("human_readable_int", "human_readable_int_or_auto"):
-        if not (_HUMAN_INT.match(text) or (flag.type.endswith("_auto") and text.lower() == "auto")):
-            return f"{flag.env}={value!r} is not a number such as 4096, 8k or 1M"
+    auto = flag.type == "human_readable_int_or_auto" and text.lower() == "auto"
+    if flag.type in ("human_readable_int", "human_readable_int_or_auto") and not (_HUMAN_INT.match(text) or auto):
+        return f"{flag.env}={value!r} is not a number such as 4096, 8k or 1M"
     if flag.type == "loads":
         try:
             json.loads(text)
