@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import socket
 import statistics
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -89,27 +91,42 @@ def latency(url: str, path: str, n: int, timings: bool = False) -> tuple[list[fl
     return out, hops
 
 
-async def throughput(url: str, clients: int, seconds: float) -> tuple[float, int]:
+@dataclass
+class Load:
+    """What the concurrent run measured: completions, their latencies and when each completed."""
+
+    rate: float
+    total: int
+    latencies_ms: list[float]
+    longest_gap_ms: float  # the longest window in which no response completed
+
+
+async def throughput(url: str, clients: int, seconds: float) -> Load:
     """``clients`` connections, each posting /runsync back to back (a lean client: see loadgen.py)."""
     host, _, port = url.removeprefix("http://").partition(":")
-    done = 0
+    latencies: list[float] = []
+    completed_at: list[float] = []
     deadline = time.monotonic() + seconds
 
     async def one_client() -> None:
-        nonlocal done
         conn = Connection(host, int(port), {"Authorization": f"Bearer {KEY}"})
         body = b'{"input": {"x": 1}}'
         try:
             while time.monotonic() < deadline:
+                sent = time.perf_counter()
                 status, data = await conn.post("/v2/bench/runsync", body)
                 if status == 200 and b'"COMPLETED"' in data:
-                    done += 1
+                    now = time.perf_counter()
+                    latencies.append((now - sent) * 1000)
+                    completed_at.append(now)
         finally:
             conn.close()
 
     started = time.monotonic()
     await asyncio.gather(*(one_client() for _ in range(clients)))
-    return done / (time.monotonic() - started), done
+    ordered = sorted(completed_at)
+    gap = max((b - a for a, b in itertools.pairwise(ordered)), default=0.0) * 1000
+    return Load(len(latencies) / (time.monotonic() - started), len(latencies), latencies, gap)
 
 
 def main() -> None:
@@ -130,11 +147,11 @@ def main() -> None:
             _wait_ready(gw, base)
             direct_ms, _ = latency(base, "/", args.requests)
             gateway_ms, hops = latency(gw, "/v2/bench/runsync", args.requests, timings=True)
-            rate, total = asyncio.run(throughput(gw, args.clients, args.seconds))
+            load = asyncio.run(throughput(gw, args.clients, args.seconds))
         finally:
             direct.terminate()
             gpuform(directory, "destroy", "--auto-approve")
-    report(direct_ms, gateway_ms, hops, rate, total, args)
+    report(direct_ms, gateway_ms, hops, load, args)
 
 
 def _wait_ready(gw: str, base: str) -> None:
@@ -151,8 +168,9 @@ def _wait_ready(gw: str, base: str) -> None:
     raise SystemExit("the gateway's worker did not come up")
 
 
-def report(direct_ms: list[float], gateway_ms: list[float], hops: list[dict[str, float]], rate: float, total: int,
+def report(direct_ms: list[float], gateway_ms: list[float], hops: list[dict[str, float]], load: Load,
            args: argparse.Namespace) -> None:
+    rate, total = load.rate, load.total
     p50_added = percentile(gateway_ms, 0.5) - percentile(direct_ms, 0.5)
     p99_added = percentile(gateway_ms, 0.99) - percentile(direct_ms, 0.99)
     print(f"(a) warm /runsync, {len(gateway_ms)} sequential requests after warm-up")
@@ -163,6 +181,10 @@ def report(direct_ms: list[float], gateway_ms: list[float], hops: list[dict[str,
         print(f"      {hop:52s} {statistics.median(h[hop] for h in hops) * 1000:7.3f} ms")
     print(f"(b) {args.clients} concurrent /runsync clients, worker concurrency {args.concurrency}, {args.seconds:g} s: "
           f"{total} jobs, {rate:.0f} jobs/s")
+    p50, p99 = percentile(load.latencies_ms, 0.5), percentile(load.latencies_ms, 0.99)
+    print(f"    latency under load: p50 {p50:.2f} ms, p99 {p99:.2f} ms (p99/p50 {p99 / p50:.2f}, target <= 3.0, "
+          f"{'ok' if p99 <= 3 * p50 else 'MISSED'}); longest window with no completed response "
+          f"{load.longest_gap_ms:.1f} ms (target <= 100, {'ok' if load.longest_gap_ms <= 100 else 'MISSED'})")
     rows = [("added latency p50", p50_added, "ms", "p50_ms", False), ("added latency p99", p99_added, "ms", "p99_ms", False),
             ("throughput", rate, "jobs/s", "jobs_per_s", True)]
     print()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import resource
 import sys
@@ -46,6 +47,8 @@ def serve(config_path: Path, listen: str | None = None) -> int:
         access_log=settings.log_level == "debug", loop="auto", http=protocol,
         proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=settings.trusted_proxies or None,
         timeout_graceful_shutdown=int(config.timings.drain_timeout) + 5))
+    gc.collect()
+    gc.freeze()  # start-up objects (modules, the app, restored state) are never collected: keep them out of GC walks
     exit_handler = server.handle_exit
 
     def handle_exit(sig: int, frame: FrameType | None) -> None:

@@ -44,14 +44,16 @@ endpoints:
 LOCATED = re.compile(r"^\S+\.yaml:\d+:\d+: error: ", re.MULTILINE)
 NOISE = ["{", "}", "[", "]", ":", ": ", "-", "- ", "\t", "  ", "'", '"', "${", "${env.NOPE}", "${var.x}", "&a", "*a",
          "<<: *a", "!!binary", "null", "~", "1e400", "-1", "yes", "0x1F", "\n", "\n  ", "é", "\x00", "%", "@", "`"]
-VALUES = ["-5", "1e9", "[]", "{}", "null", "true", '"x"', "3.5", "[1, 2]", "{a: 1}", "99999999999999999999", "''"]
+VALUES = ["-5", "1e9", "[]", "{}", "null", "true", '"x"', "3.5", "[1, 2]", "{a: 1}", "99999999999999999999", "''",
+          ".inf", "-.inf", ".nan", "false", "1.0e+400", "&r [*r]", "-0", "0"]
+BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else 'lol'}]\n" for i in range(9))
 
 
 @st.composite
 def mangled(draw: st.DrawFn) -> str:
     text = VALID
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["delete", "insert", "dup_line", "swap_lines", "value", "indent"]))
+        kind = draw(st.sampled_from(["delete", "insert", "dup_line", "swap_lines", "value", "indent", "bomb"]))
         lines = text.split("\n")
         if kind == "delete":
             start = draw(st.integers(0, len(text) - 1))
@@ -71,6 +73,8 @@ def mangled(draw: st.DrawFn) -> str:
             pos = draw(st.sampled_from(spots))
             end = min([i for i in (text.find(c, pos) for c in ",}\n") if i != -1] or [len(text)])
             text = text[:pos] + draw(st.sampled_from(VALUES)) + text[end:]
+        elif kind == "bomb":  # a "billion laughs" document: bounded, never expanded
+            text = BOMB + text
         else:
             i = draw(st.integers(0, len(lines) - 1))
             lines[i] = " " * draw(st.integers(0, 5)) + lines[i].lstrip()
