@@ -162,7 +162,7 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_at_send_time(monke
 
     async def body() -> None:
         monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", fake)
-        with pytest.raises(destinations.Refused, match="rebind.example"):
+        with pytest.raises(destinations.Refused, match=r"rebind\.example"):
             await destinations.resolve_checked("http://rebind.example/x", WebhookPolicy())
         assert await destinations.resolve_checked("https://public.example/x", WebhookPolicy()) == "93.184.216.34"
         listed = WebhookPolicy(allow=["rebind.example"])
