@@ -385,16 +385,31 @@ class Fleet:
                     self._failed(record, f"did not become ready within {timeout:g}s", tail)
 
     async def sweep_orphans(self, endpoint: str, pool: str) -> None:
-        """Stop workers of this lineage the gateway has no record of (left by an earlier gateway)."""
+        """After a restart: stop workers of this lineage the gateway has no record of (left by an earlier
+        gateway), and settle the ones whose start was in flight when the earlier gateway died — adopted when
+        the provider has them, forgotten when it does not (they never ran, so nothing is billed)."""
         try:
             provider = self.providers(pool)
             infos = await asyncio.to_thread(provider.list_workers, endpoint)
         except GpuformError:
             return
+        found = {info.worker_id: info for info in infos}
         for info in infos:
             if info.worker_id not in self.records and info.state == "running":
                 log.info("stopping orphan worker %s", info.worker_id)
                 await asyncio.to_thread(provider.stop_worker, info, 5.0)
+        for record in self.of(endpoint):
+            if record.state != WorkerState.INITIALIZING or record.info is not None or record.id in self.starting:
+                continue
+            info = found.get(record.id)
+            if info is not None and info.state == "running":
+                record.info, record.host, record.gpu_type = info, info.host, info.gpu_type
+                record.gpus = len(info.gpu_indices) or record.gpus or 1
+                record.price = price_per_second(dict(self.settings.prices.get(record.pool, {})), info.gpu_type,
+                                                record.gpus)
+                self._save(record)
+            else:
+                self._forget(record, "its start was interrupted by a gateway restart")
 
     def live_count(self, endpoint: str) -> int:
         return sum(1 for w in self.of(endpoint) if w.live)

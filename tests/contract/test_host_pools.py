@@ -35,9 +35,9 @@ def cleanup():  # type: ignore[no-untyped-def]
         destroy_after_test(d)
 
 
-def _apply(s: Setup, text: str) -> subprocess.CompletedProcess[str]:
+def _apply(s: Setup, text: str, *args: str) -> subprocess.CompletedProcess[str]:
     write_config(s.workdir, text)
-    result = run_gpuform("-C", str(s.workdir), "apply", "--auto-approve", timeout=900)
+    result = run_gpuform("-C", str(s.workdir), "apply", "--auto-approve", *args, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
 
@@ -111,7 +111,7 @@ def test_baremetal_crash_log_survives_and_cordon_drains(tmp_path: Path, cleanup:
     worker: {command: [python, -c, "print('model shard 3 is corrupt', flush=True); raise SystemExit(3)"]}
     scaling: {min_workers: 1, max_workers: 1}
 """
-    _apply(s, s.config(min_workers=2, endpoint_extra=crash))
+    _apply(s, s.config(min_workers=2, endpoint_extra=crash), "--no-wait")  # "crash" never becomes ready
     health = wait_for(lambda: (h := _status(s, "crash"))["status"] == "UNHEALTHY" and h, 60)
     assert "model shard 3 is corrupt" in health["condition"]["log_tail"]
     lineage = json.loads((s.workdir / "state" / "gpuform.state.json").read_text())["lineage"][:8]
@@ -124,7 +124,7 @@ def test_baremetal_crash_log_survives_and_cordon_drains(tmp_path: Path, cleanup:
     assert sorted(w["host"] for w in workers) == ["h1", "h2"]
     cordoned = s.config(min_workers=2, endpoint_extra=crash).replace(
         "name: h2}", "name: h2, cordon: true}")
-    _apply(s, cordoned)
+    _apply(s, cordoned, "--no-wait")
     wait_for(lambda: sorted(w["host"] for w in _live(s)) == ["h1", "h1"], 90,
              what="the worker on the cordoned host to drain and be replaced on h1")
 

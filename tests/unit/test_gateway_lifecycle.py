@@ -241,3 +241,35 @@ def test_a_missing_or_invalid_runtime_configuration_is_a_clear_error(tmp_path: P
     assert (Runtime(load_config(good), SQLiteStore(":memory:")).config.advertise_url == "http://gateway.test")
     admin_ok = AdminClient("http://x", ADMIN_KEY)
     admin_ok.close()
+
+
+def test_starts_in_flight_when_the_gateway_died_are_adopted_or_forgotten(tmp_path: Path) -> None:
+    """A gateway killed while start_worker ran left records with no host: the next one settles them instead
+    of counting them as starting forever (which would block min_workers)."""
+    from gpuform.gateway.workers import WorkerRecord
+    from gpuform.provider import WorkerInfo
+    from gpuform.providers.fake.provider import FakeProvider
+
+    config = runtime_config()
+
+    async def main() -> None:
+        store = SQLiteStore(tmp_path / "g.db", "store-key")
+        for worker_id in ("ep-adopt", "ep-gone"):
+            store.workers.save(WorkerRecord(id=worker_id, endpoint="ep", pool="gpu", revision="r1",
+                                            token_hash=worker_id, requested_at=FakeClock().now - 5))
+        store.close()
+        world = FakeProvider.world_of(config.lineage, "gpu")
+        world.workers["ep-adopt"] = WorkerInfo("ep-adopt", "ep", "h1", "running", "cpu")
+        runtime = Runtime(config, SQLiteStore(tmp_path / "g.db", "store-key"), clock=FakeClock())
+        runtime.put_endpoint("ep", endpoint_spec(scaling={"min_workers": 2}), {}, "r1")
+        await runtime.start(reconcile=False)
+        await runtime.fleet.sweep_orphans("ep", "gpu")
+        records = runtime.fleet.records
+        assert "ep-gone" not in records and records["ep-adopt"].host == "h1"
+        await runtime.reconciler.tick(runtime.clock())
+        await asyncio.gather(*runtime.fleet.tasks)
+        assert runtime.fleet.live_count("ep") == 2, "one adopted, one started in place of the forgotten one"
+        await runtime.stop()
+
+    FakeProvider.WORLDS.pop((config.lineage, "gpu"), None)
+    asyncio.run(main())
