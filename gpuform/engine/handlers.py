@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from gpuform import faults
 from gpuform.config.schema import ResourceKind
 from gpuform.engine.context import Workspace
-from gpuform.errors import GatewayError, GpuformError, ProviderError
+from gpuform.errors import GatewayError, GpuformError
 from gpuform.gateway.client import AdminClient
 from gpuform.plan.model import Observed
 from gpuform.provider import (
@@ -106,14 +106,7 @@ class PoolHandler:
         return self.create(op, want)
 
     def delete(self, op: Op, prior: ResourceState) -> None:
-        provider = op.provider(prior.name)
-        call(provider.delete_pool)
-        left = [w.worker_id for w in provider.list_workers() if w.state == "running"]
-        if left:
-            raise ProviderError(f"pool {prior.name} still runs {len(left)} worker(s) of this deployment after its "
-                                f"removal: {', '.join(sorted(left)[:10])}",
-                                "Stop them on the hosts (they carry this lineage's labels), then destroy again.",
-                                prior.address)
+        call(op.provider(prior.name).delete_pool)  # which fails when a worker of this deployment still runs
 
 
 def _host_json(h: HostInventory) -> dict[str, Any]:

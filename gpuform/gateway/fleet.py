@@ -401,11 +401,11 @@ class Fleet:
         for record in self.of(endpoint):
             if record.state != WorkerState.INITIALIZING or record.info is not None or record.id in self.starting:
                 continue
-            info = found.get(record.id)
-            if info is not None and info.state == "running":
-                record.info, record.host, record.gpu_type = info, info.host, info.gpu_type
-                record.gpus = len(info.gpu_indices) or record.gpus or 1
-                record.price = price_per_second(dict(self.settings.prices.get(record.pool, {})), info.gpu_type,
+            adopted = found.get(record.id)
+            if adopted is not None and adopted.state == "running":
+                record.info, record.host, record.gpu_type = adopted, adopted.host, adopted.gpu_type
+                record.gpus = len(adopted.gpu_indices) or record.gpus or 1
+                record.price = price_per_second(dict(self.settings.prices.get(record.pool, {})), adopted.gpu_type,
                                                 record.gpus)
                 self._save(record)
             else:

@@ -110,6 +110,11 @@ class BaremetalProvider:
     def delete_pool(self) -> None:
         for worker in self.list_workers():  # whatever its endpoints left behind (a start in flight)
             self.stop_worker(worker, grace_s=5.0)
+        alive = [w.worker_id for w in self.list_workers() if w.state == "running"]
+        if alive:
+            raise SSHError(f"workers still running after they were stopped: {', '.join(alive)}",
+                           "Stop them on the hosts (see `gpuform status`), then destroy again.",
+                           f"pool.{self.pool_name}")
         self.hosts.each(lambda h: self.hosts.conn(h).run(["rm", "-rf", "--", self.data]))
 
     # ---- volumes ----------------------------------------------------------------------------------

@@ -141,6 +141,11 @@ class DockerProvider:
 
     def delete_pool(self) -> None:
         self._remove_worker_containers(None)  # whatever its endpoints left behind (a start in flight)
+        alive = [w.worker_id for w in self.list_workers() if w.state == "running"]
+        if alive:
+            raise DockerError(f"worker containers still running after removal: {', '.join(alive)}",
+                              "Remove them on the hosts (label gpuform.lineage), then destroy again.",
+                              f"pool.{self.pool_name}")
         found, _ = self.engines()
         for engine in found.values():
             engine.shell.run(["rm", "-rf", "--", self.data])
