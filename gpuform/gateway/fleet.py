@@ -409,6 +409,8 @@ class Fleet:
                                                 record.gpus)
                 self._save(record)
             else:
+                if adopted is not None:  # created, never started: clean it up
+                    await asyncio.to_thread(provider.stop_worker, adopted, 5.0)
                 self._forget(record, "its start was interrupted by a gateway restart")
 
     def live_count(self, endpoint: str) -> int:

@@ -480,7 +480,8 @@ class DockerProvider:
             except docker.errors.DockerException:
                 continue
             for c in containers:
-                state = "running" if c.status in ("running", "created", "restarting") else "exited"
+                # "created": a start that never got to run (its starter died): not running, and not a crash
+                state = {"running": "running", "restarting": "running", "created": "stopped"}.get(c.status, "exited")
                 code = c.attrs.get("State", {}).get("ExitCode") if state == "exited" else None
                 worker_id = (c.name or "").removeprefix("gpuform-w-")
                 indices = tuple(json.loads(c.labels.get("gpuform.gpu_indices", "[]")))
