@@ -13,6 +13,7 @@ PACKAGES=(
   debootstrap debian-archive-keyring        # base image without a registry
   iproute2 util-linux rsync procps psmisc curl ca-certificates sqlite3
   python3 python3-venv                      # the test hosts share this machine's /usr
+  postgresql                                # state backend and gateway store tests (own cluster)
 )
 
 # (dpkg-query reads the same status database as dpkg -s; no pipe, so no SIGPIPE under pipefail)

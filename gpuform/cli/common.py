@@ -29,9 +29,11 @@ class Globals:
     state_dir: Path | None = None
     variables: dict[str, str] = field(default_factory=dict)
     colour: bool = True
+    backend_options: dict[str, str] = field(default_factory=dict)
+    interactive: bool = True
 
     def workspace(self) -> Workspace:
-        ws = workspace(self.directory, self.state_dir)
+        ws = workspace(self.directory, self.state_dir, self.backend_options)
         ws.on_event = _progress
         ws.on_transfer = _transfer
         return ws
@@ -97,10 +99,36 @@ def _escape(text: str) -> str:
 
 
 def parse_vars(pairs: list[str]) -> dict[str, str]:
+    return parse_pairs(pairs, "--var")
+
+
+def parse_pairs(pairs: list[str], option: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"--var takes NAME=VALUE, got {pair!r}")
+            raise typer.BadParameter(f"{option} takes NAME=VALUE, got {pair!r}")
         out[key] = value
     return out
+
+
+def read_var_files(paths: list[Path]) -> dict[str, str]:
+    """Variables from YAML files of ``NAME: VALUE`` (values as written; later files win)."""
+    import yaml
+
+    out: dict[str, str] = {}
+    for path in paths:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise typer.BadParameter(f"cannot read variables from {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise typer.BadParameter(f"{path} must be a mapping of NAME: VALUE")
+        out.update({str(k): v if isinstance(v, str) else json_text(v) for k, v in data.items()})
+    return out
+
+
+def json_text(value: object) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)

@@ -1,12 +1,14 @@
 """The ``gpuform`` command. Thin: parse, call the library, render, set the exit code.
 
-Exit codes: 0 success; 1 error (nothing or everything failed); 2 ``plan --detailed-exitcode`` with
-changes; 3 apply partly done; 4 apply declined or saved plan stale; 70 a bug (unexpected exception);
-130 interrupted.
+Exit codes, as Terraform's: 0 success; 1 any error (a usage error, a refresh error, a stale saved plan, a
+declined or partly applied apply included); 2 ``plan -detailed-exitcode`` with changes; 70 a bug (an
+unexpected exception, with the traceback saved to a file); 130 interrupted. Terraform's single-dash options
+are accepted everywhere (:mod:`gpuform.cli.argv`).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import traceback
@@ -17,32 +19,53 @@ import typer
 
 from gpuform import __version__
 from gpuform.cli import plan_cmds, runtime_cmds, state_cmds
-from gpuform.cli.common import Globals, parse_vars, print_diagnostics, print_error
-from gpuform.errors import ConfigError, GpuformError, Interrupted, StalePlan
+from gpuform.cli.argv import normalise
+from gpuform.cli.common import Globals, parse_pairs, parse_vars, print_diagnostics, print_error, read_var_files
+from gpuform.errors import ConfigError, GpuformError, Interrupted
 
 EXIT_BUG = 70
 
 app = typer.Typer(
-    name="gpuform", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+    name="gpuform", no_args_is_help=True, add_completion=True, pretty_exceptions_show_locals=False,
     help="Serverless GPU endpoints on your own machines, declared in YAML and applied like Terraform.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"gpuform {__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback()
 def root(ctx: typer.Context,
          directory: Annotated[Path, typer.Option("-C", "--chdir", help="Configuration directory.")] = Path("."),
-         state_dir: Annotated[Path | None, typer.Option("--state-dir", help="State directory (default: DIR/state).")]
-         = None,
+         state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Local working directory (default: the "
+                                                        "local backend's path, DIR/state).")] = None,
          var: Annotated[list[str], typer.Option("--var", metavar="NAME=VALUE", help="Set a variable (repeatable).")]
          = [],  # noqa: B006
-         no_color: Annotated[bool, typer.Option("--no-color", help="No colour in output.")] = False) -> None:
-    ctx.obj = Globals(directory=directory, state_dir=state_dir, variables=parse_vars(var), colour=not no_color)
+         var_file: Annotated[list[Path], typer.Option("--var-file", metavar="FILE", help="Variables from a YAML "
+                                                      "file of NAME: VALUE (repeatable).")] = [],  # noqa: B006
+         backend_config: Annotated[list[str], typer.Option("--backend-config", metavar="KEY=VALUE",
+                                                           help="Set a backend option, e.g. url=postgresql://…")]
+         = [],  # noqa: B006
+         no_color: Annotated[bool, typer.Option("--no-color", help="No colour in output.")] = False,
+         input_: Annotated[bool, typer.Option("--input/--no-input", help="Ask for confirmation when needed "
+                                              "(-input=false: never ask; fail instead).")] = True,
+         version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the version and exit.")] = False) -> None:
+    variables = {**read_var_files(var_file), **parse_vars(var)}
+    ctx.obj = Globals(directory=directory, state_dir=state_dir, variables=variables, colour=not no_color,
+                      backend_options=parse_pairs(backend_config, "--backend-config"), interactive=input_)
 
 
-@app.command()
-def version() -> None:
+@app.command("version")
+def version_cmd(json_out: Annotated[bool, typer.Option("--json", help="As JSON.")] = False) -> None:
     """Print the version."""
-    print(f"gpuform {__version__}")
+    if json_out:
+        print(json.dumps({"gpuform_version": __version__}))
+    else:
+        print(f"gpuform {__version__}")
 
 
 app.command("validate")(plan_cmds.validate)
@@ -81,17 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every error becomes a message and an exit code, never a traceback (but for bugs)."""
     command = typer.main.get_command(app)
     _plain_flags(command)
+    args = normalise(list(sys.argv[1:] if argv is None else argv))
     try:
-        result = command.main(args=argv, prog_name="gpuform", standalone_mode=False)
+        result = command.main(args=args, prog_name="gpuform", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
-    except typer.TyperException as exc:
+    except typer.TyperException as exc:  # a usage error: exit 1, never 2 (which means "changes")
         show = getattr(exc, "show", None)
         if callable(show):
             show()
         else:
             print(f"Error: {exc.message}", file=sys.stderr)
-        return int(exc.exit_code)
+        return 1 if int(exc.exit_code) else 0
     except typer.Abort:
         print("Aborted.", file=sys.stderr)
         return 130
@@ -101,9 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print_error(exc.message, exc.hint)
         return 130
-    except StalePlan as exc:
-        print_error(exc.message, exc.hint)
-        return 4
     except GpuformError as exc:
         print_error(exc.message, exc.hint)
         return 1

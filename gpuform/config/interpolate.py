@@ -1,4 +1,6 @@
-"""``${env.NAME}`` and ``${var.NAME}`` interpolation; values taken from the environment are sensitive."""
+"""``${env.NAME}``, ``${var.NAME}`` and ``${workspace}`` interpolation; values taken from the environment
+are sensitive. ``validate`` runs without values for the environment: those references are left unknown,
+and nothing is checked at their paths."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error
 
 _REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _NAME = re.compile(r"^\s*(env|var)\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
+_WORKSPACE = re.compile(r"^\s*workspace\s*$")
+UNKNOWN = "(known after apply)"
 
 
 @dataclass
@@ -22,6 +26,8 @@ class Interpolation:
     sensitive: set[Path] = field(default_factory=set)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     failed: set[Path] = field(default_factory=set)
+    require_env: bool = True
+    workspace: str = "default"
 
     def walk(self, value: Any, path: Path) -> Any:
         if isinstance(value, dict):
@@ -41,11 +47,13 @@ class Interpolation:
     def _resolve(self, ref: str, path: Path) -> Any:
         match = _NAME.match(ref)
         loc = self.sources.locate(path)
+        if _WORKSPACE.match(ref):
+            return self.workspace
         if not match:
             self.failed.add(path)
             self.diagnostics.append(error(
                 f'invalid reference "${{{ref}}}"',
-                "Use ${env.NAME} for an environment variable or ${var.NAME} for a variable; "
+                "Use ${env.NAME} for an environment variable, ${var.NAME} for a variable or ${workspace}; "
                 "write $${ for a literal ${.", loc))
             return ""
         scope, name = match.groups()
@@ -53,6 +61,8 @@ class Interpolation:
             self.sensitive.add(path)
             if name not in self.env:
                 self.failed.add(path)
+                if not self.require_env:
+                    return UNKNOWN
                 self.diagnostics.append(error(
                     f"environment variable {name} is not set",
                     f"Export it before running gpuform (export {name}=...).", loc))

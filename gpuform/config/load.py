@@ -24,7 +24,7 @@ from gpuform.config.plugins import pool_kinds
 from gpuform.config.pyerrors import pydantic_diagnostics
 from gpuform.config.references import check_references
 from gpuform.config.types import NAME_PATTERN
-from gpuform.config.yamlsrc import Document, SourceMap, read_file
+from gpuform.config.yamlsrc import Document, SourceMap, as_written, read_file
 from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error, has_errors, sort_key
 from gpuform.errors import ConfigError
 
@@ -75,8 +75,9 @@ def find_files(directory: FsPath) -> list[FsPath]:
 
 
 def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
-         env: Mapping[str, str] | None = None) -> Config:
-    """Load and validate every YAML file in ``directory``; raise ConfigError listing every problem."""
+         env: Mapping[str, str] | None = None, *, require_env: bool = True, workspace: str = "default") -> Config:
+    """Load and validate every YAML file in ``directory``; raise ConfigError listing every problem.
+    ``require_env=False`` (validate) leaves unset ``${env.NAME}`` values unknown instead of failing."""
     env = os.environ if env is None else env
     diags: list[Diagnostic] = []
     if not directory.is_dir():
@@ -88,7 +89,7 @@ def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
                                  "Create gpuform.yaml there (see examples/quickstart), or pass -C DIR.")])
     merged, sources = _merge(files, diags)
     variables = _variables(merged.get("variables", {}), var_overrides or {}, env, sources, diags)
-    interp = Interpolation(env, variables, sources)
+    interp = Interpolation(env, variables, sources, require_env=require_env, workspace=workspace)
     data = {k: interp.walk(v, (k,)) for k, v in merged.items() if k != "variables"}
     diags += interp.diagnostics
     config = Config(directory, [str(f) for f in files], variables, sources=sources, sensitive=interp.sensitive)
@@ -206,14 +207,22 @@ def _variables(declared: Any, overrides: Mapping[str, str], env: Mapping[str, st
         if key.startswith(prefix):
             values[key[len(prefix):]] = _scalar(raw)
     for key, raw in overrides.items():
+        if key not in declared:
+            hint = did_you_mean(key, declared)
+            diags.append(error(f'--var sets "{key}", which is not declared',
+                               f"Declare it under `variables:` (with a default), or fix the name.{hint}"))
+            continue
         values[key] = _scalar(raw)
     return values
 
 
 def _scalar(text: str) -> Any:
+    """A variable's value from the command line or the environment, read as written (see yamlsrc)."""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
+        return text
+    if isinstance(value, bool | int | float) and not as_written(value, text):
         return text
     return value if isinstance(value, str | int | float | bool) else text
 

@@ -358,11 +358,21 @@ class Endpoint(Model):
 
 
 class Backend(Model):
-    """Where gpuform keeps its state. Only ``local`` exists today: a directory beside the configuration."""
+    """Where gpuform keeps its state: a directory beside the configuration (``local``), or a PostgreSQL database
+    a team shares (``postgres``). Every backend holds one state per workspace."""
 
-    type: Literal["local"] = Field("local", description="local: a state file in a directory (locked with flock).")
-    path: str | None = Field(None, description="Directory of the state, relative to the configuration directory "
-                                               "(default: state). `--state-dir` overrides it.")
+    type: Literal["local", "postgres"] = Field("local", description="local: a state file in a directory "
+                                               "(locked with flock); postgres: rows in a database (locked with "
+                                               "an advisory lock), for teams and CI.")
+    path: str | None = Field(None, description="local: directory of the state, relative to the configuration "
+                                               "directory (default: state). `--state-dir` overrides it.")
+    url: str | None = Field(None, description='postgres: the connection URL; use "${env.GPUFORM_BACKEND_URL}" '
+                                              "(GPUFORM_BACKEND_URL and -backend-config url=… also set it).")
+    schema_name: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="postgres: the schema "
+                                    "holding gpuform's tables (default: gpuform); one per project sharing a "
+                                    "database.")
+    history: int = Field(20, ge=1, le=10_000, description="postgres: serials kept per workspace "
+                                                          "(`gpuform state list --history`).")
 
 
 SECTIONS: dict[str, str] = {

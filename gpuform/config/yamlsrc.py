@@ -7,13 +7,14 @@ overwrites. Nothing here knows about gpuform's schema.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
 import yaml
 
-from gpuform.diagnostics import Diagnostic, Location, Path, error
+from gpuform.diagnostics import Diagnostic, Location, Path, error, warning
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCALARS = yaml.SafeLoader.yaml_constructors
@@ -107,13 +108,22 @@ class _Walker:
         return self._scalar(node)
 
     def _scalar(self, node: yaml.Node) -> Any:
+        """The scalar's value, read as written: a plain scalar that YAML 1.1 would turn into another number
+        or a boolean (``1.10``, ``0755``, ``12:30``, ``NO``) keeps its text, with a warning where the two differ."""
         build = _SCALARS.get(node.tag)
         if build is None:
             return node.value
         try:
-            return build(self._constructor, node)
+            value = build(self._constructor, node)
         except (ValueError, yaml.YAMLError):
             return node.value
+        if getattr(node, "style", None) or not isinstance(value, bool | int | float) or as_written(value, node.value):
+            return value
+        if _surprising(value, node.value):
+            self.diagnostics.append(warning(
+                f'"{node.value}" is kept as written; YAML 1.1 would read it as {json.dumps(value)}',
+                f'Quote it ("{node.value}") to silence this warning.', self.loc(node)))
+        return node.value
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
@@ -141,6 +151,23 @@ class _Walker:
             self.sources.keys[child] = self.loc(key_node)
             out[key] = self.walk(value_node, child)
         return out
+
+
+def as_written(value: bool | int | float, text: str) -> bool:
+    """Whether ``value`` is what the text says (so the typed value loses nothing)."""
+    if isinstance(value, bool):
+        return text in ("true", "false")
+    return str(value) == text
+
+
+def _surprising(value: bool | int | float, text: str) -> bool:
+    """Whether YAML 1.1's reading differs from the text's plain meaning (not just its spelling: 1.10 is 1.1)."""
+    if isinstance(value, bool):
+        return True
+    try:
+        return float(text.replace("_", "")) != float(value)
+    except ValueError:
+        return True
 
 
 def parse(text: str, filename: str) -> tuple[Document | None, list[Diagnostic]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from collections.abc import Callable
@@ -19,14 +20,28 @@ Event = Callable[[str, str], None]  # (address, message)
 TransferEvent = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
 
 
+def data_root() -> Path:
+    """Where processes gpuform starts on this machine keep their files: ``GPUFORM_DATA_DIR`` or
+    ``$XDG_DATA_HOME/gpuform`` (``~/.local/share/gpuform``). Keyed by lineage below it, so every clone of a
+    deployment (and every workspace, which has its own lineage) finds the same processes."""
+    configured = os.environ.get("GPUFORM_DATA_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "gpuform"
+
+
 @dataclass
 class Workspace:
-    """A configuration directory, its state directory and the live objects an operation needs."""
+    """A configuration directory, its state (a workspace of a backend), a local working directory for caches,
+    and the live objects an operation needs."""
 
     config_dir: Path
-    state_dir: Path
+    state_dir: Path  # local working directory: caches, and the local backend's files
     store: StateStore
     config: Config | None = None
+    name: str = "default"
+    backend: str = "local"
     on_event: Event = field(default=lambda address, message: None)
     on_transfer: TransferEvent = field(default=lambda what, done, total: None)
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -40,7 +55,7 @@ class Workspace:
         with self._lock:
             if pool not in self._providers:
                 events = self.on_event
-                ctx = ProviderContext(lineage=lineage, state_dir=self.state_dir, config_dir=self.config_dir,
+                ctx = ProviderContext(lineage=lineage, state_dir=self.runtime_dir(lineage), config_dir=self.config_dir,
                                       progress=lambda message: events(f"pool.{pool}", message),
                                       cancelled=self.cancelled, transfer=self.on_transfer)
                 self._providers[pool] = make_provider(pool, pool_attrs, ctx)
@@ -51,10 +66,10 @@ class Workspace:
             provider.close()
         self._providers.clear()
 
-    def secrets_dir(self) -> Path:
-        path = self.state_dir / "secrets"
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+    @staticmethod
+    def runtime_dir(lineage: str) -> Path:
+        """This deployment's directory on this machine (local pools' pid files and logs, wheel caches)."""
+        return data_root() / "deployments" / lineage
 
     def admin_key(self, gateway: str, configured: str | None, create: bool) -> str | None:
         """The gateway's admin key: the configured one, or one generated once and kept (mode 0600)."""
@@ -70,18 +85,13 @@ class Workspace:
         return key
 
     def generated_secret(self, name: str, fresh: str, create: bool) -> str | None:
-        """A secret kept in the secrets directory: read it, or (``create``) keep ``fresh`` as it."""
-        path = self.secrets_dir() / name
-        if path.exists():
-            return path.read_text(encoding="utf-8").strip()
-        if not create:
-            return None
-        key = fresh
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.touch(mode=0o600)
-        tmp.write_text(key, encoding="utf-8")
-        tmp.replace(path)
-        return key
+        """A generated secret kept with the state in the backend: read it, or (``create``) keep ``fresh``
+        (when two operations race, both end with the first one kept)."""
+        found = self.store.secret(name)
+        if found is not None or not create:
+            return found
+        self.store.put_secret(name, fresh)
+        return self.store.secret(name)
 
 
 def gateway_endpoint(state: State, gateway: str) -> tuple[str, str]:

@@ -183,7 +183,7 @@ class GatewayHandler:
                              gateway=GatewaySettings.model_validate(want.attributes),
                              host_pools=GatewaySettings.model_validate(want.real_attributes()).pools,
                              admin_key_hash=hash_secret(key, op.lineage), secrets_key=op.ws.store_key(want.name),
-                             state_dir=str(op.ws.state_dir),
+                             state_dir=str(op.ws.runtime_dir(op.lineage)),
                              config_dir=str(op.ws.config_dir), webhook_secret=want.secrets.get(("webhook_secret",)))
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:

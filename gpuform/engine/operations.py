@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gpuform.config.load import Config, load, load_backend
+from gpuform.config.schema import Backend
 from gpuform.engine.apply import ApplyResult, apply
 from gpuform.engine.context import Workspace
 from gpuform.engine.handlers import Op
 from gpuform.engine.refresh import refresh
+from gpuform.engine.selection import Selection
 from gpuform.errors import StalePlan
 from gpuform.plan.model import Plan
 from gpuform.plan.planner import PlanOptions, plan
 from gpuform.resources.desired import Desired, build
-from gpuform.state.backends import BackendRequest, open_store
+from gpuform.state.backends import BackendRequest, LocalBackend, check_workspace_name, open_backend
 from gpuform.state.migrations import output_value
 from gpuform.state.model import State
 from gpuform.util.manifests import VolumeSource, scan_source
@@ -26,15 +29,34 @@ from gpuform.util.manifests import VolumeSource, scan_source
 PLANFILE_KIND = "gpuform-plan"
 
 
-def workspace(config_dir: Path, state_dir: Path | None = None) -> Workspace:
-    """The configuration directory with its state backend (from the ``backend:`` block) and a local working
-    directory for caches and generated keys (``--state-dir``, the local backend's path, or ``state/``)."""
+def workspace(config_dir: Path, state_dir: Path | None = None, backend_options: Mapping[str, str] | None = None,
+              name: str | None = None) -> Workspace:
+    """The configuration directory with its state: the ``backend:`` block's backend (options from
+    ``-backend-config`` and ``GPUFORM_BACKEND_URL`` fill in), the selected workspace (``gpuform workspace
+    select``, or ``GPUFORM_WORKSPACE``), and a local working directory for caches."""
     config_dir = config_dir.resolve()
-    backend = load_backend(config_dir)
-    options = backend.model_dump(exclude={"type"}, exclude_none=True)
-    store = open_store(backend.type, BackendRequest(options, config_dir, state_dir))
-    work_dir = (state_dir or config_dir / (backend.path or "state")).resolve()
-    return Workspace(config_dir=config_dir, state_dir=work_dir, store=store)
+    selection = Selection(config_dir)
+    config = load_backend(config_dir)
+    options = backend_options_of(config, backend_options or {})
+    current = check_workspace_name(name or os.environ.get("GPUFORM_WORKSPACE") or selection.workspace())
+    request = BackendRequest(options, config_dir, state_dir, os.environ.get("GPUFORM_SECRETS_KEY"))
+    backend = open_backend(config.type, request)
+    if isinstance(backend, LocalBackend):
+        work_dir = backend.path_of(current)
+    else:
+        work_dir = (state_dir or config_dir / ".gpuform" / "workspaces" / current).resolve()
+    return Workspace(config_dir=config_dir, state_dir=work_dir, store=backend.store(current), name=current,
+                     backend=config.type)
+
+
+def backend_options_of(config: Backend, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """The backend's options: the configuration's, then -backend-config, then GPUFORM_BACKEND_URL for a URL
+    still missing."""
+    options: dict[str, Any] = config.model_dump(exclude={"type"}, exclude_none=True)
+    options.update(overrides)
+    if config.type == "postgres" and not options.get("url") and os.environ.get("GPUFORM_BACKEND_URL"):
+        options["url"] = os.environ["GPUFORM_BACKEND_URL"]
+    return options
 
 
 def load_config(ws: Workspace, variables: Mapping[str, str] | None = None) -> Config:

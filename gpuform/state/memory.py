@@ -12,14 +12,16 @@ import time
 
 from gpuform.errors import StateError, StateLocked
 from gpuform.state.model import State
-from gpuform.state.store import LockInfo, new_lock_info, parse_state
+from gpuform.state.store import AuditEvent, LockInfo, Revision, new_lock_info, parse_state
 
 
 class MemoryStateStore:
     def __init__(self, name: str = "memory") -> None:
         self.name = name
         self.document: str | None = None
-        self.history: list[str] = []
+        self.documents: list[str] = []
+        self.secrets: dict[str, str] = {}
+        self.events: list[AuditEvent] = []
         self._lock = threading.Lock()
         self._holder: LockInfo | None = None
 
@@ -32,7 +34,7 @@ class MemoryStateStore:
     def write(self, state: State) -> None:
         state.serial += 1
         self.document = json.dumps(state.to_json())
-        self.history.append(self.document)
+        self.documents.append(self.document)
 
     def lock(self, operation: str, timeout: float = 0.0) -> LockInfo:
         acquired = self._lock.acquire(timeout=timeout) if timeout > 0 else self._lock.acquire(blocking=False)
@@ -56,6 +58,27 @@ class MemoryStateStore:
             raise StateError(f"no lock with ID {lock_id} is held in {self.describe()}",
                              "Copy the ID from the 'Lock Info' of the error that reported the lock.")
         self.unlock(lock_id)
+
+    def history(self) -> list[Revision]:
+        return [Revision(json.loads(d)["serial"], "", "") for d in reversed(self.documents)]
+
+    def read_serial(self, serial: int) -> State:
+        for document in self.documents:
+            if json.loads(document)["serial"] == serial:
+                return parse_state(document, self.describe())
+        raise StateError(f"serial {serial} is not kept in {self.describe()}", "See `gpuform state list --history`.")
+
+    def secret(self, name: str) -> str | None:
+        return self.secrets.get(name)
+
+    def put_secret(self, name: str, value: str) -> None:
+        self.secrets.setdefault(name, value)
+
+    def record(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    def audit(self, limit: int = 100) -> list[AuditEvent]:
+        return list(reversed(self.events))[:limit]
 
     def wait_unlocked(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -74,6 +74,46 @@ class StateStore(Protocol):
 
     def describe(self) -> str: ...
 
+    def history(self) -> list[Revision]:
+        """The serials kept, newest first."""
+        ...
+
+    def read_serial(self, serial: int) -> State: ...
+
+    def secret(self, name: str) -> str | None:
+        """A generated secret kept with the state (None: none yet)."""
+        ...
+
+    def put_secret(self, name: str, value: str) -> None:
+        """Keep a generated secret (a second writer keeps the first value: read it back)."""
+        ...
+
+    def record(self, event: AuditEvent) -> None: ...
+
+    def audit(self, limit: int = 100) -> list[AuditEvent]: ...
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One kept serial of a state."""
+
+    serial: int
+    written_at: str
+    written_by: str
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """Who changed what, when (``gpuform state audit``)."""
+
+    at: str
+    who: str
+    operation: str
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"at": self.at, "who": self.who, "operation": self.operation, "detail": self.detail}
+
 
 @contextlib.contextmanager
 def locked(store: StateStore, operation: str, timeout: float = 0.0) -> Iterator[LockInfo]:
@@ -128,6 +168,54 @@ class LocalStateStore:
         os.replace(tmp, self.path)
         _fsync_dir(self.directory)
         faults.point("after-state-write")
+
+    def history(self) -> list[Revision]:
+        """The local backend keeps the current serial and the one before it (``.backup``)."""
+        out = []
+        for path in (self.path, self.backup):
+            with contextlib.suppress(OSError, StateError):
+                state = parse_state(path.read_text(encoding="utf-8"), str(path))
+                stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
+                out.append(Revision(state.serial, stamp, ""))
+        return out
+
+    def read_serial(self, serial: int) -> State:
+        for path in (self.path, self.backup):
+            with contextlib.suppress(OSError):
+                state = parse_state(path.read_text(encoding="utf-8"), str(path))
+                if state.serial == serial:
+                    return state
+        kept = ", ".join(str(r.serial) for r in self.history()) or "none"
+        raise StateError(f"serial {serial} is not kept in {self.directory}", f"Kept serials: {kept} (the local "
+                         "backend keeps two; the postgres backend keeps the last 20).")
+
+    def secret(self, name: str) -> str | None:
+        path = self.directory / "secrets" / name
+        return path.read_text(encoding="utf-8").strip() if path.exists() else None
+
+    def put_secret(self, name: str, value: str) -> None:
+        directory = self.directory / "secrets"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = directory / name
+        if path.exists():
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(value)
+        tmp.replace(path)
+
+    def record(self, event: AuditEvent) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.directory / "audit.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(event.to_json()) + "\n")
+
+    def audit(self, limit: int = 100) -> list[AuditEvent]:
+        try:
+            lines = (self.directory / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        return [AuditEvent(**json.loads(line)) for line in reversed(lines[-limit:]) if line.strip()]
 
     def lock(self, operation: str, timeout: float = 0.0) -> LockInfo:
         """Take the exclusive lock; raise StateLocked (with the holder's info) after ``timeout`` seconds."""
@@ -225,16 +313,24 @@ def parse_state(raw: str, where: str) -> State:
 
 
 def new_lock_info(operation: str, path: str) -> LockInfo:
-    return LockInfo(id=str(uuid.uuid4()), operation=operation, who=_who(), pid=os.getpid(),
+    return LockInfo(id=str(uuid.uuid4()), operation=operation, who=who_am_i(), pid=os.getpid(),
                     host=socket.gethostname(), created=datetime.now(UTC).isoformat(), path=path)
 
 
-def _who() -> str:
+def who_am_i() -> str:
+    """Who runs gpuform: ``GPUFORM_ACTOR`` (CI sets it to the person behind the run), else user@host."""
+    actor = os.environ.get("GPUFORM_ACTOR")
+    if actor:
+        return actor
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
+
+
+def audit_event(operation: str, detail: str = "") -> AuditEvent:
+    return AuditEvent(datetime.now(UTC).isoformat(), who_am_i(), operation, detail)
 
 
 def _fsync_dir(directory: Path) -> None:

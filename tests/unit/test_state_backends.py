@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,9 @@ from gpuform.state.memory import MemoryStateStore
 from gpuform.state.migrations import STATE_VERSION
 from gpuform.state.model import ResourceState, State
 from gpuform.state.store import LocalStateStore, StateStore, locked
+from gpuform.state.postgres import PostgresBackend
 from tests.conftest import write_config
+from tests.pg import drop_schema, fresh_schema, postgres_url
 
 pytestmark = pytest.mark.unit
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "v1"
@@ -26,9 +28,16 @@ BACKENDS: dict[str, Callable[[Path], StateStore]] = {"local": lambda tmp: LocalS
                                                      "memory": lambda tmp: MemoryStateStore()}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
-    return BACKENDS[request.param](tmp_path)
+@pytest.fixture(params=[*sorted(BACKENDS), pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    if request.param != "postgres":
+        yield BACKENDS[request.param](tmp_path)
+        return
+    schema = fresh_schema()
+    backend = PostgresBackend(postgres_url(), schema, history=3, secrets_key="team-key")
+    yield backend.store("default")
+    backend.close()
+    drop_schema(schema)
 
 
 def test_read_write_round_trip_and_serials(store: StateStore) -> None:
@@ -80,11 +89,15 @@ def test_the_backend_block_of_the_configuration_chooses_where_state_lives(tmp_pa
     ws = workspace(tmp_path)
     assert ws.store.describe() == str(tmp_path / ".gpuform" / "state" / "gpuform.state.json")
     assert ws.state_dir == tmp_path / ".gpuform" / "state"
-    write_config(tmp_path, "backend: {type: postgres}\n")
+    write_config(tmp_path, "backend: {type: s3}\n")
     with pytest.raises(ConfigError) as info:
         workspace(tmp_path)
     (diag,) = info.value.diagnostics
     assert "gpuform.yaml:1" in str(diag.source) and "type" in diag.summary
+    write_config(tmp_path, "backend: {type: postgres}\n")
+    with pytest.raises(StateError, match="needs a URL") as missing:
+        workspace(tmp_path)
+    assert "GPUFORM_BACKEND_URL" in missing.value.hint
 
 
 def test_a_state_file_written_by_gpuform_0_1_0_is_upgraded(tmp_path: Path) -> None:
