@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
+from gpuform.config.types import parse_duration
 from gpuform.diagnostics import Diagnostic
 from gpuform.engine.context import Workspace
 from gpuform.engine.operations import workspace
+from gpuform.state.store import StateStore, locked
 
 JsonFlag = Annotated[bool, typer.Option("--json", "-json", help="Machine-readable JSON.")]
+LockTimeout = Annotated[str, typer.Option("--lock-timeout", metavar="DURATION",
+                                          help="How long to wait for the state lock (e.g. 30s, 5m).")]
+Lock = Annotated[bool, typer.Option("--lock/--no-lock", help="Hold the state lock (-lock=false: do not).")]
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)
@@ -132,3 +138,14 @@ def json_text(value: object) -> str:
     import json
 
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def locked_if(store: StateStore, lock: bool, operation: str, timeout: str) -> contextlib.AbstractContextManager[Any]:
+    """The state lock for ``operation`` (waiting up to ``timeout``, a duration), or nothing with -lock=false."""
+    if not lock:
+        return contextlib.nullcontext()
+    try:
+        seconds = float(parse_duration(timeout))
+    except ValueError as exc:
+        raise typer.BadParameter(f"-lock-timeout: {exc}") from None
+    return locked(store, operation, seconds)

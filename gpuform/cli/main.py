@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from gpuform import __version__
-from gpuform.cli import plan_cmds, runtime_cmds, state_cmds
+from gpuform.cli import plan_cmds, runtime_cmds, state_cmds, workspace_cmds
 from gpuform.cli.argv import normalise
 from gpuform.cli.common import Globals, parse_pairs, parse_vars, print_diagnostics, print_error, read_var_files
 from gpuform.errors import ConfigError, GpuformError, Interrupted
@@ -73,6 +73,8 @@ app.command("plan")(plan_cmds.plan_cmd)
 app.command("apply")(plan_cmds.apply_cmd)
 app.command("destroy")(plan_cmds.destroy_cmd)
 app.add_typer(state_cmds.state_app, name="state")
+app.add_typer(workspace_cmds.workspace_app, name="workspace")
+app.command("init")(workspace_cmds.init_cmd)
 app.command("import")(state_cmds.import_cmd)
 app.command("output")(state_cmds.output_cmd)
 app.command("force-unlock")(state_cmds.force_unlock_cmd)

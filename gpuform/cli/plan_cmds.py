@@ -7,11 +7,21 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from gpuform.cli.common import err_console, globals_of, out_console, print_diagnostics, print_error, use_colour
+from gpuform.cli.common import (
+    Lock,
+    LockTimeout,
+    err_console,
+    globals_of,
+    locked_if,
+    out_console,
+    print_diagnostics,
+    print_error,
+    use_colour,
+)
 from gpuform.config.load import load
 from gpuform.diagnostics import Diagnostic
 from gpuform.engine.apply import ApplyResult
@@ -29,32 +39,33 @@ from gpuform.engine.operations import (
 from gpuform.errors import ConfigError, Interrupted
 from gpuform.plan.model import Action
 from gpuform.plan.render import render_json, render_markdown, render_text
-from gpuform.state.store import locked
+from gpuform.state.store import audit_event
 
-EXIT_PARTIAL, EXIT_DECLINED = 3, 4
+TARGET_WARNING = ("Warning: Resource targeting is in effect. You are creating a plan that may not represent all of "
+                  "the changes your configuration asks for. Targeting is for exceptional situations such as "
+                  "recovering from mistakes; it is not for routine use.")
 Targets = Annotated[list[str], typer.Option("--target", "-target", metavar="ADDR",
                                                 help="Limit to ADDR and its dependencies (repeatable).")]
 Replace = Annotated[list[str], typer.Option("--replace", "-replace", metavar="ADDR",
                                                 help="Replace ADDR even if unchanged (repeatable).")]
 Parallelism = Annotated[int, typer.Option("--parallelism", min=1, help="Resources refreshed or applied at once.")]
-LockTimeout = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for the state lock.")]
+
 NoColor = Annotated[bool, typer.Option("--no-color", "-no-color", help="No colour in output.")]
 
 
 def validate(ctx: typer.Context,
              json_out: Annotated[bool, typer.Option("--json", help="Diagnostics as JSON.")] = False) -> None:
-    """Check the configuration (syntax, types, references, cycles) without touching anything."""
+    """Check every file of the configuration (syntax, types, references, cycles) without touching anything;
+    needs no values from the environment (they are unknown until plan)."""
     g = globals_of(ctx)
     try:
-        config = load(g.directory.resolve(), g.variables)
+        config = load(g.directory.resolve(), g.variables, require_env=False)
         diags: list[Diagnostic] = config.warnings
     except ConfigError as exc:
         diags = exc.diagnostics
     errors = [d for d in diags if d.severity == "error"]
     if json_out:
-        out_console.print_json(json.dumps({"valid": not errors, "error_count": len(errors),
-                                           "warning_count": len(diags) - len(errors),
-                                           "diagnostics": [d.to_json() for d in diags]}))
+        sys.stdout.write(json.dumps(diagnostics_json(diags), indent=2) + "\n")
     else:
         print_diagnostics(diags)
         if not errors:
@@ -76,17 +87,28 @@ def plan_cmd(ctx: typer.Context,
              refresh_only: Annotated[bool, typer.Option("--refresh-only", help="Only record drift.")] = False,
              refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Read reality first.")] = True,
              parallelism: Parallelism = 10,
+             lock: Lock = True,
+             lock_timeout: LockTimeout = "0s",
              no_color: NoColor = False) -> None:
     """Show what apply would change, with drift found by refresh and the cost of each endpoint."""
     g = globals_of(ctx)
     g.colour = g.colour and not no_color
-    ws = g.workspace()
     mode = "destroy" if destroy else ("refresh-only" if refresh_only else "normal")
+    if target:
+        err_console.print(f"[yellow]{TARGET_WARNING}[/yellow]")
     try:
+        ws = g.workspace()
         config = load_config(ws, g.variables)
-        planned = make_plan(ws, config, mode, refresh, tuple(target), tuple(replace), parallelism)
-    finally:
-        ws.close()
+        try:
+            with locked_if(ws.store, lock, "plan", lock_timeout):
+                planned = make_plan(ws, config, mode, refresh, tuple(target), tuple(replace), parallelism)
+        finally:
+            ws.close()
+    except ConfigError as exc:
+        if json_out:
+            sys.stdout.write(json.dumps(diagnostics_json(exc.diagnostics), indent=2) + "\n")
+            raise typer.Exit(1) from None
+        raise
     if out:
         save_plan(out, planned.plan)
     if json_out:
@@ -109,7 +131,8 @@ def apply_cmd(ctx: typer.Context,
               replace: Replace = [],  # noqa: B006
               refresh_only: Annotated[bool, typer.Option("--refresh-only", help="Only record drift.")] = False,
               parallelism: Parallelism = 10,
-              lock_timeout: LockTimeout = 0.0,
+              lock: Lock = True,
+              lock_timeout: LockTimeout = "0s",
               no_wait: Annotated[bool, typer.Option("--no-wait", "-no-wait", help="Do not wait for endpoints' "
                                                     "min_workers to be ready.")] = False,
               wait_timeout: Annotated[float | None, typer.Option(
@@ -119,8 +142,8 @@ def apply_cmd(ctx: typer.Context,
     """Make reality match the configuration (or carry out a saved plan exactly)."""
     globals_of(ctx).colour &= not no_color
     mode = "refresh-only" if refresh_only else "normal"
-    _run(ctx, "apply", mode, planfile, auto_approve, tuple(target), tuple(replace), parallelism, lock_timeout,
-         no_wait, wait_timeout)
+    _run(ctx, "apply", mode, planfile, auto_approve, tuple(target), tuple(replace), parallelism,
+         lock_timeout if lock else None, no_wait, wait_timeout)
 
 
 def destroy_cmd(ctx: typer.Context,
@@ -128,21 +151,26 @@ def destroy_cmd(ctx: typer.Context,
                                                            help="Skip the confirmation prompt.")] = False,
                 target: Targets = [],  # noqa: B006
                 parallelism: Parallelism = 10,
-                lock_timeout: LockTimeout = 0.0,
+                lock: Lock = True,
+                lock_timeout: LockTimeout = "0s",
                 no_color: NoColor = False) -> None:
     """Destroy everything gpuform manages in this directory (endpoints drain first)."""
     globals_of(ctx).colour &= not no_color
-    _run(ctx, "destroy", "destroy", None, auto_approve, tuple(target), (), parallelism, lock_timeout)
+    _run(ctx, "destroy", "destroy", None, auto_approve, tuple(target), (), parallelism,
+         lock_timeout if lock else None)
 
 
 def _run(ctx: typer.Context, operation: str, mode: str, planfile: Path | None, auto_approve: bool,
-         targets: tuple[str, ...], replace: tuple[str, ...], parallelism: int, lock_timeout: float,
+         targets: tuple[str, ...], replace: tuple[str, ...], parallelism: int, lock_timeout: str | None,
          no_wait: bool = False, wait_timeout: float | None = None) -> None:
+    """Plan (or read a saved plan), confirm, apply; ``lock_timeout`` None: -lock=false."""
     g = globals_of(ctx)
+    if targets:
+        err_console.print(f"[yellow]{TARGET_WARNING}[/yellow]")
     ws = g.workspace()
     ws.no_wait, ws.wait_timeout = no_wait, wait_timeout
     try:
-        with locked(ws.store, operation, lock_timeout):
+        with locked_if(ws.store, lock_timeout is not None, operation, lock_timeout or "0s"):
             planned = _saved(ws, planfile, g.variables) if planfile else _fresh(ws, g.variables, mode, targets, replace,
                                                                                 parallelism)
             if not planfile:
@@ -152,10 +180,11 @@ def _run(ctx: typer.Context, operation: str, mode: str, planfile: Path | None, a
                     ws.store.write(planned.plan.refreshed or planned.state)
                 out_console.print("\nApply complete! Resources: 0 added, 0 changed, 0 destroyed.")
                 return
-            if not (planfile or auto_approve) and not _confirm(operation):
+            if not (planfile or auto_approve) and not _confirm(operation, g.interactive):
                 err_console.print("Apply cancelled.")
-                raise typer.Exit(EXIT_DECLINED)
+                raise typer.Exit(1)
             result = _apply_with_interrupts(ws, planned, parallelism)
+            ws.store.record(audit_event(operation, _summary(planned, result)))
     finally:
         ws.close()
     _report(planned, result, operation)
@@ -182,9 +211,9 @@ def _saved(ws: Workspace, planfile: Path, variables: dict[str, str]) -> Planned:
     return Planned(saved, desired, state)
 
 
-def _confirm(operation: str) -> bool:
+def _confirm(operation: str, interactive: bool) -> bool:
     verb = "destroy all resources" if operation == "destroy" else "perform these actions"
-    if not sys.stdin.isatty():
+    if not interactive or not sys.stdin.isatty():
         err_console.print(f"\n[red]Error:[/red] refusing to {verb} without confirmation: stdin is not a terminal.\n"
                           "  hint: review the plan and pass --auto-approve, or apply a saved plan file.")
         return False
@@ -210,6 +239,21 @@ def _apply_with_interrupts(ws: Workspace, planned: Planned, parallelism: int) ->
         signal.signal(signal.SIGINT, previous)
 
 
+def _summary(planned: Planned, result: ApplyResult) -> str:
+    """One line for the audit log: what was applied, what failed."""
+    done = sorted(result.applied)
+    failed = sorted(result.failed)
+    text = f"serial {planned.state.serial}: {len(done)} applied ({', '.join(done[:20])})"
+    return text + (f"; {len(failed)} failed ({', '.join(failed[:20])})" if failed else "")
+
+
+def diagnostics_json(diags: list[Diagnostic]) -> dict[str, Any]:
+    """Diagnostics as Terraform's validate -json writes them."""
+    errors = [d for d in diags if d.severity == "error"]
+    return {"format_version": "1.0", "valid": not errors, "error_count": len(errors),
+            "warning_count": len(diags) - len(errors), "diagnostics": [d.to_json() for d in diags]}
+
+
 def _report(planned: Planned, result: ApplyResult, operation: str) -> None:
     for addr, message in sorted(result.failed.items()):
         head, _, hint = message.partition("\n  hint: ")
@@ -231,6 +275,6 @@ def _report(planned: Planned, result: ApplyResult, operation: str) -> None:
         err_console.print(f"\n[red]{word} finished with errors.[/red] Resources: {counts['add']} added, "
                           f"{counts['change']} changed, {counts['destroy']} destroyed; "
                           f"{len(result.failed)} failed, {len(result.skipped)} skipped.")
-        raise typer.Exit(EXIT_PARTIAL if result.applied else 1)
+        raise typer.Exit(1)
     out_console.print(f"\n[green]{word} complete![/green] Resources: {counts['add']} added, {counts['change']} "
                       f"changed, {counts['destroy']} destroyed.")

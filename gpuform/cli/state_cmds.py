@@ -9,14 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from gpuform.cli.common import JsonFlag, globals_of, out_console
+from gpuform.cli.common import JsonFlag, LockTimeout, globals_of, locked_if, out_console
 from gpuform.engine.context import Workspace
 from gpuform.engine.handlers import HANDLERS, Op
 from gpuform.engine.operations import desired_state, load_config, outputs_of
 from gpuform.errors import GpuformError, StateError
 from gpuform.plan.render import _value
 from gpuform.state.model import ResourceState
-from gpuform.state.store import locked, parse_state
+from gpuform.state.store import audit_event, parse_state
 
 state_app = typer.Typer(help="Inspect and edit the state (advanced).", no_args_is_help=True)
 
@@ -26,10 +26,29 @@ def _ws(ctx: typer.Context) -> Workspace:
 
 
 @state_app.command("list")
-def state_list(ctx: typer.Context) -> None:
-    """List the addresses in the state."""
-    for address in sorted(_ws(ctx).store.read().resources):
+def state_list(ctx: typer.Context,
+               history: Annotated[bool, typer.Option("--history", help="The serials kept, newest first.")] = False
+               ) -> None:
+    """List the addresses in the state (or, with -history, the serials the backend keeps)."""
+    store = _ws(ctx).store
+    if history:
+        for rev in store.history():
+            out_console.print(f"{rev.serial:>6}  {rev.written_at}  {rev.written_by}", markup=False)
+        return
+    for address in sorted(store.read().resources):
         out_console.print(address)
+
+
+@state_app.command("audit")
+def state_audit(ctx: typer.Context, json_out: JsonFlag = False,
+                limit: Annotated[int, typer.Option("--limit", min=1, help="Events to show.")] = 50) -> None:
+    """Who applied, destroyed or edited the state, and when (newest first)."""
+    events = _ws(ctx).store.audit(limit)
+    if json_out:
+        sys.stdout.write(json.dumps([e.to_json() for e in events], indent=2) + "\n")
+        return
+    for e in events:
+        out_console.print(f"{e.at}  {e.who:30s}  {e.operation:12s}  {e.detail}", markup=False)
 
 
 @state_app.command("show")
@@ -62,10 +81,10 @@ def _print_attrs(attrs: dict[str, Any], indent: int) -> None:
 
 @state_app.command("rm")
 def state_rm(ctx: typer.Context, addresses: list[str],
-             lock_timeout: Annotated[float, typer.Option("--lock-timeout")] = 0.0) -> None:
+             lock_timeout: LockTimeout = "0s") -> None:
     """Forget resources without destroying them (they keep running, unmanaged)."""
     ws = _ws(ctx)
-    with locked(ws.store, "state rm", lock_timeout):
+    with locked_if(ws.store, True, "state rm", lock_timeout):
         state = ws.store.read()
         missing = [a for a in addresses if a not in state.resources]
         if missing:
@@ -73,15 +92,16 @@ def state_rm(ctx: typer.Context, addresses: list[str],
         for address in addresses:
             del state.resources[address]
         ws.store.write(state)
+        ws.store.record(audit_event("state rm", " ".join(addresses)))
     out_console.print(f"Removed {len(addresses)} resource(s) from the state.")
 
 
 @state_app.command("mv")
 def state_mv(ctx: typer.Context, source: str, destination: str,
-             lock_timeout: Annotated[float, typer.Option("--lock-timeout")] = 0.0) -> None:
+             lock_timeout: LockTimeout = "0s") -> None:
     """Rename a resource in the state (after renaming it in the configuration)."""
     ws = _ws(ctx)
-    with locked(ws.store, "state mv", lock_timeout):
+    with locked_if(ws.store, True, "state mv", lock_timeout):
         state = ws.store.read()
         res = state.resources.get(source)
         if res is None:
@@ -95,20 +115,24 @@ def state_mv(ctx: typer.Context, source: str, destination: str,
         res.address, res.name = destination, name
         state.resources[destination] = res
         ws.store.write(state)
+        ws.store.record(audit_event("state mv", f"{source} -> {destination}"))
     out_console.print(f"Moved {source} to {destination}.")
 
 
 @state_app.command("pull")
-def state_pull(ctx: typer.Context) -> None:
+def state_pull(ctx: typer.Context,
+               serial: Annotated[int | None, typer.Option("--serial", help="A kept serial instead of the latest.")]
+               = None) -> None:
     """Print the state as JSON."""
-    state = _ws(ctx).store.read()
+    store = _ws(ctx).store
+    state = store.read() if serial is None else store.read_serial(serial)
     sys.stdout.write(json.dumps(state.to_json(), indent=2) + "\n")
 
 
 @state_app.command("push")
 def state_push(ctx: typer.Context, file: Path,
                force: Annotated[bool, typer.Option("--force", help="Skip the lineage and serial checks.")] = False,
-               lock_timeout: Annotated[float, typer.Option("--lock-timeout")] = 0.0) -> None:
+               lock_timeout: LockTimeout = "0s") -> None:
     """Replace the state with FILE (refused for another lineage or an older serial unless --force)."""
     ws = _ws(ctx)
     try:
@@ -116,7 +140,7 @@ def state_push(ctx: typer.Context, file: Path,
     except OSError as exc:
         raise StateError(f"cannot read {file}: {exc.strerror}", "Check the path.") from exc
     new = parse_state(raw, str(file))
-    with locked(ws.store, "state push", lock_timeout):
+    with locked_if(ws.store, True, "state push", lock_timeout):
         current = ws.store.read()
         if current.exists and not force:
             if new.lineage != current.lineage:
@@ -127,16 +151,17 @@ def state_push(ctx: typer.Context, file: Path,
                                  "Pull the state, edit that, and push it; or pass --force.")
         new.serial = max(new.serial, current.serial)
         ws.store.write(new)
+        ws.store.record(audit_event("state push", f"{file} as serial {new.serial}"))
     out_console.print(f"Pushed {file} (serial {new.serial}).")
 
 
 def import_cmd(ctx: typer.Context, address: str, identifier: Annotated[str, typer.Argument(metavar="ID")],
-               lock_timeout: Annotated[float, typer.Option("--lock-timeout")] = 0.0) -> None:
+               lock_timeout: LockTimeout = "0s") -> None:
     """Bring an existing object under management: ADDR must be in the configuration; ID names the object."""
     g = globals_of(ctx)
     ws = g.workspace()
     config = load_config(ws, g.variables)
-    with locked(ws.store, "import", lock_timeout):
+    with locked_if(ws.store, True, "import", lock_timeout):
         state = ws.store.read()
         if address in state.resources:
             raise GpuformError(f"{address} is already managed", "Use `gpuform state rm` first to re-import it.")
@@ -157,6 +182,7 @@ def import_cmd(ctx: typer.Context, address: str, identifier: Annotated[str, type
         stub.attributes.update({k: v for k, v in observed.attributes.items() if k in stub.attributes})
         stub.computed = observed.computed
         ws.store.write(state)
+        ws.store.record(audit_event("import", f"{address} {identifier}"))
     ws.close()
     out_console.print(f"Imported {address}. Run `gpuform plan` to see any difference from the configuration.")
 
@@ -201,7 +227,9 @@ def _print_output(prefix: str, value: Any) -> None:
 
 def force_unlock_cmd(ctx: typer.Context, lock_id: str) -> None:
     """Clear a lock record left by a process that no longer runs."""
-    _ws(ctx).store.force_unlock(lock_id)
+    store = _ws(ctx).store
+    store.force_unlock(lock_id)
+    store.record(audit_event("force-unlock", lock_id))
     out_console.print("The state has been unlocked.")
 
 

@@ -60,7 +60,7 @@ def backend_options_of(config: Backend, overrides: Mapping[str, str]) -> dict[st
 
 
 def load_config(ws: Workspace, variables: Mapping[str, str] | None = None) -> Config:
-    ws.config = load(ws.config_dir, variables)
+    ws.config = load(ws.config_dir, variables, workspace=ws.name)
     return ws.config
 
 

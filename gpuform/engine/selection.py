@@ -3,6 +3,7 @@ workspace, and the backend ``gpuform init`` last set up (so a changed ``backend:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,13 @@ class Selection:
 
     def record_backend(self, kind: str, options: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        public = {k: v for k, v in options.items() if k != "url"}
-        (self.directory / "backend.json").write_text(json.dumps({"type": kind, **public}, indent=2) + "\n",
+        (self.directory / "backend.json").write_text(json.dumps(fingerprint(kind, options), indent=2) + "\n",
                                                      encoding="utf-8")
+
+
+def fingerprint(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a backend, without its secrets (a URL is kept only as a hash)."""
+    out: dict[str, Any] = {"type": kind, **{k: v for k, v in options.items() if k != "url" and v is not None}}
+    if options.get("url"):
+        out["url_sha"] = hashlib.sha256(str(options["url"]).encode()).hexdigest()[:16]
+    return out

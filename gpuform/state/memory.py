@@ -74,6 +74,9 @@ class MemoryStateStore:
     def put_secret(self, name: str, value: str) -> None:
         self.secrets.setdefault(name, value)
 
+    def secret_names(self) -> list[str]:
+        return sorted(self.secrets)
+
     def record(self, event: AuditEvent) -> None:
         self.events.append(event)
 

@@ -253,6 +253,11 @@ class PostgresStateStore:
             f"INSERT INTO {self._s}.secrets (workspace, name, sealed) VALUES (%s, %s, %s) ON CONFLICT "
             "(workspace, name) DO NOTHING", (self.workspace, name, sealed))
 
+    def secret_names(self) -> list[str]:
+        rows = self.backend.conn().execute(f"SELECT name FROM {self._s}.secrets WHERE workspace = %s ORDER BY name",
+                                           (self.workspace,)).fetchall()
+        return [str(r[0]) for r in rows]
+
     def record(self, event: AuditEvent) -> None:
         self.backend.conn().execute(
             f"INSERT INTO {self._s}.audit (workspace, who, operation, detail) VALUES (%s, %s, %s, %s)",

@@ -88,6 +88,8 @@ class StateStore(Protocol):
         """Keep a generated secret (a second writer keeps the first value: read it back)."""
         ...
 
+    def secret_names(self) -> list[str]: ...
+
     def record(self, event: AuditEvent) -> None: ...
 
     def audit(self, limit: int = 100) -> list[AuditEvent]: ...
@@ -192,6 +194,10 @@ class LocalStateStore:
     def secret(self, name: str) -> str | None:
         path = self.directory / "secrets" / name
         return path.read_text(encoding="utf-8").strip() if path.exists() else None
+
+    def secret_names(self) -> list[str]:
+        directory = self.directory / "secrets"
+        return sorted(p.name for p in directory.iterdir() if not p.name.endswith(".tmp")) if directory.is_dir() else []
 
     def put_secret(self, name: str, value: str) -> None:
         directory = self.directory / "secrets"

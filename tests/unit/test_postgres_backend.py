@@ -38,7 +38,7 @@ def test_the_last_serials_are_kept_and_readable(backend: PostgresBackend) -> Non
         store.write(state)
     assert [r.serial for r in store.history()] == [5, 4, 3]
     assert store.read_serial(4).resources["pool.a"].attributes == {"x": 3}
-    with pytest.raises(StateError, match="serial 1 .* is not kept"):
+    with pytest.raises(StateError, match=r"serial 1 .* is not kept"):
         store.read_serial(1)
     stale = store.read_serial(4)
     stale.serial = 4  # a second writer that did not hold the lock

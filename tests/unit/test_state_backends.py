@@ -17,8 +17,8 @@ from gpuform.state.backends import BackendRequest, open_store
 from gpuform.state.memory import MemoryStateStore
 from gpuform.state.migrations import STATE_VERSION
 from gpuform.state.model import ResourceState, State
-from gpuform.state.store import LocalStateStore, StateStore, locked
 from gpuform.state.postgres import PostgresBackend
+from gpuform.state.store import LocalStateStore, StateStore, locked
 from tests.conftest import write_config
 from tests.pg import drop_schema, fresh_schema, postgres_url
 
