@@ -22,9 +22,11 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Every test destroys what it applies: gpuform processes or containers of this run left at the end
-    are an error."""
+    are an error. The run's local runtime files (pid files, logs of local pools) live in its temporary
+    directory, not in the user's data directory."""
     from tests import leaks
 
+    os.environ["GPUFORM_DATA_DIR"] = str(tmp_path_factory.getbasetemp() / "gpuform-data")
     yield
     report = leaks.check(tmp_path_factory.getbasetemp())
     assert not report, "the test run left these behind (now killed/removed):\n" + report
@@ -83,6 +85,13 @@ def destroy_after_test(directory: Path, *args: str, env: dict[str, str] | None =
         return
     result = run_gpuform("-C", str(directory), *args, "destroy", "--auto-approve", env=env, timeout=timeout)
     assert result.returncode == 0, f"destroy after the test failed (it leaks):\n{result.stdout}\n{result.stderr}"
+
+
+def pool_dir(workdir: Path, pool: str = "here") -> Path:
+    """Where a local pool keeps its pid files, logs and gateways (recorded in the state)."""
+    state = json.loads((workdir / "state" / "gpuform.state.json").read_text())
+    pools = {r["name"]: r for r in state["resources"] if r["kind"] == "pool"}
+    return Path(pools[pool]["computed"]["data_dir"])
 
 
 def write_config(directory: Path, text: str, name: str = "gpuform.yaml") -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gpuform.util import procs
+from tests.conftest import pool_dir
 
 HOSTS_JSON = Path("/var/lib/gpuform-test/hosts.json")
 PROVIDERS = ["local", "baremetal", "docker"]
@@ -123,7 +124,7 @@ class Setup:
         found = []
         if self.provider == "local":
             found += [f"process {p}" for p in procs.find_by_labels({"gpuform.lineage": lineage})]
-            workers = self.workdir / "state" / "local" / "p" / "workers"
+            workers = pool_dir(self.workdir, "p") / "workers"
             found += [str(p) for p in workers.glob("*.json")] if workers.exists() else []
         elif self.provider == "docker":
             for host in self.hosts():

@@ -14,7 +14,7 @@ import pytest
 
 from gpuform.gateway.webhooks import SIGNATURE_HEADER, verify
 from gpuform.util import procs
-from tests.conftest import free_port, local_config
+from tests.conftest import free_port, local_config, pool_dir
 from tests.helpers import Deployment, wait_for
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ start(handler)
 
 
 def _worker_pid(d: Deployment, worker: str) -> int:
-    return int(json.loads((d.workdir / "state/local/here/workers" / f"{worker}.json").read_text())["pid"])
+    return int(json.loads((pool_dir(d.workdir) / "workers" / f"{worker}.json").read_text())["pid"])
 
 
 def _crashy(d: Deployment, min_workers: int = 1, max_workers: int = 2, extra: str = "") -> None:
@@ -84,7 +84,7 @@ def test_gateway_killed_with_sigkill_still_answers_every_accepted_job(deployment
         ids = [http.post("/v2/crashy/run", json={"input": {"sleep": 0.5, "n": i}}).json()["id"] for i in range(20)]
         lineage = json.loads((deployment.workdir / "state/gpuform.state.json").read_text())["lineage"]
         (supervisor,) = procs.find_by_labels({"gpuform.lineage": lineage, "gpuform.address": "gateway.main"})
-        child = json.loads((deployment.workdir / "state/local/here/gateways/main/supervisor.pid").read_text())["child"]
+        child = json.loads((pool_dir(deployment.workdir) / "gateways/main/supervisor.pid").read_text())["child"]
         os.kill(child, signal.SIGKILL)
         wait_for(lambda: _healthy(http), 30, what="the supervisor to restart the gateway")
         assert procs.alive(supervisor)
@@ -103,7 +103,7 @@ def _healthy(http: Any) -> bool:
 
 def test_execution_timeout_and_cancel_reach_the_running_handler(deployment: Deployment) -> None:
     _crashy(deployment, min_workers=1, max_workers=1)
-    log_dir = deployment.workdir / "state/local/here/workers"
+    log_dir = pool_dir(deployment.workdir) / "workers"
     with deployment.http() as http:
         job = http.post("/v2/crashy/run", json={"input": {"sleep": 60}, "policy": {"executionTimeout": 5000}}).json()
         wait_for(lambda: http.get(f"/v2/crashy/status/{job['id']}").json()["status"] == "TIMED_OUT", 30)

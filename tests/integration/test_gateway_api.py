@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.conftest import local_config, run_gpuform
+from tests.conftest import local_config, pool_dir, run_gpuform
 from tests.helpers import KEY, Deployment, wait_for
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,7 @@ def test_every_route_but_healthz_needs_a_valid_key(gateway: Deployment) -> None:
 
 def test_worker_tokens_work_only_on_their_own_worker_routes(gateway: Deployment) -> None:
     worker = wait_for(lambda: gateway.workers("open", ("idle", "running")), 30)[0]["id"]
-    pid = int(json.loads((gateway.workdir / "state/local/here/workers" / f"{worker}.json").read_text())["pid"])
+    pid = int(json.loads((pool_dir(gateway.workdir) / "workers" / f"{worker}.json").read_text())["pid"])
     env = dict(line.split("=", 1) for line in open(f"/proc/{pid}/environ").read().split("\0") if "=" in line)
     token = env["RUNPOD_AI_API_KEY"]
     with gateway.http(key=token) as as_worker, gateway.http(key=None) as raw:

@@ -14,7 +14,7 @@ import pytest
 from gpuform.gateway.client import AdminClient
 from gpuform.spec import EndpointSpec
 from gpuform.util import procs
-from tests.conftest import free_port, local_config, run_gpuform, write_config
+from tests.conftest import free_port, local_config, pool_dir, run_gpuform, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -104,11 +104,13 @@ def test_apply_then_plan_is_empty_and_drift_is_found_and_repaired(workdir: Path)
     assert len(_gateway_processes(lineage)) == 1
     assert run_gpuform("-C", d, "plan", "--detailed-exitcode").returncode == 0
 
+    here = pool_dir(workdir)
+    assert here.is_dir()
     destroyed = run_gpuform("-C", d, "destroy", "--auto-approve", check=True)
     assert "Destroy complete! Resources: 0 added, 0 changed, 4 destroyed." in destroyed.stdout
     assert not _gateway_processes(lineage)
     assert not volpath.exists()
-    assert not (workdir / "state" / "local" / "here").exists()
+    assert not here.exists()
     assert _state(workdir)["resources"] == []
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import runpod
 
+from tests.conftest import pool_dir
 from tests.helpers import KEY, Deployment, wait_for
 
 pytestmark = pytest.mark.integration
@@ -147,7 +148,7 @@ def test_runpod_worker_sdk_runs_unchanged(rp_client: Deployment) -> None:
         wait_for(lambda: long.status() == "IN_PROGRESS", 20)
         assert http.post(f"/v2/rp/cancel/{long.job_id}").json()["status"] == "CANCELLED"
         worker = rp_client.workers("rp")[0]["id"]
-        log_text = (rp_client.workdir / "state" / "local" / "here" / "workers" / f"{worker}.log")
+        log_text = (pool_dir(rp_client.workdir) / "workers" / f"{worker}.log")
         wait_for(lambda: f"CANCELLED {long.job_id}" in log_text.read_text(), 15,
                  what="the cancel to reach the running handler")
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, local_config, run_gpuform
+from tests.conftest import REPO, local_config, pool_dir, run_gpuform
 from tests.helpers import Deployment, wait_for
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ def test_gpu_type_priority_falls_back_when_the_first_type_is_full(deployment: De
     assert sorted(w["gpu_type"] for w in workers) == ["A100-80GB", "H100-80GB"]
     env = {}
     for w in workers:
-        pid = json.loads((deployment.workdir / "state/local/here/workers" / f"{w['id']}.json").read_text())["pid"]
+        pid = json.loads((pool_dir(deployment.workdir) / "workers" / f"{w['id']}.json").read_text())["pid"]
         environ = open(f"/proc/{pid}/environ").read().split("\0")
         env[w["gpu_type"]] = next(e for e in environ if e.startswith("CUDA_VISIBLE_DEVICES="))
     assert env == {"H100-80GB": "CUDA_VISIBLE_DEVICES=0", "A100-80GB": "CUDA_VISIBLE_DEVICES=1"}

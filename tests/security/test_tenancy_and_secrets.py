@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from gpuform.util import procs
-from tests.conftest import free_port, local_config, run_gpuform, write_config
+from tests.conftest import free_port, local_config, pool_dir, run_gpuform, write_config
 from tests.helpers import KEY, Deployment, wait_for
 from tests.security.test_edge import gateway_pid
 
@@ -96,7 +96,7 @@ def test_webhooks_to_the_gateways_own_network_are_refused(tenants: Deployment) -
 
 
 def test_secrets_at_rest_and_in_processes(tenants: Deployment) -> None:
-    gdir = tenants.workdir / "state" / "local" / "here" / "gateways" / "main"
+    gdir = pool_dir(tenants.workdir) / "gateways" / "main"
     db = gdir / "gateway.db"
     assert oct(db.stat().st_mode & 0o777) == "0o600" and oct(gdir.stat().st_mode & 0o777) == "0o700"
     assert oct((gdir / "config.json").stat().st_mode & 0o777) == "0o600"
