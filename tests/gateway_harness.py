@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,3 +181,13 @@ async def gateway(config: RuntimeConfig | None = None, endpoints: dict[str, Endp
             yield h
         finally:
             await runtime.stop()
+
+
+def scenario(body: Callable[[Harness], Awaitable[None]], **options: Any) -> None:
+    """Runs one test body against a fresh in-process gateway (options go to `gateway`)."""
+
+    async def main() -> None:
+        async with gateway(**options) as h:
+            await body(h)
+
+    asyncio.run(main())

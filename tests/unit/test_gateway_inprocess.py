@@ -4,23 +4,13 @@ provider calls the fleet makes and on the job states clients see."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 
 from gpuform.gateway.states import JobStatus, WorkerState
-from tests.gateway_harness import Harness, endpoint_spec, gateway, runtime_config
+from tests.gateway_harness import Harness, endpoint_spec, runtime_config, scenario
 
 pytestmark = pytest.mark.unit
-
-
-def scenario(body: Callable[[Harness], Awaitable[None]], **options: Any) -> None:
-    async def main() -> None:
-        async with gateway(**options) as h:
-            await body(h)
-
-    asyncio.run(main())
 
 
 def states(h: Harness) -> dict[str, WorkerState]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,17 +19,9 @@ from gpuform.gateway.sqlite import SQLiteStore
 from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.webhooks import SIGNATURE_HEADER, sign, verify
 from gpuform.util.hashing import deployment_id
-from tests.gateway_harness import ADMIN_KEY, FakeClock, Harness, endpoint_spec, gateway, runtime_config
+from tests.gateway_harness import ADMIN_KEY, FakeClock, Harness, endpoint_spec, gateway, runtime_config, scenario
 
 pytestmark = pytest.mark.unit
-
-
-def scenario(body: Callable[[Harness], Awaitable[None]], **options: Any) -> None:
-    async def main() -> None:
-        async with gateway(**options) as h:
-            await body(h)
-
-    asyncio.run(main())
 
 
 def test_execution_timeout_and_cancel_reach_the_worker_on_its_stop_channel() -> None:

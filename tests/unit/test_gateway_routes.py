@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from gpuform.gateway.states import IllegalTransition, JobStatus, WorkerState
 from gpuform.gateway.workers import WorkerRecord
-from tests.gateway_harness import ADMIN_KEY, OTHER_KEY, Harness, endpoint_spec, gateway
+from tests.gateway_harness import ADMIN_KEY, OTHER_KEY, Harness, endpoint_spec, scenario
 
 pytestmark = pytest.mark.unit
-
-
-def scenario(body: Callable[[Harness], Awaitable[None]], **options: Any) -> None:
-    async def main() -> None:
-        async with gateway(**options) as h:
-            await body(h)
-
-    asyncio.run(main())
 
 
 async def _ready_worker(h: Harness, endpoint: str = "ep") -> Any:
