@@ -19,6 +19,7 @@ def config_schema() -> dict[str, Any]:
     pool_type: Any = Annotated[union, Field(discriminator="provider")] if len(pool_models) > 1 else pool_models[0]
     top = create_model(
         "GpuformConfig", __base__=Model,
+        gpuform=(schema.Settings, Field(default_factory=schema.Settings, description=schema.SECTIONS["gpuform"])),
         backend=(schema.Backend, Field(default_factory=schema.Backend, description=schema.SECTIONS["backend"])),
         variables=(dict[str, Any], Field(default_factory=dict, description=schema.SECTIONS["variables"])),
         pools=(dict[str, pool_type], Field(default_factory=dict, description=schema.SECTIONS["pools"])),

@@ -16,8 +16,10 @@ from pathlib import Path as FsPath
 from typing import Any
 
 import yaml
+from packaging.specifiers import SpecifierSet
 from pydantic import BaseModel, ValidationError
 
+from gpuform import __version__
 from gpuform.config import schema
 from gpuform.config.interpolate import Interpolation
 from gpuform.config.plugins import pool_kinds
@@ -88,9 +90,10 @@ def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
         raise ConfigError([error(f"no *.yaml file in {directory}",
                                  "Create gpuform.yaml there (see examples/quickstart), or pass -C DIR.")])
     merged, sources = _merge(files, diags)
+    check_required_version(merged.get("gpuform"), sources)
     variables = _variables(merged.get("variables", {}), var_overrides or {}, env, sources, diags)
     interp = Interpolation(env, variables, sources, require_env=require_env, workspace=workspace)
-    data = {k: interp.walk(v, (k,)) for k, v in merged.items() if k != "variables"}
+    data = {k: interp.walk(v, (k,)) for k, v in merged.items() if k not in ("variables", "gpuform")}
     diags += interp.diagnostics
     config = Config(directory, [str(f) for f in files], variables, sources=sources, sensitive=interp.sensitive)
     config.backend = _backend(data.get("backend"), sources, diags) or config.backend
@@ -111,6 +114,7 @@ def load_backend(directory: FsPath, env: Mapping[str, str] | None = None) -> sch
         return schema.Backend()
     diags: list[Diagnostic] = []
     merged, sources = _merge(files, diags)
+    check_required_version(merged.get("gpuform"), sources)
     block = merged.get("backend")
     if block is None:
         return schema.Backend()
@@ -120,6 +124,24 @@ def load_backend(directory: FsPath, env: Mapping[str, str] | None = None) -> sch
     if found or backend is None:
         raise ConfigError(sorted(found, key=sort_key))
     return backend
+
+
+def check_required_version(block: Any, sources: SourceMap, running: str = __version__) -> None:
+    """Refuse, before anything else is read, a configuration whose ``gpuform.required_version`` excludes the
+    running gpuform (as Terraform's ``required_version`` does): ConfigError with that one problem."""
+    if block is None:
+        return
+    try:
+        settings = schema.Settings.model_validate(block)
+    except ValidationError as exc:
+        raise ConfigError(pydantic_diagnostics(exc, schema.Settings, ("gpuform",), sources, "gpuform", block)) from None
+    wanted = settings.required_version
+    if wanted is not None and not SpecifierSet(wanted).contains(running, prereleases=True):
+        raise ConfigError([error(
+            f'this configuration requires gpuform {wanted}; this is gpuform {running}',
+            "Install a gpuform in that range (pip install 'gpuform" + wanted.replace(" ", "") + "'), or change "
+            "gpuform.required_version if the configuration was meant for this one.",
+            sources.locate(("gpuform", "required_version")))])
 
 
 def _backend(block: Any, sources: SourceMap, diags: list[Diagnostic]) -> schema.Backend | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import Field, field_validator, model_validator
 
 from gpuform.config.types import Duration, Model, Name, Price, Secret, Size
@@ -375,7 +376,25 @@ class Backend(Model):
                                                           "(`gpuform state list --history`).")
 
 
+class Settings(Model):
+    """Settings of gpuform itself (Terraform's ``terraform {}`` block)."""
+
+    required_version: str | None = Field(None, description='Versions of gpuform this configuration works with, as '
+                                         'a PEP 440 specifier such as ">=0.2, <1"; any other refuses to run.')
+
+    @field_validator("required_version")
+    @classmethod
+    def _specifier(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                SpecifierSet(value)
+            except InvalidSpecifier:
+                raise ValueError(f'"{value}" is not a version constraint; write it like ">=0.2, <1"') from None
+        return value
+
+
 SECTIONS: dict[str, str] = {
+    "gpuform": "Settings of gpuform itself (required_version).",
     "backend": "Where state lives (default: {type: local}).",
     "variables": "Values for ${var.NAME}; override with --var NAME=VALUE or GPUFORM_VAR_NAME.",
     "pools": "GPU hosts by name.",

@@ -65,7 +65,7 @@ def test_bad_usage_and_missing_directory_are_clear(cli, tmp_path: Path) -> None:
 def test_schema_describes_every_field(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("schema")
     schema = json.loads(result.out)
-    assert set(schema["properties"]) == {"backend", "variables", "pools", "volumes", "policies", "gateway", "endpoints"}
+    assert set(schema["properties"]) == {"gpuform", "backend", "variables", "pools", "volumes", "policies", "gateway", "endpoints"}
     undescribed = []
     for name, definition in schema["$defs"].items():
         for field, spec in (definition.get("properties") or {}).items():
@@ -130,3 +130,22 @@ def test_force_unlock_with_an_unknown_id_is_an_error(cli, tmp_path: Path) -> Non
     write_config(tmp_path, CONFIG)
     result = cli("-C", str(tmp_path), "force-unlock", "abc")
     assert result.code == 1 and "no lock with ID abc" in result.err
+
+
+def test_required_version_refuses_a_gpuform_outside_the_range(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from gpuform import __version__
+
+    write_config(tmp_path, CONFIG + 'gpuform: {required_version: ">=99.0"}\n')
+    refused = cli("-C", str(tmp_path), "validate")
+    assert refused.code == 1 and "Traceback" not in refused.err
+    assert f"requires gpuform >=99.0; this is gpuform {__version__}" in refused.err
+    assert "gpuform.yaml:4" in refused.err, refused.err
+    plan = cli("-C", str(tmp_path), "plan", "-refresh=false")
+    assert plan.code == 1 and "requires gpuform >=99.0" in plan.err, "plan refuses it as well"
+
+    write_config(tmp_path, CONFIG + f'gpuform: {{required_version: ">={__version__}, <99"}}\n')
+    assert cli("-C", str(tmp_path), "validate").code == 0
+
+    write_config(tmp_path, CONFIG + 'gpuform: {required_version: "newest please"}\n')
+    malformed = cli("-C", str(tmp_path), "validate")
+    assert malformed.code == 1 and "not a version constraint" in malformed.err
