@@ -6,7 +6,10 @@ each located at ``file:line:col``.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -48,6 +51,7 @@ class Config:
     warnings: list[Diagnostic] = field(default_factory=list)
     invalid: set[str] = field(default_factory=set)
     backend: schema.Backend = field(default_factory=schema.Backend)
+    salvaged: dict[str, dict[str, BaseModel]] = field(default_factory=dict)
 
     def section(self, kind: str) -> Mapping[str, BaseModel]:
         table: dict[str, Mapping[str, BaseModel]] = {
@@ -99,6 +103,7 @@ def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
     config.backend = _backend(data.get("backend"), sources, diags) or config.backend
     _validate_sections(data, config, diags, interp.failed)
     diags += check_references(config)
+    diags += _salvaged_references(config, diags)
     if has_errors(diags):
         raise ConfigError(sorted(diags, key=sort_key))
     config.warnings = [d for d in diags if d.severity == "warning"]
@@ -271,9 +276,63 @@ def _validate_sections(data: dict[str, Any], config: Config, diags: list[Diagnos
             except ValidationError as exc:
                 found = pydantic_diagnostics(exc, model, path, config.sources, address, body)
                 diags += [d for d in found if d.path not in failed]
+                salvaged = _salvage(model, body, exc, path, config.sources, address, diags)
+                if salvaged is not None:
+                    config.salvaged.setdefault(section, {})[name] = salvaged
                 continue
             config.invalid.discard(address)
             getattr(config, "gateways" if kind == "gateway" else section)[name] = obj
+
+
+def _salvage(model: type[BaseModel], body: dict[str, Any], exc: ValidationError, path: Path, sources: SourceMap,
+             address: str, diags: list[Diagnostic], rounds: int = 3) -> BaseModel | None:
+    """Validate ``body`` again without the values that failed, so that errors hidden behind them (a model's own
+    checks such as min_workers <= max_workers) are reported in the same run; returns the object when what
+    remains is valid, for the reference checks. Known problems are not repeated."""
+    seen = {(d.path, d.summary) for d in diags}
+    for _ in range(rounds):
+        pruned = _without(body, [tuple(e["loc"]) for e in exc.errors()])
+        if pruned is None:
+            return None
+        body = pruned
+        try:
+            return model.model_validate(body)
+        except ValidationError as again:
+            exc = again
+            for d in pydantic_diagnostics(exc, model, path, sources, address, body):
+                if (d.path, d.summary) not in seen and "missing required field" not in d.summary:
+                    seen.add((d.path, d.summary))
+                    diags.append(d)
+    return None
+
+
+def _without(body: dict[str, Any], locations: list[tuple[int | str, ...]]) -> dict[str, Any] | None:
+    """A copy of ``body`` with the value at each location removed (the enclosing key where a location goes
+    through a list); None when an error cannot be pruned (it is about the whole object, or a value missing)."""
+    out = copy.deepcopy(body)
+    for loc in locations:
+        keys = list(itertools.takewhile(lambda k: isinstance(k, str), loc))
+        parent: Any = out
+        for key in keys[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if not keys or not isinstance(parent, dict) or keys[-1] not in parent:
+            return None
+        del parent[keys[-1]]
+    return out
+
+
+def _salvaged_references(config: Config, known: list[Diagnostic]) -> list[Diagnostic]:
+    """Reference checks of the resources that failed validation, on what of them was valid (a misspelt field
+    must not hide that the pool it names does not exist)."""
+    if not config.salvaged:
+        return []
+    addresses = {f"{schema.KIND_OF_SECTION[s]}.{n}" for s, names in config.salvaged.items() for n in names}
+    view = dataclasses.replace(config, invalid=config.invalid - addresses)
+    for section, names in config.salvaged.items():
+        attr = "gateways" if section == "gateway" else section
+        setattr(view, attr, {**getattr(config, attr), **names})
+    seen = {(str(d.source), d.summary) for d in known}
+    return [d for d in check_references(view) if d.address in addresses and (str(d.source), d.summary) not in seen]
 
 
 def _valid_name(name: str) -> bool:

@@ -182,3 +182,20 @@ def test_durations_parse(text: str | int, seconds: float) -> None:
 def test_sizes_and_duration_formatting() -> None:
     assert parse_size("10MB") == 10_000_000 and parse_size("1KiB") == 1024
     assert format_duration(5400) == "1h30m" and format_duration(0.25) == "250ms"
+
+
+def test_errors_behind_a_bad_field_are_reported_in_the_same_run(tmp_path: Path) -> None:
+    """A misspelt field must not hide the resource's other mistakes (one validate, every error)."""
+    write_config(tmp_path, """
+        pools: {p: {provider: local}}
+        gateway: {g: {pool: p}}
+        endpoints:
+          e:
+            pool: nopool
+            scaling: {min_workers: 5, max_workers: 2, idle_timout: 60s}
+    """)
+    found = "\n".join(errors_of(tmp_path))
+    assert 'unknown field "idle_timout"' in found
+    assert "min_workers (5) is greater than max_workers (2)" in found
+    assert 'pool "nopool" refers to no pool' in found
+    assert found.count("idle_timout") == 1, "nothing is reported twice"
