@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -18,12 +19,12 @@ from gpuform.engine.handlers import Op
 from gpuform.engine.refresh import refresh
 from gpuform.engine.selection import Selection
 from gpuform.errors import StalePlan
-from gpuform.plan.model import Plan
+from gpuform.plan.model import Action, Plan
 from gpuform.plan.planner import PlanOptions, plan
 from gpuform.resources.desired import Desired, build
 from gpuform.state.backends import BackendRequest, LocalBackend, check_workspace_name, open_backend
 from gpuform.state.migrations import output_value
-from gpuform.state.model import State
+from gpuform.state.model import ResourceState, State
 from gpuform.util.manifests import VolumeSource, scan_source
 
 PLANFILE_KIND = "gpuform-plan"
@@ -93,9 +94,36 @@ def make_plan(ws: Workspace, config: Config | None, mode: str = "normal", do_ref
     observed = refresh(Op(ws, state, desired), parallelism) if do_refresh else None
     options = PlanOptions(mode=mode, targets=targets, replace=replace, config_digest=config_digest(desired))
     result = plan(desired, state, observed, options)
+    result.timestamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    result.output_changes = output_changes(result, state)
     if config is not None:
         result.warnings = [d.render() for d in config.warnings] + result.warnings
+        result.variables = {name: "(sensitive)" if f"GPUFORM_VAR_{name}" in os.environ else value
+                            for name, value in config.variables.items()}  # the environment may hold secrets
     return Planned(result, desired, state)
+
+
+def output_changes(planned: Plan, state: State) -> dict[str, Any]:
+    """Terraform's ``output_changes``: each output before (the refreshed state) and after the plan applies."""
+    before_state = planned.refreshed or state
+    after_state = before_state.copy()
+    for change in planned.changes:
+        if change.after is None:
+            after_state.resources.pop(change.address, None)
+        elif change.address in after_state.resources:
+            after_state.resources[change.address].attributes = change.after
+        else:
+            after_state.resources[change.address] = ResourceState(change.address, change.kind, change.name,
+                                                                  change.provider, change.after)
+    before, after = outputs_of(before_state), outputs_of(after_state)
+    out: dict[str, Any] = {}
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name, {}).get("value"), after.get(name, {}).get("value")
+        actions = ([Action.CREATE] if name not in before else [Action.DELETE] if name not in after
+                   else [Action.NO_OP] if old == new else [Action.UPDATE])
+        out[name] = {"actions": actions, "before": old, "after": new, "after_unknown": False,
+                     "before_sensitive": False, "after_sensitive": False}
+    return out
 
 
 def run_apply(ws: Workspace, planned: Planned, parallelism: int = 10) -> ApplyResult:

@@ -98,7 +98,7 @@ class ResourceChange:
             "change": {"actions": self.actions, "before": self.before, "after": self.after,
                        "before_sensitive": _mask(self.before, self.sensitive_paths),
                        "after_sensitive": _mask(self.after, self.sensitive_paths),
-                       "replace_paths": self.replace_paths},
+                       "after_unknown": self.after_unknown(), "replace_paths": self.replace_paths},
             "dependencies": self.dependencies, "notes": self.notes,
         }
         if self.action_reason:
@@ -108,6 +108,25 @@ class ResourceChange:
         if self.prior_cost:
             out["prior_cost"] = self.prior_cost.to_json()
         return out
+
+    def after_unknown(self) -> Any:
+        """Terraform's ``after_unknown``: what only apply will know. Arguments are all known at plan time; what a
+        resource records once it exists (``computed``: pids, container ids, the gateway's token) is not."""
+        return {"computed": True} if self.after is not None and Action.CREATE in self.actions else {}
+
+    def planned_value(self) -> dict[str, Any]:
+        """This resource in Terraform's ``planned_values.root_module.resources``."""
+        return {"address": self.address, "mode": "managed", "type": self.kind, "name": self.name,
+                "provider_name": self.provider, "schema_version": 0, "values": self.after,
+                "sensitive_values": _mask(self.after, self.sensitive_paths)}
+
+    def configuration(self) -> dict[str, Any]:
+        """This resource in Terraform's ``configuration.root_module.resources``: each argument as a constant
+        (sensitive ones only as their hashes, as everywhere in the plan), and what it depends on."""
+        expressions = {key: {"constant_value": value} for key, value in (self.after or {}).items()}
+        return {"address": self.address, "mode": "managed", "type": self.kind, "name": self.name,
+                "provider_config_key": self.provider, "schema_version": 0, "expressions": expressions,
+                "depends_on": self.dependencies}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ResourceChange:
@@ -160,6 +179,9 @@ class Plan:
     targets: list[str] = field(default_factory=list)
     refreshed: State | None = None  # state after refresh, applied as-is by refresh-only plans
     gpuform_version: str = __version__
+    timestamp: str = ""  # RFC 3339, when the plan was made (set by the engine: the planner reads no clock)
+    variables: dict[str, Any] = field(default_factory=dict)  # the configuration's variables, as evaluated
+    output_changes: dict[str, Any] = field(default_factory=dict)  # Terraform's output_changes, by output name
 
     @property
     def has_changes(self) -> bool:
@@ -184,6 +206,12 @@ class Plan:
             "resource_drift": [d.to_json() for d in self.drift], "warnings": self.warnings,
             "targets": self.targets,
             "prior_state": self.refreshed.to_json() if self.refreshed else None,
+            "timestamp": self.timestamp, "variables": {k: {"value": v} for k, v in self.variables.items()},
+            "planned_values": {"root_module": {"resources": [c.planned_value() for c in self.changes
+                                                             if c.after is not None]}},
+            "configuration": {"root_module": {"resources": [c.configuration() for c in self.changes
+                                                            if c.after is not None]}},
+            "output_changes": self.output_changes,
         }
 
     @classmethod
@@ -194,7 +222,9 @@ class Plan:
                    drift=[Drift.from_json(d) for d in data.get("resource_drift") or []],
                    warnings=list(data.get("warnings") or []), targets=list(data.get("targets") or []),
                    refreshed=State.from_json(data["prior_state"]) if data.get("prior_state") else None,
-                   gpuform_version=data.get("gpuform_version", ""))
+                   gpuform_version=data.get("gpuform_version", ""), timestamp=data.get("timestamp", ""),
+                   variables={k: v.get("value") for k, v in (data.get("variables") or {}).items()},
+                   output_changes=dict(data.get("output_changes") or {}))
 
 
 def _mask(value: Attrs | None, paths: list[list[str | int]]) -> Any:

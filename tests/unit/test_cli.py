@@ -149,3 +149,37 @@ def test_required_version_refuses_a_gpuform_outside_the_range(cli, tmp_path: Pat
     write_config(tmp_path, CONFIG + 'gpuform: {required_version: "newest please"}\n')
     malformed = cli("-C", str(tmp_path), "validate")
     assert malformed.code == 1 and "not a version constraint" in malformed.err
+
+
+# What Terraform's JSON output format documents for a plan (docs: internals/json-format, "Plan Representation"),
+# less terraform_version (ours: gpuform_version) and what has no counterpart here (checks, relevant_attributes).
+TERRAFORM_PLAN_KEYS = {"format_version", "variables", "planned_values", "resource_changes", "resource_drift",
+                       "output_changes", "prior_state", "configuration", "timestamp", "applyable", "complete",
+                       "errored"}
+TERRAFORM_CHANGE_KEYS = {"actions", "before", "after", "after_unknown", "before_sensitive", "after_sensitive",
+                         "replace_paths"}
+
+
+def test_plan_json_has_the_fields_of_terraforms_plan_format(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import datetime
+
+    write_config(tmp_path, CONFIG + "variables: {replicas: 3}\n")
+    data = json.loads(cli("-C", str(tmp_path), "plan", "-refresh=false", "-json").out)
+    assert set(data) >= TERRAFORM_PLAN_KEYS, TERRAFORM_PLAN_KEYS - set(data)
+    assert datetime.datetime.fromisoformat(data["timestamp"]).tzinfo is not None
+    assert data["variables"] == {"replicas": {"value": 3}}
+    for change in data["resource_changes"]:
+        assert {"address", "mode", "type", "name", "provider_name", "change"} <= set(change)
+        assert set(change["change"]) >= TERRAFORM_CHANGE_KEYS, change["address"]
+        assert change["change"]["after_unknown"] == {"computed": True}, "a new resource's computed values are unknown"
+    planned = {r["address"]: r for r in data["planned_values"]["root_module"]["resources"]}
+    assert set(planned) == {"pool.lab", "gateway.main", "endpoint.chat"}
+    assert planned["gateway.main"]["values"]["advertise_url"] == "http://127.0.0.1:18080"
+    assert planned["gateway.main"]["sensitive_values"] == {"api_keys": {"app": True}}
+    configured = {r["address"]: r for r in data["configuration"]["root_module"]["resources"]}
+    assert configured["endpoint.chat"]["expressions"]["pool"] == {"constant_value": "lab"}
+    outputs = data["output_changes"]
+    assert outputs["gateway_url"]["actions"] == ["create"]
+    assert outputs["gateway_url"]["after"] == "http://127.0.0.1:18080"
+    assert outputs["endpoints"]["after"]["chat"]["url"] == "http://127.0.0.1:18080/v2/chat"
+    assert "/root" not in json.dumps(data), "sensitive values stay hashed"
