@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from gpuform import faults
@@ -42,6 +42,15 @@ class Op:
     ws: Workspace
     state: State
     desired: dict[str, Desired]
+    registered: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # gateway -> its endpoints
+
+    def registered_endpoint(self, gateway: str, name: str) -> dict[str, Any] | None:
+        """The endpoint as its gateway has it: from the one listing refresh fetched, else asked alone."""
+        listing = self.registered.get(gateway)
+        if listing is not None:
+            return listing.get(name)
+        with self.admin(gateway) as admin:
+            return admin.get_endpoint(name)
 
     @property
     def lineage(self) -> str:
@@ -224,8 +233,7 @@ class EndpointHandler:
         gateway = prior.attributes["gateway"]
         if f"gateway.{gateway}" not in op.state.resources:
             return Observed(False, notes=[f"gateway.{gateway} is gone"])
-        with op.admin(gateway) as admin:
-            found = admin.get_endpoint(prior.name)
+        found = op.registered_endpoint(gateway, prior.name)
         if found is None:
             return Observed(False)
         host_side = op.provider(prior.attributes["pool"]).read_endpoint(prior.name, _spec(prior.attributes))

@@ -25,10 +25,27 @@ def refresh(op: Op, parallelism: int = 10) -> dict[str, Observed]:
     out: dict[str, Observed] = {}
     for tier in sorted(set(ORDER.values())):
         batch = [r for r in targets if ORDER.get(r.kind, 3) == tier]
+        if tier == ORDER["endpoint"]:
+            _list_registered(op, out, batch)
         with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
             for res, observed in zip(batch, pool.map(lambda r: _read(op, r), batch), strict=True):
                 out[res.address] = observed
     return out
+
+
+def _list_registered(op: Op, observed: dict[str, Observed], endpoints: list[ResourceState]) -> None:
+    """One admin call per live gateway lists its endpoints, instead of one call per endpoint. A gateway that
+    cannot list them (unreachable, an older gpuform) is left to the per-endpoint reads, which report why."""
+    gateways = {str(r.attributes.get("gateway")) for r in endpoints if r.kind == "endpoint"}
+    for gateway in sorted(gateways):
+        seen = observed.get(f"gateway.{gateway}")
+        if f"gateway.{gateway}" not in op.state.resources or seen is None or not seen.exists or seen.error:
+            continue
+        try:
+            with op.admin(gateway) as admin:
+                op.registered[gateway] = admin.list_endpoints()
+        except GpuformError:
+            continue
 
 
 def _read(op: Op, res: ResourceState) -> Observed:

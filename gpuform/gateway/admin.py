@@ -65,6 +65,13 @@ async def get_endpoint(request: Request) -> Response:
                          "status": rt.endpoint_status(name)})
 
 
+async def list_endpoints(request: Request) -> Response:
+    """Every endpoint's spec and revision in one answer (what `gpuform plan` refreshes: one call per gateway)."""
+    rt = require_admin(request)
+    return JSONResponse({"endpoints": {name: {"spec": ep.spec.model_dump(mode="json"), "revision": ep.revision}
+                                       for name, ep in sorted(rt.endpoints.items())}})
+
+
 async def delete_endpoint(request: Request) -> Response:
     rt = require_admin(request)
     name = _endpoint_name(request)
@@ -127,6 +134,7 @@ def revision_of(spec: EndpointSpec, secret_env: dict[str, str]) -> str:
 ROUTES = [
     Route("/admin/info", info, methods=["GET"]),
     Route("/admin/status", status, methods=["GET"]),
+    Route("/admin/endpoints", list_endpoints, methods=["GET"]),
     Route("/admin/endpoints/{name}/status", endpoint_status, methods=["GET"]),
     Route("/admin/endpoints/{name}", put_endpoint, methods=["PUT"]),
     Route("/admin/endpoints/{name}", get_endpoint, methods=["GET"]),

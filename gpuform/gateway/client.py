@@ -40,12 +40,14 @@ class AdminClient:
         resp = self._request(method, path, **kwargs)
         if resp.status_code == 401:
             raise GatewayError(f"the gateway at {self.base_url} refused the admin key",
-                               "The key in state/secrets does not match the running gateway; "
-                               "`gpuform apply -replace gateway.NAME` restarts it with the current key.")
+                               "The admin key kept with the state (secret gateway.NAME.admin_key) does not match "
+                               "the running gateway; `gpuform apply -replace gateway.NAME` restarts it with the "
+                               "current key.")
         if resp.status_code not in ok:
             hint = ("`gpuform status` lists the endpoints and workers the gateway has." if resp.status_code < 500 else
                     "The gateway failed; see gateway.log in its directory (local pool: "
-                    "STATE_DIR/local/POOL/gateways/NAME/; bare metal: the same under the pool's data_dir on its "
+                    "~/.local/share/gpuform/deployments/LINEAGE/local/POOL/gateways/NAME/, or under GPUFORM_DATA_DIR; "
+                    "bare metal: gateways/NAME under the pool's data_dir on its "
                     "host; docker: `docker logs` of its container).")
             raise GatewayError(f"{method} {path} answered {resp.status_code}: {_error_text(resp)}", hint)
         return resp.json() if resp.content else None
@@ -85,6 +87,11 @@ class AdminClient:
             raise GatewayError(f"GET /admin/endpoints/{name} answered {resp.status_code}: {_error_text(resp)}",
                                "See the gateway log.")
         result: dict[str, Any] = resp.json()
+        return result
+
+    def list_endpoints(self) -> dict[str, dict[str, Any]]:
+        """Every endpoint registered with the gateway: name -> {"spec", "revision"}."""
+        result: dict[str, dict[str, Any]] = self._json("GET", "/admin/endpoints")["endpoints"]
         return result
 
     def delete_endpoint(self, name: str, drain_timeout: float) -> None:

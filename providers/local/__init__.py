@@ -16,7 +16,8 @@ class LocalPool(PoolBase):
     provider: Literal["local"] = Field(description="Runs workers as processes on this machine.")
     nvidia_smi: str = Field("nvidia-smi", description="Command that inventories GPUs (tests use a stand-in).")
     data_dir: str | None = Field(None, description="Where pid files and logs live; defaults to "
-                                                   "STATE_DIR/local/POOL.")
+                                                   "~/.local/share/gpuform/deployments/LINEAGE/local/POOL "
+                                                   "(GPUFORM_DATA_DIR moves it).")
 
     def host_labels(self) -> list[str]:
         return ["localhost"]

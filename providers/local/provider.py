@@ -1,6 +1,7 @@
 """The local provider: this machine is the pool's only host.
 
-Files live under the pool's data directory (default ``STATE_DIR/local/POOL``):
+Files live under the pool's data directory (default ``DEPLOYMENT_DIR/local/POOL``, where DEPLOYMENT_DIR is
+``~/.local/share/gpuform/deployments/LINEAGE`` or ``$GPUFORM_DATA_DIR/deployments/LINEAGE``):
 ``gateways/NAME/{config.json,supervisor.pid,gateway.log,queue.db}`` and
 ``workers/ID.json`` (pid file) + ``workers/ID.log``. Workers are processes in their own session, so a
 gateway restart does not take them down; the gateway adopts them again from their pid files.

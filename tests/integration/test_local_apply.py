@@ -143,14 +143,14 @@ def test_saved_plan_applies_exactly_and_a_stale_one_is_refused(workdir: Path, tm
     run_gpuform("-C", d, "plan", "-out", str(second), check=True)
     assert run_gpuform("-C", d, "apply", str(first), check=True).returncode == 0
     stale = run_gpuform("-C", d, "apply", str(second))
-    assert stale.returncode == 4 and "saved plan is stale" in stale.stderr and "serial" in stale.stderr
+    assert stale.returncode == 1 and "saved plan is stale" in stale.stderr and "serial" in stale.stderr
     (workdir / "gpuform.yaml").write_text((workdir / "gpuform.yaml").read_text().replace("max_workers: 2",
                                                                                          "max_workers: 3"))
     run_gpuform("-C", d, "plan", "-out", str(first), check=True)
     (workdir / "gpuform.yaml").write_text((workdir / "gpuform.yaml").read_text().replace("max_workers: 3",
                                                                                          "max_workers: 4"))
     changed = run_gpuform("-C", d, "apply", str(first))
-    assert changed.returncode == 4 and "configuration" in changed.stderr and "changed since" in changed.stderr
+    assert changed.returncode == 1 and "configuration" in changed.stderr and "changed since" in changed.stderr
 
 
 def test_a_failure_skips_only_its_dependents_and_is_reported_once(workdir: Path) -> None:
@@ -171,7 +171,7 @@ def test_a_failure_skips_only_its_dependents_and_is_reported_once(workdir: Path)
     (workdir / "model" / "f").write_text("x")
     write_config(workdir, local_config(port, "", endpoint))
     result = run_gpuform("-C", str(workdir), "apply", "--auto-approve")
-    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.count("Error: volume.broken:") == 1 and "cannot create /proc/gpuform-cannot-write-here" in result.stderr
     assert "Skipped: endpoint.tiny" in result.stderr
     state = _state(workdir)

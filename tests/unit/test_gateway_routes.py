@@ -240,6 +240,10 @@ def test_metrics_and_admin_views() -> None:
         assert status["endpoints"]["ep"]["ready_workers"] == 1
         info = (await h.call("GET", "/admin/info", ADMIN_KEY)).json()
         assert info["lineage"] == h.runtime.config.lineage and "depends_on" not in info["attributes"]
+        listed = (await h.call("GET", "/admin/endpoints", ADMIN_KEY)).json()["endpoints"]
+        single = (await h.call("GET", "/admin/endpoints/ep", ADMIN_KEY)).json()
+        assert listed == {"ep": {"spec": single["spec"], "revision": single["revision"]}}, "refresh lists them at once"
+        assert (await h.call("GET", "/admin/endpoints", worker.token)).status_code == 401
         workers = (await h.call("GET", "/admin/workers", ADMIN_KEY, params={"endpoint": "ep"})).json()
         assert [w["id"] for w in workers["workers"]] == [worker.id]
         h.world.logs[worker.id] = "line 1\nline 2\n"
