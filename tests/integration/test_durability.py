@@ -156,7 +156,8 @@ def test_webhook_is_retried_and_signed(deployment: Deployment) -> None:
     _Receiver.calls = []
     try:
         text = local_config(deployment.port).replace("api_keys: {test: test-key}",
-                                                     'api_keys: {test: test-key}\n    webhook_secret: "${env.WH}"')
+                                                     'api_keys: {test: test-key}\n    webhook_secret: "${env.WH}"\n'
+                                                     '    webhooks: {allow: ["127.0.0.1"]}')  # a receiver on loopback
         deployment.apply_text(text, env={"WH": "whsec-123"})
         with deployment.http() as http:
             job = http.post("/v2/echo/run", json={"input": {"x": 1}, "webhook": f"http://127.0.0.1:{port}/hook"}).json()
