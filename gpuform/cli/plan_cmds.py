@@ -119,6 +119,11 @@ def plan_cmd(ctx: typer.Context,
         sys.stdout.write(render_text(planned.plan, use_colour(g)) + "\n")
         if out:
             out_console.print(f"\nSaved the plan to {out}. To perform exactly these actions: gpuform apply {out}")
+    if planned.plan.refresh_errors:
+        err_console.print(f"[red]Error:[/red] {len(planned.plan.refresh_errors)} resource(s) could not be refreshed "
+                          "(see the warnings above), so this plan may not match reality. Fix what blocks the refresh, "
+                          "or plan with -refresh=false to plan from the saved state on purpose.")
+        raise typer.Exit(1)
     if detailed_exitcode and planned.plan.has_changes:
         raise typer.Exit(2)
 

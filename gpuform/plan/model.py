@@ -14,6 +14,7 @@ from gpuform import __version__
 from gpuform.state.model import State
 
 FORMAT_VERSION = "1.0"
+REFRESH_FAILED = "could not refresh"
 Attrs = dict[str, Any]
 
 
@@ -184,6 +185,11 @@ class Plan:
     output_changes: dict[str, Any] = field(default_factory=dict)  # Terraform's output_changes, by output name
 
     @property
+    def refresh_errors(self) -> list[str]:
+        """The resources refresh could not read (planned from the saved state): an error for `gpuform plan`."""
+        return [w for w in self.warnings if REFRESH_FAILED in w]
+
+    @property
     def has_changes(self) -> bool:
         if self.mode == "refresh-only":
             return bool(self.drift)
@@ -201,7 +207,8 @@ class Plan:
         return {
             "format_version": FORMAT_VERSION, "gpuform_version": self.gpuform_version,
             "lineage": self.lineage, "serial": self.serial, "config_digest": self.config_digest,
-            "mode": self.mode, "applyable": self.has_changes, "complete": True, "errored": False,
+            "mode": self.mode, "applyable": self.has_changes and not self.refresh_errors,
+            "complete": not self.refresh_errors, "errored": bool(self.refresh_errors),
             "resource_changes": [c.to_json() for c in self.changes],
             "resource_drift": [d.to_json() for d in self.drift], "warnings": self.warnings,
             "targets": self.targets,

@@ -123,6 +123,8 @@ def test_refresh_errors_keep_the_prior_state_and_warn(tmp_path: Path) -> None:
     desired = desired_of(tmp_path)
     p = plan(desired, applied(desired), {"gateway.main": Observed(True, error="host unreachable")})
     assert not p.has_changes and any("could not refresh (host unreachable)" in w for w in p.warnings)
+    assert len(p.refresh_errors) == 1 and p.to_json()["errored"] and not p.to_json()["applyable"], \
+        "a plan that could not see reality is an error (gpuform plan exits 1), as in Terraform"
 
 
 def test_interrupted_create_is_adopted_not_duplicated(tmp_path: Path) -> None:
