@@ -72,10 +72,25 @@ class _Walker:
         self.diagnostics.append(error(summary, hint, self.loc(node)))
         self._stopped = True
 
+    def _stop_aliases(self, node: yaml.Node) -> None:
+        self._stop(node, f"YAML aliases expand to more than {MAX_ALIAS_VALUES} values",
+                   "Aliases that refer to aliases multiply (a 'billion laughs' document); write the values "
+                   "out or use ${var.NAME}.")
+
     def walk(self, node: yaml.Node, path: Path) -> Any:
         if self._stopped:
             return None
         key = id(node)
+        if type(node) is yaml.ScalarNode:  # most nodes: nothing inside, so only the alias budget applies
+            reused = key in self._seen
+            self._seen.add(key)
+            if reused or self._in_alias:
+                self._alias_values += 1
+                if self._alias_values > MAX_ALIAS_VALUES:
+                    self._stop_aliases(node)
+                    return None
+            self.sources.values[path] = self.loc(node)
+            return self._scalar(node)
         if key in self._open:
             self._stop(node, "recursive YAML alias: this anchor contains itself",
                        "Remove the alias (*name) inside the anchored (&name) value it refers to.")
@@ -88,9 +103,7 @@ class _Walker:
         self._in_alias += reused
         self._alias_values += self._in_alias > 0
         if self._alias_values > MAX_ALIAS_VALUES:
-            self._stop(node, f"YAML aliases expand to more than {MAX_ALIAS_VALUES} values",
-                       "Aliases that refer to aliases multiply (a 'billion laughs' document); write the values "
-                       "out or use ${var.NAME}.")
+            self._stop_aliases(node)
             return None
         self._open.add(key)
         try:

@@ -106,13 +106,12 @@ def make_plan(ws: Workspace, config: Config | None, mode: str = "normal", do_ref
 def output_changes(planned: Plan, state: State) -> dict[str, Any]:
     """Terraform's ``output_changes``: each output before (the refreshed state) and after the plan applies."""
     before_state = planned.refreshed or state
-    after_state = before_state.copy()
+    after_state = State()  # outputs read only kinds, names and attributes: no deep copy of the state
+    after_state.resources = dict(before_state.resources)
     for change in planned.changes:
         if change.after is None:
             after_state.resources.pop(change.address, None)
-        elif change.address in after_state.resources:
-            after_state.resources[change.address].attributes = change.after
-        else:
+        elif change.action != Action.NO_OP:
             after_state.resources[change.address] = ResourceState(change.address, change.kind, change.name,
                                                                   change.provider, change.after)
     before, after = outputs_of(before_state), outputs_of(after_state)
