@@ -26,11 +26,27 @@ def refresh(op: Op, parallelism: int = 10) -> dict[str, Observed]:
     for tier in sorted(set(ORDER.values())):
         batch = [r for r in targets if ORDER.get(r.kind, 3) == tier]
         if tier == ORDER["endpoint"]:
+            batch = _skip_behind_missing_gateways(out, batch)
             _list_registered(op, out, batch)
         with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
             for res, observed in zip(batch, pool.map(lambda r: _read(op, r), batch), strict=True):
                 out[res.address] = observed
     return out
+
+
+def _skip_behind_missing_gateways(observed: dict[str, Observed], batch: list[ResourceState]) -> list[ResourceState]:
+    """An endpoint whose gateway this refresh found gone cannot be read (there is no one to ask); it is kept as
+    saved, not an error: recreating the gateway registers it again (the planner plans that)."""
+    rest = []
+    for res in batch:
+        gateway = f"gateway.{res.attributes.get('gateway')}"
+        seen = observed.get(gateway)
+        if res.kind == "endpoint" and seen is not None and not seen.exists and not seen.error:
+            observed[res.address] = Observed(True, notes=[f"{gateway} is gone; the endpoint is registered again "
+                                                          "when it is recreated"])
+        else:
+            rest.append(res)
+    return rest
 
 
 def _list_registered(op: Op, observed: dict[str, Observed], endpoints: list[ResourceState]) -> None:

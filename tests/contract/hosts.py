@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from gpuform.util import procs
-from tests.conftest import pool_dir
 
 HOSTS_JSON = Path("/var/lib/gpuform-test/hosts.json")
 PROVIDERS = ["local", "baremetal", "docker"]
@@ -124,7 +123,8 @@ class Setup:
         found = []
         if self.provider == "local":
             found += [f"process {p}" for p in procs.find_by_labels({"gpuform.lineage": lineage})]
-            workers = pool_dir(self.workdir, "p") / "workers"
+            # the state is empty after destroy: the pool's directory is found from the lineage, as gpuform does
+            workers = Path(os.environ["GPUFORM_DATA_DIR"]) / "deployments" / lineage / "local" / "p" / "workers"
             found += [str(p) for p in workers.glob("*.json")] if workers.exists() else []
         elif self.provider == "docker":
             for host in self.hosts():

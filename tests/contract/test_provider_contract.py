@@ -47,7 +47,7 @@ def _apply(s: Setup, **config: object) -> str:
 
 def _plan(s: Setup, *args: str) -> tuple[int, str]:
     result = run_gpuform("-C", str(s.workdir), "plan", "--detailed-exitcode", *args, timeout=300)
-    assert result.returncode in (0, 2), result.stderr
+    assert result.returncode in (0, 2), result.stdout[-2000:] + result.stderr
     return result.returncode, result.stdout
 
 
