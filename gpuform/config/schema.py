@@ -194,8 +194,9 @@ class Gateway(Model):
     api_keys: dict[Name, Secret | ApiKey] = Field(default_factory=dict, description="Client API keys by name: "
                                                   "the key, or {key, shared, scope, rate_limit, …}. Use "
                                       "${env.NAME} so keys stay out of files; stored only as salted hashes.")
-    admin_key: Secret | None = Field(None, description="Key for the CLI's admin calls; generated and kept in the "
-                                                    "state directory (mode 0600) when omitted.")
+    admin_key: Secret | None = Field(None, description="Key for the CLI's admin calls; when omitted, generated "
+                                                    "once and kept with the state (a 0600 file beside a local "
+                                                    "state; sealed with GPUFORM_SECRETS_KEY in postgres).")
     webhook_secret: Secret | None = Field(None, description="Key for the HMAC-SHA256 signature of webhook deliveries "
                                                          "(header X-Gpuform-Signature); use ${env.NAME}.")
     queue: Literal["sqlite"] = Field("sqlite", description="Queue backend: a SQLite file in WAL mode.")
