@@ -10,6 +10,7 @@ Usage: python bench/abuse.py [--flood 40000] [--idle 18000]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import socket
@@ -40,13 +41,16 @@ def gpuform(directory: Path, *args: str) -> None:
 
 
 def gateway_pid(directory: Path) -> int:
+    """The gateway of the deployment in ``directory``: its configuration lives in the local pool's directory."""
+    state = json.loads((directory / "state" / "gpuform.state.json").read_text())
+    where = next(r["computed"]["data_dir"] for r in state["resources"] if r["kind"] == "pool")
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"gpuform.gateway" in argv and any(str(directory).encode() in a for a in argv):
+            if b"gpuform.gateway" in argv and any(where.encode() in a for a in argv):
                 return int(entry)
     raise SystemExit("no gateway process")
 

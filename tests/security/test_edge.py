@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from gpuform.util import procs
+from tests.conftest import pool_dir
 from tests.helpers import KEY, Deployment, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
@@ -32,10 +33,12 @@ LIMITS = "    limits: {header_timeout: 2s, body_timeout: 2s, max_connections_per
 
 
 def gateway_pid(workdir: Path) -> int:
+    """The gateway process of the deployment in ``workdir`` (its configuration lives in the pool's directory)."""
+    where = str(pool_dir(workdir))
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             argv = procs.cmdline(int(entry))
-            if "gpuform.gateway" in argv and any(str(workdir) in a for a in argv):
+            if "gpuform.gateway" in argv and any(where in a for a in argv):
                 return int(entry)
     raise AssertionError("no gateway process found")
 
