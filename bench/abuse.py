@@ -50,7 +50,7 @@ def gateway_pid(directory: Path) -> int:
                 argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"gpuform.gateway" in argv and any(where.encode() in a for a in argv):
+            if argv[1:3] == [b"-m", b"gpuform.gateway"] and any(where.encode() in a for a in argv):  # not its supervisor
                 return int(entry)
     raise SystemExit("no gateway process")
 

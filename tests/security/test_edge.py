@@ -38,7 +38,7 @@ def gateway_pid(workdir: Path) -> int:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             argv = procs.cmdline(int(entry))
-            if "gpuform.gateway" in argv and any(where in a for a in argv):
+            if argv[1:3] == ["-m", "gpuform.gateway"] and any(where in a for a in argv):  # not its supervisor
                 return int(entry)
     raise AssertionError("no gateway process found")
 
