@@ -14,7 +14,6 @@ from gpuform import __version__
 from gpuform.state.model import State
 
 FORMAT_VERSION = "1.0"
-REFRESH_FAILED = "could not refresh"
 Attrs = dict[str, Any]
 
 
@@ -183,11 +182,7 @@ class Plan:
     timestamp: str = ""  # RFC 3339, when the plan was made (set by the engine: the planner reads no clock)
     variables: dict[str, Any] = field(default_factory=dict)  # the configuration's variables, as evaluated
     output_changes: dict[str, Any] = field(default_factory=dict)  # Terraform's output_changes, by output name
-
-    @property
-    def refresh_errors(self) -> list[str]:
-        """The resources refresh could not read (planned from the saved state): an error for `gpuform plan`."""
-        return [w for w in self.warnings if REFRESH_FAILED in w]
+    refresh_errors: list[str] = field(default_factory=list)  # addresses refresh could not read: plan exits 1
 
     @property
     def has_changes(self) -> bool:
@@ -218,7 +213,7 @@ class Plan:
                                                              if c.after is not None]}},
             "configuration": {"root_module": {"resources": [c.configuration() for c in self.changes
                                                             if c.after is not None]}},
-            "output_changes": self.output_changes,
+            "output_changes": self.output_changes, "refresh_errors": self.refresh_errors,
         }
 
     @classmethod
@@ -231,7 +226,8 @@ class Plan:
                    refreshed=State.from_json(data["prior_state"]) if data.get("prior_state") else None,
                    gpuform_version=data.get("gpuform_version", ""), timestamp=data.get("timestamp", ""),
                    variables={k: v.get("value") for k, v in (data.get("variables") or {}).items()},
-                   output_changes=dict(data.get("output_changes") or {}))
+                   output_changes=dict(data.get("output_changes") or {}),
+                   refresh_errors=list(data.get("refresh_errors") or []))
 
 
 def _mask(value: Attrs | None, paths: list[list[str | int]]) -> Any:

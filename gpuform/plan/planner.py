@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from gpuform.errors import PlanError
 from gpuform.plan.checks import capacity_warnings
 from gpuform.plan.cost import endpoint_cost
-from gpuform.plan.model import REFRESH_FAILED, Action, Attrs, Drift, Observed, Plan, ResourceChange
+from gpuform.plan.model import Action, Attrs, Drift, Observed, Plan, ResourceChange
 from gpuform.resources.desired import Desired
 from gpuform.state.model import ResourceState, State
 
@@ -34,7 +34,8 @@ def plan(desired: Mapping[str, Desired], state: State, observed: Mapping[str, Ob
     refreshed, drift, warnings = refresh_state(state, observed or {}, desired)
     result = Plan(lineage=state.lineage, serial=state.serial, config_digest=options.config_digest,
                   mode=options.mode, drift=drift, warnings=warnings, targets=list(options.targets),
-                  refreshed=refreshed)
+                  refreshed=refreshed,
+                  refresh_errors=sorted(a for a, o in (observed or {}).items() if o.error and a in state.resources))
     if options.mode == "refresh-only":
         return result
     wanted = {} if options.mode == "destroy" else desired
@@ -60,7 +61,7 @@ def refresh_state(state: State, observed: Mapping[str, Observed],
         if obs is None:
             continue
         if obs.error:
-            warnings.append(f"{addr}: {REFRESH_FAILED} ({obs.error}); planning from the saved state")
+            warnings.append(f"{addr}: could not refresh ({obs.error}); planning from the saved state")
             continue
         if not obs.exists:
             drift.append(Drift(addr, res.kind, res.name, res.attributes, None))
