@@ -6,7 +6,11 @@ Prints, from one run on this machine:
   peak memory (max RSS) of the subprocess;
 and each figure as a ratio of its target: (a) <= 2 s, (b) <= 0.3 s, <= 300 MB.
 
-Usage: python bench/plan_scale.py [--endpoints 1000] [--hosts 100] [--repeat 5]
+With ``--sizes 1000,3000,10000`` it prints instead, for each size, `gpuform validate` and `gpuform plan
+--no-refresh` end to end (best of --repeat) with the peak memory of each, and the cost per endpoint, which
+should stay flat (linear cost).
+
+Usage: python bench/plan_scale.py [--endpoints 1000] [--hosts 100] [--repeat 5] [--sizes 1000,3000,10000]
 """
 
 from __future__ import annotations
@@ -90,6 +94,36 @@ def time_cli(directory: Path, repeat: int) -> tuple[float, float, int]:
     return best, rss, changed
 
 
+def measured(argv: list[str]) -> tuple[float, float, str]:
+    """Run ``argv``; its wall time, its own peak memory (MB, from wait4) and its output."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "NO_COLOR": "1"})
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 2):
+        raise SystemExit(f"{' '.join(argv[3:])} exited {proc.returncode}:\n{out[-2000:]}")
+    return elapsed, usage.ru_maxrss / 1024, out
+
+
+def per_endpoint(sizes: list[int], hosts: int, repeat: int) -> None:
+    print(f"{'endpoints':>9s}  {'validate':>9s} {'ms/ep':>6s} {'MB':>5s}   {'plan':>9s} {'ms/ep':>6s} {'MB':>5s}")
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = Path(tmp)
+            (directory / "gpuform.yaml").write_text(config_yaml(size, hosts))
+            LocalStateStore(directory / "state").write(matching_state(directory))
+            row = [size]
+            for command in (["validate"], ["plan", "--no-refresh"]):
+                runs = [measured([sys.executable, "-m", "gpuform", "-C", str(directory), *command])
+                        for _ in range(repeat)]
+                best = min(r[0] for r in runs)
+                row += [best, best / size * 1000, max(r[1] for r in runs)]
+        print("{:9d}  {:8.2f}s {:6.2f} {:5.0f}   {:8.2f}s {:6.2f} {:5.0f}".format(*row))
+
+
 def time_plan(directory: Path, repeat: int) -> float:
     config = load(directory, env={})
     state = LocalStateStore(directory / "state").read()
@@ -107,7 +141,11 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=1000)
     parser.add_argument("--hosts", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sizes", help="comma-separated endpoint counts: per-endpoint cost at each")
     args = parser.parse_args()
+    if args.sizes:
+        per_endpoint([int(n) for n in args.sizes.split(",")], args.hosts, args.repeat)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         (directory / "gpuform.yaml").write_text(config_yaml(args.endpoints, args.hosts))

@@ -80,8 +80,9 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
 
 def destroy_after_test(directory: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> None:
     """Destroy what a test applied in ``directory``; a destroy that fails is a test error (it would leak)."""
-    state = directory / "state" / "gpuform.state.json"
-    if not state.exists() or not json.loads(state.read_text()).get("resources"):
+    from gpuform.state.store import LocalStateStore
+
+    if not LocalStateStore(directory / "state").read().resources:  # the state file and its journal
         return
     result = run_gpuform("-C", str(directory), *args, "destroy", "--auto-approve", env=env, timeout=timeout)
     assert result.returncode == 0, f"destroy after the test failed (it leaks):\n{result.stdout}\n{result.stderr}"

@@ -273,13 +273,15 @@ def _report(planned: Planned, result: ApplyResult, operation: str) -> None:
             counts["change"] += c.action == Action.UPDATE
             counts["destroy"] += c.action in (Action.DELETE, Action.REPLACE)
     word = "Destroy" if operation == "destroy" else "Apply"
+    imported = sum(c.importing is not None for c in planned.plan.changes)  # saved with the starting state
+    counted = f"{imported} imported, " if imported else ""
     if result.interrupted:
         raise Interrupted("apply was interrupted; state was saved for what finished",
                           "Run `gpuform plan` to see what remains, then apply again.")
     if result.failed or result.skipped:
-        err_console.print(f"\n[red]{word} finished with errors.[/red] Resources: {counts['add']} added, "
+        err_console.print(f"\n[red]{word} finished with errors.[/red] Resources: {counted}{counts['add']} added, "
                           f"{counts['change']} changed, {counts['destroy']} destroyed; "
                           f"{len(result.failed)} failed, {len(result.skipped)} skipped.")
         raise typer.Exit(1)
-    out_console.print(f"\n[green]{word} complete![/green] Resources: {counts['add']} added, {counts['change']} "
-                      f"changed, {counts['destroy']} destroyed.")
+    out_console.print(f"\n[green]{word} complete![/green] Resources: {counted}{counts['add']} added, "
+                      f"{counts['change']} changed, {counts['destroy']} destroyed.")

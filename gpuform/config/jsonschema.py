@@ -17,8 +17,7 @@ def config_schema() -> dict[str, Any]:
     pool_models = tuple(spec.pool_model for spec in pool_kinds().values())
     union = functools.reduce(operator.or_, pool_models)
     pool_type: Any = Annotated[union, Field(discriminator="provider")] if len(pool_models) > 1 else pool_models[0]
-    top = create_model(
-        "GpuformConfig", __base__=Model,
+    fields: dict[str, Any] = dict(
         gpuform=(schema.Settings, Field(default_factory=schema.Settings, description=schema.SECTIONS["gpuform"])),
         backend=(schema.Backend, Field(default_factory=schema.Backend, description=schema.SECTIONS["backend"])),
         variables=(dict[str, Any], Field(default_factory=dict, description=schema.SECTIONS["variables"])),
@@ -28,6 +27,8 @@ def config_schema() -> dict[str, Any]:
         gateway=(dict[str, schema.Gateway], Field(default_factory=dict, description=schema.SECTIONS["gateway"])),
         endpoints=(dict[str, schema.Endpoint], Field(default_factory=dict, description=schema.SECTIONS["endpoints"])),
     )
+    fields["import"] = (dict[str, str], Field(default_factory=dict, description=schema.SECTIONS["import"]))
+    top = create_model("GpuformConfig", __base__=Model, **fields)
     result: dict[str, Any] = top.model_json_schema()
     result["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     result["title"] = "gpuform configuration (gpuform.yaml)"

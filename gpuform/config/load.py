@@ -52,6 +52,7 @@ class Config:
     invalid: set[str] = field(default_factory=set)
     backend: schema.Backend = field(default_factory=schema.Backend)
     salvaged: dict[str, dict[str, BaseModel]] = field(default_factory=dict)
+    imports: dict[str, str] = field(default_factory=dict)  # address -> ID (the ``import:`` section)
 
     def section(self, kind: str) -> Mapping[str, BaseModel]:
         table: dict[str, Mapping[str, BaseModel]] = {
@@ -102,6 +103,7 @@ def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
     config = Config(directory, [str(f) for f in files], variables, sources=sources, sensitive=interp.sensitive)
     config.backend = _backend(data.get("backend"), sources, diags) or config.backend
     _validate_sections(data, config, diags, interp.failed)
+    config.imports = _imports(data.get("import") or {}, config, diags)
     diags += check_references(config)
     diags += _salvaged_references(config, diags)
     if has_errors(diags):
@@ -282,6 +284,30 @@ def _validate_sections(data: dict[str, Any], config: Config, diags: list[Diagnos
                 continue
             config.invalid.discard(address)
             getattr(config, "gateways" if kind == "gateway" else section)[name] = obj
+
+
+def _imports(block: dict[str, Any], config: Config, diags: list[Diagnostic]) -> dict[str, str]:
+    """``import: {ADDRESS: ID}``: each address a resource of this configuration, each ID its name."""
+    out: dict[str, str] = {}
+    for address, identifier in block.items():
+        loc = config.sources.keys.get(("import", address)) or config.sources.locate(("import", address))
+        kind, _, name = str(address).partition(".")
+        if kind not in schema.KIND_OF_SECTION.values() or not name:
+            diags.append(error(f'import: "{address}" is not a resource address', "Write KIND.NAME, such as "
+                               "endpoint.chat or gateway.main.", loc, f"import.{address}"))
+        elif address in config.invalid:
+            continue  # its own errors are reported
+        elif name not in config.section(kind):
+            diags.append(error(f"import: {address} is not in the configuration",
+                               "Declare the resource too: an import block brings an existing object under the "
+                               "configuration that describes it.", loc, f"import.{address}"))
+        elif str(identifier) != name:
+            diags.append(error(f"import: ID {str(identifier)!r} does not match {address}",
+                               f"gpuform objects are identified by their name: write `{address}: {name}`.", loc,
+                               f"import.{address}"))
+        else:
+            out[str(address)] = name
+    return out
 
 
 def _salvage(model: type[BaseModel], body: dict[str, Any], exc: ValidationError, path: Path, sources: SourceMap,

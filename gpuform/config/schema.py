@@ -403,6 +403,8 @@ SECTIONS: dict[str, str] = {
     "policies": "Warm-worker schedules.",
     "gateway": "The gateway (one per configuration directory is usual).",
     "endpoints": "Serverless endpoints.",
+    "import": "Existing objects to bring under management at the next apply, as ADDRESS: ID (Terraform's import "
+              "blocks); the ID of a gpuform object is its name.",
 }
 KIND_OF_SECTION: dict[str, ResourceKind] = {
     "pools": ResourceKind.POOL, "volumes": ResourceKind.VOLUME, "policies": ResourceKind.POLICY,

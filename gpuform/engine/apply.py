@@ -5,6 +5,9 @@ Rules (see docs/architecture.md):
   whatever depends on them; a replace is a delete then a create in one step;
 - before each resource's provider calls a journal entry (``state.pending``) is saved, and after them the
   resource's new state; an apply killed anywhere leaves a state file that loads, and the next run adopts;
+- each of those saves appends one change to the store (``StateStore.append``: O(one resource), not a rewrite
+  of the whole state); the state is rewritten in full (compacted) once the changes outnumber twice its
+  resources, so the cost stays linear in the number of resources;
 - a failure skips only the dependents of the failed resource; every error is reported once, with its
   address; a Ctrl-C lets operations in flight finish and saves state before stopping.
 """
@@ -21,8 +24,10 @@ from gpuform.engine.handlers import HANDLERS, Op
 from gpuform.errors import GpuformError
 from gpuform.plan.model import Action, Plan, ResourceChange
 from gpuform.resources.desired import Desired
-from gpuform.state.model import PendingOp, ResourceState, State
+from gpuform.state.model import Change, PendingOp, ResourceState, State
 from gpuform.state.store import StateStore
+
+MIN_CHANGES_BEFORE_COMPACTION = 256
 
 
 @dataclass
@@ -38,41 +43,54 @@ class ApplyResult:
 
 
 class _Saver:
-    """Serializes state mutations and writes between worker threads."""
+    """Serializes state mutations between worker threads; each is saved as one appended change."""
 
     def __init__(self, store: StateStore, state: State) -> None:
         self.store = store
         self.state = state
         self.lock = threading.Lock()
+        self.appended = 0  # changes since the state was last written in full
+
+    def write(self) -> None:
+        with self.lock:
+            self.store.write(self.state)
+            self.appended = 0
 
     def journal(self, address: str, operation: str) -> None:
         with self.lock:
-            self.state.pending = [p for p in self.state.pending if p.address != address]
-            self.state.pending.append(PendingOp(address, operation, datetime.now(UTC).isoformat()))
-            self.store.write(self.state)
+            pending = [p for p in self.state.pending if p.address != address]
+            pending.append(PendingOp(address, operation, datetime.now(UTC).isoformat()))
+            self._save(Change(self.state.serial + 1, self.state.lineage, address, tuple(pending)))
 
     def done(self, address: str, resource: ResourceState | None) -> None:
         with self.lock:
-            self.state.pending = [p for p in self.state.pending if p.address != address]
-            if resource is None:
-                self.state.resources.pop(address, None)
-            else:
-                self.state.resources[address] = resource
-            self.store.write(self.state)
+            pending = tuple(p for p in self.state.pending if p.address != address)
+            self._save(Change(self.state.serial + 1, self.state.lineage, address, pending, resource,
+                              removed=resource is None))
 
     def taint(self, address: str) -> None:
         with self.lock:
-            if address in self.state.resources:
-                self.state.resources[address].status = "tainted"
-                self.store.write(self.state)
+            prior = self.state.resources.get(address)
+            if prior is not None:
+                tainted = ResourceState.from_json({**prior.to_json(), "status": "tainted"})
+                self._save(Change(self.state.serial + 1, self.state.lineage, address, tuple(self.state.pending),
+                                  tainted))
+
+    def _save(self, change: Change) -> None:
+        """Durably record ``change``, then make it in memory (a failed save changes nothing)."""
+        self.store.append(change)
+        self.state.apply_change(change)
+        self.appended += 1
+        if self.appended >= max(MIN_CHANGES_BEFORE_COMPACTION, 2 * len(self.state.resources)):
+            self.store.write(self.state)
+            self.appended = 0
 
 
 def apply(op: Op, plan: Plan, store: StateStore, parallelism: int = 10) -> ApplyResult:
     """Carry out ``plan`` starting from its refreshed state; ``op.state`` is updated as it goes."""
     state = op.state
     saver = _Saver(store, state)
-    with saver.lock:
-        store.write(state)  # the refreshed state (drift, adoptions) becomes the starting point
+    saver.write()  # the refreshed state (drift, adoptions) becomes the starting point
     changes = {c.address: c for c in plan.changes if c.action != Action.NO_OP}
     graph = _graph(changes, state)
     result = ApplyResult()

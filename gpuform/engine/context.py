@@ -12,6 +12,7 @@ from typing import Any
 
 from gpuform.config.load import Config
 from gpuform.errors import GatewayError
+from gpuform.gateway.client import AdminClient
 from gpuform.provider import Provider, ProviderContext, make_provider
 from gpuform.state.model import State
 from gpuform.state.store import StateStore
@@ -48,6 +49,8 @@ class Workspace:
     no_wait: bool = False  # apply does not wait for endpoints' min_workers to be ready
     wait_timeout: float | None = None  # how long it waits (default: the worker's ready_timeout + 30 s)
     _providers: dict[str, Provider] = field(default_factory=dict)
+    _admins: dict[tuple[str, str | None], AdminClient] = field(default_factory=dict)
+    _secrets: dict[str, str] = field(default_factory=dict)  # generated secrets read once per operation
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def provider(self, pool: str, pool_attrs: dict[str, Any], lineage: str) -> Provider:
@@ -61,10 +64,21 @@ class Workspace:
                 self._providers[pool] = make_provider(pool, pool_attrs, ctx)
             return self._providers[pool]
 
+    def admin_client(self, url: str, key: str | None) -> AdminClient:
+        """One admin client (one connection pool) per gateway and key for the whole operation: an apply of
+        1,000 endpoints makes 1,000 calls over a few kept-alive connections."""
+        with self._lock:
+            if (url, key) not in self._admins:
+                self._admins[(url, key)] = AdminClient(url, key, shared=True)
+            return self._admins[(url, key)]
+
     def close(self) -> None:
         for provider in self._providers.values():
             provider.close()
         self._providers.clear()
+        for admin in self._admins.values():
+            admin.close()
+        self._admins.clear()
 
     @staticmethod
     def runtime_dir(lineage: str) -> Path:
@@ -87,11 +101,15 @@ class Workspace:
     def generated_secret(self, name: str, fresh: str, create: bool) -> str | None:
         """A generated secret kept with the state in the backend: read it, or (``create``) keep ``fresh``
         (when two operations race, both end with the first one kept)."""
+        if name in self._secrets:
+            return self._secrets[name]
         found = self.store.secret(name)
-        if found is not None or not create:
-            return found
-        self.store.put_secret(name, fresh)
-        return self.store.secret(name)
+        if found is None and create:
+            self.store.put_secret(name, fresh)
+            found = self.store.secret(name)
+        if found is not None:
+            self._secrets[name] = found
+        return found
 
 
 def gateway_endpoint(state: State, gateway: str) -> tuple[str, str]:

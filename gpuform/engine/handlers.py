@@ -77,7 +77,7 @@ class Op:
             raise GatewayError(f"gateway.{gateway} is not in the state", "Run `gpuform apply` to create it.")
         configured = want.secrets.get(("admin_key",)) if want else None
         key = self.ws.admin_key(gateway, configured, create=False)
-        return AdminClient(str(attrs["advertise_url"]), key)
+        return self.ws.admin_client(str(attrs["advertise_url"]), key)
 
 
 def call(fn: Callable[..., T], *args: Any) -> T:

@@ -18,7 +18,7 @@ from gpuform.engine.context import Workspace
 from gpuform.engine.handlers import Op
 from gpuform.engine.refresh import refresh
 from gpuform.engine.selection import Selection
-from gpuform.errors import StalePlan
+from gpuform.errors import GpuformError, StalePlan
 from gpuform.plan.model import Action, Plan
 from gpuform.plan.planner import PlanOptions, plan
 from gpuform.resources.desired import Desired, build
@@ -91,8 +91,10 @@ def make_plan(ws: Workspace, config: Config | None, mode: str = "normal", do_ref
     """Refresh (unless told not to) and plan. ``config`` may be None for destroy without a configuration."""
     state = ws.store.read()
     desired = desired_state(ws, config, state) if config is not None else {}
+    importing = adopt_imports(Op(ws, state, desired), config.imports) if config and mode == "normal" else {}
     observed = refresh(Op(ws, state, desired), parallelism) if do_refresh else None
-    options = PlanOptions(mode=mode, targets=targets, replace=replace, config_digest=config_digest(desired))
+    options = PlanOptions(mode=mode, targets=targets, replace=replace, config_digest=config_digest(desired),
+                          importing=importing)
     result = plan(desired, state, observed, options)
     result.timestamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     result.output_changes = output_changes(result, state)
@@ -101,6 +103,37 @@ def make_plan(ws: Workspace, config: Config | None, mode: str = "normal", do_ref
         result.variables = {name: "(sensitive)" if f"GPUFORM_VAR_{name}" in os.environ else value
                             for name, value in config.variables.items()}  # the environment may hold secrets
     return Planned(result, desired, state)
+
+
+IMPORT_ORDER = ("pool", "volume", "policy", "gateway", "endpoint")  # an endpoint is read through its gateway
+
+
+def adopt_imports(op: Op, blocks: Mapping[str, str]) -> dict[str, str]:
+    """Read each object an ``import:`` block names that the state lacks, and put it into ``op.state`` (in
+    memory: an apply of this plan saves it); the plan marks them ``importing``. One that does not exist is
+    an error, as in Terraform. Blocks whose address is already managed are done: ignored."""
+    from gpuform.engine.handlers import HANDLERS
+
+    adopted: dict[str, str] = {}
+    for address in sorted(blocks, key=lambda a: (IMPORT_ORDER.index(a.split(".")[0]), a)):
+        want = op.desired.get(address)
+        if address in op.state.resources or want is None:
+            continue
+        stub = ResourceState(address, want.kind, want.name, want.provider, dict(want.attributes),
+                             dependencies=sorted(want.dependencies))
+        op.state.resources[address] = stub
+        observed = HANDLERS[want.kind].read(op, stub)
+        if not observed.exists or observed.error:
+            del op.state.resources[address]
+            where = op.ws.config.sources.keys.get(("import", address)) if op.ws.config else None
+            prefix = f"{where}: " if where else ""
+            raise GpuformError(f"{prefix}cannot import {address}: {observed.error or 'no such object exists'}",
+                               "Check that it runs (`gpuform status`), or remove the import block and let apply "
+                               "create it.")
+        stub.attributes.update({k: v for k, v in observed.attributes.items() if k in stub.attributes})
+        stub.computed = dict(observed.computed)
+        adopted[address] = blocks[address]
+    return adopted
 
 
 def output_changes(planned: Plan, state: State) -> dict[str, Any]:

@@ -85,11 +85,17 @@ class ResourceChange:
     cost: Cost | None = None
     prior_cost: Cost | None = None
     notes: list[str] = field(default_factory=list)
+    importing: str | None = None  # the ID, when an ``import:`` block brings this object under management
 
     @property
     def action(self) -> Action:
         """One word: create, update, replace, delete or no-op."""
         return Action.REPLACE if len(self.actions) == 2 else self.actions[0]
+
+    @property
+    def shown(self) -> bool:
+        """Whether the plan lists it: anything but a no-op, and every import."""
+        return self.action != Action.NO_OP or self.importing is not None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -103,6 +109,8 @@ class ResourceChange:
         }
         if self.action_reason:
             out["action_reason"] = self.action_reason
+        if self.importing is not None:
+            out["change"]["importing"] = {"id": self.importing}
         if self.cost:
             out["cost"] = self.cost.to_json()
         if self.prior_cost:
@@ -140,7 +148,8 @@ class ResourceChange:
                    dependencies=list(data.get("dependencies") or []),
                    cost=Cost.from_json(data["cost"]) if data.get("cost") else None,
                    prior_cost=Cost.from_json(data["prior_cost"]) if data.get("prior_cost") else None,
-                   notes=list(data.get("notes") or []))
+                   notes=list(data.get("notes") or []),
+                   importing=(change.get("importing") or {}).get("id"))
 
 
 @dataclass
@@ -188,11 +197,12 @@ class Plan:
     def has_changes(self) -> bool:
         if self.mode == "refresh-only":
             return bool(self.drift)
-        return any(c.action != "no-op" for c in self.changes)
+        return any(c.shown for c in self.changes)
 
     def counts(self) -> dict[str, int]:
-        out = {"add": 0, "change": 0, "destroy": 0}
+        out = {"import": 0, "add": 0, "change": 0, "destroy": 0}
         for c in self.changes:
+            out["import"] += c.importing is not None
             out["add"] += c.action in ("create", "replace")
             out["change"] += c.action == "update"
             out["destroy"] += c.action in ("delete", "replace")

@@ -10,7 +10,7 @@ make a change or drift.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpuform.errors import PlanError
 from gpuform.plan.checks import capacity_warnings
@@ -26,6 +26,7 @@ class PlanOptions:
     targets: tuple[str, ...] = ()
     replace: tuple[str, ...] = ()
     config_digest: str = ""
+    importing: Mapping[str, str] = field(default_factory=dict)  # address -> ID (adopted into ``state`` already)
 
 
 def plan(desired: Mapping[str, Desired], state: State, observed: Mapping[str, Observed] | None,
@@ -42,6 +43,9 @@ def plan(desired: Mapping[str, Desired], state: State, observed: Mapping[str, Ob
     changes = [_change(addr, wanted.get(addr), refreshed.resources.get(addr), options, observed or {})
                for addr in sorted(set(wanted) | set(refreshed.resources))]
     changes = _select_targets(changes, options.targets, wanted, refreshed)
+    for change in changes:
+        if change.address in options.importing and change.after is not None:
+            change.importing = options.importing[change.address]
     _reregister_endpoints(changes)
     _check_prevent_destroy(changes, desired, refreshed)
     _add_costs(changes, desired, refreshed)

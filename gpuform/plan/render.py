@@ -107,7 +107,9 @@ def render_change(change: ResourceChange, colour: bool = False) -> list[str]:
     reason = {"replace_by_request": " (as requested with --replace)",
               "replace_because_tainted": " (tainted: a previous apply failed part-way)",
               "delete_because_no_resource_config": " (no longer in the configuration)"}.get(change.action_reason, "")
-    lines = [f"  # {change.address} {VERB[action]}{reason}",
+    head = (f"  # {change.address} will be imported" if change.importing is not None and action == Action.NO_OP
+            else f"  # {change.address} {VERB[action]}{reason}")
+    lines = [head, *([f'    # (imported from "{change.importing}")'] if change.importing is not None else []),
              _paint(f"{symbol.rjust(3)} {change.kind} \"{change.name}\" {{", symbol, colour)]
     forced = {str(p[0]) for p in change.replace_paths}
     if action == Action.CREATE:
@@ -138,7 +140,8 @@ def summary(plan: Plan) -> str:
     if not plan.has_changes:
         return "No changes. Your infrastructure matches the configuration."
     c = plan.counts()
-    return f"Plan: {c['add']} to add, {c['change']} to change, {c['destroy']} to destroy."
+    imports = f"{c['import']} to import, " if c["import"] else ""
+    return f"Plan: {imports}{c['add']} to add, {c['change']} to change, {c['destroy']} to destroy."
 
 
 def render_text(plan: Plan, colour: bool = False) -> str:
@@ -148,7 +151,7 @@ def render_text(plan: Plan, colour: bool = False) -> str:
                 "gpuform detected the following changes made outside of gpuform since the last apply:", ""]
         for d in plan.drift:
             out += [*render_drift(d, colour), ""]
-    changes = [c for c in plan.changes if c.action != Action.NO_OP]
+    changes = [c for c in plan.changes if c.shown]
     if changes:
         out += ["gpuform will perform the following actions:", ""]
         for c in changes:
@@ -169,13 +172,14 @@ def render_markdown(plan: Plan, title: str = "") -> str:
     head = f"### gpuform plan{(' — ' + title) if title else ''}"
     meta = f"state serial {plan.serial}, lineage `{plan.lineage[:8]}`, config `{plan.config_digest[:12]}`"
     out = [head, "", meta, ""]
-    changes = [ch for ch in plan.changes if ch.action != Action.NO_OP]
+    changes = [ch for ch in plan.changes if ch.shown]
     if changes:
         out += ["| resource | action | why | $/h at min → max workers |", "|---|---|---|---|"]
         for ch in changes:
             why = _why(ch)
             cost = f"{_md_cost(ch.cost)}" if ch.cost else ("—" if ch.kind != "endpoint" else "unknown")
-            out.append(f"| `{ch.address}` | {SYMBOL[ch.action]} {ch.action} | {why} | {cost} |")
+            action = "import" if ch.action == Action.NO_OP else f"{SYMBOL[ch.action]} {ch.action}"
+            out.append(f"| `{ch.address}` | {action} | {why} | {cost} |")
         out.append("")
     if plan.drift:
         out += ["**Changed outside gpuform since the last apply:** "
@@ -194,6 +198,12 @@ def render_markdown(plan: Plan, title: str = "") -> str:
 
 
 def _why(ch: ResourceChange) -> str:
+    if ch.importing is not None:
+        return f"import `{ch.importing}`" + (f"; {_why_action(ch)}" if ch.action != Action.NO_OP else "")
+    return _why_action(ch)
+
+
+def _why_action(ch: ResourceChange) -> str:
     if ch.action == Action.CREATE:
         return "new"
     if ch.action == Action.DELETE:

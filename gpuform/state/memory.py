@@ -11,8 +11,8 @@ import threading
 import time
 
 from gpuform.errors import StateError, StateLocked
-from gpuform.state.model import State
-from gpuform.state.store import AuditEvent, LockInfo, Revision, new_lock_info, parse_state
+from gpuform.state.model import Change, State
+from gpuform.state.store import AuditEvent, LockInfo, Revision, new_lock_info, parse_state, replay
 
 
 class MemoryStateStore:
@@ -20,6 +20,7 @@ class MemoryStateStore:
         self.name = name
         self.document: str | None = None
         self.documents: list[str] = []
+        self.journal: list[bytes] = []
         self.secrets: dict[str, str] = {}
         self.events: list[AuditEvent] = []
         self._lock = threading.Lock()
@@ -29,12 +30,20 @@ class MemoryStateStore:
         return f"memory:{self.name}"
 
     def read(self) -> State:
-        return State() if self.document is None else parse_state(self.document, self.describe())
+        if self.document is None:
+            return State()
+        state = parse_state(self.document, self.describe())
+        replay(state, self.journal, self.describe())
+        return state
 
     def write(self, state: State) -> None:
         state.serial += 1
         self.document = json.dumps(state.to_json())
         self.documents.append(self.document)
+        self.journal.clear()
+
+    def append(self, change: Change) -> None:
+        self.journal.append(json.dumps(change.to_json()).encode())
 
     def lock(self, operation: str, timeout: float = 0.0) -> LockInfo:
         acquired = self._lock.acquire(timeout=timeout) if timeout > 0 else self._lock.acquire(blocking=False)

@@ -95,3 +95,43 @@ class State:
                    resources={r.address: r for r in resources}, pending=pending,
                    outputs=dict(data.get("outputs") or {}),
                    gpuform_version=str(data.get("gpuform_version", "")))
+
+    def apply_change(self, change: Change) -> None:
+        """Replay one journal entry (it must follow this state's serial in this lineage)."""
+        self.pending = list(change.pending)
+        if change.resource is not None:
+            self.resources[change.address] = change.resource
+        elif change.removed:
+            self.resources.pop(change.address, None)
+        self.serial = change.serial
+
+
+@dataclass(frozen=True)
+class Change:
+    """One journal entry: what an apply changed for one resource, recorded without rewriting the whole
+    state (``StateStore.append``). ``resource`` is the resource's new state (None: unchanged, or
+    ``removed``); ``pending`` is the whole (short) list of operations in flight after the change."""
+
+    serial: int
+    lineage: str
+    address: str
+    pending: tuple[PendingOp, ...] = ()
+    resource: ResourceState | None = None
+    removed: bool = False
+
+    def follows(self, state: State) -> bool:
+        return self.lineage == state.lineage and self.serial == state.serial + 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"serial": self.serial, "lineage": self.lineage, "address": self.address,
+                "pending": [p.to_json() for p in self.pending],
+                "resource": self.resource.to_json() if self.resource else None, "removed": self.removed}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Change:
+        resource = data.get("resource")
+        return cls(serial=int(data["serial"]), lineage=str(data["lineage"]), address=str(data["address"]),
+                   pending=tuple(PendingOp(p["address"], p["operation"], p.get("started", ""))
+                                 for p in data.get("pending") or []),
+                   resource=ResourceState.from_json(resource) if resource else None,
+                   removed=bool(data.get("removed")))

@@ -15,11 +15,11 @@ import time
 from typing import Any
 
 from gpuform.errors import StateError, StateLocked
-from gpuform.state.model import State
-from gpuform.state.store import AuditEvent, LockInfo, Revision, new_lock_info, parse_state, who_am_i
+from gpuform.state.model import Change, State
+from gpuform.state.store import AuditEvent, LockInfo, Revision, new_lock_info, parse_state, replay, who_am_i
 from gpuform.util.sealing import SealError, seal, unseal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: states, locks, secrets, audit; 2: journal
 
 
 def _connect(url: str) -> Any:
@@ -80,6 +80,10 @@ class PostgresBackend:
                     "detail text NOT NULL)",
                 ):
                     conn.execute(statement)
+            if found < 2:
+                conn.execute(f"CREATE TABLE {s}.journal (workspace text NOT NULL, serial bigint NOT NULL, "
+                             "lineage text NOT NULL, change text NOT NULL, PRIMARY KEY (workspace, serial))")
+            if found < SCHEMA_VERSION:
                 conn.execute(f"INSERT INTO {s}.meta VALUES ('schema_version', %s) ON CONFLICT (key) DO UPDATE "
                              "SET value = excluded.value", (str(SCHEMA_VERSION),))
 
@@ -93,7 +97,7 @@ class PostgresBackend:
     def delete_workspace(self, name: str) -> None:
         s = self.schema
         with self.conn().transaction():
-            for table in ("states", "locks", "secrets"):
+            for table in ("states", "journal", "locks", "secrets"):
                 self.conn().execute(f"DELETE FROM {s}.{table} WHERE workspace = %s", (name,))
 
     def describe(self) -> str:
@@ -122,13 +126,22 @@ class PostgresStateStore:
     # ---- documents ----------------------------------------------------------------------------------
 
     def read(self) -> State:
-        row = self.backend.conn().execute(
-            f"SELECT document FROM {self._s}.states WHERE workspace = %s ORDER BY serial DESC LIMIT 1",
-            (self.workspace,)).fetchone()
-        return State() if row is None else parse_state(row[0], self.describe())
+        conn = self.backend.conn()
+        with conn.transaction():  # one snapshot: the document and the changes appended since
+            row = conn.execute(
+                f"SELECT document, serial FROM {self._s}.states WHERE workspace = %s ORDER BY serial DESC LIMIT 1",
+                (self.workspace,)).fetchone()
+            if row is None:
+                return State()
+            changes = conn.execute(f"SELECT change FROM {self._s}.journal WHERE workspace = %s AND serial > %s "
+                                   "ORDER BY serial", (self.workspace, row[1])).fetchall()
+        state = parse_state(row[0], self.describe())
+        replay(state, [c[0].encode() for c in changes], f"{self.describe()} journal")
+        return state
 
     def write(self, state: State) -> None:
-        """Insert the next serial (a serial written twice is refused: the lock was not held) and prune old ones."""
+        """Insert the next serial (a serial written twice is refused: the lock was not held), drop the journal
+        it absorbs, and keep the last N serials."""
         import psycopg
 
         state.serial += 1
@@ -139,8 +152,10 @@ class PostgresStateStore:
                 conn.execute(f"INSERT INTO {self._s}.states (workspace, serial, lineage, document, written_by) "
                              "VALUES (%s, %s, %s, %s, %s)",
                              (self.workspace, state.serial, state.lineage, text, who_am_i()))
-                conn.execute(f"DELETE FROM {self._s}.states WHERE workspace = %s AND serial <= %s",
-                             (self.workspace, state.serial - self.backend.keep))
+                conn.execute(f"DELETE FROM {self._s}.journal WHERE workspace = %s", (self.workspace,))
+                conn.execute(f"DELETE FROM {self._s}.states WHERE workspace = %s AND serial < ALL (SELECT serial "
+                             f"FROM {self._s}.states WHERE workspace = %s ORDER BY serial DESC LIMIT %s)",
+                             (self.workspace, self.workspace, self.backend.keep))
         except psycopg.errors.UniqueViolation as exc:
             state.serial -= 1
             raise StateError(f"serial {state.serial + 1} of workspace {self.workspace} was written by someone else",
@@ -148,6 +163,20 @@ class PostgresStateStore:
         except psycopg.Error as exc:
             state.serial -= 1
             raise StateError(f"writing the state failed: {str(exc).strip()}", "Check the database.") from exc
+
+    def append(self, change: Change) -> None:
+        """One row per change; a serial taken twice is refused (the lock was not held)."""
+        import psycopg
+
+        try:
+            self.backend.conn().execute(
+                f"INSERT INTO {self._s}.journal (workspace, serial, lineage, change) VALUES (%s, %s, %s, %s)",
+                (self.workspace, change.serial, change.lineage, json.dumps(change.to_json())))
+        except psycopg.errors.UniqueViolation as exc:
+            raise StateError(f"serial {change.serial} of workspace {self.workspace} was written by someone else",
+                             "Another operation changed the state without the lock; run plan again.") from exc
+        except psycopg.Error as exc:
+            raise StateError(f"saving the state failed: {str(exc).strip()}", "Check the database.") from exc
 
     def history(self) -> list[Revision]:
         rows = self.backend.conn().execute(

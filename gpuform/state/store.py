@@ -26,9 +26,10 @@ from typing import Any, Protocol
 from gpuform import __version__, faults
 from gpuform.errors import StateError, StateLocked
 from gpuform.state.migrations import upgrade
-from gpuform.state.model import State
+from gpuform.state.model import Change, State
 
 STATE_FILE = "gpuform.state.json"
+JOURNAL_FILE = "gpuform.state.journal"
 LOCK_FILE = ".gpuform.lock"
 
 
@@ -52,8 +53,12 @@ class LockInfo:
 class StateStore(Protocol):
     """Where state lives. Obligations (``tests/unit/test_state_backends.py`` checks each backend):
 
-    - ``read`` returns the saved state (migrated to the current format in memory), or an empty one;
+    - ``read`` returns the saved state (migrated to the current format in memory) with every change
+      appended since it was written replayed on it, or an empty one;
     - ``write`` bumps the serial and replaces the state atomically: a reader sees the old or the new;
+    - ``append`` durably records one :class:`~gpuform.state.model.Change` (the serial after the last one
+      written or appended) without rewriting the state: an apply saves each resource in O(its size), and a
+      process killed mid-append leaves a state that reads as it was before that change;
     - ``lock`` is exclusive across processes, waits up to ``timeout`` and then raises
       :class:`~gpuform.errors.StateLocked` carrying the holder's :class:`LockInfo`; a holder that dies
       releases it; ``unlock`` releases the lock ``lock`` returned;
@@ -63,6 +68,8 @@ class StateStore(Protocol):
     def read(self) -> State: ...
 
     def write(self, state: State) -> None: ...
+
+    def append(self, change: Change) -> None: ...
 
     def lock(self, operation: str, timeout: float = 0.0) -> LockInfo: ...
 
@@ -134,8 +141,10 @@ class LocalStateStore:
         self.directory = directory
         self.path = directory / STATE_FILE
         self.backup = directory / (STATE_FILE + ".backup")
+        self.journal = directory / JOURNAL_FILE
         self.lock_path = directory / LOCK_FILE
         self._held: dict[str, int] = {}  # lock id -> the open file that holds the flock
+        self._journal_checked = False
 
     def describe(self) -> str:
         return str(self.path)
@@ -148,7 +157,13 @@ class LocalStateStore:
             return State()
         except OSError as exc:
             raise StateError(f"cannot read {self.path}: {exc.strerror}", "Check its permissions.") from exc
-        return parse_state(raw, str(self.path))
+        state = parse_state(raw, str(self.path))
+        try:
+            lines = self.journal.read_bytes().split(b"\n")
+        except FileNotFoundError:
+            return state
+        replay(state, lines, str(self.journal))
+        return state
 
     def write(self, state: State) -> None:
         """Bump the serial and replace the state file atomically, keeping the previous one as backup."""
@@ -169,7 +184,24 @@ class LocalStateStore:
             os.replace(link, self.backup)
         os.replace(tmp, self.path)
         _fsync_dir(self.directory)
+        if self.journal.exists():
+            os.truncate(self.journal, 0)  # its changes are in the state now (and would be skipped: older serials)
         faults.point("after-state-write")
+
+    def append(self, change: Change) -> None:
+        """Append ``change`` as one JSON line to the journal beside the state file, fsynced."""
+        line = (json.dumps(change.to_json()) + "\n").encode()
+        faults.point("before-journal-append")
+        fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            if not self._journal_checked:
+                _drop_torn_tail(fd)  # a line cut short by a crash would swallow the next one
+                self._journal_checked = True
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        faults.point("after-journal-append")
 
     def history(self) -> list[Revision]:
         """The local backend keeps the current serial and the one before it (``.backup``)."""
@@ -316,6 +348,32 @@ def parse_state(raw: str, where: str) -> State:
         return State.from_json(data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StateError(f"{where} is damaged: {exc!r}", "Restore it from its .backup copy.") from exc
+
+
+def replay(state: State, lines: list[bytes], where: str) -> None:
+    """Apply the journal's changes that follow ``state`` (older ones, already in the state, are skipped).
+    Only the last line may be cut short (a crash while appending): it is ignored."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            change = Change.from_json(json.loads(line))
+        except (ValueError, KeyError, TypeError) as exc:
+            if all(not rest.strip() for rest in lines[number:]):
+                return  # the torn last line of an append a crash interrupted
+            raise StateError(f"{where}:{number} is damaged ({exc!r})",
+                             "Remove that line and the ones after it (the changes they record are lost; "
+                             "run `gpuform plan` to see what refresh finds).") from exc
+        if change.follows(state):
+            state.apply_change(change)
+
+
+def _drop_torn_tail(fd: int) -> None:
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    data = os.pread(fd, size, 0)
+    os.ftruncate(fd, data.rfind(b"\n") + 1)
 
 
 def new_lock_info(operation: str, path: str) -> LockInfo:

@@ -199,3 +199,15 @@ def test_errors_behind_a_bad_field_are_reported_in_the_same_run(tmp_path: Path) 
     assert "min_workers (5) is greater than max_workers (2)" in found
     assert 'pool "nopool" refers to no pool' in found
     assert found.count("idle_timout") == 1, "nothing is reported twice"
+
+
+def test_import_blocks_name_configured_resources_by_address_and_name(tmp_path: Path) -> None:
+    write_config(tmp_path, VALID)
+    write_config(tmp_path, "import:\n  endpoint.chat: chat\n  gateway.main: main\n", "imports.yaml")
+    assert load(tmp_path, env=ENV).imports == {"endpoint.chat": "chat", "gateway.main": "main"}
+    write_config(tmp_path, "import:\n  endpoint.nope: nope\n  chat: chat\n  endpoint.chat: other\n",
+                 "imports.yaml")
+    errors = errors_of(tmp_path)
+    assert any("imports.yaml:2" in e and "endpoint.nope is not in the configuration" in e for e in errors)
+    assert any("imports.yaml:3" in e and '"chat" is not a resource address' in e for e in errors)
+    assert any("imports.yaml:4" in e and "ID 'other' does not match endpoint.chat" in e for e in errors)

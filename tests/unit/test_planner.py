@@ -57,7 +57,7 @@ def test_empty_state_plans_creates_in_dependency_order(tmp_path: Path) -> None:
     desired = desired_of(tmp_path)
     p = plan(desired, State(lineage="L"), None)
     assert actions(p) == {"endpoint.chat": "create", "gateway.main": "create", "pool.lab": "create"}
-    assert p.counts() == {"add": 3, "change": 0, "destroy": 0}
+    assert p.counts() == {"import": 0, "add": 3, "change": 0, "destroy": 0}
     assert desired["endpoint.chat"].dependencies == {"pool.lab", "gateway.main"}
 
 
@@ -84,7 +84,7 @@ def test_a_field_that_cannot_change_in_place_forces_replacement(tmp_path: Path) 
     change = next(c for c in p.changes if c.address == "endpoint.chat")
     assert change.actions == ["delete", "create"] and change.replace_paths == [["pool"]]
     assert "# forces replacement" in render_text(p)
-    assert p.counts() == {"add": 1, "change": 1, "destroy": 1}  # gateway.main now drives pool "other" too
+    assert p.counts() == {"import": 0, "add": 1, "change": 1, "destroy": 1}  # gateway.main now drives pool "other" too
 
 
 def test_removed_resources_are_deleted_and_prevent_destroy_refuses(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from gpuform.errors import ConfigError, StateError, StateLocked
 from gpuform.state.backends import BackendRequest, open_store
 from gpuform.state.memory import MemoryStateStore
 from gpuform.state.migrations import STATE_VERSION
-from gpuform.state.model import ResourceState, State
+from gpuform.state.model import Change, PendingOp, ResourceState, State
 from gpuform.state.postgres import PostgresBackend
 from gpuform.state.store import LocalStateStore, StateStore, locked
 from tests.conftest import write_config
@@ -49,6 +49,59 @@ def test_read_write_round_trip_and_serials(store: StateStore) -> None:
     store.write(state)
     back = store.read()
     assert back.serial == 2 and back.lineage == state.lineage and back.resources["pool.a"].attributes == {"x": 1}
+
+
+def _res(name: str, x: int) -> ResourceState:
+    return ResourceState(f"endpoint.{name}", "endpoint", name, "local", {"x": x})
+
+
+def test_appended_changes_are_read_back_and_absorbed_by_the_next_write(store: StateStore) -> None:
+    state = State()
+    state.resources["endpoint.a"] = _res("a", 1)
+    store.write(state)
+    pending = (PendingOp("endpoint.b", "create", "now"),)
+    for change in (Change(2, state.lineage, "endpoint.b", pending),
+                   Change(3, state.lineage, "endpoint.b", (), _res("b", 2)),
+                   Change(4, state.lineage, "endpoint.a", (), removed=True)):
+        store.append(change)
+        state.apply_change(change)
+        seen = store.read()
+        assert seen.serial == change.serial and seen.to_json() == state.to_json()
+    assert set(store.read().resources) == {"endpoint.b"} and not store.read().pending
+    store.write(state)  # serial 5 absorbs the journal; older changes are never replayed on it again
+    store.append(Change(6, state.lineage, "endpoint.c", (), _res("c", 3)))
+    back = store.read()
+    assert back.serial == 6 and set(back.resources) == {"endpoint.b", "endpoint.c"}
+
+
+def test_changes_of_another_lineage_or_an_older_serial_are_not_replayed(store: StateStore) -> None:
+    state = State()
+    store.write(state)
+    store.append(Change(2, "another-lineage", "endpoint.x", (), _res("x", 1)))
+    assert store.read().serial == 1 and not store.read().resources
+
+
+def test_a_journal_line_cut_short_by_a_crash_is_ignored_and_dropped_before_the_next(tmp_path: Path) -> None:
+    store = LocalStateStore(tmp_path / "state")
+    state = State()
+    store.write(state)
+    store.append(Change(2, state.lineage, "endpoint.a", (), _res("a", 1)))
+    with open(store.journal, "ab") as fh:
+        fh.write(b'{"serial": 3, "lineage": "' + state.lineage.encode() + b'", "addr')  # kill -9 mid-write
+    assert store.read().serial == 2
+    fresh = LocalStateStore(tmp_path / "state")  # the next process
+    fresh.append(Change(3, state.lineage, "endpoint.b", (), _res("b", 2)))
+    assert set(fresh.read().resources) == {"endpoint.a", "endpoint.b"}
+
+
+def test_a_damaged_journal_line_before_the_end_is_an_error_that_names_it(tmp_path: Path) -> None:
+    store = LocalStateStore(tmp_path / "state")
+    state = State()
+    store.write(state)
+    store.append(Change(2, state.lineage, "endpoint.a", (), _res("a", 1)))
+    store.journal.write_bytes(b"garbage\n" + store.journal.read_bytes())
+    with pytest.raises(StateError, match=r"gpuform\.state\.journal:1 is damaged"):
+        store.read()
 
 
 def test_the_lock_is_exclusive_names_its_holder_and_can_be_forced_only_when_free(store: StateStore) -> None:
