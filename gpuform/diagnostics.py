@@ -5,15 +5,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Severity = Literal["error", "warning"]
 Path = tuple[str | int, ...]
 
 
-@dataclass(frozen=True, order=True)
-class Location:
-    """A 1-based position in a source file."""
+class Location(NamedTuple):
+    """A 1-based position in a source file (a named tuple: one is made for every value of a configuration)."""
 
     file: str
     line: int

@@ -18,6 +18,7 @@ from gpuform.diagnostics import Diagnostic, Location, Path, error, warning
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCALARS = yaml.SafeLoader.yaml_constructors
+_STR = "tag:yaml.org,2002:str"
 MAX_ALIAS_VALUES = 10_000  # values reached through aliases, all together ("billion laughs" stop here)
 MAX_DEPTH = 64  # nesting of mappings and lists
 
@@ -123,6 +124,8 @@ class _Walker:
     def _scalar(self, node: yaml.Node) -> Any:
         """The scalar's value, read as written: a plain scalar that YAML 1.1 would turn into another number
         or a boolean (``1.10``, ``0755``, ``12:30``, ``NO``) keeps its text, with a warning where the two differ."""
+        if node.tag == _STR:
+            return node.value
         build = _SCALARS.get(node.tag)
         if build is None:
             return node.value
