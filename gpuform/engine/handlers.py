@@ -208,11 +208,13 @@ class GatewayHandler:
         with AdminClient(url, None) as probe:
             found = probe.healthy()
         if found is not None and found.get("deployment") not in (None, deployment_id(op.lineage)):
+            where = f"{want.source}: " if want.source else ""
             raise GatewayError(
-                f"a gateway of another gpuform deployment (another state lineage) answers at {url}",
-                "Run this from the configuration and state that created it (or `gpuform import "
-                f"gateway.{want.name} {want.name}` there), destroy that deployment first, or give this gateway "
-                "another `listen`/`advertise_url`.")
+                f"{where}a gateway of another gpuform deployment (another state lineage: another workspace, or "
+                f"another clone's state) answers at {url}; this gateway would listen on {want.attributes['listen']}",
+                "Give each workspace its own port (e.g. listen: \"0.0.0.0:${var.port}\" with a --var-file per "
+                "workspace), run this from the configuration and state that created that gateway (or `gpuform "
+                f"import gateway.{want.name} {want.name}` there), or destroy that deployment first.")
 
     def update(self, op: Op, prior: ResourceState, want: Desired) -> dict[str, Any]:
         return self.create(op, want)

@@ -2,7 +2,8 @@
 
 On each host, under ``data_dir``: ``bin/hostagent.py`` (a stdlib-only helper), ``wheelhouse/``, ``venvs/``,
 ``workers/ID.json`` (pid records; ``ID.env`` for systemd units), ``logs/ID.log`` (kept after a worker is
-gone, so a crash can be read), ``gateways/NAME/`` (the gateway's queue, configuration and credentials).
+gone, so a crash can be read), ``gateways/NAME/`` (the gateway's queue, configuration and credentials), all
+below ``lineage-XXXXXXXX/`` (one per deployment and workspace).
 Where systemd runs, workers and the gateway are transient units (``systemd-run``); elsewhere the agent
 starts them detached with pid records, and the gateway runs under gpuform's supervisor.
 """
@@ -179,6 +180,21 @@ class BaremetalProvider:
     def _gdir(self, name: str) -> str:
         return posixpath.join(self.data, "gateways", name)
 
+    def _unit(self, name: str) -> str:
+        """The gateway's unit (or agent record) name, keyed by lineage: two deployments or workspaces on a
+        host each have their own (systemd unit names are host-wide)."""
+        return f"gpuform-gateway-{self.ctx.lineage[:8]}-{name}"
+
+    def _legacy_unit(self, host: Host, name: str) -> str | None:
+        """``gpuform-gateway-NAME``, as earlier gpuform versions named the gateway, when that unit is this deployment's
+        (its working directory is this lineage's gateway directory); a unit of another deployment is None."""
+        legacy = f"gpuform-gateway-{name}"
+        if not self._systemd_on(host.name):
+            return legacy  # agent records live under this lineage's directory: the record is ours
+        shown = self.hosts.conn(host).run(["systemctl", "show", "--property", "WorkingDirectory", "--value", legacy],
+                                          check=False).text.strip()
+        return legacy if shown == self._gdir(name) else None
+
     def start_gateway(self, name: str, config: RuntimeConfig) -> Attrs:
         """(Re)start the gateway with ``config`` (a running one is stopped first: units take no new config)."""
         self.stop_gateway(name, remove_data=False)
@@ -192,7 +208,7 @@ class BaremetalProvider:
         cfg_path = posixpath.join(gdir, "config.json")
         conn.write_file(cfg_path, remote_config(config, conn, gdir).to_file_text().encode(), mode=0o600)
         serve = [python, "-m", "gpuform.gateway", "--config", cfg_path]
-        unit = f"gpuform-gateway-{name}"
+        unit = self._unit(name)
         if self._systemd_on(host.name):
             env_file = posixpath.join(gdir, "gateway.env")
             conn.write_file(env_file, b"PYTHONUNBUFFERED=1\n", mode=0o600)
@@ -208,8 +224,15 @@ class BaremetalProvider:
         return {"host": host.name, "unit": unit}
 
     def read_gateway(self, name: str) -> Attrs | None:
+        """The running gateway: under its unit, or under the unit name an earlier gpuform gave it."""
         host = self._gateway_host()
-        unit = f"gpuform-gateway-{name}"
+        for unit in (self._unit(name), self._legacy_unit(host, name)):
+            found = self._running_unit(host, unit) if unit else None
+            if found is not None:
+                return found
+        return None
+
+    def _running_unit(self, host: Host, unit: str) -> Attrs | None:
         if self._systemd_on(host.name):
             state = self.hosts.conn(host).run(["systemctl", "is-active", unit], check=False).text.strip()
             return {"host": host.name, "unit": unit} if state in ("active", "activating") else None
@@ -219,14 +242,17 @@ class BaremetalProvider:
         return {"host": host.name, "unit": unit, "pid": alive[0]["pid"]} if alive else None
 
     def stop_gateway(self, name: str, remove_data: bool) -> None:
+        """Stop the gateway (under its unit, and under an earlier gpuform's unit name: that migrates it)."""
         host = self._gateway_host()
-        unit = f"gpuform-gateway-{name}"
         conn = self.hosts.conn(host)
-        if self._systemd_on(host.name):
-            conn.run(["systemctl", "stop", unit], check=False)
-        else:
-            self._agent(host, "stop", {"records": posixpath.join(self.data, "workers"), "id": unit, "grace": 30})
-            self._agent(host, "forget", {"records": posixpath.join(self.data, "workers"), "id": unit})
+        for unit in (self._unit(name), self._legacy_unit(host, name)):
+            if unit is None:
+                continue
+            if self._systemd_on(host.name):
+                conn.run(["systemctl", "stop", unit], check=False)
+            else:
+                self._agent(host, "stop", {"records": posixpath.join(self.data, "workers"), "id": unit, "grace": 30})
+                self._agent(host, "forget", {"records": posixpath.join(self.data, "workers"), "id": unit})
         if remove_data:
             conn.run(["rm", "-rf", "--", self._gdir(name)])
 

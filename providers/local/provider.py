@@ -2,8 +2,9 @@
 
 Files live under the pool's data directory (default ``DEPLOYMENT_DIR/local/POOL``, where DEPLOYMENT_DIR is
 ``~/.local/share/gpuform/deployments/LINEAGE`` or ``$GPUFORM_DATA_DIR/deployments/LINEAGE``):
-``gateways/NAME/{config.json,supervisor.pid,gateway.log,queue.db}`` and
-``workers/ID.json`` (pid file) + ``workers/ID.log``. Workers are processes in their own session, so a
+``gateways/NAME/{config.json,supervisor.pid,gateway.log,queue.db}`` (``lineage-XXXXXXXX/gateways/NAME/`` in a
+configured ``data_dir``, which workspaces may share) and ``workers/ID.json`` (pid file, naming its lineage) +
+``workers/ID.log``. Workers are processes in their own session, so a
 gateway restart does not take them down; the gateway adopts them again from their pid files.
 """
 
@@ -76,6 +77,8 @@ class LocalProvider:
             self._forget(worker.worker_id)
         if self.data_dir.is_relative_to(self.ctx.state_dir):
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        elif self.pool.data_dir:
+            shutil.rmtree(self._lineage_dir(), ignore_errors=True)
 
     # ---- volumes ------------------------------------------------------------------------------------
 
@@ -114,7 +117,17 @@ class LocalProvider:
     # ---- gateway daemon -----------------------------------------------------------------------------
 
     def _gateway_dir(self, name: str) -> Path:
-        return self.data_dir / "gateways" / name
+        """The gateway's files. The default data directory is this lineage's already; a configured one may be
+        shared by workspaces, so the gateway gets ``lineage-XXXXXXXX/gateways/NAME`` in it (a gateway an earlier
+        gpuform kept in ``gateways/NAME`` there goes on using that directory while its configuration is ours)."""
+        if not self.pool.data_dir:
+            return self.data_dir / "gateways" / name
+        keyed = self._lineage_dir() / "gateways" / name
+        legacy = self.data_dir / "gateways" / name
+        return legacy if not keyed.exists() and _config_lineage(legacy) == self.ctx.lineage else keyed
+
+    def _lineage_dir(self) -> Path:
+        return self.data_dir / f"lineage-{self.ctx.lineage[:8]}"
 
     def _labels(self, name: str) -> dict[str, str]:
         return {"gpuform.lineage": self.ctx.lineage, "gpuform.address": f"gateway.{name}"}
@@ -276,6 +289,14 @@ class LocalProvider:
 def _gateway_env() -> dict[str, str]:
     """The gateway's environment: the allowlist, the SSH agent and Docker settings it needs to drive pools."""
     return built_environment({"PYTHONUNBUFFERED": "1"}, extra_allowed=GATEWAY_EXTRA)
+
+
+def _config_lineage(gdir: Path) -> str | None:
+    """The lineage in a gateway directory's configuration (None when there is none)."""
+    try:
+        return str(json.loads((gdir / "config.json").read_text())["lineage"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

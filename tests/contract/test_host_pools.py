@@ -190,3 +190,32 @@ def test_docker_faults_dockerd_restart_and_killed_apply(tmp_path: Path, cleanup:
                        "--filter", "label=gpuform.address=gateway.main").split()
     assert len(gateways) == 1, "the labelled gateway container was adopted, not duplicated"
     assert run_gpuform("-C", str(s.workdir), "plan", "--detailed-exitcode").returncode == 0
+
+
+def test_baremetal_gateway_under_the_old_unit_name_is_adopted_then_migrated(tmp_path: Path, cleanup: list[Path]) -> None:
+    """A gateway an earlier gpuform started as ``gpuform-gateway-NAME`` (before units were keyed by lineage)
+    is found by refresh, and the next restart replaces it with the keyed unit instead of running a second one."""
+    from tests.integration.teamwork import pool_and_gateway
+
+    workdir = tmp_path / "cfg"
+    workdir.mkdir()
+    cleanup.append(workdir)
+    port = free_port()
+    write_config(workdir, pool_and_gateway("baremetal", str(port)))
+    run_gpuform("-C", str(workdir), "apply", "--auto-approve", check=True, timeout=600)
+    short = json.loads((workdir / "state" / "gpuform.state.json").read_text())["lineage"][:8]
+    records = f"/var/lib/gpuform/lineage-{short}/workers"
+    ssh("10.77.0.11", "python3", "-c", "import json, pathlib, sys; d = pathlib.Path(sys.argv[1]); "
+        "r = json.loads((d / sys.argv[2]).read_text()); r['id'] = 'gpuform-gateway-main'; "
+        "(d / 'gpuform-gateway-main.json').write_text(json.dumps(r)); (d / sys.argv[2]).unlink()",
+        records, f"gpuform-gateway-{short}-main.json")
+    assert run_gpuform("-C", str(workdir), "plan", "--detailed-exitcode").returncode == 0, "the old unit is found"
+
+    write_config(workdir, pool_and_gateway("baremetal", str(port), api_keys="{test: test-key, ci: ci-key}"))
+    run_gpuform("-C", str(workdir), "apply", "--auto-approve", check=True, timeout=600)
+    listed = ssh("10.77.0.11", "ls", records).stdout.split()
+    assert listed == [f"gpuform-gateway-{short}-main.json"], listed
+    supervisors = ssh("10.77.0.11", "sh", "-c", f"pgrep -fc '[g]puform.util.supervise --pidfile "
+                                                f"/var/lib/gpuform/lineage-{short}/' || true").stdout.strip()
+    assert supervisors == "1", "one gateway: the old one was stopped when the keyed one started"
+    assert run_gpuform("-C", str(workdir), "plan", "--detailed-exitcode").returncode == 0
