@@ -104,7 +104,7 @@ def _build(cache: Path, platform: Platform, requirements: list[str]) -> Path:
     for old in target.glob("gpuform-*.whl"):
         old.unlink()
     if root is not None:
-        _pip(["wheel", "--no-deps", "--wheel-dir", str(target), str(root)], "build gpuform's wheel")
+        _build_from_source(root, target)
     else:
         _pip(["download", "--no-deps", "-d", str(target), f"gpuform=={gpuform.__version__}"], "download gpuform")
     if requirements:
@@ -112,6 +112,15 @@ def _build(cache: Path, platform: Platform, requirements: list[str]) -> Path:
              f"download wheels for {platform.tag}")
     (target / ".complete").write_text(json.dumps({"platform": platform.tag, "requirements": requirements}))
     return target
+
+
+def _build_from_source(root: Path, target: Path) -> None:
+    """``pip wheel`` of the checkout. It builds inside the checkout (``build/``), so builds for different
+    caches (two workspaces applying at once have two) take the checkout's own lock too."""
+    (root / "build").mkdir(exist_ok=True)
+    with open(root / "build" / ".gpuform-wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _pip(["wheel", "--no-deps", "--wheel-dir", str(target), str(root)], "build gpuform's wheel")
 
 
 def _pip(args: list[str], what: str) -> None:
