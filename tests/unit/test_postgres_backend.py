@@ -125,6 +125,9 @@ def test_a_stale_lock_record_can_be_forced_away(backend: PostgresBackend) -> Non
     assert store._lock_conn is not None
     store._lock_conn.close()  # the session ends, the record stays behind (as after a crash)
     store._lock_conn, store._lock_id = None, None
+    deadline = time.monotonic() + 10
+    while store._held() and time.monotonic() < deadline:  # the server ends the session a moment later
+        time.sleep(0.05)
     store.force_unlock(info.id)
     assert store.lock_info() is None
     with locked(store, "apply"):
