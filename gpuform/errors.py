@@ -11,7 +11,7 @@
     │   ├── DockerError        the Docker engine refused or failed
     │   └── NoCapacity         no host has the GPUs asked for
     ├── GatewayError           the gateway's admin API answered an error or is unreachable
-    ├── StoreError             the gateway's database cannot be opened, migrated or written
+    ├── StoreError             the gateway's store (SQLite or PostgreSQL) cannot be opened, migrated or written
     │   └── StoreFull          its disk is full
     └── Interrupted            the operation was cancelled (Ctrl-C)
 

@@ -73,6 +73,8 @@ class RuntimeConfig(Model):
     secrets_key: str | None = Field(None, description="Key that seals endpoint secrets in the gateway's database "
                                                       "(kept here, apart from the database).")
     webhook_secret: str | None = Field(None, description="Key that signs webhook deliveries.")
+    store_url: str | None = Field(None, description="Connection URL of a postgres store (``gateway.store.url`` "
+                                                    "holds only its hash).")
     data_dir: str = Field("", description="Directory for the queue database and logs on the gateway host.")
     state_dir: str = Field(description="Directory providers keep their local files under.")
     config_dir: str = Field(description="The configuration directory (relative worker paths start here).")

@@ -17,6 +17,7 @@ import httpx
 from gpuform.gateway.app import build_app
 from gpuform.gateway.runtime import Runtime
 from gpuform.gateway.sqlite import SQLiteStore
+from gpuform.gateway.store import GatewayStore
 from gpuform.providers.fake.provider import FakeProvider, World
 from gpuform.spec import EndpointPut, EndpointSpec, GatewaySettings, RuntimeConfig
 from gpuform.util.hashing import hash_secret
@@ -158,8 +159,9 @@ class FakeWorker:
 
 @asynccontextmanager
 async def gateway(config: RuntimeConfig | None = None, endpoints: dict[str, EndpointSpec] | None = None,
-                  clock: FakeClock | None = None) -> AsyncIterator[Harness]:
-    """A started runtime (no reconcile loop: tests tick it) with its app on an httpx client."""
+                  clock: FakeClock | None = None, store: GatewayStore | None = None) -> AsyncIterator[Harness]:
+    """A started runtime (no reconcile loop: tests tick it) with its app on an httpx client (its store in
+    memory unless one is given)."""
     config = config or runtime_config()
     clock = clock or FakeClock()
     received: list[httpx.Request] = []
@@ -169,7 +171,8 @@ async def gateway(config: RuntimeConfig | None = None, endpoints: dict[str, Endp
         return httpx.Response(200)
 
     FakeProvider.WORLDS.pop((config.lineage, "gpu"), None)
-    runtime = Runtime(config, SQLiteStore(":memory:"), clock=clock, webhook_transport=httpx.MockTransport(hook))
+    runtime = Runtime(config, store if store is not None else SQLiteStore(":memory:"), clock=clock,
+                      webhook_transport=httpx.MockTransport(hook))
     app = build_app(runtime, reconcile=False)
     await runtime.start(reconcile=False)
     transport = httpx.ASGITransport(app=app)

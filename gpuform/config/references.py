@@ -1,4 +1,5 @@
-"""Checks across resources: references exist, volumes sit on the endpoint's pool, no cycles."""
+"""Checks across resources: references exist, volumes sit on the endpoint's pool, no cycles; and the
+gateway's store against its replicas (and the deprecated ``queue:``)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,40 @@ def check_references(config: Config) -> list[Diagnostic]:
     for name, gw in config.gateways.items():
         if _ref(config, out, ("gateway", name, "pool"), "pool", gw.pool, f"gateway.{name}"):
             out += _capable(config, ("gateway", name, "pool"), gw.pool, "gateway", f"gateway.{name}")
+        out += _check_store(config, name, gw)
     for name, ep in config.endpoints.items():
         _check_endpoint(config, name, ep, out)
     out += _check_depends_on(config)
     if not out and not config.invalid:
         out += _check_cycles(config)
+    return out
+
+
+def _check_store(config: Config, name: str, gw: schema.Gateway) -> list[Diagnostic]:
+    """``queue:`` is deprecated (a warning, or an error when ``store:`` says otherwise); ``replicas > 1`` needs a
+    postgres store, and is not supported yet even with one."""
+    out: list[Diagnostic] = []
+    address, base = f"gateway.{name}", ("gateway", name)
+    if gw.queue is not None:
+        where = config.sources.locate((*base, "queue"), key=True)
+        if "store" in gw.model_fields_set and gw.store.type != gw.queue:
+            out.append(error(f"queue: {gw.queue} contradicts store: {{type: {gw.store.type}}}",
+                             "Remove `queue:`; `store:` replaces it.", where, address))
+        else:
+            out.append(warning(f"`queue: {gw.queue}` is deprecated; write `store: {{type: {gw.queue}}}`",
+                               "`store:` replaces `queue:`. The old form still works and plans no change.",
+                               where, address))
+    if gw.replicas > 1:
+        where = config.sources.locate((*base, "replicas"))
+        if gw.store.type != "postgres":
+            out.append(error(f"replicas: {gw.replicas} needs a shared store, but this gateway's store is "
+                             f"{gw.store.type}", "Replicas share one database: set `store: {type: postgres, url: "
+                             '"${env.GATEWAY_DB_URL}"}`, or set replicas: 1.', where, address))
+        else:
+            out.append(error(f"replicas: {gw.replicas} is not supported yet",
+                             "This gpuform runs one gateway process per gateway; the postgres store works with "
+                             "replicas: 1 (several replicas come in a later version). Set replicas: 1.",
+                             where, address))
     return out
 
 

@@ -183,6 +183,26 @@ class GatewayLimits(Model):
     json_depth: int = Field(64, ge=2, le=1000, description="Deepest JSON nesting accepted in a body (400 above).")
 
 
+class GatewayStore(Model):
+    """Where a gateway keeps what must survive it: its queue, workers, ledger and endpoints."""
+
+    type: Literal["sqlite", "postgres"] = Field("sqlite", description="sqlite: one file in WAL mode on the "
+                                                "gateway's host; postgres: a database (for replicas, later).")
+    url: Secret | None = Field(None, description='postgres: the connection URL, e.g. "${env.GATEWAY_DB_URL}"; it '
+                                                 "holds a password, so state and plans keep only its hash.")
+    schema_name: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="postgres: the schema "
+                                    "holding the gateway's tables (default: gpuform_gateway_NAME); one per gateway "
+                                    "and deployment sharing a database.")
+
+    @model_validator(mode="after")
+    def _fields_of_type(self) -> GatewayStore:
+        if self.type == "postgres" and self.url is None:
+            raise ValueError('a postgres store needs `url`, e.g. url: "${env.GATEWAY_DB_URL}"')
+        if self.type == "sqlite" and (self.url is not None or self.schema_name is not None):
+            raise ValueError("`url` and `schema_name` belong to a postgres store; remove them, or set type: postgres")
+        return self
+
+
 class Gateway(Model):
     """The gateway: endpoint URLs, the durable queue, the autoscaler and the metering ledger."""
 
@@ -199,7 +219,14 @@ class Gateway(Model):
                                                     "state; sealed with GPUFORM_SECRETS_KEY in postgres).")
     webhook_secret: Secret | None = Field(None, description="Key for the HMAC-SHA256 signature of webhook deliveries "
                                                          "(header X-Gpuform-Signature); use ${env.NAME}.")
-    queue: Literal["sqlite"] = Field("sqlite", description="Queue backend: a SQLite file in WAL mode.")
+    store: GatewayStore = Field(default_factory=GatewayStore, description="Where the gateway keeps "
+                                "jobs, workers, the ledger and endpoints: {type: sqlite} (default) or {type: "
+                                "postgres, url: ...}.")
+    replicas: int = Field(1, ge=1, le=64, description="Gateway processes serving clients and workers; more than "
+                                                      "one needs a postgres store (not supported yet: 1).")
+    queue: Literal["sqlite"] | None = Field(None, exclude=True, json_schema_extra={"deprecated": True},
+                                            description="Deprecated: write `store: {type: sqlite}`. Still read, "
+                                                        "with a warning; never recorded.")
     data_dir: str | None = Field(None, description="Directory on the gateway host for the queue and logs; "
                                                    "defaults to the provider's data directory.")
     max_payload_run: Size = Field(10_000_000, description="Largest /run body (RunPod: 10 MB).")

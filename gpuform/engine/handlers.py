@@ -193,7 +193,8 @@ class GatewayHandler:
                              host_pools=GatewaySettings.model_validate(want.real_attributes()).pools,
                              admin_key_hash=hash_secret(key, op.lineage), secrets_key=op.ws.store_key(want.name),
                              state_dir=str(op.ws.runtime_dir(op.lineage)),
-                             config_dir=str(op.ws.config_dir), webhook_secret=want.secrets.get(("webhook_secret",)))
+                             config_dir=str(op.ws.config_dir), webhook_secret=want.secrets.get(("webhook_secret",)),
+                             store_url=want.secrets.get(("store", "url")))
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
         self._refuse_a_stranger(op, want)

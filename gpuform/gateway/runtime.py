@@ -2,7 +2,8 @@
 webhooks from a :class:`~gpuform.spec.RuntimeConfig` and wires their events together.
 
 Collaborators can be given (tests pass a fake provider access, an in-memory store and a fake clock); by
-default the store is SQLite under the configuration's data directory and providers come from the registry.
+default the store is the one the configuration names (:func:`open_store`: SQLite under its data directory,
+or PostgreSQL) and providers come from the registry.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 
 from gpuform import __version__
-from gpuform.errors import GatewayError
+from gpuform.errors import GatewayError, StoreError
 from gpuform.gateway.auth import KeyRing
 from gpuform.gateway.fleet import Clock, Fleet, FleetSettings, ProviderAccess
 from gpuform.gateway.jobs import Job
@@ -75,6 +76,29 @@ class Providers:
             provider.close()
 
 
+def open_store(config: RuntimeConfig) -> GatewayStore:
+    """The store the configuration names: a SQLite file under the data directory, or a PostgreSQL schema
+    (refused when another deployment's gateway wrote it)."""
+    key = config.secrets_key or config.admin_key_hash
+    declared = config.gateway.store
+    if declared.type == "sqlite":
+        return SQLiteStore(config.data_path / "gateway.db", key)
+    from gpuform.gateway.postgres import PostgresStore, default_schema
+
+    if not config.store_url:
+        raise StoreError(f"gateway {config.name} has a postgres store but its configuration has no URL",
+                         "Run `gpuform apply` again: it writes the store's URL into the gateway's configuration.")
+    store = PostgresStore(config.store_url, declared.schema_name or default_schema(config.name), key)
+    owner = store.get_meta("lineage")
+    if owner not in (None, config.lineage):
+        where = store.db.where
+        store.close()
+        raise StoreError(f"the gateway database ({where}) belongs to another gpuform deployment",
+                         "Give this gateway a schema of its own (`store.schema_name`), or drop that schema if "
+                         "its deployment is gone.")
+    return store
+
+
 class Runtime:
     def __init__(self, config: RuntimeConfig, store: GatewayStore | None = None,
                  providers: ProviderAccess | None = None, clock: Clock = time.time,
@@ -82,8 +106,7 @@ class Runtime:
         self.config = config
         self.clock = clock
         self.started_at = clock()
-        self.store: GatewayStore = store if store is not None else SQLiteStore(
-            config.data_path / "gateway.db", config.secrets_key or config.admin_key_hash)
+        self.store: GatewayStore = store if store is not None else open_store(config)
         self.keys = KeyRing(config.lineage, config.admin_key_hash, dict(config.gateway.api_keys))
         self.endpoints: dict[str, EndpointRecord] = {
             name: EndpointRecord(name, found.spec, found.secret_env, found.revision)

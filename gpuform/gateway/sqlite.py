@@ -22,12 +22,12 @@ from typing import Any
 
 from gpuform.errors import StoreError, StoreFull
 from gpuform.gateway.jobs import Job
-from gpuform.gateway.states import LIVE, JobStatus, WorkerState
+from gpuform.gateway.rows import job_from_row, open_env, seal_env, worker_from_row
+from gpuform.gateway.states import LIVE, WorkerState
 from gpuform.gateway.store import LedgerEntry, StoredEndpoint
 from gpuform.gateway.workers import WorkerRecord
-from gpuform.provider import WorkerInfo
 from gpuform.spec import EndpointSpec
-from gpuform.util.sealing import SealError, is_sealed, seal, unseal
+from gpuform.util.sealing import is_sealed, seal
 
 V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -254,12 +254,12 @@ class SQLiteJobs:
 
     def get(self, job_id: str) -> Job | None:
         row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     def by_idempotency(self, endpoint: str, owner: str | None, key: str) -> Job | None:
         row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE endpoint=? AND COALESCE(owner, '')=? "
                                 "AND idempotency_key=?", (endpoint, owner or "", key)).fetchone()
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     def count_usage(self, owner: str, endpoint: str, day: str, failed: bool, execution_seconds: float) -> None:
         self.conn.execute(
@@ -276,7 +276,7 @@ class SQLiteJobs:
     def open_jobs(self) -> list[Job]:
         rows = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN {_OPEN} "
                                  "ORDER BY created_at").fetchall()
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def expired(self, now: float, limit: int) -> list[str]:
         rows = self.conn.execute("SELECT id FROM jobs WHERE expires_at IS NOT NULL AND expires_at < ? "
@@ -294,20 +294,6 @@ class SQLiteJobs:
         out = {str(r["status"]): int(r["n"]) for r in rows}
         out["_retried"] = sum(int(r["r"] or 0) for r in rows)
         return out
-
-
-def _job(row: sqlite3.Row) -> Job:
-    job = Job(id=row["id"], endpoint=row["endpoint"], input=json.loads(row["input"]) if row["input"] else None,
-              created_at=row["created_at"], execution_timeout=row["execution_timeout"], ttl=row["ttl"],
-              status=JobStatus(row["status"]), webhook=row["webhook"], sync=bool(row["sync"]),
-              low_priority=bool(row["low_priority"]), started_at=row["started_at"],
-              completed_at=row["completed_at"], attempts=row["attempts"], retried=row["retried"],
-              worker_id=row["worker_id"], idempotency_key=row["idempotency_key"], expires_at=row["expires_at"],
-              owner=row["owner"])
-    job.output = json.loads(row["output"]) if row["output"] else None
-    job.error = json.loads(row["error"]) if row["error"] else None
-    job.size = len(row["output"] or "") + len(row["error"] or "")
-    return job
 
 
 class SQLiteWorkers:
@@ -330,32 +316,13 @@ class SQLiteWorkers:
         states = (*sorted(LIVE), WorkerState.STOPPING, WorkerState.SLEEPING)
         rows = self.conn.execute(f"SELECT * FROM workers WHERE state IN ({','.join('?' * len(states))})",
                                  states).fetchall()
-        return [_worker(r) for r in rows]
+        return [worker_from_row(r) for r in rows]
 
     def recent(self, endpoint: str | None, limit: int = 50) -> list[dict[str, Any]]:
         sql = "SELECT * FROM workers" + (" WHERE endpoint=?" if endpoint else "") + \
               " ORDER BY requested_at DESC LIMIT ?"
         params: tuple[Any, ...] = (endpoint, limit) if endpoint else (limit,)
         return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
-
-
-def _worker(r: sqlite3.Row) -> WorkerRecord:
-    """A worker as a restarted gateway adopts it: one that held jobs is idle until it takes more."""
-    state = WorkerState(r["state"])
-    now = time.time()
-    w = WorkerRecord(id=r["id"], endpoint=r["endpoint"], pool=r["pool"], revision=r["spec_revision"] or "",
-                     token_hash=r["token_hash"], requested_at=r["requested_at"],
-                     state=WorkerState.IDLE if state == WorkerState.RUNNING else state,
-                     host=r["host"] or "", gpu_type=r["gpu_type"] or "", gpus=r["gpus"], price=r["price"],
-                     ready_at=r["ready_at"], first_job_at=r["first_job_at"], last_seen=r["last_seen"],
-                     timeline=json.loads(r["timeline"] or "{}"), billed_until=now)
-    if w.state == WorkerState.IDLE:
-        w.idle_since = now
-    if w.state == WorkerState.SLEEPING:
-        w.asleep_since = now
-    if w.host:  # enough for the provider to find, stop and observe it again
-        w.info = WorkerInfo(w.id, w.endpoint, w.host, "running", w.gpu_type or "cpu")
-    return w
 
 
 class SQLiteLedger:
@@ -399,7 +366,7 @@ class SQLiteEndpoints:
         self.where = where
 
     def put(self, name: str, endpoint: StoredEndpoint) -> None:
-        sealed = seal(self.key, json.dumps(endpoint.secret_env).encode(), name)
+        sealed = seal_env(self.key, name, endpoint.secret_env)
         self.conn.execute(
             "INSERT INTO endpoints(name, spec, secret_env, revision, updated_at) VALUES (?,?,?,?,?) "
             "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, secret_env=excluded.secret_env, "
@@ -412,16 +379,7 @@ class SQLiteEndpoints:
                                           self._open(r["name"], r["secret_env"]), r["revision"]) for r in rows}
 
     def _open(self, name: str, value: str) -> dict[str, str]:
-        if not is_sealed(value):
-            opened: dict[str, str] = json.loads(value)
-            return opened
-        try:
-            found: dict[str, str] = json.loads(unseal(self.key, value, name))
-        except SealError as exc:
-            raise StoreError(f"the secrets of endpoint {name} in {self.where} do not open with this gateway's key",
-                             "The database belongs to another deployment, or the key in its configuration "
-                             "changed; apply again to re-register the endpoint.") from exc
-        return found
+        return open_env(self.key, name, value, self.where)
 
     def seal_plain_rows(self) -> None:
         """Seal what gpuform 0.1.0 stored in plain text."""

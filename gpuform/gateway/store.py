@@ -1,12 +1,15 @@
 """What the gateway keeps durably, as protocols: jobs (the queue), workers, the ledger, endpoints, metadata.
 
-:class:`gpuform.gateway.sqlite.SQLiteStore` is the embedded implementation. Obligations of every
+:class:`gpuform.gateway.sqlite.SQLiteStore` is the embedded implementation (the default);
+:class:`gpuform.gateway.postgres.PostgresStore` keeps the same in PostgreSQL. Obligations of every
 implementation (``tests/unit/test_gateway_store.py`` checks them on each one):
 
 - every method has committed its change when it returns: a gateway killed with -9 right after an answer
   loses nothing it answered for;
 - the schema is versioned and migrates in place; a store written by a newer gpuform is refused with a
   :class:`~gpuform.errors.StoreError` that says so;
+- a failure (the disk, the database or the connection to it) is a :class:`~gpuform.errors.StoreError`, which
+  the gateway answers with 503 and Retry-After (507 for :class:`~gpuform.errors.StoreFull`), never a 500;
 - nothing here interprets jobs or workers: the queue, the fleet and the ledger own those rules.
 """
 

@@ -16,7 +16,7 @@ from gpuform.errors import PlanError
 from gpuform.plan.checks import capacity_warnings
 from gpuform.plan.cost import endpoint_cost
 from gpuform.plan.model import Action, Attrs, Drift, Observed, Plan, ResourceChange
-from gpuform.resources.desired import Desired
+from gpuform.resources.desired import Desired, current_attributes
 from gpuform.state.model import ResourceState, State
 
 
@@ -56,11 +56,14 @@ def plan(desired: Mapping[str, Desired], state: State, observed: Mapping[str, Ob
 
 def refresh_state(state: State, observed: Mapping[str, Observed],
                   desired: Mapping[str, Desired]) -> tuple[State, list[Drift], list[str]]:
-    """Fold refresh results into a copy of ``state``; return it with the drift found and warnings."""
+    """Fold refresh results into a copy of ``state`` (its attributes in today's shape first); return it with
+    the drift found and warnings."""
     refreshed = state.copy()
+    for res in refreshed.resources.values():
+        res.attributes = current_attributes(res.kind, res.attributes)
     drift: list[Drift] = []
     warnings: list[str] = []
-    for addr, res in sorted(state.resources.items()):
+    for addr, res in sorted(refreshed.resources.items()):
         obs = observed.get(addr)
         if obs is None:
             continue
@@ -134,7 +137,7 @@ def _change(addr: str, want: Desired | None, prior: ResourceState | None, option
         change.notes += [f"repair: {r}" for r in repair]
     else:
         paths = changed_paths(prior.attributes, want.attributes)
-        forced = [p for p in paths if p and p[0] in want.replace_fields]
+        forced = [p for p in paths if want.forces_replace(p)]
         if forced:
             change.actions, change.replace_paths = [Action.DELETE, Action.CREATE], forced
             change.action_reason = "replace_because_cannot_update"

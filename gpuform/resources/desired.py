@@ -8,6 +8,7 @@ attributes in ``Desired.secrets`` for the apply that needs them.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +24,14 @@ from gpuform.util.manifests import VolumeSource
 
 GENERATED = "(generated)"
 
-# Fields whose change cannot be applied in place: the plan replaces the resource and names the field.
+# Fields whose change cannot be applied in place: the plan replaces the resource and names the field (a nested
+# field as ``field.sub``: a gateway moves to another store by replacement, but a new URL, e.g. a rotated
+# password, is applied in place).
 REPLACE_FIELDS: dict[str, frozenset[str]] = {
     "pool": frozenset({"provider"}),
     "volume": frozenset({"pool", "path"}),
     "policy": frozenset(),
-    "gateway": frozenset({"pool", "queue", "data_dir"}),
+    "gateway": frozenset({"pool", "store.type", "store.schema_name", "data_dir"}),
     "endpoint": frozenset({"pool", "gateway"}),
 }
 _LIFECYCLE = {"depends_on"}
@@ -51,6 +54,10 @@ class Desired:
     @property
     def replace_fields(self) -> frozenset[str]:
         return REPLACE_FIELDS[self.kind]
+
+    def forces_replace(self, path: Sequence[str | int]) -> bool:
+        """Whether a change at ``path`` cannot be applied in place (it is, or is inside, a replace field)."""
+        return any(".".join(map(str, path[:n])) in self.replace_fields for n in range(1, len(path) + 1))
 
     def real_attributes(self) -> dict[str, Any]:
         """The attributes with sensitive values restored (for providers that must use them)."""
@@ -78,6 +85,17 @@ def build(config: Config, lineage: str, volume_sources: dict[str, VolumeSource] 
     for name, ep in config.endpoints.items():
         out[f"endpoint.{name}"] = _make(config, ResourceKind.ENDPOINT, name, _provider(config, ep.pool), ep.pool,
                                         _endpoint_attrs(config, ep), deps, lineage)
+    return out
+
+
+def current_attributes(kind: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes an older gpuform recorded, in today's shape, so that upgrading gpuform alone plans no change:
+    a gateway's ``queue: sqlite`` (before ``store:``) is ``store: {type: sqlite}`` with one replica."""
+    if kind != ResourceKind.GATEWAY or "store" in attrs:
+        return attrs
+    out = {k: v for k, v in attrs.items() if k != "queue"}
+    out["store"] = schema.GatewayStore(type=attrs.get("queue") or "sqlite").model_dump(mode="json")
+    out.setdefault("replicas", 1)
     return out
 
 
@@ -122,7 +140,7 @@ def _endpoint_attrs(config: Config, ep: schema.Endpoint) -> dict[str, Any]:
 
 _SECTION = {"pool": "pools", "volume": "volumes", "policy": "policies", "gateway": "gateway",
             "endpoint": "endpoints"}
-_ALWAYS_SENSITIVE: dict[str, list[Path]] = {"gateway": [("admin_key",), ("webhook_secret",)],
+_ALWAYS_SENSITIVE: dict[str, list[Path]] = {"gateway": [("admin_key",), ("webhook_secret",), ("store", "url")],
                                             "pool": [("registry", "password")]}
 
 

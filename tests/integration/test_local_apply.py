@@ -209,3 +209,24 @@ def test_ctrl_c_finishes_in_flight_work_and_saves_state(workdir: Path) -> None:
     again = run_gpuform("-C", str(workdir), "apply", "--auto-approve", check=True)
     assert "Apply complete!" in again.stdout
     assert run_gpuform("-C", str(workdir), "plan", "--detailed-exitcode").returncode == 0
+
+
+def test_a_gateway_applied_with_queue_sqlite_plans_no_change_after_the_upgrade_to_store(workdir: Path) -> None:
+    """State recorded before `store:` existed (``queue: sqlite``, no ``store``/``replicas``) against a live gateway
+    and a configuration that still says ``queue: sqlite``: a located deprecation warning, and no change."""
+    from gpuform.state.store import LocalStateStore
+
+    port = free_port()
+    write_config(workdir, local_config(port).replace("    api_keys: {test: test-key}\n",
+                                                     "    api_keys: {test: test-key}\n    queue: sqlite\n"))
+    run_gpuform("-C", str(workdir), "apply", "--auto-approve", check=True)
+    store = LocalStateStore(workdir / "state")
+    state = store.read()
+    attrs = state.resources["gateway.main"].attributes
+    del attrs["store"], attrs["replicas"]
+    attrs["queue"] = "sqlite"
+    store.write(state)
+    planned = run_gpuform("-C", str(workdir), "plan", "-detailed-exitcode")
+    assert planned.returncode == 0 and "No changes" in planned.stdout, planned.stdout + planned.stderr
+    assert "gpuform.yaml:" in planned.stdout + planned.stderr and "`queue: sqlite` is deprecated" in (
+        planned.stdout + planned.stderr)

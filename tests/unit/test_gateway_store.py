@@ -1,5 +1,6 @@
-"""The gateway store: one contract for every implementation, and versioned migrations of the SQLite schema
-(a database written by gpuform 0.1.0 is checked in and upgraded in place)."""
+"""The gateway store: one contract for every implementation (SQLite, and PostgreSQL in a schema of its own per
+test), and versioned migrations (a SQLite database written by gpuform 0.1.0 is checked in and upgraded in
+place; a store from a newer gpuform is refused)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,38 @@ from pathlib import Path
 import pytest
 
 from gpuform.errors import StoreError
+from gpuform.gateway import postgres
 from gpuform.gateway.jobs import Job
+from gpuform.gateway.postgres import PostgresStore
 from gpuform.gateway.sqlite import SCHEMA_VERSION, SQLiteStore
 from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.store import GatewayStore, LedgerEntry, StoredEndpoint
 from gpuform.gateway.workers import WorkerRecord
 from tests.gateway_harness import endpoint_spec
+from tests.pg import drop_schema, fresh_schema, postgres_url
 
 pytestmark = pytest.mark.unit
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "v1"
 STORES: dict[str, Callable[[Path], GatewayStore]] = {"sqlite": lambda tmp: SQLiteStore(tmp / "gateway.db"),
                                                      "sqlite-memory": lambda tmp: SQLiteStore(":memory:")}
+VERSIONS = {SQLiteStore: SCHEMA_VERSION, PostgresStore: postgres.SCHEMA_VERSION}
 
 
-@pytest.fixture(params=sorted(STORES))
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A schema of its own for one test on the tests' PostgreSQL, dropped afterwards."""
+    url, schema = postgres_url(), fresh_schema()
+    assert url
+    yield schema
+    drop_schema(schema)
+
+
+@pytest.fixture(params=[*sorted(STORES), pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewayStore]:
-    made = STORES[request.param](tmp_path)
+    if request.param == "postgres":
+        made: GatewayStore = PostgresStore(postgres_url(), request.getfixturevalue("pg_schema"))
+    else:
+        made = STORES[request.param](tmp_path)
     yield made
     made.close()
 
@@ -92,7 +109,7 @@ def test_workers_ledger_endpoints_and_meta(store: GatewayStore) -> None:
     assert store.endpoints.all() == {}
     store.set_meta("lineage", "L")
     assert store.get_meta("lineage") == "L" and store.get_meta("nope") is None
-    assert store.schema_version() == SCHEMA_VERSION
+    assert store.schema_version() == VERSIONS[type(store)]
 
 
 def test_a_database_written_by_gpuform_0_1_0_is_upgraded_in_place(tmp_path: Path) -> None:

@@ -1,0 +1,398 @@
+"""The gateway store on PostgreSQL (13 or later; tested on 15): the protocols of :mod:`gpuform.gateway.store`,
+for a gateway whose jobs, workers, ledger and endpoints must live apart from its host.
+
+Tables live in a schema of their own (``store.schema_name``, default :func:`default_schema`), created on first
+use. Migrations are versioned (``schema_migrations``: one row per step applied), all pending steps run in one
+transaction under an advisory lock (two gateways starting at once do not race), and a schema written by a
+newer gpuform is refused.
+
+One connection, in autocommit mode: every method is one statement, or one transaction, committed when it
+returns. The gateway calls its store from the event loop's thread (as with SQLite); a lock makes the
+connection safe from any other thread as well. A failed call raises :class:`~gpuform.errors.StoreError`
+(the gateway answers 503 with Retry-After and acknowledges nothing); a broken connection is opened again by
+the next call. The URL holds a password: no message carries it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
+
+from gpuform.errors import StoreError, StoreFull
+from gpuform.gateway.jobs import Job
+from gpuform.gateway.rows import job_from_row, open_env, seal_env, worker_from_row
+from gpuform.gateway.states import LIVE, WorkerState
+from gpuform.gateway.store import LedgerEntry, StoredEndpoint
+from gpuform.gateway.workers import WorkerRecord
+from gpuform.spec import EndpointSpec
+
+T = TypeVar("T")
+Conn = psycopg.Connection[DictRow]
+CONNECT_TIMEOUT = 5
+RECONNECT_PAUSE = 1.0  # after a failed connect, calls fail at once for this long (the event loop never waits on
+                       # an unreachable database more than once a second)
+_HINT = "Check that PostgreSQL is up and reachable from the gateway's host, and the store's URL; retry shortly."
+
+V1 = (
+    "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+    "CREATE TABLE endpoints (name text PRIMARY KEY, spec text NOT NULL, secret_env text NOT NULL, "
+    "revision text NOT NULL, updated_at double precision NOT NULL)",
+    "CREATE TABLE jobs (id text PRIMARY KEY, endpoint text NOT NULL, status text NOT NULL, input text, output text, "
+    "error text, webhook text, sync boolean NOT NULL DEFAULT false, created_at double precision NOT NULL, "
+    "started_at double precision, completed_at double precision, execution_timeout double precision NOT NULL, "
+    "ttl double precision NOT NULL, low_priority boolean NOT NULL DEFAULT false, attempts integer NOT NULL "
+    "DEFAULT 0, retried integer NOT NULL DEFAULT 0, worker_id text, idempotency_key text, "
+    "expires_at double precision, owner text)",
+    "CREATE INDEX jobs_open ON jobs (endpoint, status) WHERE status IN ('IN_QUEUE', 'IN_PROGRESS')",
+    "CREATE UNIQUE INDEX jobs_idem ON jobs (endpoint, COALESCE(owner, ''), idempotency_key) "
+    "WHERE idempotency_key IS NOT NULL",
+    "CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL",
+    "CREATE INDEX jobs_ttl ON jobs ((created_at + ttl))",
+    "CREATE TABLE key_usage (owner text NOT NULL, endpoint text NOT NULL, day text NOT NULL, jobs bigint NOT NULL, "
+    "failed bigint NOT NULL, execution_seconds double precision NOT NULL, PRIMARY KEY (owner, endpoint, day))",
+    "CREATE TABLE workers (id text PRIMARY KEY, endpoint text NOT NULL, pool text NOT NULL, host text, "
+    "state text NOT NULL, gpu_type text, gpus integer NOT NULL DEFAULT 0, price double precision, "
+    "token_hash text NOT NULL, spec_revision text, requested_at double precision NOT NULL, "
+    "started_at double precision, ready_at double precision, first_job_at double precision, "
+    "stopped_at double precision, last_seen double precision, exit_reason text, timeline text)",
+    "CREATE TABLE ledger (worker_id text NOT NULL, endpoint text NOT NULL, day text NOT NULL, gpu_type text, "
+    "gpus integer NOT NULL, seconds double precision NOT NULL, cost double precision, PRIMARY KEY (worker_id, day))",
+)
+
+
+def _v1(conn: Conn) -> None:
+    """Jobs, key usage, workers, the ledger, endpoints and metadata: SQLite's schema version 3."""
+    for statement in V1:
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[Conn], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def default_schema(gateway: str) -> str:
+    """``gpuform_gateway_NAME`` (``-`` written ``_``; at most 63 characters, PostgreSQL's limit)."""
+    return ("gpuform_gateway_" + gateway.replace("-", "_"))[:63]
+
+
+def describe(url: str, schema: str) -> str:
+    """Where the store is, for messages: host, port, database and schema (never the user or password)."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.Error:
+        raise StoreError("the gateway's postgres store URL is not a PostgreSQL URL or connection string",
+                         "Write it as postgresql://USER:PASSWORD@HOST:5432/DATABASE.") from None
+    host = parts.get("host") or "localhost"
+    return f"postgres {host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''} schema {schema}"
+
+
+def _lock_id(schema: str) -> int:
+    return int.from_bytes(hashlib.sha256(b"gpuform-gateway-store\0" + schema.encode()).digest()[:8], "big",
+                          signed=True)
+
+
+def migrate(conn: Conn, schema: str, where: str) -> int:
+    """Bring ``schema`` to :data:`SCHEMA_VERSION` (creating it); return the version it had."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(schema),))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+                     "applied_at timestamptz NOT NULL DEFAULT now())")
+        found = _version(conn)
+        if found > SCHEMA_VERSION:
+            raise StoreError(f"the gateway database {where} has schema version {found}, newer than this gpuform "
+                             f"knows ({SCHEMA_VERSION})",
+                             "It was written by a newer gpuform: run that version (or newer), or restore a backup "
+                             "made before the upgrade.")
+        for number in range(found + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[number - 1](conn)
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+    return found
+
+
+def _version(conn: Conn) -> int:
+    row = conn.execute("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations").fetchone()
+    return int(row["v"]) if row else 0
+
+
+class Database:
+    """The store's one connection: opened on first use and after a failure, its errors translated."""
+
+    def __init__(self, url: str, schema: str) -> None:
+        self.url = url
+        self.schema = schema
+        self.where = describe(url, schema)
+        self._password = str(conninfo_to_dict(url).get("password") or "")
+        self._lock = threading.Lock()
+        self._conn: Conn | None = None
+        self._refused: tuple[float, StoreError] | None = None  # the last failed connect: when, and why
+
+    def run(self, work: Callable[[Conn], T]) -> T:
+        """``work`` on the connection, under the lock; StoreError when the database fails."""
+        with self._lock:
+            conn = self._connected()
+            try:
+                return work(conn)
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed:
+                    conn.close()
+                    self._conn = None
+                raise self._failed(exc) from exc
+
+    def rows(self, query: str, params: Sequence[Any] = ()) -> list[DictRow]:
+        return self.run(lambda c: c.execute(query, params).fetchall())
+
+    def row(self, query: str, params: Sequence[Any] = ()) -> DictRow | None:
+        return self.run(lambda c: c.execute(query, params).fetchone())
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> None:
+        self.run(lambda c: c.execute(query, params))
+
+    def many(self, query: str, params: list[Sequence[Any]]) -> None:
+        """One statement for each item of ``params``, all in one transaction."""
+        def work(conn: Conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(query, params)
+        self.run(work)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connected(self) -> Conn:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        if self._refused is not None and time.monotonic() - self._refused[0] < RECONNECT_PAUSE:
+            raise self._refused[1]
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                                   row_factory=dict_row, application_name="gpuform-gateway")
+            conn.execute("SELECT set_config('search_path', %s, false)", (sql.Identifier(self.schema).as_string(conn),))
+        except psycopg.Error as exc:
+            error = StoreError(f"cannot connect to the gateway database ({self.where}): {self._text(exc)}", _HINT)
+            self._refused = (time.monotonic(), error)
+            raise error from exc
+        self._conn, self._refused = conn, None
+        return conn
+
+    def _failed(self, exc: psycopg.Error) -> StoreError:
+        if isinstance(exc, psycopg.errors.DiskFull):
+            return StoreFull(f"the gateway database's disk is full ({self.where}): {self._text(exc)}",
+                             "Free disk space on the PostgreSQL server.")
+        return StoreError(f"the gateway database failed ({self.where}): {self._text(exc)}", _HINT)
+
+    def _text(self, exc: psycopg.Error) -> str:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return text.replace(self._password, "…") if self._password else text
+
+
+class PostgresStore:
+    """:class:`gpuform.gateway.store.GatewayStore` in one PostgreSQL schema."""
+
+    def __init__(self, url: str, schema_name: str, secrets_key: str | None = None) -> None:
+        self.db = Database(url, schema_name)
+        try:
+            self.migrated_from = self.db.run(lambda c: migrate(c, schema_name, self.db.where))
+        except BaseException:
+            self.db.close()
+            raise
+        self.jobs = PostgresJobs(self.db)
+        self.workers = PostgresWorkers(self.db)
+        self.ledger = PostgresLedger(self.db)
+        self.endpoints = PostgresEndpoints(self.db, secrets_key or secrets.token_urlsafe(32))
+
+    def schema_version(self) -> int:
+        return self.db.run(_version)
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.row("SELECT value FROM meta WHERE key = %s", (key,))
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET "
+                        "value = excluded.value", (key, value))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+_JOB_COLUMNS = ("id, endpoint, status, input, output, error, webhook, sync, created_at, started_at, completed_at, "
+                "execution_timeout, ttl, low_priority, attempts, retried, worker_id, idempotency_key, expires_at, "
+                "owner")
+_OPEN = "('IN_QUEUE', 'IN_PROGRESS')"
+
+
+class PostgresJobs:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def insert(self, job: Job) -> int:
+        text = json.dumps(job.input)
+        self.db.execute(
+            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})",
+            (job.id, job.endpoint, job.status, text, None, None, job.webhook, job.sync, job.created_at, None, None,
+             job.execution_timeout, job.ttl, job.low_priority, 0, job.retried, None, job.idempotency_key, None,
+             job.owner))
+        return len(text)
+
+    def input_of(self, job_id: str) -> Any:
+        row = self.db.row("SELECT input FROM jobs WHERE id = %s", (job_id,))
+        return json.loads(row["input"]) if row is not None and row["input"] else None
+
+    def started(self, jobs: list[Job]) -> None:
+        self.db.many("UPDATE jobs SET status = %s, started_at = %s, attempts = %s, worker_id = %s WHERE id = %s",
+                     [(j.status, j.started_at, j.attempts, j.worker_id, j.id) for j in jobs])
+
+    def finished(self, job: Job) -> int:
+        output, error = json.dumps(job.output), json.dumps(job.error)
+        self.db.execute("UPDATE jobs SET status = %s, output = %s, error = %s, completed_at = %s, expires_at = %s, "
+                        "attempts = %s, worker_id = %s, started_at = %s WHERE id = %s",
+                        (job.status, output, error, job.completed_at, job.expires_at, job.attempts, job.worker_id,
+                         job.started_at, job.id))
+        return len(output) + len(error)
+
+    def requeued(self, job: Job) -> None:
+        self.db.execute("UPDATE jobs SET status = %s, output = NULL, error = NULL, started_at = NULL, "
+                        "completed_at = NULL, expires_at = NULL, worker_id = NULL, attempts = %s, retried = %s "
+                        "WHERE id = %s", (job.status, job.attempts, job.retried, job.id))
+
+    def delete(self, job_ids: list[str]) -> None:
+        self.db.execute("DELETE FROM jobs WHERE id = ANY(%s)", (job_ids,))
+
+    def get(self, job_id: str) -> Job | None:
+        row = self.db.row(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,))
+        return None if row is None else job_from_row(row)
+
+    def by_idempotency(self, endpoint: str, owner: str | None, key: str) -> Job | None:
+        row = self.db.row(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE endpoint = %s AND COALESCE(owner, '') = %s "
+                          "AND idempotency_key = %s", (endpoint, owner or "", key))
+        return None if row is None else job_from_row(row)
+
+    def count_usage(self, owner: str, endpoint: str, day: str, failed: bool, execution_seconds: float) -> None:
+        self.db.execute(
+            "INSERT INTO key_usage (owner, endpoint, day, jobs, failed, execution_seconds) VALUES (%s, %s, %s, 1, "
+            "%s, %s) ON CONFLICT (owner, endpoint, day) DO UPDATE SET jobs = key_usage.jobs + 1, "
+            "failed = key_usage.failed + excluded.failed, "
+            "execution_seconds = key_usage.execution_seconds + excluded.execution_seconds",
+            (owner, endpoint, day, int(failed), execution_seconds))
+
+    def usage_by_key(self, days: int = 31) -> list[dict[str, Any]]:
+        return self.db.rows("SELECT owner, endpoint, day, jobs, failed, execution_seconds FROM key_usage "
+                            "ORDER BY day DESC, owner, endpoint LIMIT %s", (days * 200,))
+
+    def open_jobs(self) -> list[Job]:
+        rows = self.db.rows(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN {_OPEN} ORDER BY created_at")
+        return [job_from_row(r) for r in rows]
+
+    def expired(self, now: float, limit: int) -> list[str]:
+        rows = self.db.rows("SELECT id FROM jobs WHERE expires_at IS NOT NULL AND expires_at < %s "
+                            "ORDER BY expires_at LIMIT %s", (now, limit))
+        return [str(r["id"]) for r in rows]
+
+    def ttl_expired(self, now: float, limit: int) -> list[str]:
+        rows = self.db.rows(f"SELECT id FROM jobs WHERE created_at + ttl < %s AND status IN {_OPEN} LIMIT %s",
+                            (now, limit))
+        return [str(r["id"]) for r in rows]
+
+    def counts(self, endpoint: str) -> dict[str, int]:
+        rows = self.db.rows("SELECT status, COUNT(*) AS n, SUM(retried) AS r FROM jobs WHERE endpoint = %s "
+                            "GROUP BY status", (endpoint,))
+        out = {str(r["status"]): int(r["n"]) for r in rows}
+        out["_retried"] = sum(int(r["r"] or 0) for r in rows)
+        return out
+
+
+class PostgresWorkers:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def save(self, w: WorkerRecord) -> None:
+        self.db.execute(
+            "INSERT INTO workers (id, endpoint, pool, host, state, gpu_type, gpus, price, token_hash, spec_revision, "
+            f"requested_at, started_at, ready_at, first_job_at, stopped_at, last_seen, exit_reason, timeline) VALUES "
+            f"({', '.join(['%s'] * 18)}) ON CONFLICT (id) DO UPDATE SET host = excluded.host, "
+            "state = excluded.state, gpu_type = excluded.gpu_type, gpus = excluded.gpus, price = excluded.price, "
+            "ready_at = excluded.ready_at, first_job_at = excluded.first_job_at, stopped_at = excluded.stopped_at, "
+            "last_seen = excluded.last_seen, exit_reason = excluded.exit_reason, timeline = excluded.timeline",
+            (w.id, w.endpoint, w.pool, w.host, w.state, w.gpu_type, w.gpus, w.price, w.token_hash, w.revision,
+             w.requested_at, w.requested_at, w.ready_at, w.first_job_at, w.stopped_at, w.last_seen, w.exit_reason,
+             json.dumps(w.timeline)))
+
+    def live(self) -> list[WorkerRecord]:
+        states = [str(s) for s in (*sorted(LIVE), WorkerState.STOPPING, WorkerState.SLEEPING)]
+        return [worker_from_row(r) for r in self.db.rows("SELECT * FROM workers WHERE state = ANY(%s)", (states,))]
+
+    def recent(self, endpoint: str | None, limit: int = 50) -> list[dict[str, Any]]:
+        if endpoint:
+            return self.db.rows("SELECT * FROM workers WHERE endpoint = %s ORDER BY requested_at DESC LIMIT %s",
+                                (endpoint, limit))
+        return self.db.rows("SELECT * FROM workers ORDER BY requested_at DESC LIMIT %s", (limit,))
+
+
+class PostgresLedger:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, e: LedgerEntry) -> None:
+        self.db.execute(
+            "INSERT INTO ledger (worker_id, endpoint, day, gpu_type, gpus, seconds, cost) VALUES (%s, %s, %s, %s, "
+            "%s, %s, %s) ON CONFLICT (worker_id, day) DO UPDATE SET seconds = ledger.seconds + excluded.seconds, "
+            "cost = CASE WHEN ledger.cost IS NULL OR excluded.cost IS NULL THEN NULL "
+            "ELSE ledger.cost + excluded.cost END",
+            (e.worker_id, e.endpoint, e.day, e.gpu_type, e.gpus, e.seconds, e.cost))
+
+    def spent(self, endpoint: str, day: str) -> float:
+        row = self.db.row("SELECT COALESCE(SUM(cost), 0) AS c FROM ledger WHERE endpoint = %s AND day = %s",
+                          (endpoint, day))
+        return float(row["c"]) if row else 0.0
+
+    def usage(self, days: int = 31) -> list[dict[str, Any]]:
+        rows = self.db.rows(
+            "SELECT endpoint, day, gpu_type, SUM(gpus * seconds) AS gpu_seconds, SUM(seconds) AS worker_seconds, "
+            "COUNT(*) AS workers, SUM(cost) AS cost, COUNT(*) FILTER (WHERE cost IS NULL) AS unpriced FROM ledger "
+            "GROUP BY endpoint, day, gpu_type ORDER BY day DESC, endpoint LIMIT %s", (days * 50,))
+        return [{"endpoint": r["endpoint"], "day": r["day"], "gpu_type": r["gpu_type"],
+                 "gpu_seconds": r["gpu_seconds"], "worker_seconds": r["worker_seconds"], "workers": r["workers"],
+                 "cost": None if r["unpriced"] else r["cost"]} for r in rows]
+
+    def worker_seconds(self, worker_id: str) -> float:
+        row = self.db.row("SELECT COALESCE(SUM(seconds), 0) AS s FROM ledger WHERE worker_id = %s", (worker_id,))
+        return float(row["s"]) if row else 0.0
+
+
+class PostgresEndpoints:
+    """Endpoint specs, their secret environment sealed (AES-GCM) under a key the database does not hold (the
+    gateway's 0600 configuration carries it)."""
+
+    def __init__(self, db: Database, key: str) -> None:
+        self.db = db
+        self.key = key
+
+    def put(self, name: str, endpoint: StoredEndpoint) -> None:
+        self.db.execute(
+            "INSERT INTO endpoints (name, spec, secret_env, revision, updated_at) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, secret_env = excluded.secret_env, "
+            "revision = excluded.revision, updated_at = excluded.updated_at",
+            (name, endpoint.spec.model_dump_json(), seal_env(self.key, name, endpoint.secret_env), endpoint.revision,
+             time.time()))
+
+    def all(self) -> dict[str, StoredEndpoint]:
+        rows = self.db.rows("SELECT name, spec, secret_env, revision FROM endpoints")
+        return {r["name"]: StoredEndpoint(EndpointSpec.model_validate_json(r["spec"]),
+                                          open_env(self.key, r["name"], r["secret_env"], self.db.where),
+                                          r["revision"]) for r in rows}
+
+    def delete(self, name: str) -> None:
+        self.db.execute("DELETE FROM endpoints WHERE name = %s", (name,))
