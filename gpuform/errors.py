@@ -2,6 +2,7 @@
 
     GpuformError
     ├── ConfigError            bad configuration; carries located diagnostics
+    ├── InputError             a file given on the command line (a request trace) is malformed; located too
     ├── StateError             the state file or its lock
     │   ├── StateLocked        another operation holds the lock
     │   └── StalePlan          a saved plan no longer matches state or config
@@ -46,6 +47,16 @@ class ConfigError(GpuformError):
         self.diagnostics = diagnostics
         errors = [d for d in diagnostics if d.severity == "error"]
         super().__init__(f"{len(errors)} error(s) in the configuration")
+
+
+class InputError(GpuformError):
+    """A file named on the command line (not the configuration: a request trace) is malformed or unreadable;
+    ``diagnostics`` locates every problem found (file:line:column)."""
+
+    def __init__(self, diagnostics: list[Diagnostic], message: str = "") -> None:
+        self.diagnostics = diagnostics
+        errors = [d for d in diagnostics if d.severity == "error"]
+        super().__init__(message or f"{len(errors)} error(s) in the input")
 
 
 class StateError(GpuformError):

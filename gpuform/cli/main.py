@@ -18,10 +18,10 @@ from typing import Annotated, Any
 import typer
 
 from gpuform import __version__
-from gpuform.cli import plan_cmds, runtime_cmds, state_cmds, workspace_cmds
+from gpuform.cli import plan_cmds, runtime_cmds, simulate_cmd, state_cmds, workspace_cmds
 from gpuform.cli.argv import normalise
 from gpuform.cli.common import Globals, parse_pairs, parse_vars, print_diagnostics, print_error, read_var_files
-from gpuform.errors import ConfigError, GpuformError, Interrupted
+from gpuform.errors import ConfigError, GpuformError, InputError, Interrupted
 
 EXIT_BUG = 70
 
@@ -79,6 +79,7 @@ app.command("import")(state_cmds.import_cmd)
 app.command("output")(state_cmds.output_cmd)
 app.command("force-unlock")(state_cmds.force_unlock_cmd)
 app.command("schema")(state_cmds.schema_cmd)
+app.command("simulate")(simulate_cmd.simulate_cmd)
 runtime_cmds.register(app)
 
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         print("Aborted.", file=sys.stderr)
         return 130
-    except ConfigError as exc:
+    except (ConfigError, InputError) as exc:
         print_diagnostics(exc.diagnostics)
         return 1
     except Interrupted as exc:
