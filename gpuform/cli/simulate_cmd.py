@@ -99,7 +99,8 @@ def simulate_cmd(
         sweep: Annotated[bool, typer.Option("--sweep", help="Simulate a grid of policies; print the frontier "
                                             "and the cheapest meeting --slo.")] = False,
         plot: Annotated[Path | None, typer.Option("--plot", metavar="FILE.png", help="Draw the frontier and "
-                                                  "the chosen policy over time (gpuform[simulate]).")] = None,
+                                                  "the chosen policy over time (needs matplotlib: the simulate "
+                                                  "extra).")] = None,
         start: Annotated[str | None, typer.Option("--start", help="Move the trace to start at this time "
                                                   "(schedules are evaluated on the simulated clock).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of random cold starts.")] = 0,
