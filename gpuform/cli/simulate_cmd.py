@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,11 +13,11 @@ from gpuform.cli.common import globals_of
 from gpuform.config.load import load
 from gpuform.config.types import parse_duration
 from gpuform.errors import GpuformError
-from gpuform.simulate.model import ColdStart, ServiceModel, Settings, parse_cold_start
-from gpuform.simulate.report import Slo, default_axes, parse_axis, parse_slo
-from gpuform.simulate.scenario import endpoint_basis, override
-from gpuform.simulate.study import Study, render_one, render_sweep, run_study, to_json
-from gpuform.simulate.trace import parse_time, read_trace
+
+if TYPE_CHECKING:  # the simulator is imported when `simulate` runs, not on every gpuform command
+    from gpuform.simulate.model import ColdStart, Settings
+    from gpuform.simulate.report import Slo
+    from gpuform.simulate.study import Study
 
 
 def _bad(option: str, exc: ValueError) -> typer.BadParameter:
@@ -34,6 +34,8 @@ def _duration(value: str | None, option: str) -> float | None:
 
 
 def _cold_start(value: str) -> ColdStart:
+    from gpuform.simulate.model import parse_cold_start
+
     try:
         return parse_cold_start(value)
     except ValueError as exc:
@@ -41,6 +43,8 @@ def _cold_start(value: str) -> ColdStart:
 
 
 def _slo(value: str) -> Slo:
+    from gpuform.simulate.report import parse_slo
+
     try:
         return parse_slo(value)
     except ValueError as exc:
@@ -48,6 +52,8 @@ def _slo(value: str) -> Slo:
 
 
 def _shift(arrivals: list[float], start: str | None) -> list[float]:
+    from gpuform.simulate.trace import parse_time
+
     if start is None:
         return arrivals
     try:
@@ -64,6 +70,8 @@ def _axes(sweep: bool, given: list[str], base: Settings) -> dict[str, list[Any]]
                                  param_hint="AXIS=VALUES")
     if not sweep:
         return None
+    from gpuform.simulate.report import default_axes, parse_axis
+
     axes = default_axes(base.policy, base.concurrency)
     axes.update(parse_axis(a) for a in given)
     return axes
@@ -109,6 +117,8 @@ def simulate_cmd(
         json_out: Annotated[bool, typer.Option("--json", help="As JSON.")] = False) -> None:
     """Replay a request trace through the gateway's autoscaler on a simulated clock: worker-seconds, cost, cold
     starts and delays of a policy, or with --sweep the cost/latency frontier of many."""
+    from gpuform.simulate.study import render_one, render_sweep, run_study, to_json
+
     study = _study(ctx, endpoint, trace, cold_start, concurrency, service_time, prefill_rate, decode_rate, gpu_type,
                    slo, start, seed, warm_start,
                    dict(min_workers=min_workers, max_workers=max_workers, scaler=scaler, scaler_value=scaler_value,
@@ -129,6 +139,11 @@ def simulate_cmd(
 def _study(ctx: typer.Context, endpoint: str, trace_path: Path, cold_start: str, concurrency: int | None,
            service_time: str | None, prefill_rate: float, decode_rate: float, gpu_type: str | None, slo: str,
            start: str | None, seed: int, warm_start: bool, changes: dict[str, Any]) -> Study:
+    from gpuform.simulate.model import ServiceModel, Settings
+    from gpuform.simulate.scenario import endpoint_basis, override
+    from gpuform.simulate.study import Study
+    from gpuform.simulate.trace import read_trace
+
     g = globals_of(ctx)
     config = load(g.directory.resolve(), g.variables, require_env=False)
     basis = endpoint_basis(config, endpoint, gpu_type)

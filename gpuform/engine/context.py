@@ -8,14 +8,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpuform.config.load import Config
 from gpuform.errors import GatewayError
-from gpuform.gateway.client import AdminClient
 from gpuform.provider import Provider, ProviderContext, make_provider
 from gpuform.state.model import State
 from gpuform.state.store import StateStore
+
+if TYPE_CHECKING:
+    from gpuform.gateway.client import AdminClient
 
 Event = Callable[[str, str], None]  # (address, message)
 TransferEvent = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
@@ -67,6 +69,8 @@ class Workspace:
     def admin_client(self, url: str, key: str | None) -> AdminClient:
         """One admin client (one connection pool) per gateway and key for the whole operation: an apply of
         1,000 endpoints makes 1,000 calls over a few kept-alive connections."""
+        from gpuform.gateway.client import AdminClient  # httpx: only for operations that reach a gateway
+
         with self._lock:
             if (url, key) not in self._admins:
                 self._admins[(url, key)] = AdminClient(url, key, shared=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpuform.errors import PlanError
 from gpuform.plan.checks import capacity_warnings
@@ -104,13 +105,28 @@ def _adopt_pending(state: State, observed: Mapping[str, Observed], desired: Mapp
 
 
 def changed_paths(before: Attrs, after: Attrs) -> list[list[str | int]]:
-    """Paths of the leaves that differ (deepdiff, only ever called on resources known to differ)."""
-    from deepdiff import DeepDiff
-    from deepdiff.path import parse_path
+    """Paths of the leaves that differ: a changed value (or type), a key only one side has, a list item only one
+    side has (lists compare by position)."""
+    out: list[list[str | int]] = []
+    _diff(before, after, [], out)
+    return sorted(out, key=lambda p: [str(x) for x in p])
 
-    diff = DeepDiff(before, after)
-    paths: list[list[str | int]] = [list(parse_path(p)) for p in diff.affected_paths]  # type: ignore[no-untyped-call]
-    return sorted(paths, key=lambda p: [str(x) for x in p])
+
+def _diff(a: Any, b: Any, path: list[str | int], out: list[list[str | int]]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in a.keys() | b.keys():
+            if key in a and key in b:
+                _diff(a[key], b[key], [*path, key], out)
+            else:
+                out.append([*path, key])
+    elif isinstance(a, list) and isinstance(b, list):
+        for i in range(max(len(a), len(b))):
+            if i < len(a) and i < len(b):
+                _diff(a[i], b[i], [*path, i], out)
+            else:
+                out.append([*path, i])
+    elif type(a) is not type(b) or a != b:
+        out.append(path)
 
 
 def _change(addr: str, want: Desired | None, prior: ResourceState | None, options: PlanOptions,

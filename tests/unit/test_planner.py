@@ -222,3 +222,12 @@ def test_markdown_is_a_pull_request_comment(tmp_path: Path) -> None:
     assert md.startswith("### gpuform plan — prod")
     assert "| `endpoint.chat` | + create | new | $7.20 → $28.80 |" in md
     assert "**Plan: 3 to add, 0 to change, 0 to destroy.**" in md and "```diff" in md
+
+
+def test_changed_paths_name_each_leaf_key_and_list_item_that_differs() -> None:
+    from gpuform.plan.planner import changed_paths
+
+    before = {"a": 1, "b": {"c": [1, 2, 3], "d": "x"}, "e": True, "gone": 0}
+    after = {"a": 1.0, "b": {"c": [1, 5], "d": "x", "new": {}}, "e": 1}
+    assert changed_paths(before, after) == [["a"], ["b", "c", 1], ["b", "c", 2], ["b", "new"], ["e"], ["gone"]]
+    assert changed_paths(before, before) == []
