@@ -99,8 +99,11 @@ def simulate_cmd(
         min_workers: Annotated[int | None, typer.Option("--min-workers", min=0)] = None,
         max_workers: Annotated[int | None, typer.Option("--max-workers", min=1)] = None,
         idle_timeout: Annotated[str | None, typer.Option("--idle-timeout", help="E.g. 5s, 2m.")] = None,
-        scaler: Annotated[str | None, typer.Option("--scaler", help="queue_delay or request_count.")] = None,
+        scaler: Annotated[str | None, typer.Option("--scaler", help="queue_delay, request_count or "
+                                                   "rate_forecast.")] = None,
         scaler_value: Annotated[float | None, typer.Option("--scaler-value", min=1e-9)] = None,
+        keep_alive: Annotated[str | None, typer.Option("--keep-alive", help="fixed or learned (from the "
+                                                       "trace's idle gaps).")] = None,
         gpu_type: Annotated[str | None, typer.Option("--gpu-type", help="Price workers as this type (default: "
                                                      "the first of gpu.types the pool prices).")] = None,
         slo: Annotated[str, typer.Option("--slo", help="Delay objective, e.g. p95=2s.")] = "p95=2s",
@@ -122,7 +125,7 @@ def simulate_cmd(
     study = _study(ctx, endpoint, trace, cold_start, concurrency, service_time, prefill_rate, decode_rate, gpu_type,
                    slo, start, seed, warm_start,
                    dict(min_workers=min_workers, max_workers=max_workers, scaler=scaler, scaler_value=scaler_value,
-                        idle_timeout=_duration(idle_timeout, "--idle-timeout")))
+                        keep_alive=keep_alive, idle_timeout=_duration(idle_timeout, "--idle-timeout")))
     result = run_study(study, _axes(sweep, axes or [], study.settings), timeline=plot is not None)
     if plot is not None:
         from gpuform.simulate.plot import draw

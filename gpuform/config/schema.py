@@ -333,6 +333,36 @@ class GpuSpec(Model):
         return value
 
 
+class LearnedKeepAlive(Model):
+    """The learned keep-alive window (Shahrad et al., USENIX ATC'20, hybrid histogram policy): a histogram of
+    the endpoint's idle gaps (end of its last job to the next arrival)."""
+
+    bin: Duration = Field(60.0, gt=0, description="Width of a histogram bin (the paper: 1 minute).")
+    history: Duration = Field(14400.0, gt=0, description="Gaps older than this are forgotten (at most 1024 are "
+                                                          "kept); default 4 h.")
+    low_percentile: float = Field(5.0, ge=0, le=100, description="Pre-warm: a worker is started so that it is "
+                                                                 "ready at this percentile of the gaps.")
+    high_percentile: float = Field(99.0, gt=0, le=100, description="Keep-alive: one worker stays until this "
+                                                                   "percentile of the gaps (plus margin).")
+    margin: float = Field(0.1, ge=0, le=10, description="Added to the keep-alive, as a fraction of it.")
+    min_samples: int = Field(10, ge=1, le=1000, description="Below this many gaps, the fixed idle_timeout "
+                                                            "alone decides.")
+
+    @model_validator(mode="after")
+    def _low_le_high(self) -> LearnedKeepAlive:
+        if self.low_percentile > self.high_percentile:
+            raise ValueError(f"low_percentile ({self.low_percentile:g}) is above high_percentile "
+                             f"({self.high_percentile:g}); lower low_percentile or raise high_percentile")
+        return self
+
+
+class ForecastSettings(Model):
+    """The rate_forecast scaler's view of the load (jobs queued or running, averaged per window)."""
+
+    window: Duration = Field(10.0, gt=0, description="Width of a load window.")
+    windows: int = Field(6, ge=2, le=1000, description="Complete windows the trend is fitted through.")
+
+
 class Scaling(Model):
     """How many workers run, and what makes more of them start."""
 
@@ -340,11 +370,24 @@ class Scaling(Model):
                                                              "active workers, default 0.")
     max_workers: int = Field(3, ge=0, le=10_000, description="Most workers at once (RunPod default 3).")
     idle_timeout: Duration = Field(5.0, description="A worker stops after this long without a job (RunPod: 5 s).")
-    scaler: Literal["queue_delay", "request_count"] = Field(
+    scaler: Literal["queue_delay", "request_count", "rate_forecast"] = Field(
         "queue_delay", description="queue_delay: add a worker when the oldest job waited longer than "
-                                   "scaler_value seconds; request_count: ceil((queued+running)/scaler_value).")
+                                   "scaler_value seconds; request_count: ceil((queued+running)/scaler_value); "
+                                   "rate_forecast: like request_count on the load forecast one cold_start ahead "
+                                   "(the trend of the last forecast.windows).")
     scaler_value: float = Field(4.0, gt=0, le=1e6, description="Seconds (queue_delay) or jobs per worker "
-                                                       "(request_count); RunPod default 4.")
+                                                       "(request_count, rate_forecast); RunPod default 4.")
+    keep_alive: Literal["fixed", "learned"] = Field(
+        "fixed", description="fixed: idle_timeout alone; learned: also keep one worker after the endpoint goes "
+                             "idle until the high percentile of its past idle gaps, or start one ahead of the "
+                             "low percentile (settings in learned).")
+    learned: LearnedKeepAlive = Field(default_factory=LearnedKeepAlive,
+                                      description="Settings of keep_alive: learned.")
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings,
+                                       description="Settings of scaler: rate_forecast.")
+    cold_start: Duration = Field(30.0, description="Expected time from a worker's start to its first job: "
+                                                   "learned pre-warms start this early, rate_forecast looks this "
+                                                   "far ahead.")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Scaling:

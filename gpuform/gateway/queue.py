@@ -109,6 +109,7 @@ class QueueStats:
     running: int
     oldest_wait: float
     scalable_queued: int  # queued jobs that may trigger scale-up (not low priority)
+    woke_at: float = 0.0  # when a job last arrived while the endpoint had none queued or running
 
 
 Listener = Callable[[Job], None]
@@ -123,6 +124,7 @@ class JobQueue:
         self.budget = budget or MemoryBudget()
         self.queued: dict[str, OrderedDict[str, Job]] = {}
         self.running: dict[str, dict[str, Job]] = {}
+        self.woke_at: dict[str, float] = {}  # endpoint -> last arrival into an empty endpoint (idle gaps end)
         self.recent = ResultCache(self.budget)
         self.input_bytes = 0  # inputs of open jobs held in memory
         self.open_by: dict[str, int] = {}  # owner -> jobs queued or running
@@ -202,6 +204,8 @@ class JobQueue:
                   idempotency_key=idempotency_key, owner=owner)
         size = self.store.insert(job)
         self._hold_input(job, size)
+        if not self._queue(endpoint) and not self._running(endpoint):
+            self.woke_at[endpoint] = job.created_at
         self._count(self.open_by, job, 1)
         self._enqueue(job)
         self._dispatch(endpoint)
@@ -295,7 +299,7 @@ class JobQueue:
         oldest = next(iter(queue.values()), None)
         scalable = sum(1 for j in queue.values() if not j.low_priority)
         wait = now - oldest.created_at if oldest else 0.0
-        return QueueStats(len(queue), len(self._running(endpoint)), wait, scalable)
+        return QueueStats(len(queue), len(self._running(endpoint)), wait, scalable, self.woke_at.get(endpoint, 0.0))
 
     # ---- worker side -------------------------------------------------------------------------------
 

@@ -9,9 +9,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gpuform.gateway.autoscaler import Decision, Stats, desired_workers, policy_of
+from gpuform.gateway.autoscaler import Decision, Stats, desired_workers, policy_of, remember
+from gpuform.gateway.demand import Demand
 from gpuform.gateway.fleet import Clock, Fleet
 from gpuform.gateway.metering import Ledger, today
 from gpuform.gateway.metrics import Metrics
@@ -38,6 +40,7 @@ class Reconciler:
         self.clock = clock
         self.ticks = 0
         self.decisions: dict[str, Decision] = {}
+        self.demand: dict[str, Demand] = {}  # per endpoint: idle gaps and load windows (see autoscaler.remember)
         self._task: asyncio.Task[None] | None = None
         self.active = False  # decisions are carried out (set by start; a test driving ticks sets it itself)
         self._stopping = False
@@ -95,11 +98,15 @@ class Reconciler:
         workers = tuple(w.view() for w in self.fleet.of(ep.name))
         spent = self.ledger.spent(ep.name, today(now)) if ep.spec.spend_limit_per_day is not None else 0.0
         return Stats(queued=q.scalable_queued, running_jobs=q.running, oldest_wait=q.oldest_wait, workers=workers,
-                     spent_today=spent, backoff_until=cond.backoff_until, backoff_reason=cond.message)
+                     spent_today=spent, backoff_until=cond.backoff_until, backoff_reason=cond.message,
+                     woke_at=q.woke_at)
 
     def scale(self, ep: EndpointRecord, now: float) -> Decision:
         """Decide (purely) and carry the decision out."""
-        decision = desired_workers(self.stats(ep, now), policy_of(ep.spec), now)
+        stats, policy = self.stats(ep, now), policy_of(ep.spec)
+        demand = remember(self.demand.get(ep.name, Demand()), stats, policy, now)
+        self.demand[ep.name] = demand
+        decision = desired_workers(replace(stats, demand=demand), policy, now)
         self.decisions[ep.name] = decision
         cond = self.fleet.condition(ep.name)
         if decision.blocked == "SPEND_CAP":

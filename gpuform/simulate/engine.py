@@ -1,7 +1,8 @@
 """The discrete-event loop: a simulated clock, arrivals, worker start-ups, job completions and reconcile ticks.
 
 Every scaling decision is :func:`gpuform.gateway.autoscaler.desired_workers`, called where the gateway calls
-it and with the stats the gateway would build (:class:`~gpuform.gateway.reconciler.Reconciler`):
+it and with the stats the gateway would build, after :func:`~gpuform.gateway.autoscaler.remember` has folded
+them into the endpoint's remembered demand as the reconciler does (:class:`~gpuform.gateway.reconciler.Reconciler`):
 
 - at every reconcile tick (``t0 + k * reconcile_interval``), after which billing accrues;
 - when a request arrives, no worker is waiting for work and no worker is live (the queue's "unserved"
@@ -20,11 +21,12 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from gpuform.gateway.autoscaler import Decision, Stats, WorkerView, desired_workers
+from gpuform.gateway.autoscaler import Decision, Stats, WorkerView, desired_workers, remember
+from gpuform.gateway.demand import Demand
 from gpuform.gateway.states import WorkerState
 from gpuform.simulate.model import Settings
 
@@ -96,6 +98,8 @@ class Simulation:
         self.warming = False
         self.spent: dict[str, float] = {}
         self.billed: dict[str, float] = {}
+        self.woke_at = 0.0  # the queue's: last arrival while no job was queued or running
+        self.demand = Demand()  # what the reconciler remembers of the endpoint (autoscaler.remember)
 
     # ---- the loop -----------------------------------------------------------------------------------
 
@@ -139,6 +143,8 @@ class Simulation:
     # ---- what happens -------------------------------------------------------------------------------
 
     def arrive(self, job: int) -> None:
+        if self.head == len(self.queue) and not self.running:
+            self.woke_at = self.now
         self.queue.append(job)
         waiting = self._waiting()
         if waiting is not None:
@@ -204,11 +210,14 @@ class Simulation:
         queued = len(self.queue) - self.head
         oldest = now - self.arrivals[self.queue[self.head]] if queued else 0.0
         return Stats(queued=queued, running_jobs=self.running, oldest_wait=oldest,
-                     workers=tuple(w.view() for w in self.workers), spent_today=self._spent_today(now))
+                     workers=tuple(w.view() for w in self.workers), spent_today=self._spent_today(now),
+                     woke_at=self.woke_at, demand=self.demand)
 
     def decide(self, now: float) -> Decision:
         """Ask the autoscaler, then carry its decision out as the reconciler does."""
-        decision = desired_workers(self.stats(now), self.policy, now)
+        stats = self.stats(now)
+        self.demand = remember(self.demand, stats, self.policy, now)
+        decision = desired_workers(replace(stats, demand=self.demand), self.policy, now)
         self.capped = decision.blocked == "SPEND_CAP"
         for worker_id in decision.wake:
             self._wake(self.by_id[worker_id])

@@ -79,7 +79,7 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         p = self.policy
         return {"policy": {"min_workers": p.min_workers, "max_workers": p.max_workers, "idle_timeout": p.idle_timeout,
-                           "scaler": p.scaler, "scaler_value": p.scaler_value},
+                           "scaler": p.scaler, "scaler_value": p.scaler_value, "keep_alive": p.keep_alive},
                 "requests": self.requests, "worker_seconds": round(self.worker_seconds, 3),
                 "cost": None if self.cost is None else round(self.cost, 6), "cold_starts": self.cold_starts,
                 "wakes": self.wakes, "peak_workers": self.peak_workers,
@@ -116,7 +116,7 @@ def evaluate(arrivals: list[float], service: list[float], settings: Settings, sl
 
 _PARSE: dict[str, Callable[[str], Any]] = {
     "min_workers": int, "max_workers": int, "idle_timeout": lambda v: float(parse_duration(v)),
-    "scaler": str, "scaler_value": float,
+    "scaler": str, "scaler_value": float, "keep_alive": str,
 }
 
 

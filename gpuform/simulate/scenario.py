@@ -51,7 +51,9 @@ def endpoint_basis(config: Config, name: str, gpu_type: str | None = None) -> Ba
                  config.source_of("endpoint", name))
 
 
-POLICY_FIELDS = ("min_workers", "max_workers", "idle_timeout", "scaler", "scaler_value")
+POLICY_FIELDS = ("min_workers", "max_workers", "idle_timeout", "scaler", "scaler_value", "keep_alive")
+SCALERS = ("queue_delay", "request_count", "rate_forecast")
+KEEP_ALIVE = ("fixed", "learned")
 
 
 def override(policy: ScalingPolicy, **changes: Any) -> ScalingPolicy:
@@ -74,8 +76,10 @@ def check_policy(policy: ScalingPolicy) -> None:
     if policy.min_workers > policy.max_workers:
         raise GpuformError(f"min_workers ({policy.min_workers}) is greater than max_workers ({policy.max_workers})",
                            "Raise --max-workers or lower --min-workers.")
-    if policy.scaler not in ("queue_delay", "request_count"):
-        raise GpuformError(f'unknown scaler "{policy.scaler}"', "Use queue_delay or request_count.")
+    if policy.scaler not in SCALERS:
+        raise GpuformError(f'unknown scaler "{policy.scaler}"', f"Use {', '.join(SCALERS)}.")
+    if policy.keep_alive not in KEEP_ALIVE:
+        raise GpuformError(f'unknown keep_alive "{policy.keep_alive}"', f"Use {' or '.join(KEEP_ALIVE)}.")
     if policy.scaler_value <= 0 or policy.idle_timeout < 0 or policy.min_workers < 0:
         raise GpuformError("scaler_value must be above 0, idle_timeout and min_workers at least 0",
                            "Fix the value given.")

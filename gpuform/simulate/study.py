@@ -85,8 +85,9 @@ def _duration(seconds: float) -> str:
 
 
 def describe_policy(p: ScalingPolicy) -> str:
+    learned = " · keep-alive learned" if p.keep_alive == "learned" else ""
     return (f"min {p.min_workers} · max {p.max_workers} · idle {p.idle_timeout:g}s · "
-            f"{p.scaler} {p.scaler_value:g}")
+            f"{p.scaler} {p.scaler_value:g}{learned}")
 
 
 def _money(o: Outcome) -> str:

@@ -225,7 +225,7 @@ def test_simulate_json_reads_the_endpoint_from_the_configuration(cli, tmp_path: 
     assert data["trace"]["requests"] == 40
     (only,) = data["policies"]
     assert only["policy"] == {"min_workers": 0, "max_workers": 3, "idle_timeout": 60.0, "scaler": "queue_delay",
-                              "scaler_value": 4.0}
+                              "scaler_value": 4.0, "keep_alive": "fixed"}
     # six requests queue behind the first 20 s start: queue_delay adds a worker per tick past 4 s of waiting
     assert only["cold_starts"] == 3 and only["delay"]["max"] == 20.0
     assert only["cost"] == pytest.approx(only["worker_seconds"] * 0.002, abs=1e-5)

@@ -182,6 +182,16 @@ CASES = {
         scaling={"min_workers": 0, "max_workers": 3, "idle_timeout": 3, "scaler": "queue_delay", "scaler_value": 1},
         worker={"template": "echo", "concurrency": 3}, cold=11.0, interval=1.0,
         schedule={"schedule": [{"cron": "8 11 * * *", "duration": 60, "min_workers": 2}]}),
+    "rate_forecast with the learned keep-alive": dict(
+        scaling={"min_workers": 0, "max_workers": 5, "idle_timeout": 2, "scaler": "rate_forecast", "scaler_value": 2,
+                 "keep_alive": "learned", "cold_start": 6, "forecast": {"window": 5, "windows": 4},
+                 "learned": {"bin": 4, "min_samples": 2, "low_percentile": 50, "high_percentile": 90}},
+        worker={"template": "echo", "concurrency": 2}, cold=6.5, interval=1.0),
+    "queue_delay with the learned keep-alive (kept and pre-warmed workers)": dict(
+        scaling={"min_workers": 0, "max_workers": 3, "idle_timeout": 1, "scaler": "queue_delay", "scaler_value": 2,
+                 "keep_alive": "learned", "cold_start": 3,
+                 "learned": {"bin": 2, "min_samples": 2, "low_percentile": 10, "high_percentile": 60}},
+        worker={"template": "echo", "concurrency": 4}, cold=3.5, interval=1.0),
 }
 
 
