@@ -222,3 +222,13 @@ def test_markdown_is_a_pull_request_comment(tmp_path: Path) -> None:
     assert md.startswith("### gpuform plan — prod")
     assert "| `endpoint.chat` | + create | new | $7.20 → $28.80 |" in md
     assert "**Plan: 3 to add, 0 to change, 0 to destroy.**" in md and "```diff" in md
+
+
+def test_a_gateway_recorded_before_request_history_reads_it_at_its_default() -> None:
+    from gpuform.config import schema
+    from gpuform.resources.desired import current_attributes
+
+    old = schema.GatewayTimings().model_dump(mode="json")
+    del old["request_history"]
+    now = current_attributes("gateway", {"timings": old, "store": {"type": "sqlite"}, "replicas": 1})
+    assert now["timings"] == schema.GatewayTimings().model_dump(mode="json"), "upgrading alone plans no change"
