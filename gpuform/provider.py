@@ -192,6 +192,10 @@ class GatewayHost(Protocol):
 
     def stop_gateway(self, name: str, remove_data: bool) -> None: ...
 
+    def gateway_logs(self, name: str, tail: int = 100) -> str:
+        """The last ``tail`` lines of the gateway's own log ('' when there is none yet); kept after it stops."""
+        ...
+
 
 @runtime_checkable
 class VolumeHost(Protocol):

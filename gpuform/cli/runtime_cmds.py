@@ -1,4 +1,4 @@
-"""Runtime commands: gateway (foreground), status, logs, usage."""
+"""Runtime commands: gateway (foreground), status, logs (workers' or the gateway's), usage."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from gpuform.engine.context import Workspace
 from gpuform.errors import GatewayError, GpuformError
 from gpuform.gateway.client import AdminClient
 from gpuform.plan.cost import format_cost
-from gpuform.state.model import State
+from gpuform.provider import GatewayHost, gateway_host
+from gpuform.state.model import ResourceState, State
 
 
 def gateway_cmd(config: Annotated[Path, typer.Option("--config", help="Runtime configuration written by apply.")],
@@ -36,6 +37,15 @@ def _admins(ws: Workspace, state: State) -> list[tuple[str, AdminClient]]:
     if not out:
         raise GpuformError("no gateway in the state", "Run `gpuform apply` first.")
     return out
+
+
+def endpoint_admin(ws: Workspace, state: State, endpoint: str) -> AdminClient:
+    """The admin client of the gateway ``endpoint`` is registered with (the first gateway when the state
+    does not say: an endpoint removed from the configuration keeps its history there)."""
+    admins = _admins(ws, state)
+    res = state.resources.get(f"endpoint.{endpoint}")
+    wanted = res.attributes.get("gateway") if res is not None else None
+    return next((admin for name, admin in admins if name == wanted), admins[0][1])
 
 
 def status_cmd(ctx: typer.Context, json_out: JsonFlag = False) -> None:
@@ -91,7 +101,7 @@ def _print_status(report: dict[str, Any]) -> None:
         _print_gateway(gw, body)
 
 
-def _table(title: str | None, *headers: str) -> Table:
+def plain_table(title: str | None, *headers: str) -> Table:
     """Cells never cut (names, amounts); headers break at their newlines, so tables fit 80 columns.
     Footnotes under the tables say what the short headers mean where it is not plain."""
     table = Table(title=title, title_justify="left")
@@ -101,7 +111,7 @@ def _table(title: str | None, *headers: str) -> Table:
 
 
 def _print_gateway(gw: str, body: dict[str, Any]) -> None:
-    eps = _table(f"Endpoints on gateway.{gw}", "endpoint", "status", "workers\ni/r/s", "jobs\nq/r", "desired",
+    eps = plain_table(f"Endpoints on gateway.{gw}", "endpoint", "status", "workers\ni/r/s", "jobs\nq/r", "desired",
                  "delay\np50", "cold\np50", "spent\ntoday")
     workers = Table("worker", "endpoint", "state", "host", "gpu", "up", title="Workers", title_justify="left")
     notes: list[str] = []
@@ -161,26 +171,74 @@ def usage_cmd(ctx: typer.Context, json_out: JsonFlag = False,
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     if by_key:
-        keys = _table(None, "day (UTC)", "API key", "endpoint", "jobs", "failed", "execution\nseconds")
+        keys = plain_table(None, "day (UTC)", "API key", "endpoint", "jobs", "failed", "execution\nseconds")
         for r in rows:
             keys.add_row(r["day"], r["owner"] or "(unrecorded)", r["endpoint"], str(r["jobs"]), str(r["failed"]),
                          f"{r['execution_seconds']:.1f}")
         out_console.print(keys)
         return
-    table = _table(None, "day (UTC)", "endpoint", "gpu type", "workers", "worker\nseconds", "GPU\nseconds", "cost")
+    table = plain_table(None, "day (UTC)", "endpoint", "gpu type", "workers", "worker\nseconds", "GPU\nseconds", "cost")
     for r in rows:
         table.add_row(r["day"], r["endpoint"], r["gpu_type"], str(r["workers"]), f"{r['worker_seconds']:.1f}",
                       f"{r['gpu_seconds']:.1f}", format_cost(r["cost"]))
     out_console.print(table)
 
 
-def logs_cmd(ctx: typer.Context, endpoint: str,
+def logs_cmd(ctx: typer.Context,
+             endpoint: Annotated[str | None, typer.Argument(help="The endpoint whose workers' logs to show.")] = None,
              worker: Annotated[str | None, typer.Option("--worker", help="One worker's log.")] = None,
+             gateway: Annotated[bool, typer.Option("--gateway", help="The gateway's own log instead (read from "
+                                                   "its host through the pool's provider).")] = False,
              follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-             tail: Annotated[int, typer.Option("--tail", help="Lines to show.")] = 100) -> None:
-    """Print the logs of an endpoint's workers (running ones, and recent crashes)."""
+             tail: Annotated[int, typer.Option("--tail", min=1, help="Lines to show.")] = 100) -> None:
+    """Print the logs of an endpoint's workers (running ones, and recent crashes), or with --gateway the
+    gateway's own log."""
+    if gateway == (endpoint is not None):
+        raise typer.BadParameter("give an ENDPOINT, or --gateway for the gateway's own log (not both)",
+                                 param_hint="ENDPOINT / --gateway")
     ws = globals_of(ctx).workspace()
-    (_, admin), *_ = _admins(ws, ws.store.read())
+    state = ws.store.read()
+    if gateway:
+        _gateway_logs(ws, state, follow, tail)
+        return
+    assert endpoint is not None
+    _worker_logs(ws, state, endpoint, worker, follow, tail)
+
+
+def _gateway_logs(ws: Workspace, state: State, follow: bool, tail: int) -> None:
+    """Each gateway's log, through the provider of the pool it runs on (it answers even when the gateway
+    does not)."""
+    gateways = [r for r in state.resources.values() if r.kind == "gateway"]
+    if not gateways:
+        raise GpuformError("no gateway in the state", "Run `gpuform apply` first.")
+    seen: dict[str, list[str]] = {}
+    try:
+        while True:
+            for res in gateways:
+                lines = _gateway_host(ws, state, res).gateway_logs(res.name, tail).splitlines()
+                if not lines and not follow:
+                    print(f"[gateway.{res.name}] (no output yet)", file=sys.stderr)
+                for line in _new_lines(seen.get(res.name, []), lines):
+                    print(f"[gateway.{res.name}] {line}" if len(gateways) > 1 else line, flush=True)
+                seen[res.name] = lines
+            if not follow:
+                return
+            time.sleep(1.0)
+    finally:
+        ws.close()
+
+
+def _gateway_host(ws: Workspace, state: State, res: ResourceState) -> GatewayHost:
+    pool = str(res.attributes["pool"])
+    pool_res = state.resources.get(f"pool.{pool}")
+    if pool_res is None:
+        raise GpuformError(f"gateway.{res.name} runs on pool.{pool}, which is not in the state",
+                           "Run `gpuform apply` to create it.")
+    return gateway_host(ws.provider(pool, pool_res.attributes, state.lineage), pool)
+
+
+def _worker_logs(ws: Workspace, state: State, endpoint: str, worker: str | None, follow: bool, tail: int) -> None:
+    (_, admin), *_ = _admins(ws, state)
     seen: dict[str, list[str]] = {}
     with admin:
         admin.get(f"/admin/endpoints/{endpoint}/status")  # an unknown endpoint is an error, not silence

@@ -137,6 +137,9 @@ class GatewayTimings(Model):
                                                       "each time.")
     start_backoff_max: Duration = Field(300.0, description="Longest back-off between failed worker starts.")
     drain_timeout: Duration = Field(30.0, description="How long a stopping worker may finish its jobs.")
+    request_history: Duration = Field(7 * 86400.0, gt=0, description="How long the request history keeps each "
+                                      "finished request (arrival, delay, execution, status, worker, key; never "
+                                      "its input or output), long after its result is deleted.")
 
 
 class ApiKey(Model):

@@ -30,9 +30,18 @@ from psycopg.rows import DictRow, dict_row
 
 from gpuform.errors import StoreError, StoreFull
 from gpuform.gateway.jobs import Job
-from gpuform.gateway.rows import job_from_row, open_env, seal_env, worker_from_row
+from gpuform.gateway.rows import (
+    HISTORY_COLUMNS,
+    history_from_row,
+    history_values,
+    history_where,
+    job_from_row,
+    open_env,
+    seal_env,
+    worker_from_row,
+)
 from gpuform.gateway.states import LIVE, WorkerState
-from gpuform.gateway.store import LedgerEntry, StoredEndpoint
+from gpuform.gateway.store import HistoryEntry, HistoryQuery, LedgerEntry, StoredEndpoint
 from gpuform.gateway.workers import WorkerRecord
 from gpuform.spec import EndpointSpec
 
@@ -76,7 +85,16 @@ def _v1(conn: Conn) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[Conn], None]] = [_v1]
+def _v2(conn: Conn) -> None:
+    """The request history (SQLite's schema version 4): one compact row per finished request."""
+    conn.execute("CREATE TABLE requests (job_id text PRIMARY KEY, endpoint text NOT NULL, owner text, "
+                 "status text NOT NULL, worker_id text, created_at double precision NOT NULL, "
+                 "started_at double precision, completed_at double precision NOT NULL)")
+    conn.execute("CREATE INDEX requests_arrival ON requests (endpoint, created_at)")
+    conn.execute("CREATE INDEX requests_completed ON requests (completed_at)")
+
+
+MIGRATIONS: list[Callable[[Conn], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -211,6 +229,7 @@ class PostgresStore:
         self.jobs = PostgresJobs(self.db)
         self.workers = PostgresWorkers(self.db)
         self.ledger = PostgresLedger(self.db)
+        self.history = PostgresHistory(self.db)
         self.endpoints = PostgresEndpoints(self.db, secrets_key or secrets.token_urlsafe(32))
 
     def schema_version(self) -> int:
@@ -370,6 +389,27 @@ class PostgresLedger:
     def worker_seconds(self, worker_id: str) -> float:
         row = self.db.row("SELECT COALESCE(SUM(seconds), 0) AS s FROM ledger WHERE worker_id = %s", (worker_id,))
         return float(row["s"]) if row else 0.0
+
+
+class PostgresHistory:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, entry: HistoryEntry) -> None:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in HISTORY_COLUMNS.split(", ")[1:])
+        self.db.execute(f"INSERT INTO requests ({HISTORY_COLUMNS}) VALUES ({', '.join(['%s'] * 8)}) "
+                        f"ON CONFLICT (job_id) DO UPDATE SET {updates}", history_values(entry))
+
+    def query(self, query: HistoryQuery) -> list[HistoryEntry]:
+        where, params = history_where(query, "%s")
+        rows = self.db.rows(f"SELECT {HISTORY_COLUMNS} FROM requests WHERE {where} "
+                            "ORDER BY created_at DESC, job_id LIMIT %s", (*params, query.limit))
+        return [history_from_row(r) for r in rows]
+
+    def prune(self, before: float, limit: int) -> int:
+        return self.db.run(lambda c: c.execute(
+            "DELETE FROM requests WHERE job_id IN (SELECT job_id FROM requests WHERE completed_at < %s "
+            "ORDER BY completed_at LIMIT %s)", (before, limit)).rowcount)
 
 
 class PostgresEndpoints:

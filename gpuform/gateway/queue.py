@@ -139,6 +139,7 @@ class JobQueue:
         self.on_finished: list[Listener] = []
         self.on_stop_worker: list[Callable[[str, str], None]] = []
         self.on_unserved: list[Callable[[str], None]] = []  # a job arrived and no worker was waiting
+        self.on_sweep: list[Callable[[float], Any]] = []  # other retention work, at each sweep with its time
         self.condition_of: Callable[[str], str] = lambda endpoint: ""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closing = False
@@ -550,6 +551,8 @@ class JobQueue:
                     self._requeue_or_fail(job, f"worker {job.worker_id} stopped sending heartbeats")
         self._expire_ttl(now)
         self._expire_results(now)
+        for also in self.on_sweep:
+            also(now)
 
     def _expire_results(self, now: float) -> None:
         """Delete results past retention, in batches until none is left (keeps up with any job rate)."""

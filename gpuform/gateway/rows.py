@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from gpuform.errors import StoreError
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.states import JobStatus, WorkerState
+from gpuform.gateway.store import HistoryEntry, HistoryQuery
 from gpuform.gateway.workers import WorkerRecord
 from gpuform.provider import WorkerInfo
 from gpuform.util.sealing import SealError, is_sealed, seal, unseal
@@ -33,6 +34,38 @@ def job_from_row(row: Row) -> Job:
     job.error = json.loads(row["error"]) if row["error"] else None
     job.size = len(row["output"] or "") + len(row["error"] or "")
     return job
+
+
+HISTORY_COLUMNS = "job_id, endpoint, owner, status, worker_id, created_at, started_at, completed_at"
+
+
+def history_from_row(row: Row) -> HistoryEntry:
+    return HistoryEntry(row["job_id"], row["endpoint"], row["owner"], JobStatus(row["status"]), row["worker_id"],
+                        row["created_at"], row["started_at"], row["completed_at"])
+
+
+def history_values(e: HistoryEntry) -> tuple[Any, ...]:
+    """An entry's values in :data:`HISTORY_COLUMNS` order."""
+    return (e.job_id, e.endpoint, e.owner, str(e.status), e.worker_id, e.created_at, e.started_at, e.completed_at)
+
+
+def history_where(q: HistoryQuery, mark: str) -> tuple[str, list[Any]]:
+    """The WHERE clause (with ``mark`` as the placeholder: ``?`` or ``%s``) and its parameters."""
+    clauses: list[str] = [f"endpoint = {mark}"]
+    params: list[Any] = [q.endpoint]
+    if q.owner is not None:
+        clauses.append(f"COALESCE(owner, '') = {mark}")
+        params.append(q.owner)
+    if q.statuses:
+        clauses.append(f"status IN ({', '.join([mark] * len(q.statuses))})")
+        params += sorted(str(s) for s in q.statuses)
+    if q.since is not None:
+        clauses.append(f"created_at >= {mark}")
+        params.append(q.since)
+    if q.before is not None:
+        clauses.append(f"created_at < {mark}")
+        params.append(q.before)
+    return " AND ".join(clauses), params
 
 
 def worker_from_row(r: Row) -> WorkerRecord:

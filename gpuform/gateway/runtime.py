@@ -21,6 +21,7 @@ from gpuform import __version__
 from gpuform.errors import GatewayError, StoreError
 from gpuform.gateway.auth import KeyRing
 from gpuform.gateway.fleet import Clock, Fleet, FleetSettings, ProviderAccess
+from gpuform.gateway.history import RequestHistory
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.jsonbody import safe_text
 from gpuform.gateway.metering import Ledger, today
@@ -117,6 +118,7 @@ class Runtime:
         self.ledger = Ledger(self.store.ledger)
         timings = config.timings
         self.queue = JobQueue(self.store.jobs, timings, clock)
+        self.history = RequestHistory(self.store.history, timings.request_history, clock)
         settings = FleetSettings(config.lineage, config.advertise_url, timings,
                                  {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()})
         self.fleet = Fleet(settings, self.store.workers, self._providers, self.queue, self.ledger, self.metrics,
@@ -129,6 +131,7 @@ class Runtime:
         self.queue.on_stop_worker.append(self._stop_worker)
         self.queue.condition_of = self._condition_text
         self.queue.on_unserved.append(self._unserved)
+        self.queue.on_sweep.append(self.history.prune)
 
     def begin_shutdown(self) -> None:
         """Called from the signal handler: wake every long-poll so connections close promptly."""
@@ -183,6 +186,7 @@ class Runtime:
                                     job.status != JobStatus.COMPLETED, execution)
         if job.webhook:
             self.webhooks.deliver(job.webhook, job.view())
+        self.history.record(job)
 
     def _unserved(self, endpoint: str) -> None:
         ep = self.endpoints.get(endpoint)

@@ -22,9 +22,18 @@ from typing import Any
 
 from gpuform.errors import StoreError, StoreFull
 from gpuform.gateway.jobs import Job
-from gpuform.gateway.rows import job_from_row, open_env, seal_env, worker_from_row
+from gpuform.gateway.rows import (
+    HISTORY_COLUMNS,
+    history_from_row,
+    history_values,
+    history_where,
+    job_from_row,
+    open_env,
+    seal_env,
+    worker_from_row,
+)
 from gpuform.gateway.states import LIVE, WorkerState
-from gpuform.gateway.store import LedgerEntry, StoredEndpoint
+from gpuform.gateway.store import HistoryEntry, HistoryQuery, LedgerEntry, StoredEndpoint
 from gpuform.gateway.workers import WorkerRecord
 from gpuform.spec import EndpointSpec
 from gpuform.util.sealing import is_sealed, seal
@@ -83,7 +92,20 @@ def _v3(conn: sqlite3.Connection) -> None:
                  "PRIMARY KEY (owner, endpoint, day))")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+HISTORY_TABLE = ("CREATE TABLE requests (job_id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, owner TEXT, "
+                 "status TEXT NOT NULL, worker_id TEXT, created_at REAL NOT NULL, started_at REAL, "
+                 "completed_at REAL NOT NULL)")
+
+
+def _v4(conn: sqlite3.Connection) -> None:
+    """The request history: one compact row per finished request, kept apart from the jobs (whose results
+    expire sooner) and pruned by its own retention."""
+    conn.execute(HISTORY_TABLE)
+    conn.execute("CREATE INDEX requests_arrival ON requests(endpoint, created_at)")
+    conn.execute("CREATE INDEX requests_completed ON requests(completed_at)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -164,6 +186,7 @@ class SQLiteStore:
         self.jobs = SQLiteJobs(self.conn)
         self.workers = SQLiteWorkers(self.conn)
         self.ledger = SQLiteLedger(self.conn)
+        self.history = SQLiteHistory(self.conn)
         self.endpoints = SQLiteEndpoints(self.conn, secrets_key or secrets.token_urlsafe(32), where)
         self.endpoints.seal_plain_rows()
 
@@ -354,6 +377,26 @@ class SQLiteLedger:
         row = self.conn.execute("SELECT COALESCE(SUM(seconds), 0) AS s FROM ledger WHERE worker_id=?",
                                 (worker_id,)).fetchone()
         return float(row["s"])
+
+
+class SQLiteHistory:
+    def __init__(self, conn: _Connection) -> None:
+        self.conn = conn
+
+    def add(self, entry: HistoryEntry) -> None:
+        self.conn.execute(f"INSERT OR REPLACE INTO requests ({HISTORY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                          history_values(entry))
+
+    def query(self, query: HistoryQuery) -> list[HistoryEntry]:
+        where, params = history_where(query, "?")
+        rows = self.conn.execute(f"SELECT {HISTORY_COLUMNS} FROM requests WHERE {where} "
+                                 "ORDER BY created_at DESC, job_id LIMIT ?", (*params, query.limit)).fetchall()
+        return [history_from_row(r) for r in rows]
+
+    def prune(self, before: float, limit: int) -> int:
+        cursor = self.conn.execute("DELETE FROM requests WHERE job_id IN (SELECT job_id FROM requests "
+                                   "WHERE completed_at < ? ORDER BY completed_at LIMIT ?)", (before, limit))
+        return int(cursor.rowcount)
 
 
 class SQLiteEndpoints:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gpuform.gateway.jobs import Job
+from gpuform.gateway.states import JobStatus
 from gpuform.gateway.workers import WorkerRecord
 from gpuform.spec import EndpointSpec
 
@@ -41,6 +42,62 @@ class LedgerEntry:
     gpus: int
     seconds: float
     cost: float | None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One finished request as the request history keeps it: times, status, worker and key, never its input or
+    output (those go with the job's result when its retention ends; the history row outlives them)."""
+
+    job_id: str
+    endpoint: str
+    owner: str | None
+    status: JobStatus
+    worker_id: str | None
+    created_at: float  # arrival (a retried job: its latest arrival)
+    started_at: float | None  # None: it never ran (cancelled or expired in the queue)
+    completed_at: float
+
+    @classmethod
+    def of(cls, job: Job) -> HistoryEntry:
+        """The entry of a finished ``job``."""
+        return cls(job.id, job.endpoint, job.owner, JobStatus(job.status), job.worker_id, job.created_at,
+                   job.started_at, job.completed_at if job.completed_at is not None else job.created_at)
+
+    @property
+    def delay(self) -> float:
+        """Seconds from arrival to start (to its end, for one that never started)."""
+        return (self.started_at if self.started_at is not None else self.completed_at) - self.created_at
+
+    @property
+    def execution(self) -> float | None:
+        return None if self.started_at is None else self.completed_at - self.started_at
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """Which history rows to read: one endpoint's, optionally one key's, statuses and arrivals since a time."""
+
+    endpoint: str
+    owner: str | None = None  # None: every key's
+    statuses: frozenset[JobStatus] = frozenset()  # empty: every status
+    since: float | None = None  # arrival at or after
+    limit: int = 100
+    before: float | None = None  # arrival strictly before (the next page: the last arrival of this one)
+
+
+class HistoryRows(Protocol):
+    def add(self, entry: HistoryEntry) -> None:
+        """Record a finished request (a retried job's row is replaced by its latest run)."""
+        ...
+
+    def query(self, query: HistoryQuery) -> list[HistoryEntry]:
+        """Matching rows, newest arrival first, at most ``query.limit``."""
+        ...
+
+    def prune(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` rows completed before ``before``, oldest first; return how many."""
+        ...
 
 
 class JobRows(Protocol):
@@ -131,6 +188,9 @@ class GatewayStore(Protocol):
 
     @property
     def endpoints(self) -> EndpointRows: ...
+
+    @property
+    def history(self) -> HistoryRows: ...
 
     def get_meta(self, key: str) -> str | None: ...
 

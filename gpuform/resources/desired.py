@@ -90,13 +90,26 @@ def build(config: Config, lineage: str, volume_sources: dict[str, VolumeSource] 
 
 def current_attributes(kind: str, attrs: dict[str, Any]) -> dict[str, Any]:
     """Attributes an older gpuform recorded, in today's shape, so that upgrading gpuform alone plans no change:
-    a gateway's ``queue: sqlite`` (before ``store:``) is ``store: {type: sqlite}`` with one replica."""
-    if kind != ResourceKind.GATEWAY or "store" in attrs:
+    a gateway's ``queue: sqlite`` (before ``store:``) is ``store: {type: sqlite}`` with one replica, and a
+    timing added since (``request_history``) has its default."""
+    if kind != ResourceKind.GATEWAY:
         return attrs
-    out = {k: v for k, v in attrs.items() if k != "queue"}
+    out = _current_timings(attrs)
+    if "store" in out:
+        return out
+    out = {k: v for k, v in out.items() if k != "queue"}
     out["store"] = schema.GatewayStore(type=attrs.get("queue") or "sqlite").model_dump(mode="json")
     out.setdefault("replicas", 1)
     return out
+
+
+def _current_timings(attrs: dict[str, Any]) -> dict[str, Any]:
+    timings = attrs.get("timings")
+    if not isinstance(timings, dict):
+        return attrs
+    defaults = schema.GatewayTimings().model_dump(mode="json")
+    missing = {k: v for k, v in defaults.items() if k not in timings}
+    return {**attrs, "timings": {**timings, **missing}} if missing else attrs
 
 
 def _provider(config: Config, pool: str) -> str:

@@ -256,6 +256,15 @@ class BaremetalProvider:
         if remove_data:
             conn.run(["rm", "-rf", "--", self._gdir(name)])
 
+    def gateway_logs(self, name: str, tail: int = 100) -> str:
+        """The unit's journal where systemd runs it, else its log file (through the host agent)."""
+        host = self._gateway_host()
+        if self._systemd_on(host.name):
+            return self.hosts.conn(host).run(["journalctl", "-u", self._unit(name), "-n", str(tail), "--no-pager",
+                                              "--output", "cat"], check=False).text
+        return str(self._agent(host, "tail", {"path": posixpath.join(self._gdir(name), "gateway.log"),
+                                               "lines": tail})["text"])
+
     # ---- endpoints and workers --------------------------------------------------------------------
 
     def inventory(self) -> list[HostInventory]:

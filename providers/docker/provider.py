@@ -227,6 +227,13 @@ class DockerProvider:
                                                                           f"gpuform.address=gateway.{name}"]})
         return found[0] if found else None
 
+    def gateway_logs(self, name: str, tail: int = 100) -> str:
+        container = self._gateway_container(name)
+        try:
+            return "" if container is None else str(container.logs(tail=tail).decode(errors="replace"))
+        except docker.errors.DockerException:
+            return ""
+
     def read_gateway(self, name: str) -> Attrs | None:
         container = self._gateway_container(name)
         return {"container": container.short_id} if container and container.status == "running" else None

@@ -177,6 +177,9 @@ class LocalProvider:
         if remove_data:
             shutil.rmtree(gdir, ignore_errors=True)
 
+    def gateway_logs(self, name: str, tail: int = 100) -> str:
+        return procs.tail(self._gateway_dir(name) / "gateway.log", tail)
+
     # ---- inventory and workers ----------------------------------------------------------------------
 
     def inventory(self) -> list[HostInventory]:

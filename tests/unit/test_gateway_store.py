@@ -17,7 +17,7 @@ from gpuform.gateway.jobs import Job
 from gpuform.gateway.postgres import PostgresStore
 from gpuform.gateway.sqlite import SCHEMA_VERSION, SQLiteStore
 from gpuform.gateway.states import JobStatus, WorkerState
-from gpuform.gateway.store import GatewayStore, LedgerEntry, StoredEndpoint
+from gpuform.gateway.store import GatewayStore, HistoryEntry, HistoryQuery, LedgerEntry, StoredEndpoint
 from gpuform.gateway.workers import WorkerRecord
 from tests.gateway_harness import endpoint_spec
 from tests.pg import drop_schema, fresh_schema, postgres_url
@@ -110,6 +110,51 @@ def test_workers_ledger_endpoints_and_meta(store: GatewayStore) -> None:
     store.set_meta("lineage", "L")
     assert store.get_meta("lineage") == "L" and store.get_meta("nope") is None
     assert store.schema_version() == VERSIONS[type(store)]
+
+
+def _entry(job_id: str, created: float, status: JobStatus = JobStatus.COMPLETED, owner: str | None = "app",
+           endpoint: str = "ep", started: float | None = None) -> HistoryEntry:
+    start = created + 1 if started is None else started
+    return HistoryEntry(job_id, endpoint, owner, status, "w1" if status != JobStatus.CANCELLED else None, created,
+                        start if status != JobStatus.CANCELLED else None, created + 3)
+
+
+def test_request_history_filters_by_key_status_and_arrival_newest_first(store: GatewayStore) -> None:
+    store.history.add(_entry("a", 10.0))
+    store.history.add(_entry("b", 20.0, JobStatus.FAILED, owner="other"))
+    store.history.add(_entry("c", 30.0, JobStatus.CANCELLED))
+    store.history.add(_entry("d", 40.0, endpoint="ep2"))
+    ids = [e.job_id for e in store.history.query(HistoryQuery("ep"))]
+    assert ids == ["c", "b", "a"], "one endpoint's rows, newest arrival first"
+    assert [e.job_id for e in store.history.query(HistoryQuery("ep", owner="app"))] == ["c", "a"]
+    failed = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+    assert [e.job_id for e in store.history.query(HistoryQuery("ep", statuses=failed))] == ["c", "b"]
+    assert [e.job_id for e in store.history.query(HistoryQuery("ep", since=20.0, limit=1))] == ["c"]
+    (cancelled,) = store.history.query(HistoryQuery("ep", statuses=frozenset({JobStatus.CANCELLED})))
+    assert (cancelled.worker_id, cancelled.started_at, cancelled.execution, cancelled.delay) == (None, None, None, 3.0)
+    (done,) = store.history.query(HistoryQuery("ep", owner="app", statuses=frozenset({JobStatus.COMPLETED})))
+    assert done == _entry("a", 10.0) and (done.delay, done.execution) == (1.0, 2.0)
+
+
+def test_request_history_keeps_a_retried_jobs_latest_run_and_prunes_oldest_first(store: GatewayStore) -> None:
+    store.history.add(_entry("a", 10.0, JobStatus.FAILED))
+    store.history.add(_entry("a", 50.0))
+    (row,) = store.history.query(HistoryQuery("ep"))
+    assert (row.status, row.created_at) == (JobStatus.COMPLETED, 50.0)
+    for i in range(5):
+        store.history.add(_entry(f"old{i}", float(i)))  # completed at i + 3
+    assert store.history.prune(7.0, 2) == 2, "a batch at a time"
+    assert store.history.prune(7.0, 10) == 2 and store.history.prune(7.0, 10) == 0
+    assert sorted(e.job_id for e in store.history.query(HistoryQuery("ep"))) == ["a", "old4"]
+
+
+def test_request_history_outlives_the_jobs_result(store: GatewayStore) -> None:
+    job = _job("gone", status=JobStatus.COMPLETED, completed_at=103.0, started_at=101.0, worker_id="w1")
+    store.jobs.insert(job)
+    store.history.add(HistoryEntry.of(job))
+    store.jobs.delete(["gone"])
+    (row,) = store.history.query(HistoryQuery("ep"))
+    assert store.jobs.get("gone") is None and (row.job_id, row.delay, row.execution) == ("gone", 1.0, 2.0)
 
 
 def test_a_database_written_by_gpuform_0_1_0_is_upgraded_in_place(tmp_path: Path) -> None:

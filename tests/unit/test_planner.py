@@ -231,3 +231,13 @@ def test_changed_paths_name_each_leaf_key_and_list_item_that_differs() -> None:
     after = {"a": 1.0, "b": {"c": [1, 5], "d": "x", "new": {}}, "e": 1}
     assert changed_paths(before, after) == [["a"], ["b", "c", 1], ["b", "c", 2], ["b", "new"], ["e"], ["gone"]]
     assert changed_paths(before, before) == []
+
+
+def test_a_gateway_recorded_before_request_history_reads_it_at_its_default() -> None:
+    from gpuform.config import schema
+    from gpuform.resources.desired import current_attributes
+
+    old = schema.GatewayTimings().model_dump(mode="json")
+    del old["request_history"]
+    now = current_attributes("gateway", {"timings": old, "store": {"type": "sqlite"}, "replicas": 1})
+    assert now["timings"] == schema.GatewayTimings().model_dump(mode="json"), "upgrading alone plans no change"
