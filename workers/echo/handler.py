@@ -3,17 +3,37 @@
 Input knobs: ``sleep`` (seconds before answering), ``fail`` (raise with this message), ``stream`` (yield
 that many chunks), ``progress`` (post a progress update first). OpenAI-shaped jobs (``openai_route``)
 get an OpenAI-shaped answer that echoes the last message, streamed when asked.
+
+Test hook: ``GPUFORM_ECHO_STARTUP_DELAY`` (seconds, in the worker's ``env:``) holds the worker back that long
+before it first contacts the gateway, standing in for a model load: a cold start of a set length (the
+simulator's fidelity test uses it).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from gpuform.worker import JobError, progress_update
+
+STARTUP_DELAY_ENV = "GPUFORM_ECHO_STARTUP_DELAY"
+
+
+def startup_delay() -> float:
+    """Seconds to wait before starting, from ``GPUFORM_ECHO_STARTUP_DELAY`` (0 when unset); raises SystemExit
+    naming the variable when it is not a number ≥ 0."""
+    text = os.environ.get(STARTUP_DELAY_ENV, "").strip()
+    try:
+        value = float(text) if text else 0.0
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise SystemExit(f"echo worker: {STARTUP_DELAY_ENV}={text!r} is not a number of seconds ≥ 0")
+    return value
 
 
 def handler(job: dict[str, Any]) -> Any:
