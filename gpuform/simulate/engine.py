@@ -108,10 +108,11 @@ class Simulation:
         self.warming = self.s.warm_start
         self.tick(t0)
         self.warming = False
-        horizon = self.arrivals[-1] + max(3600.0, self.arrivals[-1] - t0)
+        until = -INF if self.s.until is None else self.s.until
+        horizon = max(until, self.arrivals[-1] + max(3600.0, self.arrivals[-1] - t0))
         i, k = 0, 1
         next_tick = t0 + interval
-        while i < n or self.running or self.head < len(self.queue):
+        while i < n or self.running or self.head < len(self.queue) or next_tick <= until:
             t_event = self.events[0][0] if self.events else INF
             t_arrival = self.arrivals[i] if i < n else INF
             if t_event <= t_arrival and t_event <= next_tick:
@@ -284,7 +285,7 @@ class Simulation:
         return self.spent.get(datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"), 0.0)
 
     def _finish(self) -> Run:
-        run, end = self.run_, self.now
+        run, end = self.run_, max(self.now, -INF if self.s.until is None else self.s.until)
         run.end = end
         for w in (*self.ended, *self.workers):
             stop = end if w.stopped_at is None else min(w.stopped_at, end)
