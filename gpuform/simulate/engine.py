@@ -84,8 +84,9 @@ class Simulation:
         self.arrivals, self.service, self.s = arrivals, service, settings
         self.policy = settings.policy
         self.rng = random.Random(settings.seed)
-        self.now = arrivals[0]
-        self.run_ = Run(arrivals[0], arrivals[0], delays=[INF] * len(arrivals))
+        self.t0 = arrivals[0] if settings.start is None else min(settings.start, arrivals[0])
+        self.now = self.t0
+        self.run_ = Run(self.t0, self.t0, delays=[INF] * len(arrivals))
         self.events: list[tuple[float, int, int, _Worker, int]] = []  # (time, seq, kind, worker, job)
         self.seq = 0
         self.queue: list[int] = []  # job indices, FIFO from self.head
@@ -104,7 +105,7 @@ class Simulation:
     # ---- the loop -----------------------------------------------------------------------------------
 
     def run(self) -> Run:
-        t0, interval, n = self.arrivals[0], self.s.reconcile_interval, len(self.arrivals)
+        t0, interval, n = self.t0, self.s.reconcile_interval, len(self.arrivals)
         self.warming = self.s.warm_start
         self.tick(t0)
         self.warming = False

@@ -82,9 +82,10 @@ def replay(traffic: Traffic, settings: Settings) -> Replay:
     return _whole(traffic, settings, 0, len(traffic.arrivals), end)
 
 
-def _whole(traffic: Traffic, settings: Settings, first: int, last: int, until: float) -> Replay:
+def _whole(traffic: Traffic, settings: Settings, first: int, last: int, until: float,
+           start: float | None = None) -> Replay:
     run = simulate(list(traffic.arrivals[first:last]), list(traffic.executions[first:last]),
-                   replace(settings, until=until))
+                   replace(settings, start=start, until=until))
     return Replay(run.worker_seconds, run.cold_starts, run.t0, run.end)
 
 
@@ -103,21 +104,22 @@ def sessions(traffic: Traffic, quiet: float) -> list[tuple[int, int]]:
 
 
 def _in_sessions(traffic: Traffic, settings: Settings, end: float) -> Replay | None:
-    """Each session replayed until every worker above the floor has stopped, the gaps at the floor's cost;
-    None when a session ran into the next (a queue longer than the gap allowed for)."""
-    p = settings.policy
-    quiet = settings.cold_start.high + p.idle_timeout + 3 * settings.reconcile_interval + 1.0
+    """Each session replayed on the whole replay's tick grid until every worker above the floor has stopped,
+    the gaps at the floor's cost; None when a session ran into the next (a queue longer than allowed for)."""
+    p, t0, step = settings.policy, traffic.arrivals[0], settings.reconcile_interval
+    quiet = settings.cold_start.high + p.idle_timeout + 3 * step + 1.0
     parts = sessions(traffic, quiet)
-    total, starts = 0.0, 0
+    starts = [t0 + ((traffic.arrivals[first] - t0) // step) * step for first, _ in parts]
+    total, cold, done = 0.0, 0, None
     for n, (first, last) in enumerate(parts):
-        nxt = traffic.arrivals[parts[n + 1][0]] if n + 1 < len(parts) else end
+        nxt = starts[n + 1] if n + 1 < len(parts) else end
         busy = max(a + e for a, e in zip(traffic.arrivals[first:last], traffic.executions[first:last], strict=True))
-        done = _whole(traffic, settings, first, last, min(nxt, busy + quiet))
+        done = _whole(traffic, settings, first, last, min(nxt, busy + quiet), starts[n])
         if done.end > nxt and n + 1 < len(parts):
             return None
         total += done.worker_seconds + p.min_workers * max(0.0, nxt - done.end)
-        starts += done.cold_starts
-    return Replay(total, starts, traffic.arrivals[0], max(end, done.end))
+        cold += done.cold_starts
+    return Replay(total, cold, t0, max(end, done.end if done else end))
 
 
 def estimates(config: Config, traffic: Mapping[str, Traffic]) -> tuple[dict[str, Expected], list[str]]:
