@@ -34,7 +34,7 @@ def test_plan_shows_the_expected_cost_of_recorded_traffic_and_simulate_reads_it(
         for i in range(3):
             assert http.post("/v2/echo/runsync", json={"input": {"sleep": 0.2, "n": i}}).json()["status"] == \
                 "COMPLETED"
-    time.sleep(1.0)
+    time.sleep(10.0)  # longer than a cold start plus the 5 s idle timeout: the window tells the policies apart
     where = ("-C", str(deployment.workdir))
 
     same = run_gpuform(*where, "plan", "-detailed-exitcode")
