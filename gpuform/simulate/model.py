@@ -89,5 +89,5 @@ class Settings:
     warm_start: bool = True
     seed: int = 0
     timeline: bool = False
-    start: float | None = None  # the clock's t0 (ticks at start + k × interval), at or before the first request
+    start: float | None = None  # the clock's t0 (ticks at start + k * interval), at or before the first request
     until: float | None = None  # keep the clock running (ticks, idle stops, billing) to here after the last request
