@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
@@ -22,11 +23,12 @@ from gpuform.cli.common import (
     print_error,
     use_colour,
 )
-from gpuform.config.load import load
+from gpuform.config.load import Config, load
 from gpuform.diagnostics import Diagnostic
 from gpuform.engine.apply import ApplyResult
 from gpuform.engine.context import Workspace
 from gpuform.engine.operations import (
+    Estimator,
     Planned,
     check_saved_plan,
     desired_state,
@@ -101,7 +103,8 @@ def plan_cmd(ctx: typer.Context,
         config = load_config(ws, g.variables)
         try:
             with locked_if(ws.store, lock, "plan", lock_timeout):
-                planned = make_plan(ws, config, mode, refresh, tuple(target), tuple(replace), parallelism)
+                planned = make_plan(ws, config, mode, refresh, tuple(target), tuple(replace), parallelism,
+                                    _estimator(config) if refresh and mode == "normal" else None)
         finally:
             ws.close()
     except ConfigError as exc:
@@ -126,6 +129,13 @@ def plan_cmd(ctx: typer.Context,
         raise typer.Exit(1)
     if detailed_exitcode and planned.plan.has_changes:
         raise typer.Exit(2)
+
+
+def _estimator(config: Config) -> Estimator:
+    """Expected monthly costs from recorded traffic, by the simulator (imported only when a plan refreshes)."""
+    from gpuform.simulate.estimate import estimates
+
+    return functools.partial(estimates, config)
 
 
 def apply_cmd(ctx: typer.Context,

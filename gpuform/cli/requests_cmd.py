@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,8 +15,7 @@ import typer
 from gpuform.cli.common import JsonFlag, globals_of
 from gpuform.cli.runtime_cmds import endpoint_admin
 from gpuform.errors import GpuformError
-from gpuform.gateway.client import AdminClient
-from gpuform.gateway.history import MAX_LIMIT, BadQuery, parse_since, parse_statuses
+from gpuform.gateway.history import BadQuery, parse_since, parse_statuses
 
 DEFAULT_SHOWN = 100
 
@@ -33,21 +31,6 @@ def trace_line(row: dict[str, Any]) -> dict[str, Any]:
     return {"arrival": _iso(row["created_at"]), "arrival_epoch": row["created_at"], "delay_time": row["delay"],
             "execution_time": row["execution"] or 0.0, "status": row["status"], "worker": row["worker_id"],
             "id": row["id"], "endpoint": row["endpoint"]}
-
-
-def _pages(admin: AdminClient, endpoint: str, query: dict[str, Any], wanted: int | None) -> Iterator[dict[str, Any]]:
-    """Rows newest first, a page at a time, until ``wanted`` (None: all) or the history ends."""
-    before: float | None = None
-    given = 0
-    while wanted is None or given < wanted:
-        page = min(MAX_LIMIT, (wanted - given) if wanted is not None else MAX_LIMIT)
-        params = {**query, "limit": page, **({"before": before} if before is not None else {})}
-        rows = admin.get(f"/admin/endpoints/{endpoint}/requests", **params)["requests"]
-        yield from rows
-        given += len(rows)
-        if len(rows) < page:
-            return
-        before = rows[-1]["created_at"]
 
 
 def _query(status: str | None, since: str | None) -> dict[str, Any]:
@@ -109,7 +92,7 @@ def requests_cmd(ctx: typer.Context, endpoint: str,
     ws = globals_of(ctx).workspace()
     wanted = limit if limit is not None else (None if export else DEFAULT_SHOWN)
     with endpoint_admin(ws, ws.store.read(), endpoint) as admin:
-        rows = list(_pages(admin, endpoint, query, wanted))
+        rows = list(admin.request_history(endpoint, query, wanted))
     if export is not None:
         _export(export, rows)
     if json_out:

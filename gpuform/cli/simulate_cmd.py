@@ -15,9 +15,11 @@ from gpuform.config.types import parse_duration
 from gpuform.errors import GpuformError
 
 if TYPE_CHECKING:  # the simulator is imported when `simulate` runs, not on every gpuform command
+    from gpuform.plan.model import Traffic
     from gpuform.simulate.model import ColdStart, Settings
     from gpuform.simulate.report import Slo
     from gpuform.simulate.study import Study
+    from gpuform.simulate.trace import Trace
 
 
 def _bad(option: str, exc: ValueError) -> typer.BadParameter:
@@ -80,13 +82,19 @@ def _axes(sweep: bool, given: list[str], base: Settings) -> dict[str, list[Any]]
 def simulate_cmd(
         ctx: typer.Context,
         endpoint: Annotated[str, typer.Argument(help="Endpoint of the configuration (-C DIR) to simulate.")],
-        trace: Annotated[Path, typer.Option("--trace", metavar="FILE", help="Requests to replay: the Azure LLM "
-                                            "trace CSV, or CSV/JSONL with a timestamp column.")],
+        trace: Annotated[Path | None, typer.Option("--trace", metavar="FILE", help="Requests to replay: the Azure "
+                                                   "LLM trace CSV, or CSV/JSONL with a timestamp column.")] = None,
+        from_gateway: Annotated[bool, typer.Option("--from-gateway", help="Replay the endpoint's request history, "
+                                                   "read from its gateway's admin API (instead of --trace).")]
+        = False,
+        since: Annotated[str, typer.Option("--since", help="With --from-gateway: how far back (e.g. 1h, 7d).")]
+        = "7d",
         axes: Annotated[list[str] | None, typer.Argument(metavar="[AXIS=V1,V2,...]...", show_default=False,
                                                          help="With --sweep: values to sweep, e.g. "
                                                               "min_workers=0,1,2 idle_timeout=5s,30s,120s.")] = None,
-        cold_start: Annotated[str, typer.Option("--cold-start", help="Worker start-up: 30s, or "
-                                                "uniform:25s,50s.")] = "30s",
+        cold_start: Annotated[str | None, typer.Option("--cold-start", help="Worker start-up: 30s, or "
+                                                       "uniform:25s,50s (default: 30s; with --from-gateway, the "
+                                                       "gateway's measured median when it has one).")] = None,
         concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Requests one worker runs at "
                                                         "once (default: worker.concurrency).")] = None,
         service_time: Annotated[str | None, typer.Option("--service-time", help="Every request runs this long "
@@ -122,7 +130,12 @@ def simulate_cmd(
     starts and delays of a policy, or with --sweep the cost/latency frontier of many."""
     from gpuform.simulate.study import render_one, render_sweep, run_study, to_json
 
-    study = _study(ctx, endpoint, trace, cold_start, concurrency, service_time, prefill_rate, decode_rate, gpu_type,
+    if (trace is None) == (not from_gateway):
+        raise typer.BadParameter("give a trace file (--trace FILE) or --from-gateway, one of them",
+                                 param_hint="--trace")
+    source: Path | Traffic = trace if trace is not None else _recorded(ctx, endpoint,
+                                                                      _duration(since, "--since") or 0.0)
+    study = _study(ctx, endpoint, source, cold_start, concurrency, service_time, prefill_rate, decode_rate, gpu_type,
                    slo, start, seed, warm_start,
                    dict(min_workers=min_workers, max_workers=max_workers, scaler=scaler, scaler_value=scaler_value,
                         keep_alive=keep_alive, idle_timeout=_duration(idle_timeout, "--idle-timeout")))
@@ -139,20 +152,53 @@ def simulate_cmd(
             sys.stdout.write(f"plot written to {plot}\n")
 
 
-def _study(ctx: typer.Context, endpoint: str, trace_path: Path, cold_start: str, concurrency: int | None,
+def _recorded(ctx: typer.Context, endpoint: str, window: float) -> Traffic:
+    """The endpoint's recorded traffic, from its gateway; raises GpuformError when there is none."""
+    from gpuform.cli.runtime_cmds import endpoint_admin
+    from gpuform.engine.traffic import cold_starts, read_traffic
+
+    ws = globals_of(ctx).workspace()
+    try:
+        with endpoint_admin(ws, ws.store.read(), endpoint) as admin:
+            recorded = read_traffic(admin, endpoint, window, cold_start=cold_starts(admin).get(endpoint))
+    finally:
+        ws.close()
+    if not recorded.arrivals:
+        raise GpuformError(f"the gateway recorded no finished request of {endpoint} in the window asked for",
+                           "Send it some traffic, or widen --since (the history keeps timings.request_history).")
+    return recorded
+
+
+def _trace(source: Path | Traffic) -> Trace:
+    from gpuform.simulate.estimate import trace_of
+    from gpuform.simulate.trace import read_trace
+
+    return read_trace(source) if isinstance(source, Path) else trace_of(source)
+
+
+def _cold_of(source: Path | Traffic, given: str | None) -> ColdStart:
+    from gpuform.simulate.estimate import cold_start_of
+    from gpuform.simulate.model import ColdStart
+
+    if given is not None or isinstance(source, Path):
+        return _cold_start(given or "30s")
+    seconds = cold_start_of(source)[0]
+    return ColdStart(seconds, seconds)
+
+
+def _study(ctx: typer.Context, endpoint: str, source: Path | Traffic, cold_start: str | None, concurrency: int | None,
            service_time: str | None, prefill_rate: float, decode_rate: float, gpu_type: str | None, slo: str,
            start: str | None, seed: int, warm_start: bool, changes: dict[str, Any]) -> Study:
     from gpuform.simulate.model import ServiceModel, Settings
     from gpuform.simulate.scenario import endpoint_basis, override
     from gpuform.simulate.study import Study
-    from gpuform.simulate.trace import read_trace
 
     g = globals_of(ctx)
     config = load(g.directory.resolve(), g.variables, require_env=False)
     basis = endpoint_basis(config, endpoint, gpu_type)
-    cold, objective = _cold_start(cold_start), _slo(slo)
+    cold, objective = _cold_of(source, cold_start), _slo(slo)
     model = ServiceModel(_duration(service_time, "--service-time"), prefill_rate, decode_rate)
-    trace = read_trace(trace_path)
+    trace = _trace(source)
     policy = override(basis.policy, **changes)
     settings = Settings(policy, cold, concurrency or basis.concurrency, basis.reconcile_interval,
                         basis.price_per_second, warm_start=warm_start, seed=seed)

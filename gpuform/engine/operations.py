@@ -6,7 +6,7 @@ import datetime
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,9 @@ from gpuform.engine.context import Workspace
 from gpuform.engine.handlers import Op
 from gpuform.engine.refresh import refresh
 from gpuform.engine.selection import Selection
+from gpuform.engine.traffic import recorded_traffic
 from gpuform.errors import GpuformError, StalePlan
-from gpuform.plan.model import Action, Plan
+from gpuform.plan.model import Action, Expected, Observed, Plan, Traffic
 from gpuform.plan.planner import PlanOptions, plan
 from gpuform.resources.desired import Desired, build
 from gpuform.state.backends import BackendRequest, LocalBackend, check_workspace_name, open_backend
@@ -86,9 +87,16 @@ class Planned:
     state: State
 
 
+Estimator = Callable[[Mapping[str, Traffic]], tuple[dict[str, Expected], list[str]]]
+"""Expected monthly costs (by address) from recorded traffic, with warnings for those it could not estimate."""
+
+
 def make_plan(ws: Workspace, config: Config | None, mode: str = "normal", do_refresh: bool = True,
-              targets: tuple[str, ...] = (), replace: tuple[str, ...] = (), parallelism: int = 10) -> Planned:
-    """Refresh (unless told not to) and plan. ``config`` may be None for destroy without a configuration."""
+              targets: tuple[str, ...] = (), replace: tuple[str, ...] = (), parallelism: int = 10,
+              estimate: Estimator | None = None) -> Planned:
+    """Refresh (unless told not to) and plan. ``config`` may be None for destroy without a configuration.
+    ``estimate``: when given and refreshing a normal plan, each endpoint's recorded traffic is read from its
+    gateway and the estimates are attached to the endpoints' costs (information only)."""
     state = ws.store.read()
     desired = desired_state(ws, config, state) if config is not None else {}
     importing = adopt_imports(Op(ws, state, desired), config.imports) if config and mode == "normal" else {}
@@ -96,6 +104,8 @@ def make_plan(ws: Workspace, config: Config | None, mode: str = "normal", do_ref
     options = PlanOptions(mode=mode, targets=targets, replace=replace, config_digest=config_digest(desired),
                           importing=importing)
     result = plan(desired, state, observed, options)
+    if estimate is not None and observed is not None and mode == "normal":
+        result.warnings += expected_costs(Op(ws, state, desired), observed, result, estimate)
     result.timestamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     result.output_changes = output_changes(result, state)
     if config is not None:
@@ -103,6 +113,18 @@ def make_plan(ws: Workspace, config: Config | None, mode: str = "normal", do_ref
         result.variables = {name: "(sensitive)" if f"GPUFORM_VAR_{name}" in os.environ else value
                             for name, value in config.variables.items()}  # the environment may hold secrets
     return Planned(result, desired, state)
+
+
+def expected_costs(op: Op, observed: Mapping[str, Observed], planned: Plan, estimate: Estimator) -> list[str]:
+    """Read recorded traffic, estimate, and put each estimate on its endpoint's cost; the warnings."""
+    traffic, warnings = recorded_traffic(op, observed)
+    if not traffic:
+        return warnings
+    found, more = estimate(traffic)
+    for change in planned.changes:
+        if change.address in found and change.cost is not None:
+            change.cost.expected = found[change.address]
+    return warnings + more
 
 
 IMPORT_ORDER = ("pool", "volume", "policy", "gateway", "endpoint")  # an endpoint is read through its gateway

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import ssl
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
 from gpuform.errors import GatewayError
+from gpuform.gateway.history import MAX_LIMIT
 from gpuform.spec import EndpointPut, EndpointSpec
 from gpuform.util.hashing import deployment_id
 
@@ -118,6 +120,21 @@ class AdminClient:
 
     def get(self, path: str, **params: Any) -> Any:
         return self._json("GET", path, params=params)
+
+    def request_history(self, endpoint: str, query: dict[str, Any], wanted: int | None) -> Iterator[dict[str, Any]]:
+        """Finished requests of ``endpoint`` (``query``: status, since), newest first, a page at a time, until
+        ``wanted`` rows (None: all) or the history ends."""
+        before: float | None = None
+        given = 0
+        while wanted is None or given < wanted:
+            page = min(MAX_LIMIT, (wanted - given) if wanted is not None else MAX_LIMIT)
+            params = {**query, "limit": page, **({"before": before} if before is not None else {})}
+            rows = self.get(f"/admin/endpoints/{endpoint}/requests", **params)["requests"]
+            yield from rows
+            given += len(rows)
+            if len(rows) < page:
+                return
+            before = rows[-1]["created_at"]
 
 
 def _error_text(resp: httpx.Response) -> str:

@@ -48,24 +48,91 @@ class Observed:
                    list(data.get("notes") or []), str(data.get("error") or ""), list(data.get("repair") or []))
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """An endpoint's recorded requests, as refresh read them from its gateway's request history: arrivals
+    (epoch seconds, oldest first) with their measured execution times (0 for one that never ran), the window
+    asked for (``since`` to ``until``, the time of the read), the gateway's measured cold start (median of
+    ``cold_starts`` samples; None when it has none) and whether the read stopped at its row limit."""
+
+    endpoint: str
+    arrivals: tuple[float, ...]
+    executions: tuple[float, ...]
+    since: float
+    until: float
+    cold_start: float | None = None
+    cold_starts: int = 0
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The expected cost of an endpoint for a month (30 days), from its recorded traffic replayed through the
+    autoscaler with the planned policy. Information only: never a change, never part of the plan's digest.
+    ``per_month`` is None when the pool has no price for the GPU type (``worker_hours_per_month`` is known)."""
+
+    per_month: float | None
+    worker_hours_per_month: float
+    requests: int
+    window_seconds: float  # the span of recorded traffic the month is extrapolated from
+    cold_start: float
+    cold_start_source: str  # "measured (median of N)" or "default"
+    cold_starts_per_month: float = 0.0
+
+    @property
+    def basis(self) -> str:
+        return (f"from {self.requests} request{'s' if self.requests != 1 else ''} over {_span(self.window_seconds)}"
+                f", cold start {self.cold_start:.3g}s {self.cold_start_source}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"amount": self.per_month, "worker_hours": round(self.worker_hours_per_month, 3),
+                "cold_starts": round(self.cold_starts_per_month, 1), "requests": self.requests,
+                "window_seconds": round(self.window_seconds, 3), "cold_start_seconds": self.cold_start,
+                "cold_start_source": self.cold_start_source, "basis": self.basis}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Expected:
+        return cls(data.get("amount"), float(data.get("worker_hours") or 0.0), int(data.get("requests") or 0),
+                   float(data.get("window_seconds") or 0.0), float(data.get("cold_start_seconds") or 0.0),
+                   str(data.get("cold_start_source", "")), float(data.get("cold_starts") or 0.0))
+
+
+def _span(seconds: float) -> str:
+    """A window in the unit that reads best: 40 s, 12 min, 5.5 h, 6.9 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 @dataclass
 class Cost:
-    """Estimated cost per hour at min and max workers; ``None`` means the price is unknown."""
+    """Estimated cost per hour at min and max workers; ``None`` means the price is unknown. ``expected``: the
+    month's cost from recorded traffic, when refresh could read the endpoint's request history."""
 
     currency_per_hour_min: float | None
     currency_per_hour_max: float | None
     price_key: str
     note: str = ""
+    expected: Expected | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"per_hour_at_min_workers": self.currency_per_hour_min,
-                "per_hour_at_max_workers": self.currency_per_hour_max, "priced_as": self.price_key,
-                "note": self.note}
+        out: dict[str, Any] = {"per_hour_at_min_workers": self.currency_per_hour_min,
+                               "per_hour_at_max_workers": self.currency_per_hour_max, "priced_as": self.price_key,
+                               "note": self.note}
+        if self.expected is not None:
+            out["expected_per_month"] = self.expected.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Cost:
+        expected = data.get("expected_per_month")
         return cls(data.get("per_hour_at_min_workers"), data.get("per_hour_at_max_workers"),
-                   str(data.get("priced_as", "")), str(data.get("note", "")))
+                   str(data.get("priced_as", "")), str(data.get("note", "")),
+                   Expected.from_json(expected) if expected else None)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from gpuform.plan.cost import format_cost
-from gpuform.plan.model import Action, Cost, Drift, Plan, ResourceChange
+from gpuform.plan.model import Action, Cost, Drift, Expected, Plan, ResourceChange
 from gpuform.util.hashing import is_hashed
 
 SYMBOL = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "no-op": " "}
@@ -94,6 +94,24 @@ def _cost_line(change: ResourceChange) -> str:
     return f"{text} (priced as {cost.price_key}{note})"
 
 
+def expected_text(expected: Expected) -> str:
+    """``$123.45/month expected (from 40 requests over 6.9 days, cold start 30s default)``."""
+    amount = (f"{format_cost(expected.per_month)}/month" if expected.per_month is not None
+              else f"{expected.worker_hours_per_month:.1f} worker-hours/month (no price)")
+    return f"{amount} expected ({expected.basis})"
+
+
+def _expected_line(change: ResourceChange) -> str:
+    expected = change.cost.expected if change.cost else None
+    return f"expected: {expected_text(expected)}, with the planned policy" if expected else ""
+
+
+def _unchanged_expected(plan: Plan) -> list[str]:
+    """Endpoints the plan does not list that have an estimate (information only)."""
+    return [f"  {c.address}: {expected_text(c.cost.expected)}" for c in plan.changes
+            if not c.shown and c.cost is not None and c.cost.expected is not None]
+
+
 def _cost_range(cost: Cost | None) -> str:
     if cost is None:
         return "none"
@@ -119,7 +137,8 @@ def render_change(change: ResourceChange, colour: bool = False) -> list[str]:
     else:
         lines += _lines_diff(change.before or {}, change.after or {}, forced, 6, colour)
     lines.append("    }")
-    lines += [f"    {n}" for n in ([_cost_line(change)] if _cost_line(change) else []) + change.notes]
+    costs = [line for line in (_cost_line(change), _expected_line(change)) if line]
+    lines += [f"    {n}" for n in costs + change.notes]
     return lines
 
 
@@ -156,6 +175,10 @@ def render_text(plan: Plan, colour: bool = False) -> str:
         out += ["gpuform will perform the following actions:", ""]
         for c in changes:
             out += [*render_change(c, colour), ""]
+    unchanged = _unchanged_expected(plan)
+    if unchanged:
+        out += ["Expected cost of unchanged endpoints, from their recorded traffic (information only):",
+                *unchanged, ""]
     for w in plan.warnings:
         out.append(_paint(f"Warning: {w}", "~", colour))
     if plan.warnings:
@@ -174,13 +197,17 @@ def render_markdown(plan: Plan, title: str = "") -> str:
     out = [head, "", meta, ""]
     changes = [ch for ch in plan.changes if ch.shown]
     if changes:
-        out += ["| resource | action | why | $/h at min → max workers |", "|---|---|---|---|"]
+        out += ["| resource | action | why | $/h at min → max workers | expected $/month |", "|---|---|---|---|---|"]
         for ch in changes:
             why = _why(ch)
             cost = f"{_md_cost(ch.cost)}" if ch.cost else ("—" if ch.kind != "endpoint" else "unknown")
             action = "import" if ch.action == Action.NO_OP else f"{SYMBOL[ch.action]} {ch.action}"
-            out.append(f"| `{ch.address}` | {action} | {why} | {cost} |")
+            out.append(f"| `{ch.address}` | {action} | {why} | {cost} | {_md_expected(ch)} |")
         out.append("")
+    unchanged = [c for c in plan.changes if not c.shown and c.cost is not None and c.cost.expected is not None]
+    if unchanged:
+        out += ["**Expected cost of unchanged endpoints** (from recorded traffic): "
+                + "; ".join(f"`{c.address}` {_md_expected(c)}" for c in unchanged), ""]
     if plan.drift:
         out += ["**Changed outside gpuform since the last apply:** "
                 + ", ".join(f"`{d.address}` ({'deleted' if d.after is None else 'changed'})" for d in plan.drift), ""]
@@ -223,3 +250,9 @@ def _md_cost(cost: Cost | None) -> str:
     if cost is None:
         return "unknown"
     return f"{format_cost(cost.currency_per_hour_min)} → {format_cost(cost.currency_per_hour_max)}"
+
+
+def _md_expected(ch: ResourceChange) -> str:
+    """The month's expected cost with its basis, or — when there is no recorded traffic."""
+    expected = ch.cost.expected if ch.cost else None
+    return expected_text(expected).replace(" expected (", " (") if expected else "—"

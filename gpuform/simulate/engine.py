@@ -84,8 +84,9 @@ class Simulation:
         self.arrivals, self.service, self.s = arrivals, service, settings
         self.policy = settings.policy
         self.rng = random.Random(settings.seed)
-        self.now = arrivals[0]
-        self.run_ = Run(arrivals[0], arrivals[0], delays=[INF] * len(arrivals))
+        self.t0 = arrivals[0] if settings.start is None else min(settings.start, arrivals[0])
+        self.now = self.t0
+        self.run_ = Run(self.t0, self.t0, delays=[INF] * len(arrivals))
         self.events: list[tuple[float, int, int, _Worker, int]] = []  # (time, seq, kind, worker, job)
         self.seq = 0
         self.queue: list[int] = []  # job indices, FIFO from self.head
@@ -104,14 +105,15 @@ class Simulation:
     # ---- the loop -----------------------------------------------------------------------------------
 
     def run(self) -> Run:
-        t0, interval, n = self.arrivals[0], self.s.reconcile_interval, len(self.arrivals)
+        t0, interval, n = self.t0, self.s.reconcile_interval, len(self.arrivals)
         self.warming = self.s.warm_start
         self.tick(t0)
         self.warming = False
-        horizon = self.arrivals[-1] + max(3600.0, self.arrivals[-1] - t0)
+        until = -INF if self.s.until is None else self.s.until
+        horizon = max(until, self.arrivals[-1] + max(3600.0, self.arrivals[-1] - t0))
         i, k = 0, 1
         next_tick = t0 + interval
-        while i < n or self.running or self.head < len(self.queue):
+        while i < n or self.running or self.head < len(self.queue) or next_tick <= until:
             t_event = self.events[0][0] if self.events else INF
             t_arrival = self.arrivals[i] if i < n else INF
             if t_event <= t_arrival and t_event <= next_tick:
@@ -284,7 +286,7 @@ class Simulation:
         return self.spent.get(datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"), 0.0)
 
     def _finish(self) -> Run:
-        run, end = self.run_, self.now
+        run, end = self.run_, max(self.now, -INF if self.s.until is None else self.s.until)
         run.end = end
         for w in (*self.ended, *self.workers):
             stop = end if w.stopped_at is None else min(w.stopped_at, end)

@@ -78,7 +78,7 @@ class ServiceModel:
 class Settings:
     """One simulated policy with its world. ``warm_start``: the workers the first decision starts (the
     floor at t0) are ready at t0, as on an endpoint that has been running; ``timeline`` records workers and
-    queue at each tick (for plots)."""
+    queue at each tick (for plots); ``until``: the run ends there, not when the last request completes."""
 
     policy: ScalingPolicy
     cold_start: ColdStart
@@ -89,3 +89,5 @@ class Settings:
     warm_start: bool = True
     seed: int = 0
     timeline: bool = False
+    start: float | None = None  # the clock's t0 (ticks at start + k * interval), at or before the first request
+    until: float | None = None  # keep the clock running (ticks, idle stops, billing) to here after the last request
