@@ -58,8 +58,8 @@ def test_replaying_in_sessions_gives_the_figures_of_one_whole_replay(policy: Sca
     rng = random.Random(1)
     arrivals: list[float] = []
     at = 0.0
-    for _ in range(300):
-        at += rng.choice([0.5, 2, 30, 400, 3000])
+    for _ in range(120):
+        at += rng.choice([0.5, 2, 30, 400, 1200])
         arrivals.append(at)
     traffic = Traffic("x", tuple(arrivals), tuple(rng.uniform(0.1, 3) for _ in arrivals), 0, at + 5000, 5.0, 2)
     settings = Settings(policy, ColdStart(5, 5), 1, 1.0, 0.001)
