@@ -94,11 +94,15 @@ def _cost_line(change: ResourceChange) -> str:
     return f"{text} (priced as {cost.price_key}{note})"
 
 
+ROUGH_BELOW = 86_400.0  # seconds of history under which a monthly figure is said to be rough
+
+
 def expected_text(expected: Expected) -> str:
     """``$123.45/month expected (from 40 requests over 6.9 days, cold start 30s default)``."""
     amount = (f"{format_cost(expected.per_month)}/month" if expected.per_month is not None
               else f"{expected.worker_hours_per_month:.1f} worker-hours/month (no price)")
-    return f"{amount} expected ({expected.basis})"
+    rough = "; under a day of history: a rough extrapolation" if expected.window_seconds < ROUGH_BELOW else ""
+    return f"{amount} expected ({expected.basis}{rough})"
 
 
 def _expected_line(change: ResourceChange) -> str:

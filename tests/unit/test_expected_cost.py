@@ -94,8 +94,8 @@ def test_a_changed_endpoint_shows_it_beside_the_bounds_in_text_markdown_and_json
     plan = _plan(Action.UPDATE)
     text = render_text(plan)
     assert "cost: $0.00/h at min_workers, $3.60/h at max_workers (priced as A100)" in text
-    assert "expected: $466.56/month expected (from 3 requests over 100 s, cold start 5s measured (median of 3))" \
-           ", with the planned policy" in text
+    assert "expected: $466.56/month expected (from 3 requests over 100 s, cold start 5s measured (median of 3); " \
+           "under a day of history: a rough extrapolation), with the planned policy" in text
     md = render_markdown(plan)
     assert "| expected $/month |" in md and "| $0.00 → $3.60 | $466.56/month (from 3 requests" in md
     data = json.loads(render_json(plan))
