@@ -11,11 +11,10 @@ import typer
 
 from gpuform.cli.common import JsonFlag, LockTimeout, globals_of, locked_if, out_console
 from gpuform.engine.context import Workspace
-from gpuform.engine.handlers import HANDLERS, Op
-from gpuform.engine.operations import desired_state, load_config, outputs_of
+from gpuform.engine.handlers import Op
+from gpuform.engine.operations import adopt, desired_state, load_config, outputs_of
 from gpuform.errors import GpuformError, StateError
 from gpuform.plan.render import _value
-from gpuform.state.model import ResourceState
 from gpuform.state.store import audit_event, parse_state
 
 state_app = typer.Typer(help="Inspect and edit the state (advanced).", no_args_is_help=True)
@@ -172,15 +171,10 @@ def import_cmd(ctx: typer.Context, address: str, identifier: Annotated[str, type
         if identifier != want.name:
             raise GpuformError(f"ID {identifier!r} does not match {address}",
                                f"gpuform objects are identified by their name; use ID {want.name!r}.")
-        stub = ResourceState(address, want.kind, want.name, want.provider, dict(want.attributes),
-                             dependencies=sorted(want.dependencies))
-        state.resources[address] = stub
-        observed = HANDLERS[want.kind].read(Op(ws, state, desired), stub)
-        if not observed.exists or observed.error:
-            raise GpuformError(f"cannot import {address}: {observed.error or 'no such object was found'}",
+        missing = adopt(Op(ws, state, desired), want)
+        if missing is not None:
+            raise GpuformError(f"cannot import {address}: {missing or 'no such object was found'}",
                                "Check that it exists, or let apply create it.")
-        stub.attributes.update({k: v for k, v in observed.attributes.items() if k in stub.attributes})
-        stub.computed = observed.computed
         ws.store.write(state)
         ws.store.record(audit_event("import", f"{address} {identifier}"))
     ws.close()

@@ -134,28 +134,38 @@ def adopt_imports(op: Op, blocks: Mapping[str, str]) -> dict[str, str]:
     """Read each object an ``import:`` block names that the state lacks, and put it into ``op.state`` (in
     memory: an apply of this plan saves it); the plan marks them ``importing``. One that does not exist is
     an error, as in Terraform. Blocks whose address is already managed are done: ignored."""
-    from gpuform.engine.handlers import HANDLERS
-
     adopted: dict[str, str] = {}
     for address in sorted(blocks, key=lambda a: (IMPORT_ORDER.index(a.split(".")[0]), a)):
         want = op.desired.get(address)
         if address in op.state.resources or want is None:
             continue
-        stub = ResourceState(address, want.kind, want.name, want.provider, dict(want.attributes),
-                             dependencies=sorted(want.dependencies))
-        op.state.resources[address] = stub
-        observed = HANDLERS[want.kind].read(op, stub)
-        if not observed.exists or observed.error:
-            del op.state.resources[address]
+        missing = adopt(op, want)
+        if missing is not None:
             where = op.ws.config.sources.keys.get(("import", address)) if op.ws.config else None
             prefix = f"{where}: " if where else ""
-            raise GpuformError(f"{prefix}cannot import {address}: {observed.error or 'no such object exists'}",
+            raise GpuformError(f"{prefix}cannot import {address}: {missing or 'no such object exists'}",
                                "Check that it runs (`gpuform status`), or remove the import block and let apply "
                                "create it.")
-        stub.attributes.update({k: v for k, v in observed.attributes.items() if k in stub.attributes})
-        stub.computed = dict(observed.computed)
         adopted[address] = blocks[address]
     return adopted
+
+
+def adopt(op: Op, want: Desired) -> str | None:
+    """Read the existing object ``want`` names through its handler into ``op.state`` (``gpuform import`` and
+    ``import:`` blocks). None when adopted; otherwise why not (the refresh error, or "" when it does not exist),
+    and ``op.state`` is left as it was."""
+    from gpuform.engine.handlers import HANDLERS
+
+    stub = ResourceState(want.address, want.kind, want.name, want.provider, dict(want.attributes),
+                         dependencies=sorted(want.dependencies))
+    op.state.resources[want.address] = stub
+    observed = HANDLERS[want.kind].read(op, stub)
+    if not observed.exists or observed.error:
+        del op.state.resources[want.address]
+        return observed.error or ""
+    stub.attributes.update({k: v for k, v in observed.attributes.items() if k in stub.attributes})
+    stub.computed = dict(observed.computed)
+    return None
 
 
 def output_changes(planned: Plan, state: State) -> dict[str, Any]:
