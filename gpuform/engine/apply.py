@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from gpuform import faults
@@ -72,9 +72,8 @@ class _Saver:
         with self.lock:
             prior = self.state.resources.get(address)
             if prior is not None:
-                tainted = ResourceState.from_json({**prior.to_json(), "status": "tainted"})
                 self._save(Change(self.state.serial + 1, self.state.lineage, address, tuple(self.state.pending),
-                                  tainted))
+                                  replace(prior, status="tainted")))
 
     def _save(self, change: Change) -> None:
         """Durably record ``change``, then make it in memory (a failed save changes nothing)."""
