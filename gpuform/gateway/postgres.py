@@ -32,6 +32,8 @@ from gpuform.errors import StoreError, StoreFull
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.rows import (
     HISTORY_COLUMNS,
+    JOB_COLUMNS,
+    OPEN_STATUSES,
     history_from_row,
     history_values,
     history_where,
@@ -247,12 +249,6 @@ class PostgresStore:
         self.db.close()
 
 
-_JOB_COLUMNS = ("id, endpoint, status, input, output, error, webhook, sync, created_at, started_at, completed_at, "
-                "execution_timeout, ttl, low_priority, attempts, retried, worker_id, idempotency_key, expires_at, "
-                "owner")
-_OPEN = "('IN_QUEUE', 'IN_PROGRESS')"
-
-
 class PostgresJobs:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -260,7 +256,7 @@ class PostgresJobs:
     def insert(self, job: Job) -> int:
         text = json.dumps(job.input)
         self.db.execute(
-            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})",
+            f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})",
             (job.id, job.endpoint, job.status, text, None, None, job.webhook, job.sync, job.created_at, None, None,
              job.execution_timeout, job.ttl, job.low_priority, 0, job.retried, None, job.idempotency_key, None,
              job.owner))
@@ -291,11 +287,11 @@ class PostgresJobs:
         self.db.execute("DELETE FROM jobs WHERE id = ANY(%s)", (job_ids,))
 
     def get(self, job_id: str) -> Job | None:
-        row = self.db.row(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,))
+        row = self.db.row(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,))
         return None if row is None else job_from_row(row)
 
     def by_idempotency(self, endpoint: str, owner: str | None, key: str) -> Job | None:
-        row = self.db.row(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE endpoint = %s AND COALESCE(owner, '') = %s "
+        row = self.db.row(f"SELECT {JOB_COLUMNS} FROM jobs WHERE endpoint = %s AND COALESCE(owner, '') = %s "
                           "AND idempotency_key = %s", (endpoint, owner or "", key))
         return None if row is None else job_from_row(row)
 
@@ -312,7 +308,7 @@ class PostgresJobs:
                             "ORDER BY day DESC, owner, endpoint LIMIT %s", (days * 200,))
 
     def open_jobs(self) -> list[Job]:
-        rows = self.db.rows(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN {_OPEN} ORDER BY created_at")
+        rows = self.db.rows(f"SELECT {JOB_COLUMNS} FROM jobs WHERE status IN {OPEN_STATUSES} ORDER BY created_at")
         return [job_from_row(r) for r in rows]
 
     def expired(self, now: float, limit: int) -> list[str]:
@@ -321,7 +317,7 @@ class PostgresJobs:
         return [str(r["id"]) for r in rows]
 
     def ttl_expired(self, now: float, limit: int) -> list[str]:
-        rows = self.db.rows(f"SELECT id FROM jobs WHERE created_at + ttl < %s AND status IN {_OPEN} LIMIT %s",
+        rows = self.db.rows(f"SELECT id FROM jobs WHERE created_at + ttl < %s AND status IN {OPEN_STATUSES} LIMIT %s",
                             (now, limit))
         return [str(r["id"]) for r in rows]
 

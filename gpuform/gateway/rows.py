@@ -22,6 +22,12 @@ class Row(Protocol):
     def __getitem__(self, column: str) -> Any: ...
 
 
+JOB_COLUMNS = ("id, endpoint, status, input, output, error, webhook, sync, created_at, started_at, completed_at, "
+               "execution_timeout, ttl, low_priority, attempts, retried, worker_id, idempotency_key, expires_at, "
+               "owner")  # the order both stores insert in, and what job_from_row reads
+OPEN_STATUSES = "('IN_QUEUE', 'IN_PROGRESS')"  # jobs queued or running, as SQL
+
+
 def job_from_row(row: Row) -> Job:
     job = Job(id=row["id"], endpoint=row["endpoint"], input=json.loads(row["input"]) if row["input"] else None,
               created_at=row["created_at"], execution_timeout=row["execution_timeout"], ttl=row["ttl"],

@@ -24,6 +24,8 @@ from gpuform.errors import StoreError, StoreFull
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.rows import (
     HISTORY_COLUMNS,
+    JOB_COLUMNS,
+    OPEN_STATUSES,
     history_from_row,
     history_values,
     history_where,
@@ -230,12 +232,6 @@ class _Tx:
         self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
-_JOB_COLUMNS = ("id, endpoint, status, input, output, error, webhook, sync, created_at, started_at, completed_at, "
-                "execution_timeout, ttl, low_priority, attempts, retried, worker_id, idempotency_key, expires_at, "
-                "owner")
-_OPEN = "('IN_QUEUE', 'IN_PROGRESS')"
-
-
 class SQLiteJobs:
     def __init__(self, conn: _Connection) -> None:
         self.conn = conn
@@ -243,7 +239,7 @@ class SQLiteJobs:
     def insert(self, job: Job) -> int:
         text = json.dumps(job.input)
         self.conn.execute(
-            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (job.id, job.endpoint, job.status, text, None, None, job.webhook, int(job.sync),
              job.created_at, None, None, job.execution_timeout, job.ttl, int(job.low_priority), 0, job.retried,
              None, job.idempotency_key, None, job.owner))
@@ -276,11 +272,11 @@ class SQLiteJobs:
             conn.executemany("DELETE FROM jobs WHERE id=?", [(i,) for i in job_ids])
 
     def get(self, job_id: str) -> Job | None:
-        row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        row = self.conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return None if row is None else job_from_row(row)
 
     def by_idempotency(self, endpoint: str, owner: str | None, key: str) -> Job | None:
-        row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE endpoint=? AND COALESCE(owner, '')=? "
+        row = self.conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE endpoint=? AND COALESCE(owner, '')=? "
                                 "AND idempotency_key=?", (endpoint, owner or "", key)).fetchone()
         return None if row is None else job_from_row(row)
 
@@ -297,7 +293,7 @@ class SQLiteJobs:
         return [dict(r) for r in rows]
 
     def open_jobs(self) -> list[Job]:
-        rows = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN {_OPEN} "
+        rows = self.conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE status IN {OPEN_STATUSES} "
                                  "ORDER BY created_at").fetchall()
         return [job_from_row(r) for r in rows]
 
@@ -307,8 +303,8 @@ class SQLiteJobs:
         return [str(r["id"]) for r in rows]
 
     def ttl_expired(self, now: float, limit: int) -> list[str]:
-        rows = self.conn.execute(f"SELECT id FROM jobs WHERE created_at + ttl < ? AND status IN {_OPEN} LIMIT ?",
-                                 (now, limit)).fetchall()
+        rows = self.conn.execute(f"SELECT id FROM jobs WHERE created_at + ttl < ? AND status IN {OPEN_STATUSES} "
+                                 "LIMIT ?", (now, limit)).fetchall()
         return [str(r["id"]) for r in rows]
 
     def counts(self, endpoint: str) -> dict[str, int]:
