@@ -121,15 +121,17 @@ class AdminClient:
     def get(self, path: str, **params: Any) -> Any:
         return self._json("GET", path, params=params)
 
-    def request_history(self, endpoint: str, query: dict[str, Any], wanted: int | None) -> Iterator[dict[str, Any]]:
-        """Finished requests of ``endpoint`` (``query``: status, since), newest first, a page at a time, until
-        ``wanted`` rows (None: all) or the history ends."""
+    def request_history(self, endpoint: str | None, query: dict[str, Any],
+                        wanted: int | None) -> Iterator[dict[str, Any]]:
+        """Finished requests of ``endpoint`` (None: of every endpoint; ``query``: status, since), newest first, a
+        page at a time, until ``wanted`` rows (None: all) or the history ends."""
+        path = "/admin/requests" if endpoint is None else f"/admin/endpoints/{endpoint}/requests"
         before: float | None = None
         given = 0
         while wanted is None or given < wanted:
             page = min(MAX_LIMIT, (wanted - given) if wanted is not None else MAX_LIMIT)
             params = {**query, "limit": page, **({"before": before} if before is not None else {})}
-            rows = self.get(f"/admin/endpoints/{endpoint}/requests", **params)["requests"]
+            rows = self.get(path, **params)["requests"]
             yield from rows
             given += len(rows)
             if len(rows) < page:

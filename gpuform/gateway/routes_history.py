@@ -1,9 +1,9 @@
-"""The request history over HTTP: ``GET /admin/endpoints/{name}/requests`` (admin key: every key's requests)
-and ``GET /v2/{endpoint}/requests`` (a client key: its own requests on an endpoint it may use; a shared key,
-every key's, as it may see every job). Query: ``status`` (one or more finished statuses, comma-separated),
-``since`` (a duration back from now such as ``1h``, an ISO 8601 time or epoch seconds), ``limit`` (capped at
-:data:`~gpuform.gateway.history.MAX_LIMIT`) and ``before`` (arrivals strictly before a time: the next page
-starts at the last arrival of this one). Newest arrival first; never a request's input or output (its
+"""The request history over HTTP: ``GET /admin/endpoints/{name}/requests`` (admin key: every key's requests; ``GET
+/admin/requests``: every endpoint's) and ``GET /v2/{endpoint}/requests`` (a client key: its own requests on an
+endpoint it may use; a shared key, every key's, as it may see every job). Query: ``status`` (one or more finished
+statuses, comma-separated), ``since`` (a duration back from now such as ``1h``, an ISO 8601 time or epoch seconds),
+``limit`` (capped at :data:`~gpuform.gateway.history.MAX_LIMIT`) and ``before`` (arrivals strictly before a time:
+the next page starts at the last arrival of this one). Newest arrival first; never a request's input or output (its
 ``id`` fetches a live result from ``/status`` while that is kept)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from gpuform.gateway.runtime import Runtime
 from gpuform.gateway.store import HistoryQuery
 
 
-def _query(rt: Runtime, request: Request, endpoint: str, owner: str | None) -> HistoryQuery:
+def _query(rt: Runtime, request: Request, endpoint: str | None, owner: str | None) -> HistoryQuery:
     """The query in the URL; a 400 naming the parameter when a value cannot be read."""
     params = request.query_params
     try:
@@ -46,6 +46,12 @@ async def admin_requests(request: Request) -> Response:
     return _answer(rt, query)
 
 
+async def admin_all_requests(request: Request) -> Response:
+    """Every endpoint's requests in one listing (a plan reads a gateway's whole history in one call)."""
+    rt = require_admin(request)
+    return _answer(rt, _query(rt, request, None, None))
+
+
 async def client_requests(request: Request) -> Response:
     caller, ep = require_endpoint(request)
     rt = runtime_of(request)
@@ -53,6 +59,7 @@ async def client_requests(request: Request) -> Response:
 
 
 ROUTES = [
+    Route("/admin/requests", admin_all_requests, methods=["GET"]),
     Route("/admin/endpoints/{name}/requests", admin_requests, methods=["GET"]),
     Route("/v2/{endpoint}/requests", client_requests, methods=["GET"]),
 ]

@@ -57,8 +57,11 @@ def history_values(e: HistoryEntry) -> tuple[Any, ...]:
 
 def history_where(q: HistoryQuery, mark: str) -> tuple[str, list[Any]]:
     """The WHERE clause (with ``mark`` as the placeholder: ``?`` or ``%s``) and its parameters."""
-    clauses: list[str] = [f"endpoint = {mark}"]
-    params: list[Any] = [q.endpoint]
+    clauses: list[str] = []
+    params: list[Any] = []
+    if q.endpoint is not None:
+        clauses.append(f"endpoint = {mark}")
+        params.append(q.endpoint)
     if q.owner is not None:
         clauses.append(f"COALESCE(owner, '') = {mark}")
         params.append(q.owner)
@@ -71,7 +74,7 @@ def history_where(q: HistoryQuery, mark: str) -> tuple[str, list[Any]]:
     if q.before is not None:
         clauses.append(f"created_at < {mark}")
         params.append(q.before)
-    return " AND ".join(clauses), params
+    return " AND ".join(clauses) or "TRUE", params
 
 
 def worker_from_row(r: Row) -> WorkerRecord:

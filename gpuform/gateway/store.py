@@ -76,9 +76,10 @@ class HistoryEntry:
 
 @dataclass(frozen=True)
 class HistoryQuery:
-    """Which history rows to read: one endpoint's, optionally one key's, statuses and arrivals since a time."""
+    """Which history rows to read: one endpoint's (None: every endpoint's), optionally one key's, statuses and
+    arrivals since a time."""
 
-    endpoint: str
+    endpoint: str | None
     owner: str | None = None  # None: every key's
     statuses: frozenset[JobStatus] = frozenset()  # empty: every status
     since: float | None = None  # arrival at or after

@@ -73,6 +73,9 @@ def test_admin_sees_every_keys_requests_newest_first_with_delay_execution_and_wo
         page = await _rows(h, "/admin/endpoints/ep/requests", ADMIN_KEY, limit=2)
         rest = await _rows(h, "/admin/endpoints/ep/requests", ADMIN_KEY, before=str(page[-1]["created_at"]))
         assert [r["id"] for r in page + rest] == [r["id"] for r in rows], "pages follow on"
+        everything = await _rows(h, "/admin/requests", ADMIN_KEY)  # every endpoint's, in one listing
+        assert [r["id"] for r in everything] == [r["id"] for r in rows] and {r["endpoint"] for r in rows} == {"ep"}
+        assert len(await _rows(h, "/admin/requests", ADMIN_KEY, status="failed")) == 1
 
     scenario(body, endpoints=ENDPOINTS)
 
@@ -89,6 +92,7 @@ def test_a_client_key_sees_only_its_own_requests_and_only_on_endpoints_it_may_us
         assert (await h.call("GET", "/v2/nope/requests")).status_code == 404
         assert (await h.call("GET", "/v2/ep/requests", "wrong")).status_code == 401
         assert (await h.call("GET", "/admin/endpoints/ep/requests", CLIENT_KEY)).status_code == 401
+        assert (await h.call("GET", "/admin/requests", CLIENT_KEY)).status_code == 401
         assert len(await _rows(h, "/v2/ep/requests", ADMIN_KEY)) == 4, "the admin key is shared"
 
     scenario(body, endpoints=ENDPOINTS)

@@ -126,6 +126,8 @@ def test_request_history_filters_by_key_status_and_arrival_newest_first(store: G
     store.history.add(_entry("d", 40.0, endpoint="ep2"))
     ids = [e.job_id for e in store.history.query(HistoryQuery("ep"))]
     assert ids == ["c", "b", "a"], "one endpoint's rows, newest arrival first"
+    assert [e.job_id for e in store.history.query(HistoryQuery(None))] == ["d", "c", "b", "a"], "every endpoint's"
+    assert [e.job_id for e in store.history.query(HistoryQuery(None, since=25.0))] == ["d", "c"]
     assert [e.job_id for e in store.history.query(HistoryQuery("ep", owner="app"))] == ["c", "a"]
     failed = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
     assert [e.job_id for e in store.history.query(HistoryQuery("ep", statuses=failed))] == ["c", "b"]
