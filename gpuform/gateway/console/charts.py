@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 
 from gpuform.gateway.console.series import Frame
 
-W, H = 480, 180
-LEFT, RIGHT, TOP, BOTTOM = 48, 8, 10, 24
+W, H = 480, 190
+LEFT, RIGHT, TOP, BOTTOM = 52, 8, 26, 24
 COLORS = {"COMPLETED": "#2e7d32", "FAILED": "#c62828", "TIMED_OUT": "#ef6c00", "CANCELLED": "#6d6d6d",
           "p50": "#1565c0", "p95": "#8e24aa", "workers": "#00695c", "cold starts": "#ef6c00", "spend": "#5d4037"}
 
 
 def _fmt(value: float, unit: str) -> str:
     if unit == "$":
-        return f"${value:.4g}"
+        return f"${value:.2g}"
     if unit == "s":
         return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.3g}s"
     return f"{value:.3g}"
@@ -42,8 +42,7 @@ def _frame_svg(name: str, frame: Frame, top: float, unit: str, body: str, legend
     label = html.escape(f"{name}: {summary}")
     return (f'<svg viewBox="0 0 {W} {H}" role="img" aria-label="{label}" class="chart" data-chart="{html.escape(name)}"'
             f' data-summary="{html.escape(summary)}"><title>{label}</title>{grid}{times}{body}'
-            f'<text x="{W - RIGHT}" y="{TOP + 2}" class="legend" text-anchor="end" dominant-baseline="hanging">{keys}'
-            f'</text></svg>')
+            f'<text x="{LEFT}" y="12" class="legend">{keys}</text></svg>')
 
 
 def _nice_top(peak: float) -> float:

@@ -53,7 +53,9 @@ def page(title: str, body: str, *, who: str = "", csrf: str = "", status: int = 
                 f'<input type="hidden" name="csrf" value="{esc(csrf)}"><button type="submit">Log out</button></form>')
     text = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">{meta}'
-            f'<title>{esc(title)} · gpuform console</title><link rel="stylesheet" href="{STATIC}/console.css">'
+            f'<title>{esc(title)} · gpuform console</title>'
+            f'<link rel="icon" href="{STATIC}/favicon.svg" type="image/svg+xml">'
+            f'<link rel="stylesheet" href="{STATIC}/console.css">'
             f'<script src="{STATIC}/console.js" defer></script></head><body>'
             f'<header class="top"><a class="brand" href="/console">gpuform</a>'
             f'<span class="gw">{esc(gateway)}</span><span class="spacer"></span>{user}</header>'

@@ -91,7 +91,9 @@ def charts_html(rt: Runtime, caller: Caller, ep: EndpointRecord, window: str) ->
              charts.bars("Workers", frame, {"workers": data.workers}),
              charts.bars("Cold starts", frame, {"cold starts": data.cold_starts}),
              charts.bars("Spend", frame, {"spend": data.spend}, unit="$")]
-    return "".join(f'<figure class="chart-box">{svg}</figure>' for svg in parts)
+    names = ("Requests by status", "Delay p50 / p95", "Execution p50 / p95", "Workers", "Cold starts", "Spend")
+    return "".join(f'<figure class="chart-box"><figcaption>{name}</figcaption>{svg}</figure>'
+                   for name, svg in zip(names, parts, strict=True))
 
 
 def _window_form(name: str, window: str) -> str:

@@ -170,6 +170,7 @@ function setupSend() {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ input }),
     });
     show("");
+    status.textContent = "Sending…";
     try {
       if (mode === "runsync") {
         status.textContent = "Waiting for the answer…";
@@ -236,14 +237,14 @@ function setupLogs() {
   const workerPre = document.getElementById("worker-log");
   const workerName = document.getElementById("worker-log-name");
   let worker = null;
-  for (const button of document.querySelectorAll("[data-worker-log]")) {
-    button.addEventListener("click", () => {
-      worker = button.dataset.workerLog;
-      workerName.textContent = worker;
-      workerPre.textContent = "loading…";
-      tailWorker();
-    });
-  }
+  document.addEventListener("click", (event) => {  // delegated: the workers table is refreshed in place
+    const button = event.target.closest("[data-worker-log]");
+    if (!button) return;
+    worker = button.dataset.workerLog;
+    workerName.textContent = worker;
+    workerPre.textContent = "loading…";
+    tailWorker();
+  });
   const tailWorker = async () => {
     if (!worker) return;
     try {
@@ -255,22 +256,29 @@ function setupLogs() {
   setInterval(() => { if (!document.hidden) tailWorker(); }, 2000);
 }
 
-// ---- overview ----------------------------------------------------------------------------------------
-function setupOverview() {
-  const table = document.getElementById("endpoints");
-  if (!table) return;
+// ---- tables rendered on the server, refreshed in place (the overview's endpoints, an endpoint's workers) --
+function refreshTables(ids) {
+  const tables = ids.map((id) => document.getElementById(id)).filter((t) => t);
+  if (!tables.length) return;
   setInterval(async () => {
     if (document.hidden) return;
-    const resp = await fetch("/console", { credentials: "same-origin" });
+    const resp = await fetch(window.location.href, { credentials: "same-origin" });
     if (resp.redirected) { expired(); return; }
+    if (!resp.ok) return;
     const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
-    const fresh = doc.querySelector("#endpoints tbody");
-    if (fresh) table.querySelector("tbody").replaceWith(document.importNode(fresh, true));
+    for (const table of tables) {
+      const fresh = doc.querySelector("#" + table.id + " tbody");
+      if (fresh) table.querySelector("tbody").replaceWith(document.importNode(fresh, true));
+    }
+    const summary = doc.querySelector(".summary");
+    if (summary && document.querySelector(".summary")) {
+      document.querySelector(".summary").textContent = summary.textContent;
+    }
   }, 5000);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  setupOverview();
+  refreshTables(["endpoints", "workers"]);
   setupCharts();
   setupRequests();
   setupSend();
