@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, local_config
+from tests.conftest import REPO, local_config, run_gpuform
 from tests.helpers import Deployment
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -214,9 +214,13 @@ def _client_tour(w: Watched, gw: Deployment) -> None:
 
 
 def test_the_console_in_chromium(browser: Any, gateway: Deployment) -> None:
+    printed = run_gpuform("-C", str(gateway.workdir), "console", check=True)
+    assert printed.stdout.strip() == gateway.url + "/console" and "admin key" in printed.stderr
+    unknown = run_gpuform("-C", str(gateway.workdir), "console", "nope")
+    assert unknown.returncode == 1 and "main" in unknown.stderr and "Traceback" not in unknown.stderr
     admin_context = browser.new_context(viewport=DESKTOP)
     admin = Watched(admin_context)
-    admin.page.goto(gateway.url + "/console/login")
+    admin.page.goto(printed.stdout.strip() + "/login")
     _check(admin, "login")
     _admin_tour(admin, gateway)
     cookies = admin_context.cookies()

@@ -250,6 +250,34 @@ def test_chart_windows_and_bad_query_values_never_fail_a_page() -> None:
     scenario(body)
 
 
+GARBAGE = ["", "%00", "../../etc/passwd", "ep'\"<script>", "x" * 3000, "%F0%9F%92%A9", "{}"]
+
+
+def test_every_console_route_answers_bad_input_without_a_server_error() -> None:
+    from starlette.routing import Route
+
+    async def body(h: Harness) -> None:
+        await _login(h, CLIENT_KEY)
+        csrf = _csrf((await h.client.get("/console/endpoints/ep")).text)
+        headers = {**ORIGIN, "X-Gpuform-Csrf": csrf}
+        routes = [r for r in h.client._transport.app.routes if isinstance(r, Route)  # type: ignore[attr-defined]
+                  and r.path.startswith("/console")]
+        assert len(routes) >= 15
+        for route in routes:
+            for value in GARBAGE:
+                path = re.sub(r"\{[^}]+\}", value or "ep", route.path)
+                for method in (route.methods or set()) - {"HEAD"}:
+                    for content in (b"", b"\xff{", b'{"input": 1e999}', b"key=" + value.encode()):
+                        resp = await h.client.request(method, path + "?window=" + value + "&status=" + value
+                                                      + "&after=" + value, content=content, headers=headers)
+                        assert resp.status_code < 500, f"{method} {path}: {resp.status_code} {resp.text[:300]}"
+                await _login(h, CLIENT_KEY)  # the logout route ended the session
+                csrf = _csrf((await h.client.get("/console/endpoints/ep")).text)
+                headers = {**ORIGIN, "X-Gpuform-Csrf": csrf}
+
+    scenario(body)
+
+
 # ---- series and charts (pure) -----------------------------------------------------------------------------
 
 def _entry(at: float, status: JobStatus = JobStatus.COMPLETED, delay: float = 1.0, run: float | None = 2.0) -> HistoryEntry:
