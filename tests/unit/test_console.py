@@ -336,3 +336,21 @@ def test_the_log_tail_keeps_the_last_lines_numbered() -> None:
     last, lines = tail.after(0)
     assert last == 3 and len(lines) == 2 and lines[-1].endswith("line 2")
     assert tail.after(3) == (3, [])
+
+
+def test_a_busy_endpoint_is_read_in_bounded_rows_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpuform.gateway.console import model, pages
+
+    monkeypatch.setattr(model, "OVERVIEW_ROWS", 2)
+    monkeypatch.setattr(model, "CHART_ROWS", 2)
+    monkeypatch.setattr(pages, "CHART_ROWS", 2)
+
+    async def body(h: Harness) -> None:
+        for n in range(3):
+            await _served(h, CLIENT_KEY, {"n": n})
+        await _login(h, CLIENT_KEY)
+        assert "<td>2+</td>" in (await h.client.get("/console")).text
+        charts_html = (await h.client.get("/console/endpoints/ep/charts")).text
+        assert "More than 2 requests in this window" in charts_html and "total COMPLETED 2" in charts_html
+
+    scenario(body)

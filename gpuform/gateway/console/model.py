@@ -15,7 +15,8 @@ from gpuform.gateway.runtime import EndpointRecord, Runtime
 from gpuform.gateway.states import WorkerState
 from gpuform.gateway.store import HistoryEntry, HistoryQuery
 
-CHART_ROWS = 20_000  # history rows a chart reads at most
+CHART_ROWS = 20_000  # history rows the charts read at most (the newest)
+OVERVIEW_ROWS = 5_000  # history rows of today an overview line reads at most (the newest)
 SHOWN_STATES = (WorkerState.RUNNING, WorkerState.IDLE, WorkerState.INITIALIZING, WorkerState.SLEEPING,
                 WorkerState.STOPPING, WorkerState.UNHEALTHY)
 
@@ -34,6 +35,7 @@ class Overview:
     delay_p95: float | None
     requests_today: int
     spent_today: float
+    capped: bool = False  # more requests today than OVERVIEW_ROWS: counts and percentiles are of the newest
 
 
 def visible(rt: Runtime, caller: Caller) -> list[EndpointRecord]:
@@ -58,22 +60,26 @@ def history(rt: Runtime, caller: Caller, endpoint: str, since: float, limit: int
 def overview(rt: Runtime, caller: Caller, ep: EndpointRecord) -> Overview:
     now = rt.clock()
     health = rt.health(ep.name)
-    rows = history(rt, caller, ep.name, day_start(now))
+    rows = history(rt, caller, ep.name, day_start(now), OVERVIEW_ROWS + 1)
+    capped = len(rows) > OVERVIEW_ROWS
+    rows = rows[:OVERVIEW_ROWS]
     delays = [e.delay for e in rows]
     workers = {str(s): sum(1 for w in rt.fleet.of(ep.name) if w.state == s) for s in SHOWN_STATES}
     return Overview(ep.name, health["status"], health["condition"].get("message", ""),
                     {k: v for k, v in workers.items() if v}, health["jobs"]["inQueue"], health["jobs"]["inProgress"],
                     S.percentile(delays, 0.5), S.percentile(delays, 0.95), len(rows),
-                    rt.ledger.spent(ep.name, today(now)))
+                    rt.ledger.spent(ep.name, today(now)), capped)
 
 
-def chart_series(rt: Runtime, caller: Caller, endpoint: str, window: str) -> S.Series:
+def chart_series(rt: Runtime, caller: Caller, endpoint: str, window: str) -> tuple[S.Series, bool]:
+    """The charts' data, and whether the window held more requests than :data:`CHART_ROWS` (then the charts
+    show the newest of them)."""
     now = rt.clock()
     span = S.WINDOWS[S.window_of(window)]
-    entries = history(rt, caller, endpoint, now - span)
+    entries = history(rt, caller, endpoint, now - span, CHART_ROWS + 1)
     workers = [w for w in rt.store.workers.recent(endpoint, limit=500)
                if w.get("stopped_at") is None or float(w["stopped_at"]) >= now - span]
-    return S.series(entries, workers, now, window)
+    return S.series(entries[:CHART_ROWS], workers, now, window), len(entries) > CHART_ROWS
 
 
 def timeline(worker: dict[str, Any]) -> list[tuple[str, float]]:

@@ -9,7 +9,7 @@ from starlette.responses import HTMLResponse, Response
 from gpuform.gateway.console import charts
 from gpuform.gateway.console import series as S
 from gpuform.gateway.console.html import badge, duration, esc, money, page, seconds, table
-from gpuform.gateway.console.model import Overview, chart_series, overview, timeline, visible
+from gpuform.gateway.console.model import CHART_ROWS, Overview, chart_series, overview, timeline, visible
 from gpuform.gateway.http import Caller, HTTPError, runtime_of
 from gpuform.gateway.runtime import EndpointRecord, Runtime
 from gpuform.gateway.workers import WorkerRecord
@@ -31,7 +31,7 @@ def _overview_row(o: Overview) -> list[str]:
     status = badge(o.status) + (f'<div class="note">{esc(o.message[:160])}</div>' if o.message else "")
     return [f'<a href="/console/endpoints/{esc(o.name)}">{esc(o.name)}</a>', status, _workers_cell(o.workers),
             f"{o.queued} queued · {o.running} running", f"{seconds(o.delay_p50)} / {seconds(o.delay_p95)}",
-            str(o.requests_today), money(o.spent_today)]
+            f"{o.requests_today}{'+' if o.capped else ''}", money(o.spent_today)]
 
 
 def overview_page(request: Request, caller: Caller, csrf: str) -> HTMLResponse:
@@ -83,7 +83,7 @@ def _worker_rows(rt: Runtime, ep: EndpointRecord, admin: bool) -> list[list[str]
 
 
 def charts_html(rt: Runtime, caller: Caller, ep: EndpointRecord, window: str) -> str:
-    data = chart_series(rt, caller, ep.name, window)
+    data, capped = chart_series(rt, caller, ep.name, window)
     frame = data.frame
     parts = [charts.bars("Requests by status", frame, data.requests),
              charts.lines("Delay p50/p95", frame, data.delay),
@@ -92,8 +92,10 @@ def charts_html(rt: Runtime, caller: Caller, ep: EndpointRecord, window: str) ->
              charts.bars("Cold starts", frame, {"cold starts": data.cold_starts}),
              charts.bars("Spend", frame, {"spend": data.spend}, unit="$")]
     names = ("Requests by status", "Delay p50 / p95", "Execution p50 / p95", "Workers", "Cold starts", "Spend")
-    return "".join(f'<figure class="chart-box"><figcaption>{name}</figcaption>{svg}</figure>'
-                   for name, svg in zip(names, parts, strict=True))
+    note = (f'<p class="note chart-note">More than {CHART_ROWS:,} requests in this window: the request charts show '
+            'the newest of them; pick a shorter window.</p>') if capped else ""
+    return note + "".join(f'<figure class="chart-box"><figcaption>{name}</figcaption>{svg}</figure>'
+                          for name, svg in zip(names, parts, strict=True))
 
 
 def _window_form(name: str, window: str) -> str:
