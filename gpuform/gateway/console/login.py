@@ -24,7 +24,7 @@ def login_form(message: str = "", status: int = 200, gateway: str = "") -> HTMLR
             '<label for="key">API key</label>'
             '<input id="key" name="key" type="password" autocomplete="current-password" required>'
             '<p class="note">The admin key sees every endpoint; a client key sees its own endpoints and requests. '
-            'The key is sent once and kept only in this gateway\'s session cookie as a signed reference.</p>'
+            'The key is sent once: the session cookie holds only its name, signed by the gateway.</p>'
             '<button type="submit">Log in</button></form></div>')
     return page("Log in", body, status=status, gateway=gateway)
 
