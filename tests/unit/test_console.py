@@ -354,3 +354,30 @@ def test_a_busy_endpoint_is_read_in_bounded_rows_and_says_so(monkeypatch: pytest
         assert "More than 2 requests in this window" in charts_html and "total COMPLETED 2" in charts_html
 
     scenario(body)
+
+
+def test_a_session_from_one_replica_is_valid_on_another_and_not_on_another_deployment() -> None:
+    from gpuform.gateway.app import build_app
+    from gpuform.gateway.runtime import Runtime
+    from gpuform.gateway.sqlite import SQLiteStore
+
+    config = runtime_config().model_copy(update={"secrets_key": "shared-by-every-replica"})
+
+    async def on(replica_config: Any, cookie: str, clock: Any) -> httpx.Response:
+        replica = Runtime(replica_config, SQLiteStore(":memory:"), clock=clock)
+        transport = httpx.ASGITransport(app=build_app(replica, reconcile=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as other:
+            other.cookies.set(COOKIE, cookie, path="/console")
+            return await other.get("/console")
+
+    async def body(h: Harness) -> None:
+        await _login(h, ADMIN_KEY)
+        cookie = h.client.cookies[COOKIE]
+        same = await on(config, cookie, h.clock)
+        assert same.status_code == 200 and "admin" in same.text
+        elsewhere = await on(config.model_copy(update={"secrets_key": "another-deployment"}), cookie, h.clock)
+        assert elsewhere.status_code == 303
+        h.clock.advance(13 * 3600)
+        assert (await on(config, cookie, h.clock)).status_code == 303, "sessions end after 12 hours"
+
+    scenario(body, config=config)
