@@ -122,11 +122,11 @@ def _send(page: Page, mode: str, payload: str) -> str:
     return _finished(page, mode)
 
 
-def _finished(page: Page, mode: str) -> str:
+def _finished(page: Page, mode: str, expect: str = "COMPLETED") -> str:
     page.wait_for_function("() => /^(COMPLETED|FAILED|TIMED_OUT|CANCELLED) /.test("
                            "document.getElementById('send-status').textContent)", timeout=30_000)
     status = page.text_content("#send-status") or ""
-    assert status.startswith("COMPLETED"), f"{mode}: {status} {page.text_content('#send-output')}"
+    assert status.startswith(expect), f"{mode}: {status} {page.text_content('#send-output')}"
     found = re.search(r"\((\S+)\)", status)
     assert found, status
     return found.group(1)
@@ -170,8 +170,14 @@ def _admin_tour(w: Watched, gw: Deployment) -> None:
     completed = int(re.search(r"COMPLETED (\d+)", after).group(1))  # type: ignore[union-attr]
     assert completed >= 15, f"the chart shows the burst: {before!r} -> {after!r}"
 
+    _submit(page, "runsync", '{"fail": "on purpose"}')
+    failed = _finished(page, "runsync", expect="FAILED")
     page.select_option("#status-filter", "FAILED")
-    page.wait_for_selector("#requests td.empty")
+    page.wait_for_function("(id) => { const rows = document.querySelectorAll('#requests tr[data-id]');"
+                           " return rows.length === 1 && rows[0].dataset.id === id; }", arg=failed, timeout=15_000)
+    page.locator(f'#requests tr[data-id="{failed}"] button').click()
+    page.wait_for_function("() => document.getElementById('job-detail').textContent.includes('Error')")
+    assert "on purpose" in (page.text_content("#job-detail") or "")
     page.select_option("#status-filter", "")
     page.click("#workers [data-worker-log]")
     page.wait_for_function("() => { const t = document.getElementById('worker-log').textContent;"

@@ -8,7 +8,7 @@ session redirects to the login page; an error is a page that says what to do, ne
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from starlette.requests import Request
@@ -26,7 +26,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 Render = Callable[[Request, Caller, str], Response]
 
 
-def _page(render: Render) -> Callable[[Request], object]:
+def _page(render: Render) -> Callable[[Request], Awaitable[Response]]:
     """A page handler: a session or a redirect to the login page; an error as a page that says what to do."""
 
     async def handler(request: Request) -> Response:
