@@ -237,6 +237,8 @@ def test_chart_windows_and_bad_query_values_never_fail_a_page() -> None:
     async def body(h: Harness) -> None:
         await _served(h, CLIENT_KEY, {"n": 1})
         await _login(h, CLIENT_KEY)
+        workers = await h.client.get("/console/endpoints/ep/workers")
+        assert workers.status_code == 200 and 'id="workers"' in workers.text and "idle" in workers.text
         for window in ("15m", "7d", "bogus", ""):
             frag = await h.client.get(f"/console/endpoints/ep/charts?window={window}")
             assert frag.status_code == 200 and frag.text.count("<svg") == 6

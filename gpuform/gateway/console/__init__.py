@@ -54,8 +54,12 @@ def _error(status: int, message: str, caller: Caller, csrf: str, gateway: str) -
     return page(f"Error {status}", body, who=pages.who(caller), csrf=csrf, status=status, gateway=gateway)
 
 
-def _fragment(request: Request, caller: Caller, _csrf: str) -> Response:
+def _charts(request: Request, caller: Caller, _csrf: str) -> Response:
     return pages.charts_fragment(request, caller)
+
+
+def _workers(request: Request, caller: Caller, _csrf: str) -> Response:
+    return pages.workers_fragment(request, caller)
 
 
 async def _root(_request: Request) -> Response:
@@ -70,7 +74,8 @@ ROUTES: list[BaseRoute] = [
     Route("/console/login", login.login, methods=["POST"]),
     Route("/console/logout", login.logout, methods=["POST"]),
     Route("/console/endpoints/{name}", _page(pages.endpoint_page), methods=["GET"]),
-    Route("/console/endpoints/{name}/charts", _page(_fragment), methods=["GET"]),
+    Route("/console/endpoints/{name}/charts", _page(_charts), methods=["GET"]),
+    Route("/console/endpoints/{name}/workers", _page(_workers), methods=["GET"]),
     Route(f"{_API}/run", routes_client.run, methods=["POST"]),
     Route(f"{_API}/runsync", routes_client.runsync, methods=["POST"]),
     Route(f"{_API}/status/{{job_id}}", routes_client.status, methods=["GET"]),

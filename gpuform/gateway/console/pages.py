@@ -152,15 +152,26 @@ def endpoint_page(request: Request, caller: Caller, csrf: str) -> HTMLResponse:
             + f'<p class="summary">{health["jobs"]["inQueue"]} queued · {health["jobs"]["inProgress"]} running · '
               f'revision {esc(ep.revision)}</p>'
             + '<section aria-labelledby="workers-h"><h2 id="workers-h">Workers</h2>'
-            + table(["Worker", "State", "Host", "GPU", "Uptime", "Last cold start"],
-                    _worker_rows(rt, ep, caller.admin), caption="Workers of this endpoint",
-                    empty="No worker: the endpoint has scaled to zero.", id_="workers") + '</section>'
+            + _workers_table(rt, ep, caller) + '</section>'
             + f'<section aria-labelledby="charts-h"><h2 id="charts-h">Charts</h2>{_window_form(ep.name, window)}'
               f'<div id="charts" class="charts" data-endpoint="{esc(ep.name)}" data-window="{esc(window)}">'
               f'{charts_html(rt, caller, ep, window)}</div></section>'
             + f'<section aria-labelledby="send-h"><h2 id="send-h">Send a request</h2>{_send_form(ep.name)}</section>'
             + _requests_section(ep.name) + _logs_section(caller.admin))
     return page(ep.name, body, who=who(caller), csrf=csrf, gateway=rt.config.name)
+
+
+def _workers_table(rt: Runtime, ep: EndpointRecord, caller: Caller) -> str:
+    return table(["Worker", "State", "Host", "GPU", "Uptime", "Last cold start"], _worker_rows(rt, ep, caller.admin),
+                 caption="Workers of this endpoint", empty="No worker: the endpoint has scaled to zero.",
+                 id_="workers")
+
+
+def workers_fragment(request: Request, caller: Caller) -> Response:
+    """The workers table alone (the endpoint page refreshes it in place)."""
+    rt = runtime_of(request)
+    ep = endpoint_of(rt, caller, request.path_params["name"])
+    return HTMLResponse(_workers_table(rt, ep, caller), headers={"Cache-Control": "no-store"})
 
 
 def charts_fragment(request: Request, caller: Caller) -> Response:

@@ -256,29 +256,32 @@ function setupLogs() {
   setInterval(() => { if (!document.hidden) tailWorker(); }, 2000);
 }
 
-// ---- tables rendered on the server, refreshed in place (the overview's endpoints, an endpoint's workers) --
-function refreshTables(ids) {
-  const tables = ids.map((id) => document.getElementById(id)).filter((t) => t);
-  if (!tables.length) return;
+// ---- tables rendered on the server, refreshed in place ------------------------------------------------
+// The overview's endpoints (from the page itself) and an endpoint's workers (from its workers fragment).
+function refreshTable(id, url) {
+  const table = document.getElementById(id);
+  if (!table) return;
   setInterval(async () => {
     if (document.hidden) return;
-    const resp = await fetch(window.location.href, { credentials: "same-origin" });
+    const resp = await fetch(url, { credentials: "same-origin" });
     if (resp.redirected) { expired(); return; }
     if (!resp.ok) return;
     const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
-    for (const table of tables) {
-      const fresh = doc.querySelector("#" + table.id + " tbody");
-      if (fresh) table.querySelector("tbody").replaceWith(document.importNode(fresh, true));
-    }
-    const summary = doc.querySelector(".summary");
-    if (summary && document.querySelector(".summary")) {
-      document.querySelector(".summary").textContent = summary.textContent;
-    }
+    const fresh = doc.querySelector("#" + id + " tbody");
+    if (fresh) table.querySelector("tbody").replaceWith(document.importNode(fresh, true));
   }, 5000);
 }
 
+function setupTables() {
+  refreshTable("endpoints", "/console");
+  const charts = document.getElementById("charts");
+  if (charts) {
+    refreshTable("workers", "/console/endpoints/" + encodeURIComponent(charts.dataset.endpoint) + "/workers");
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  refreshTables(["endpoints", "workers"]);
+  setupTables();
   setupCharts();
   setupRequests();
   setupSend();
