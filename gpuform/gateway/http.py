@@ -11,6 +11,7 @@ import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -171,6 +172,15 @@ def session_caller(rt: Runtime, session: Session) -> Caller | None:
     return Caller(session.key_name, False, options)
 
 
+def from_this_gateway(request: Request) -> bool:
+    """Whether the request's ``Origin`` (else ``Referer``) is this gateway: the host the browser addressed
+    (``Host``, or ``X-Forwarded-Host`` from a proxy: neither can be set by a cross-site form) or the host of
+    its ``advertise_url``."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    advertised = urlsplit(runtime_of(request).config.advertise_url).netloc
+    return same_origin(origin, (request.headers.get("host"), request.headers.get("x-forwarded-host"), advertised))
+
+
 def require_console(request: Request) -> Caller:
     """The caller of a console request (the session cookie; for a change, also the page's CSRF token and an
     ``Origin`` naming this gateway): 401 or 403 otherwise."""
@@ -181,8 +191,7 @@ def require_console(request: Request) -> Caller:
         raise HTTPError(401, "no console session, or it has expired or its key changed: log in again at "
                              "/console/login")
     if request.method in UNSAFE_METHODS:
-        origin = request.headers.get("origin") or request.headers.get("referer")
-        if not same_origin(origin, request.headers.get("host")):
+        if not from_this_gateway(request):
             raise HTTPError(403, "this console request did not come from a page of this gateway (Origin)")
         if not rt.sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
             raise HTTPError(403, "this console request lacks the page's CSRF token; reload the page")

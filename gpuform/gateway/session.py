@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -108,10 +109,10 @@ def _session_of(body: bytes, now: float) -> Session | None:
     return Session(None if name == _ADMIN else name, binding, nonce, expires)
 
 
-def same_origin(origin: str | None, host: str | None) -> bool:
-    """Whether an ``Origin`` (or ``Referer``) header names this gateway's host (either scheme: a proxy may end
-    TLS in front of it); a missing or unreadable one does not."""
-    if not origin or not host:
+def same_origin(origin: str | None, hosts: Iterable[str | None]) -> bool:
+    """Whether an ``Origin`` (or ``Referer``) header names one of ``hosts`` (``host[:port]``, either scheme: a
+    proxy may end TLS in front of the gateway); a missing or unreadable one does not."""
+    if not origin:
         return False
     netloc = urlsplit(origin.strip()).netloc.lower()
-    return bool(netloc) and netloc == host.strip().lower()
+    return bool(netloc) and any(netloc == h.strip().lower() for h in hosts if h)

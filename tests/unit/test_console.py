@@ -81,9 +81,11 @@ def test_the_csrf_token_belongs_to_its_session() -> None:
 
 
 def test_same_origin_compares_the_host_only() -> None:
-    assert same_origin("http://gw.lab:8080", "gw.lab:8080") and same_origin("https://gw.lab:8080/console", "gw.lab:8080")
-    assert not same_origin("http://evil.example", "gw.lab:8080") and not same_origin(None, "gw.lab:8080")
-    assert not same_origin("null", "gw.lab:8080") and not same_origin("http://gw.lab:8080", None)
+    here = ["gw.lab:8080"]
+    assert same_origin("http://gw.lab:8080", here) and same_origin("https://GW.lab:8080/console", here)
+    assert not same_origin("http://evil.example", here) and not same_origin(None, here)
+    assert not same_origin("null", here) and not same_origin("http://gw.lab:8080", [None, ""])
+    assert same_origin("https://gpu.example", [None, "gpu.example"])
 
 
 # ---- logging in -----------------------------------------------------------------------------------------
@@ -184,6 +186,16 @@ def test_the_api_routes_under_console_take_no_bearer_key_in_place_of_the_cookie_
         # the cookie is scoped to /console: the public API still wants a key
         assert (await h.client.get("/v2/ep/health")).status_code == 401
         assert (await h.client.get("/console/api/v2/ep/requests")).status_code == 200
+        csrf = _csrf((await h.client.get("/console/endpoints/ep")).text)
+        payload = {"input": 1}
+        for origin, extra in [("http://gateway.test", {}), ("https://gpu.example", {"X-Forwarded-Host": "gpu.example"}),
+                              ("http://gateway.test", {"Origin": "", "Referer": "http://gateway.test/console"})]:
+            resp = await h.client.post("/console/api/v2/ep/run", json=payload,
+                                       headers={"Origin": origin, "X-Gpuform-Csrf": csrf, **extra})
+            assert resp.status_code == 200, (origin, extra, resp.text)
+        behind_proxy = await h.client.post("/console/api/v2/ep/run", json=payload, headers={
+            "Origin": "https://gpu.example", "X-Gpuform-Csrf": csrf})
+        assert behind_proxy.status_code == 403, "an origin that is neither the host nor advertised"
 
     scenario(body)
 

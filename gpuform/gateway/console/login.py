@@ -10,8 +10,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gpuform.gateway.console.html import esc, page
-from gpuform.gateway.http import HTTPError, console_session, read_body, runtime_of, session_caller
-from gpuform.gateway.session import COOKIE, CSRF_FIELD, same_origin
+from gpuform.gateway.http import (
+    HTTPError,
+    console_session,
+    from_this_gateway,
+    read_body,
+    runtime_of,
+    session_caller,
+)
+from gpuform.gateway.session import COOKIE, CSRF_FIELD
 
 MAX_FORM = 8192
 MESSAGES = {"expired": "Your session has ended. Log in again.", "out": "You are logged out."}
@@ -49,14 +56,9 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in fields.items() if v}
 
 
-def _from_here(request: Request) -> bool:
-    origin = request.headers.get("origin") or request.headers.get("referer")
-    return same_origin(origin, request.headers.get("host"))
-
-
 async def login(request: Request) -> Response:
     rt = runtime_of(request)
-    if not _from_here(request):
+    if not from_this_gateway(request):
         return login_form("This login did not come from this gateway's login page; open it and try again.", 403,
                           rt.config.name)
     key = (await _form(request)).get("key", "").strip()
@@ -85,7 +87,8 @@ async def logout(request: Request) -> Response:
     rt = runtime_of(request)
     session = console_session(request)
     form = await _form(request)
-    if session is not None and (not _from_here(request) or not rt.sessions.csrf_ok(session, form.get(CSRF_FIELD))):
+    token = form.get(CSRF_FIELD)
+    if session is not None and not (from_this_gateway(request) and rt.sessions.csrf_ok(session, token)):
         return login_form("Log out from the console's own pages.", 403, rt.config.name)
     response = RedirectResponse("/console/login?m=out", 303)
     response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
