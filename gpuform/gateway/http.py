@@ -134,6 +134,8 @@ def require_client(request: Request, admin_allowed: bool = True, scope: str = "c
     key = presented_key(request)
     if key is None and request.url.path.startswith(CONSOLE_PREFIX):
         caller = require_console(request)
+        if caller.admin and not admin_allowed:
+            raise HTTPError(403, "this route is for client keys; log in to the console with one")
         if caller.options is not None:
             _within_rate(rt, caller.key_name or "", caller.options)
         return caller
