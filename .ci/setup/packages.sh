@@ -14,6 +14,7 @@ PACKAGES=(
   iproute2 util-linux rsync procps psmisc curl ca-certificates sqlite3
   python3 python3-venv                      # the test hosts share this machine's /usr
   postgresql                                # state backend and gateway store tests (own cluster)
+  chromium chromium-driver fonts-liberation nodejs npm   # the console's browser tests (Playwright drives chromium; npm: axe-core)
 )
 
 # (dpkg-query reads the same status database as dpkg -s; no pipe, so no SIGPIPE under pipefail)

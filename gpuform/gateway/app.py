@@ -1,4 +1,5 @@
-"""The gateway's ASGI application: /healthz, /metrics, admin, RunPod client, worker and OpenAI routes.
+"""The gateway's ASGI application: /healthz, /metrics, admin, RunPod client, worker and OpenAI routes, and the
+web console (/console).
 
 Errors: routes raise :class:`~gpuform.gateway.http.HTTPError`; one handler renders every error body.
 Paths are normalised first, so a client whose base URL ends in a slash (``/v2//ep/run``) is served.
@@ -20,7 +21,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpuform import __version__
 from gpuform.errors import StoreError
-from gpuform.gateway import admin, routes_client, routes_history, routes_openai, routes_worker
+from gpuform.gateway import admin, console, routes_client, routes_history, routes_openai, routes_worker
+from gpuform.gateway.console.logtail import LogTail
 from gpuform.gateway.http import (
     HTTPError,
     handle_http_error,
@@ -81,21 +83,26 @@ class NormalisePath:
 def build_app(runtime: Runtime, reconcile: bool = True) -> Starlette:
     """The ASGI app over ``runtime``; ``reconcile=False`` leaves the reconcile loop to the caller (tests)."""
 
+    tail = LogTail()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tail.attach()
         await runtime.start(reconcile)
         try:
             yield
         finally:
             await runtime.stop()
+            tail.detach()
 
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
               Route("/openapi.json", openapi, methods=["GET"]),
               *admin.ROUTES, *routes_history.ROUTES, *routes_worker.ROUTES, *routes_client.ROUTES,
-              *routes_openai.ROUTES]
+              *routes_openai.ROUTES, *console.ROUTES]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPError: handle_http_error, HTTPException: handle_starlette_error,
                                         StoreError: handle_store_error})
     app.add_middleware(NormalisePath)
     app.state.runtime = runtime
+    app.state.log_tail = tail
     return app

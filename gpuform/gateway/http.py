@@ -11,6 +11,7 @@ import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from gpuform.config.schema import ApiKey
 from gpuform.errors import StoreError, StoreFull
 from gpuform.gateway.jsonbody import BadJSON, loads_strict
+from gpuform.gateway.session import COOKIE, CSRF_HEADER, Session, same_origin
 
 if TYPE_CHECKING:
     from gpuform.gateway.jobs import Job
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from gpuform.gateway.workers import WorkerRecord
 
 log = logging.getLogger("gpuform.gateway")
+CONSOLE_PREFIX = "/console/"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
                  429: "rate_limit_error"}
 
@@ -128,19 +132,72 @@ def require_client(request: Request, admin_allowed: bool = True, scope: str = "c
     or 429 otherwise."""
     rt = runtime_of(request)
     key = presented_key(request)
+    if key is None and request.url.path.startswith(CONSOLE_PREFIX):
+        caller = require_console(request)
+        if caller.admin and not admin_allowed:
+            raise HTTPError(403, "this route is for client keys; log in to the console with one")
+        if caller.options is not None:
+            _within_rate(rt, caller.key_name or "", caller.options)
+        return caller
     name = rt.keys.client_name(key)
     if name is not None:
         options = rt.keys.options[name]
         if options.scope != scope and not (scope == "metrics" and options.scope == "client"):
             raise HTTPError(403, f"API key {name!r} is a {options.scope} key; it cannot be used here")
-        wait = rt.keys.wait_before(name)
-        if wait:
-            raise HTTPError(429, f"API key {name!r} is over its rate limit of {options.rate_limit:g} requests/s",
-                            {"Retry-After": str(max(1, math.ceil(wait)))})
+        _within_rate(rt, name, options)
         return Caller(name, False, options)
     if admin_allowed and rt.keys.is_admin(key):
         return Caller(None, True)
     raise HTTPError(401, "missing or invalid API key (send Authorization: Bearer KEY)")
+
+
+def _within_rate(rt: Runtime, name: str, options: ApiKey) -> None:
+    wait = rt.keys.wait_before(name)
+    if wait:
+        raise HTTPError(429, f"API key {name!r} is over its rate limit of {options.rate_limit:g} requests/s",
+                        {"Retry-After": str(max(1, math.ceil(wait)))})
+
+
+def console_session(request: Request) -> Session | None:
+    """The console session in the request's cookie, if it is valid now."""
+    rt = runtime_of(request)
+    return rt.sessions.read(request.cookies.get(COOKIE), rt.clock())
+
+
+def session_caller(rt: Runtime, session: Session) -> Caller | None:
+    """Who a session stands for; None when its key was removed, rotated or is not a client key any more."""
+    if session.admin:
+        return Caller(None, True) if session.binding == rt.sessions.binding(rt.keys.admin_hash) else None
+    options = rt.keys.options.get(session.key_name or "")
+    if options is None or options.scope != "client" or session.binding != rt.sessions.binding(options.key):
+        return None
+    return Caller(session.key_name, False, options)
+
+
+def from_this_gateway(request: Request) -> bool:
+    """Whether the request's ``Origin`` (else ``Referer``) is this gateway: the host the browser addressed
+    (``Host``, or ``X-Forwarded-Host`` from a proxy: neither can be set by a cross-site form) or the host of
+    its ``advertise_url``."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    advertised = urlsplit(runtime_of(request).config.advertise_url).netloc
+    return same_origin(origin, (request.headers.get("host"), request.headers.get("x-forwarded-host"), advertised))
+
+
+def require_console(request: Request) -> Caller:
+    """The caller of a console request (the session cookie; for a change, also the page's CSRF token and an
+    ``Origin`` naming this gateway): 401 or 403 otherwise."""
+    rt = runtime_of(request)
+    session = console_session(request)
+    caller = session_caller(rt, session) if session is not None else None
+    if session is None or caller is None:
+        raise HTTPError(401, "no console session, or it has expired or its key changed: log in again at "
+                             "/console/login")
+    if request.method in UNSAFE_METHODS:
+        if not from_this_gateway(request):
+            raise HTTPError(403, "this console request did not come from a page of this gateway (Origin)")
+        if not rt.sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
+            raise HTTPError(403, "this console request lacks the page's CSRF token; reload the page")
+    return caller
 
 
 def require_endpoint(request: Request, name: str | None = None) -> tuple[Caller, EndpointRecord]:

@@ -72,8 +72,8 @@ def _operation(route: Route, method: str, path: str) -> dict[str, Any]:
 def document(routes: list[BaseRoute]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        if not isinstance(route, Route):
-            continue
+        if not isinstance(route, Route) or route.path.startswith("/console"):
+            continue  # the web console is pages for a browser on a session cookie, not an API (docs/console.md)
         path = _PARAM.sub(r"{\1}", route.path)
         for method in sorted((route.methods or set()) - {"HEAD"}):
             paths.setdefault(path, {})[method.lower()] = _operation(route, method, path)

@@ -28,6 +28,7 @@ from gpuform.gateway.metering import Ledger, today
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
 from gpuform.gateway.reconciler import Reconciler
+from gpuform.gateway.session import Sessions, derive_secret
 from gpuform.gateway.sqlite import SQLiteStore
 from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.store import GatewayStore, StoredEndpoint
@@ -109,6 +110,7 @@ class Runtime:
         self.started_at = clock()
         self.store: GatewayStore = store if store is not None else open_store(config)
         self.keys = KeyRing(config.lineage, config.admin_key_hash, dict(config.gateway.api_keys))
+        self.sessions = Sessions(derive_secret(config.lineage, config.secrets_key, config.admin_key_hash))
         self.endpoints: dict[str, EndpointRecord] = {
             name: EndpointRecord(name, found.spec, found.secret_env, found.revision)
             for name, found in self.store.endpoints.all().items()}
