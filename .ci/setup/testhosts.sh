@@ -637,6 +637,9 @@ lock() {
   fi
 }
 
+# sourced (bastion.sh reuses the functions above): define them, run nothing
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
+
 case ${1:-} in
   up) shift; need_root; lock; cmd_up "$@" ;;
   down) shift; need_root; lock; cmd_down "$@" ;;
