@@ -2,7 +2,7 @@
 # A test host behind a bastion: bj1 (10.78.0.2), reachable only from inside h1 (the bastion).
 #
 # bj1 is made like h1/h2 (testhosts.sh's functions: own namespaces, private /root, /run, /var/lib/gpuform,
-# its own sshd; no dockerd, no GPUs), but its network is a veth pair to h1's namespace (gpf-bj1 there,
+# its own sshd and dockerd; no GPUs), but its network is a veth pair to h1's namespace (gpf-bj1 there,
 # 10.78.0.1/24) instead of the bridge: this machine's route to 10.78.0.0/24 is `unreachable`, h1 does not forward,
 # so SSH reaches bj1 only through h1 (ProxyJump root@10.77.0.11). bj1's default route points at h1, so a
 # gateway listening on h1 (10.77.0.11) is reachable from bj1's workers.
@@ -73,7 +73,7 @@ EOF
 }
 
 bj_healthy() {
-  holder_alive "$H" && [[ -s $BJ_CONFIG ]] \
+  holder_alive "$H" && [[ -s $BJ_CONFIG ]] && host_docker "$H" info >/dev/null 2>&1 \
     && timeout 15 ssh -F "$BJ_CONFIG" -o ConnectTimeout=5 "$H" true >/dev/null 2>&1
 }
 
@@ -86,8 +86,10 @@ bj_up() {
   write_sshd_config "$H"
   install_gpu "$H" none
   start_holder "$H"
+  start_dockerd "$H"
   start_sshd "$H"
   bj_files
+  wait_for "$START_TIMEOUT" "$H dockerd" host_docker "$H" info || { tail_log "$GPF_TEST_LOG/$H-dockerd.log"; die "$H: dockerd did not start"; }
   wait_for 20 "$H sshd through $JUMP" ssh -F "$BJ_CONFIG" -o ConnectTimeout=5 "$H" true \
     || { tail_log "$GPF_TEST_LOG/$H-sshd.log"; die "$H: no ssh login through $JUMP"; }
   log "$H: up in $((SECONDS - t0))s: ssh -F $BJ_CONFIG $H (only through $JUMP); $BJ_JSON"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -112,16 +113,12 @@ def test_a_wrong_or_unknown_key_at_any_hop_refuses(bj1: dict, tmp_path: Path, ca
     assert info.value.hint
 
 
-def _config(tmp_path: Path, known: Path, port: int) -> str:
+def _config(known: Path, port: int) -> str:
+    """The gateway on h1 (pool edge); bj1, behind h1, as a baremetal pool and as a docker pool."""
     info = load_hosts()
     key = info["ssh"]["identity_file"]
     return f"""
 pools:
-  edge:
-    provider: baremetal
-    known_hosts: {known}
-    price_per_gpu_second: {{cpu: 0.001}}
-    hosts: [{{address: 10.77.0.11, identity_file: {key}, name: h1}}]
   inner:
     provider: baremetal
     ssh_config: ./ssh_config
@@ -129,6 +126,19 @@ pools:
     connect_timeout: 5s
     price_per_gpu_second: {{cpu: 0.001}}
     hosts: [{{address: bj1}}]
+  inner-docker:
+    provider: docker
+    ssh_config: ./ssh_config
+    known_hosts: {known}
+    data_dir: /var/lib/gpuform-docker
+    base_image: {info["base_image"]}
+    price_per_gpu_second: {{cpu: 0.001}}
+    hosts: [{{address: bj1}}]
+  edge:
+    provider: baremetal
+    known_hosts: {known}
+    price_per_gpu_second: {{cpu: 0.001}}
+    hosts: [{{address: 10.77.0.11, identity_file: {key}, name: h1}}]
 gateway:
   main:
     pool: edge
@@ -141,13 +151,17 @@ endpoints:
     pool: inner
     worker: {{template: echo}}
     scaling: {{min_workers: 0, max_workers: 1, idle_timeout: 30s}}
+  echo-docker:
+    pool: inner-docker
+    worker: {{template: echo}}
+    scaling: {{min_workers: 0, max_workers: 1, idle_timeout: 30s}}
 """
 
 
 def test_apply_refuses_a_pool_whose_jump_host_key_is_unknown(bj1: dict, workdir: Path) -> None:  # type: ignore[type-arg]
     _ssh_config(workdir)
-    text = _config(workdir, _known(workdir, drop="10.77.0.11"), free_port())
-    write_config(workdir, text[:text.index("gateway:")])  # the pool alone
+    text = _config(_known(workdir, drop="10.77.0.11"), free_port())
+    write_config(workdir, text[:text.index("  inner-docker:")])  # the baremetal pool alone
     applied = run_gpuform("-C", str(workdir), "apply", "--auto-approve", timeout=120)
     out = applied.stdout + applied.stderr
     assert applied.returncode != 0, out
@@ -157,21 +171,24 @@ def test_apply_refuses_a_pool_whose_jump_host_key_is_unknown(bj1: dict, workdir:
 
 
 @pytest.mark.slow
-def test_a_baremetal_pool_behind_a_bastion_runs_a_job(bj1: dict, workdir: Path) -> None:  # type: ignore[type-arg]
-    """The gateway on h1 starts the echo worker on bj1 through h1 (with the resolved ssh_config it was given);
-    the job completes there."""
+def test_baremetal_and_docker_pools_behind_a_bastion_run_jobs(bj1: dict, workdir: Path) -> None:  # type: ignore[type-arg]
+    """The gateway on h1 starts an echo worker on bj1 through h1 for each pool (with the resolved ssh_config
+    it was given: its pools' hosts, the jump host, the keys); each job completes there."""
     port = free_port()
     _ssh_config(workdir)
-    write_config(workdir, _config(workdir, _known(workdir), port))
+    write_config(workdir, _config(_known(workdir), port))
     applied = run_gpuform("-C", str(workdir), "apply", "--auto-approve", timeout=900)
     assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-3000:]
-    with httpx.Client(base_url=f"http://10.77.0.11:{port}", headers={"Authorization": "Bearer test-key"},
-                      timeout=180) as http:
-        done = http.post("/v2/echo/runsync", json={"input": {"hello": "bastion"}}).json()
-    assert done["status"] == "COMPLETED", done
-    assert done["output"] == {"hello": "bastion"} or "bastion" in json.dumps(done["output"]), done
     admin = (workdir / "state" / "secrets" / "gateway.main.admin_key").read_text()
-    with httpx.Client(base_url=f"http://10.77.0.11:{port}", headers={"Authorization": f"Bearer {admin}"},
-                      timeout=30) as http:
-        workers = http.get("/admin/endpoints/echo/status").json()["worker_list"]
-    assert {w["host"] for w in workers if w["id"] == done["workerId"]} == {"bj1"}, workers
+    for endpoint in ("echo", "echo-docker"):
+        with httpx.Client(base_url=f"http://10.77.0.11:{port}", headers={"Authorization": "Bearer test-key"},
+                          timeout=180) as http:
+            done = http.post(f"/v2/{endpoint}/runsync", json={"input": {"hello": endpoint}}).json()
+        assert done["status"] == "COMPLETED" and done["output"] == {"echo": {"hello": endpoint}}, done
+        with httpx.Client(base_url=f"http://10.77.0.11:{port}", headers={"Authorization": f"Bearer {admin}"},
+                          timeout=30) as http:
+            workers = http.get(f"/admin/endpoints/{endpoint}/status").json()["worker_list"]
+        assert [w["host"] for w in workers if w["id"] == done["workerId"]] == ["bj1"], workers
+    containers = subprocess.run(["ssh", "-F", bj1["ssh_config"], "bj1", "docker", "ps", "--format", "{{.Names}}"],
+                                capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "gpuform-w-echo-docker" in containers or "gpuform-w-" in containers, containers
