@@ -5,13 +5,15 @@ Which file: the pool's ``ssh_config`` (relative to the configuration directory; 
 ``~/.ssh/config`` when it exists. Precedence, per setting: a host's ``port``, ``user`` or ``identity_file``
 written in the pool (other than the defaults 22, root, none) wins; else the ssh_config's value; else the
 default. ProxyJump hops are looked up in the same file (the first hop with its own ProxyJump too, as
-OpenSSH does); ``ProxyCommand`` is refused (gpuform runs no shell strings). Host keys of every hop are
+OpenSSH does); ``Include`` is read; ``ProxyCommand`` and ``Match exec`` are refused (gpuform runs no shell
+strings). Host keys of every hop are
 checked against the pool's known_hosts; the file's ``StrictHostKeyChecking`` and ``UserKnownHostsFile``
 never relax that.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -26,6 +28,7 @@ from gpuform.providers.common.ssh import Target
 
 DEFAULT_FILE = "~/.ssh/config"
 MAX_HOPS = 8
+MAX_INCLUDE_DEPTH = 16
 
 
 class SSHConfigError(ValueError):
@@ -60,13 +63,34 @@ def load(path: Path | None) -> paramiko.SSHConfig:
     if path is None:
         return paramiko.SSHConfig()
     try:
-        return paramiko.SSHConfig.from_path(str(path))
+        return paramiko.SSHConfig.from_text(_text(path, 0))
     except FileNotFoundError as exc:
         raise SSHConfigError(f"ssh_config file {path} does not exist",
                              "Fix the path (relative paths are read from the configuration directory) or remove "
                              "`ssh_config:` to use ~/.ssh/config.") from exc
     except (OSError, UnicodeDecodeError, paramiko.SSHException) as exc:
         raise SSHConfigError(f"cannot read ssh_config file {path}: {exc}", "Fix the file.") from exc
+
+
+def _text(path: Path, depth: int) -> str:
+    """The file with its ``Include`` lines replaced by the files they name (relative to ~/.ssh, as OpenSSH
+    reads a user's configuration). ``Match exec`` is refused: it would run a shell command."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        keyword = words[0].lower() if words else ""
+        if keyword == "match" and "exec" in (w.lower() for w in words[1:]):
+            raise SSHConfigError(f"{path}: `{line.strip()}` would run a command; gpuform does not run Match exec",
+                                 "Use Host patterns for the pool's hosts.")
+        if keyword != "include":
+            out.append(line)
+            continue
+        if depth >= MAX_INCLUDE_DEPTH:
+            raise SSHConfigError(f"{path}: Include nests deeper than {MAX_INCLUDE_DEPTH}", "Break the Include loop.")
+        for pattern in words[1:]:
+            full = os.path.join(os.path.expanduser("~/.ssh"), os.path.expanduser(pattern))
+            out += [_text(Path(found), depth + 1) for found in sorted(glob.glob(full))]
+    return "\n".join(out) + "\n"
 
 
 def resolve(host: SSHHost, cfg: paramiko.SSHConfig, defaults: Defaults) -> Target:
@@ -103,7 +127,7 @@ def _hop(alias: str, cfg: paramiko.SSHConfig, defaults: Defaults, port: int | No
 def _lookup(cfg: paramiko.SSHConfig, alias: str) -> paramiko.SSHConfigDict:
     try:
         return cfg.lookup(alias)
-    except (paramiko.SSHException, OSError, ValueError) as exc:  # Match exec, canonicalisation
+    except (paramiko.SSHException, OSError, ValueError, ImportError) as exc:  # canonicalisation
         raise SSHConfigError(f"the ssh_config cannot be applied to {alias}: {exc}", "Simplify its Host or Match "
                              "block for this host.") from exc
 

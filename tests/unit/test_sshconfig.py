@@ -169,3 +169,15 @@ def test_validate_locates_a_host_the_ssh_config_cannot_serve(tmp_path: Path) -> 
 def test_ssh_config_none_reads_no_file(tmp_path: Path) -> None:
     assert sshconfig.config_path("none", tmp_path) is None
     assert sshconfig.config_path("ssh/config", tmp_path) == tmp_path / "ssh" / "config"
+
+
+def test_include_is_read_and_match_exec_refused(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "lab").write_text("Host gpu-7\n  HostName 10.0.0.7\n  ProxyJump ops@bastion\n")
+    main = tmp_path / "config"
+    main.write_text(f"Include {tmp_path}/conf.d/*\nHost *\n  User ubuntu\n")
+    t = sshconfig.resolve(SSHHost(address="gpu-7"), sshconfig.load(main), DEFAULTS)
+    assert t.route == "ubuntu@10.0.0.7:22 via ops@bastion:22"
+    main.write_text("Match exec \"test -f /tmp/x\"\n  User ubuntu\n")
+    with pytest.raises(sshconfig.SSHConfigError, match="does not run Match exec"):
+        sshconfig.load(main)
