@@ -95,7 +95,6 @@ class Connection:
 
     def _connect(self) -> None:
         t = self.target
-        sock = self._through_jump() if t.jump is not None else None
         known = Path(os.path.expanduser(t.known_hosts))
         try:
             if known.exists():
@@ -104,6 +103,16 @@ class Connection:
             raise SSHError(f"cannot read known_hosts file {known}: {exc}", "Fix or remove the file.", t.label) from exc
         policy = _RecordPolicy(known) if t.trust_on_first_use else paramiko.RejectPolicy()
         self.client.set_missing_host_key_policy(policy)
+        sock = self._through_jump() if t.jump is not None else None
+        try:
+            self._handshake(known, sock)
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+
+    def _handshake(self, known: Path, sock: paramiko.Channel | None) -> None:
+        t = self.target
         key = os.path.expanduser(t.identity_file) if t.identity_file else None
         try:
             self.client.connect(t.address, port=t.port, username=t.user, key_filename=key,
@@ -116,8 +125,8 @@ class Connection:
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
                 raise SSHError(f"{t.route} is not in {known}; refusing an unknown host key",
-                               f"Add it (ssh-keyscan -p {t.port} {t.address} >> {known}) or set "
-                               "trust_on_first_use: true on the pool.", t.label) from exc
+                               f"Add it ({_keyscan(t)} >> {known}, after checking the key with the host's "
+                               "owner) or set trust_on_first_use: true on the pool.", t.label) from exc
             raise SSHError(f"SSH to {t.route} failed: {exc}", _auth_hint(t), t.label) from exc
         except (OSError, EOFError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -273,6 +282,14 @@ def _drain(chan: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
     while chan.recv_stderr_ready():
         err += chan.recv_stderr(65536)
     return bytes(out), bytes(err)
+
+
+def _keyscan(t: Target) -> str:
+    """The command that reads ``t``'s host key from where it is reachable (through its jump host, if any)."""
+    scan = f"ssh-keyscan -p {t.port} {t.address}"
+    if t.jump is None:
+        return scan
+    return f"ssh -p {t.jump.port} {t.jump.user}@{t.jump.address} {scan}"
 
 
 def _auth_hint(t: Target) -> str:

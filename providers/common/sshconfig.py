@@ -5,8 +5,8 @@ Which file: the pool's ``ssh_config`` (relative to the configuration directory; 
 ``~/.ssh/config`` when it exists. Precedence, per setting: a host's ``port``, ``user`` or ``identity_file``
 written in the pool (other than the defaults 22, root, none) wins; else the ssh_config's value; else the
 default. ProxyJump hops are looked up in the same file (the first hop with its own ProxyJump too, as
-OpenSSH does); ``Include`` is read; ``ProxyCommand`` and ``Match exec`` are refused (gpuform runs no shell
-strings). Host keys of every hop are
+OpenSSH does); ``Include`` is read; ``Match exec`` blocks are left out and ``ProxyCommand`` is refused
+(gpuform runs no shell strings). Host keys of every hop are
 checked against the pool's known_hosts; the file's ``StrictHostKeyChecking`` and ``UserKnownHostsFile``
 never relax that.
 """
@@ -74,14 +74,16 @@ def load(path: Path | None) -> paramiko.SSHConfig:
 
 def _text(path: Path, depth: int) -> str:
     """The file with its ``Include`` lines replaced by the files they name (relative to ~/.ssh, as OpenSSH
-    reads a user's configuration). ``Match exec`` is refused: it would run a shell command."""
-    out = []
+    reads a user's configuration), and its ``Match exec`` blocks left out: they would run a shell command."""
+    out: list[str] = []
+    skipping = False
     for line in path.read_text(encoding="utf-8").splitlines():
         words = line.split()
         keyword = words[0].lower() if words else ""
-        if keyword == "match" and "exec" in (w.lower() for w in words[1:]):
-            raise SSHConfigError(f"{path}: `{line.strip()}` would run a command; gpuform does not run Match exec",
-                                 "Use Host patterns for the pool's hosts.")
+        if keyword in ("host", "match"):
+            skipping = keyword == "match" and "exec" in (w.lower() for w in words[1:])
+        if skipping:
+            continue
         if keyword != "include":
             out.append(line)
             continue

@@ -99,18 +99,22 @@ def test_two_hops_each_with_its_host_key_checked(bj1: dict, tmp_path: Path) -> N
     ("jump key unknown", r"^jump host for root@10\.78\.0\.2:22: root@10\.77\.0\.11:22 is not in .*refusing an "
                          r"unknown host key"),
     ("target key forged", r"^host key of root@10\.78\.0\.2:22 via root@10\.77\.0\.11:22 does not match"),
+    ("target key unknown", r"^root@10\.78\.0\.2:22 via root@10\.77\.0\.11:22 is not in .*refusing"),
 ])
 def test_a_wrong_or_unknown_key_at_any_hop_refuses(bj1: dict, tmp_path: Path, case: str,  # type: ignore[type-arg]
                                                     expected: str) -> None:
     known = {"jump key forged": lambda: _known(tmp_path, swap=("10.77.0.11", "10.77.0.12")),
              "jump key unknown": lambda: _known(tmp_path, drop="10.77.0.11"),
-             "target key forged": lambda: _known(tmp_path, swap=("10.78.0.2", "10.77.0.11"))}[case]()
+             "target key forged": lambda: _known(tmp_path, swap=("10.78.0.2", "10.77.0.11")),
+             "target key unknown": lambda: _known(tmp_path, drop="10.78.0.2")}[case]()
     pool = _pool(known, _ssh_config(tmp_path))
     with pytest.raises(SSHError, match=expected) as info:
         pool.conn("bj1")
     pool.close()
     assert not info.value.unreachable, "a refused key is an error, never an unreachable host to skip"
     assert info.value.hint
+    if case == "target key unknown":  # the key is read where the host is reachable: through its jump host
+        assert "ssh -p 22 root@10.77.0.11 ssh-keyscan -p 22 10.78.0.2 >> " in info.value.hint
 
 
 def _config(known: Path, port: int) -> str:

@@ -171,13 +171,14 @@ def test_ssh_config_none_reads_no_file(tmp_path: Path) -> None:
     assert sshconfig.config_path("ssh/config", tmp_path) == tmp_path / "ssh" / "config"
 
 
-def test_include_is_read_and_match_exec_refused(tmp_path: Path) -> None:
+def test_include_is_read_and_match_exec_blocks_left_out(tmp_path: Path) -> None:
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "conf.d" / "lab").write_text("Host gpu-7\n  HostName 10.0.0.7\n  ProxyJump ops@bastion\n")
     main = tmp_path / "config"
     main.write_text(f"Include {tmp_path}/conf.d/*\nHost *\n  User ubuntu\n")
     t = sshconfig.resolve(SSHHost(address="gpu-7"), sshconfig.load(main), DEFAULTS)
     assert t.route == "ubuntu@10.0.0.7:22 via ops@bastion:22"
-    main.write_text("Match exec \"test -f /tmp/x\"\n  User ubuntu\n")
-    with pytest.raises(sshconfig.SSHConfigError, match="does not run Match exec"):
-        sshconfig.load(main)
+    marker = tmp_path / "ran"
+    main.write_text(f"Match exec \"touch {marker}\"\n  User ubuntu\nHost gpu-7\n  Port 2200\n")
+    t = sshconfig.resolve(SSHHost(address="gpu-7"), sshconfig.load(main), DEFAULTS)
+    assert (t.user, t.port) == ("root", 2200) and not marker.exists(), "the block is skipped, its command not run"
