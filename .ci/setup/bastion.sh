@@ -9,7 +9,7 @@
 #
 # Usage (after testhosts.sh up h1):
 #   bastion.sh up      start bj1 (idempotent; re-links it when h1's namespace was recreated)
-#   bastion.sh down    stop bj1, remove its namespace (h1 is left as it is)
+#   bastion.sh down    stop bj1, remove its namespace (h1 is left as it is; testhosts.sh down calls this)
 #   bastion.sh status  exit 0 when bj1 answers SSH through h1
 # Writes /var/lib/gpuform-test/bastion.json (addresses, its known_hosts line file, an ssh_config).
 # shellcheck disable=SC2034  # ADDR and DEFAULT_GPU are read by testhosts.sh's functions
@@ -104,9 +104,12 @@ bj_down() {
   log "$H: down"
 }
 
+# testhosts.sh down calls `down` while it holds the lock
+locked() { [[ ${GPF_TESTHOSTS_LOCKED:-} == 1 ]] || lock; }
+
 case ${1:-} in
-  up) need_root; lock; bj_up ;;
-  down) need_root; lock; bj_down ;;
+  up) need_root; locked; bj_up ;;
+  down) need_root; locked; bj_down ;;
   status) bj_healthy && echo "$H ${ADDR[$H]} up (through $JUMP)" || { echo "$H ${ADDR[$H]} down"; exit 3; } ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac
