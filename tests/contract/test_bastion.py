@@ -16,7 +16,7 @@ from gpuform.config.schema import SSHHost
 from gpuform.errors import SSHError
 from gpuform.providers.common.hosts import SSHHosts
 from tests.conftest import free_port, run_gpuform, write_config
-from tests.contract.hosts import load_hosts
+from tests.contract.hosts import load_hosts, ssh
 
 pytestmark = [pytest.mark.integration, pytest.mark.ssh]
 BASTION_JSON = Path("/var/lib/gpuform-test/bastion.json")
@@ -175,6 +175,7 @@ def test_apply_refuses_a_pool_whose_jump_host_key_is_unknown(bj1: dict, workdir:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the first docker test of a source tree builds the runtime image (minutes on a loaded machine)
 def test_baremetal_and_docker_pools_behind_a_bastion_run_jobs(bj1: dict, workdir: Path) -> None:  # type: ignore[type-arg]
     """The gateway on h1 starts an echo worker on bj1 through h1 for each pool (with the resolved ssh_config
     it was given: its pools' hosts, the jump host, the keys); each job completes there."""
@@ -193,6 +194,10 @@ def test_baremetal_and_docker_pools_behind_a_bastion_run_jobs(bj1: dict, workdir
                           timeout=30) as http:
             workers = http.get(f"/admin/endpoints/{endpoint}/status").json()["worker_list"]
         assert [w["host"] for w in workers if w["id"] == done["workerId"]] == ["bj1"], workers
+    lineage = json.loads((workdir / "state" / "gpuform.state.json").read_text())["lineage"][:8]
+    given = ssh("10.77.0.11", "cat", f"/var/lib/gpuform/lineage-{lineage}/gateways/main/creds/inner.ssh_config").stdout
+    assert "Host bj1\n  HostName 10.78.0.2\n" in given and "ProxyJump gpuform-jump-" in given, given
+    assert f"IdentityFile /var/lib/gpuform/lineage-{lineage}/gateways/main/creds/inner.ssh-" in given, given
     containers = subprocess.run(["ssh", "-F", bj1["ssh_config"], "bj1", "docker", "ps", "--format", "{{.Names}}"],
                                 capture_output=True, text=True, check=True, timeout=60).stdout
     assert "gpuform-w-echo-docker" in containers or "gpuform-w-" in containers, containers
