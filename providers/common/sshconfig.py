@@ -108,22 +108,25 @@ def _hop(alias: str, cfg: paramiko.SSHConfig, defaults: Defaults, port: int | No
         raise SSHConfigError(f"ProxyJump loops or is too long: {' -> '.join((*chain, alias))}",
                              f"Break the loop (at most {MAX_HOPS} hops) in the ssh_config.")
     found = _lookup(cfg, alias)
-    if "proxycommand" in found and "proxyjump" not in found:
+    if found.get("proxycommand") and not found.get("proxyjump"):
         raise SSHConfigError(f"the ssh_config gives {alias} a ProxyCommand, which gpuform does not run",
                              "Use ProxyJump (user@bastion:port) instead, or ProxyCommand none for this host.")
-    target = Target(str(found.get("hostname", alias)), port or _port(found, alias), user or found.get("user", "root"),
-                    _identity(found), defaults.known_hosts, defaults.trust_on_first_use, defaults.connect_timeout)
     hops = _jumps(str(found.get("proxyjump", "none")), alias)
     if not hops:
-        return target
+        return _target(found, alias, port, user, defaults, None)
     first, first_port, first_user = hops[0]
     jump = _hop(first, cfg, defaults, first_port, first_user, (*chain, alias))
     for hop_alias, hop_port, hop_user in hops[1:]:  # later hops: their own ProxyJump is not followed
-        found_hop = _lookup(cfg, hop_alias)
-        jump = Target(str(found_hop.get("hostname", hop_alias)), hop_port or _port(found_hop, hop_alias),
-                      hop_user or found_hop.get("user", "root"), _identity(found_hop), defaults.known_hosts,
-                      defaults.trust_on_first_use, defaults.connect_timeout, jump=jump)
-    return replace(target, jump=jump)
+        jump = _target(_lookup(cfg, hop_alias), hop_alias, hop_port, hop_user, defaults, jump)
+    return _target(found, alias, port, user, defaults, jump)
+
+
+def _target(found: paramiko.SSHConfigDict, alias: str, port: int | None, user: str | None, defaults: Defaults,
+            jump: Target | None) -> Target:
+    """One hop: ``port`` and ``user`` (given explicitly) over the file's, the file's over the defaults."""
+    return Target(str(found.get("hostname", alias)), port or _port(found, alias), user or found.get("user", "root"),
+                  _identity(found), defaults.known_hosts, defaults.trust_on_first_use, defaults.connect_timeout,
+                  jump=jump)
 
 
 def _lookup(cfg: paramiko.SSHConfig, alias: str) -> paramiko.SSHConfigDict:

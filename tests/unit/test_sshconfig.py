@@ -42,6 +42,8 @@ Host loop-b
   ProxyJump loop-a
 Host legacy
   ProxyCommand nc -x proxy:1080 %h %p
+Host direct
+  ProxyCommand none
 """
 
 
@@ -65,6 +67,7 @@ def test_settings_written_on_the_host_win_over_the_ssh_config(tmp_path: Path) ->
     cfg = _cfg(tmp_path)
     t = sshconfig.resolve(SSHHost(address="gpu-7", port=22022, user="svc", identity_file="/k/own"), cfg, DEFAULTS)
     assert (t.address, t.port, t.user, t.identity_file) == ("10.0.0.7", 22022, "svc", "/k/own")
+    assert sshconfig.resolve(SSHHost(address="direct"), cfg, DEFAULTS).jump is None, "ProxyCommand none is fine"
     plain = sshconfig.resolve(SSHHost(address="10.1.1.1"), cfg, DEFAULTS)
     assert plain == Target("10.1.1.1", 22, "root", None, "/kh", False, 5.0), "no match: gpuform's defaults"
 
