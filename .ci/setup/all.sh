@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the docker/ssh tests need, idempotent (a warm rerun takes about a second):
-#   packages -> main dockerd -> base image -> test hosts h1, h2 -> a PostgreSQL cluster -> browser tests' npm packages
+#   packages -> main dockerd -> base image -> test hosts h1, h2 -> bj1 behind h1 -> a PostgreSQL cluster
+#   -> browser tests' npm packages
 # Usage: .ci/setup/all.sh        (then: eval "$(.ci/setup/testhosts.sh env)" if you want the exports)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,6 +25,7 @@ step packages     bash "$HERE/packages.sh"
 step dockerd      bash "$HERE/dockerd.sh" start
 step base-image   bash "$HERE/base-image.sh"
 step testhosts    bash "$HERE/testhosts.sh" up
+step bastion      bash "$HERE/bastion.sh" up
 step postgres     bash "$HERE/postgres.sh" start
 step browser      bash "$HERE/browser.sh"
 log "TIMING total $(elapsed "$total0")s (hosts: /var/lib/gpuform-test/hosts.json)"

@@ -552,6 +552,8 @@ cmd_down() {
   need_root
   local purge=0 h
   [[ ${1:-} == --purge ]] && purge=1
+  # bj1 (bastion.sh) hangs off h1's namespace: stop it first (this process holds the lock it would take)
+  if [[ -d $HOSTS_DIR/bj1 ]]; then GPF_TESTHOSTS_LOCKED=1 bash "$HERE/bastion.sh" down 9>&- || true; fi
   local pids=()
   for h in "${ALL_HOSTS[@]}"; do
     if holder_alive "$h" || pid_alive "$(unshare_pid "$h")"; then
@@ -636,6 +638,9 @@ lock() {
     flock -w 300 9 || die "could not lock $GPF_TEST_ROOT/.testhosts.lock within 300s"
   fi
 }
+
+# sourced (bastion.sh reuses the functions above): define them, run nothing
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 
 case ${1:-} in
   up) shift; need_root; lock; cmd_up "$@" ;;

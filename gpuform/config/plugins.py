@@ -1,4 +1,4 @@
-"""What providers contribute to the configuration: a pool schema per provider, and an endpoint check.
+"""What providers contribute to the configuration: a pool schema per provider, a pool and an endpoint check.
 
 A provider registers a :class:`gpuform.provider.ProviderSpec` in the ``gpuform.providers`` entry-point
 group. ``ProviderSpec`` is a :class:`PoolKind`; the configuration reads only that part, so it depends on no
@@ -11,11 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from gpuform.config.schema import Endpoint, PoolBase
 
 ENTRY_POINT_GROUP = "gpuform.providers"
 EndpointCheck = Callable[[PoolBase, Endpoint], list[tuple[tuple[str | int, ...], str]]]
+# (pool, configuration directory) -> [(location within the pool, message, how to fix it)]
+PoolCheck = Callable[[PoolBase, Path], list[tuple[tuple[str | int, ...], str, str]]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +29,7 @@ class PoolKind:
     pool_model: type[PoolBase]
     description: str = ""
     check_endpoint: EndpointCheck | None = None
+    check_pool: PoolCheck | None = None  # files the pool names exist and parse (e.g. its ssh_config)
     capabilities: frozenset[str] = frozenset({"workers"})  # gpuform.provider.Capability values
 
 

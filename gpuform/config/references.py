@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def check_references(config: Config) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
+    out: list[Diagnostic] = _pool_checks(config)
     for name, vol in config.volumes.items():
         if _ref(config, out, ("volumes", name, "pool"), "pool", vol.pool, f"volume.{name}"):
             out += _capable(config, ("volumes", name, "pool"), vol.pool, "volumes", f"volume.{name}")
@@ -150,6 +150,17 @@ def _vllm_checks(config: Config, name: str, ep: schema.Endpoint) -> list[Diagnos
         maker = error if problem.severity == "error" else warning
         out.append(maker(problem.message, "See workers/vllm/vllm_flags.json for the flags of the pinned vLLM.",
                          where, f"endpoint.{name}"))
+    return out
+
+
+def _pool_checks(config: Config) -> list[Diagnostic]:
+    """Each provider's own checks of its pools (files they name exist and parse), located in the pool."""
+    out: list[Diagnostic] = []
+    for name, pool in config.pools.items():
+        spec = pool_kinds().get(pool.provider)
+        if spec is not None and spec.check_pool is not None:
+            out += [error(message, hint, config.sources.locate(("pools", name, *path)), f"pool.{name}")
+                    for path, message, hint in spec.check_pool(pool, config.directory)]
     return out
 
 

@@ -29,7 +29,7 @@ from gpuform.provider import (
     WorkerLaunch,
 )
 from gpuform.providers.baremetal import BaremetalPool
-from gpuform.providers.common import remote_volume, venvs
+from gpuform.providers.common import remote_volume, sshconfig, venvs
 from gpuform.providers.common.gpus import occupancy, place
 from gpuform.providers.common.hosts import Host, SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
@@ -55,7 +55,8 @@ class BaremetalProvider:
     def __init__(self, pool_name: str, pool: BaremetalPool, ctx: ProviderContext) -> None:
         self.pool_name, self.pool, self.ctx = pool_name, pool, ctx
         self.hosts = SSHHosts(pool.hosts, pool.known_hosts, pool.trust_on_first_use, pool.connect_timeout,
-                              pool.nvidia_smi)
+                              pool.nvidia_smi, sshconfig.config_path(pool.ssh_config, ctx.config_dir),
+                              f"pool.{pool_name}")
         self.data = posixpath.join(pool.data_dir, f"lineage-{ctx.lineage[:8]}")  # two deployments can share a host
         self.shared = pool.data_dir  # content-addressed wheelhouses are shared
         self._placing = threading.Lock()

@@ -9,11 +9,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from gpuform.config.schema import SSHHost
 from gpuform.errors import GpuformError, SSHError
 from gpuform.provider import HostInventory
+from gpuform.providers.common import sshconfig
 from gpuform.providers.common.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi
 from gpuform.providers.common.ssh import Connection, ConnectionPool, Target
 
@@ -29,10 +31,14 @@ class Host:
 
 
 class SSHHosts:
+    """``ssh_config``: the file the hosts' HostName, Port, User, IdentityFile and ProxyJump come from (see
+    :mod:`~gpuform.providers.common.sshconfig`); ``where`` names the pool in its errors."""
+
     def __init__(self, hosts: Sequence[SSHHost], known_hosts: str, trust_on_first_use: bool, timeout: float,
-                 nvidia_smi: str = "nvidia-smi") -> None:
-        self.hosts = [Host(h.label, h, Target(h.address, h.port, h.user, h.identity_file, known_hosts,
-                                              trust_on_first_use, timeout)) for h in hosts]
+                 nvidia_smi: str = "nvidia-smi", ssh_config: Path | None = None, where: str = "") -> None:
+        defaults = sshconfig.Defaults(known_hosts, trust_on_first_use, timeout)
+        targets = sshconfig.resolve_all(hosts, ssh_config, defaults, where)
+        self.hosts = [Host(h.label, h, t) for h, t in zip(hosts, targets, strict=True)]
         self.by_name = {h.name: h for h in self.hosts}
         self.pool = ConnectionPool()
         self.nvidia_smi = nvidia_smi

@@ -2,6 +2,8 @@
 
 - Host keys are checked against a known_hosts file; an unknown host is refused unless the pool trusts on
   first use, in which case its key is recorded in that file. A changed key is always refused.
+- A target behind jump hosts (``Target.jump``, from ProxyJump) is reached through a ``direct-tcpip`` channel
+  of the previous hop's connection; every hop is a full SSH connection whose host key is checked the same way.
 - Commands are argv lists, quoted with :func:`shlex.join` for the remote shell; success is the exit status;
   stdout and stderr are captured so failures carry them.
 - paramiko and socket errors never escape: they become :class:`~gpuform.errors.SSHError` with the host's
@@ -37,10 +39,16 @@ class Target:
     known_hosts: str = "~/.ssh/known_hosts"
     trust_on_first_use: bool = False
     connect_timeout: float = 10.0
+    jump: Target | None = None  # the hop this target is reached through (ProxyJump), itself maybe behind one
 
     @property
     def label(self) -> str:
         return f"{self.user}@{self.address}:{self.port}"
+
+    @property
+    def route(self) -> str:
+        """The label and the jump hosts in front of it, e.g. ``root@10.0.0.7:22 via root@bastion:22``."""
+        return self.label if self.jump is None else f"{self.label} via {self.jump.route}"
 
 
 @dataclass(frozen=True)
@@ -66,15 +74,23 @@ class _RecordPolicy(paramiko.MissingHostKeyPolicy):
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
-class Connection:
-    """One authenticated SSH connection (reused for many commands and an SFTP session)."""
+JumpSource = Callable[["Target"], "Connection"]
 
-    def __init__(self, target: Target) -> None:
+
+class Connection:
+    """One authenticated SSH connection (reused for many commands and an SFTP session).
+
+    A target with a ``jump`` is reached through the jump host's connection, taken from ``jumps`` (a pool's,
+    shared by the hosts behind one bastion) or, without one, opened by and closed with this connection."""
+
+    def __init__(self, target: Target, jumps: JumpSource | None = None) -> None:
         self.target = target
         self.client = paramiko.SSHClient()
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
         self.sftp_lock = threading.RLock()  # paramiko's SFTP client is not safe for concurrent requests
+        self._jumps = jumps
+        self._own_jump: Connection | None = None
         self._connect()
 
     def _connect(self) -> None:
@@ -87,26 +103,65 @@ class Connection:
             raise SSHError(f"cannot read known_hosts file {known}: {exc}", "Fix or remove the file.", t.label) from exc
         policy = _RecordPolicy(known) if t.trust_on_first_use else paramiko.RejectPolicy()
         self.client.set_missing_host_key_policy(policy)
+        sock = self._through_jump() if t.jump is not None else None
+        try:
+            self._handshake(known, sock)
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+
+    def _handshake(self, known: Path, sock: paramiko.Channel | None) -> None:
+        t = self.target
         key = os.path.expanduser(t.identity_file) if t.identity_file else None
         try:
             self.client.connect(t.address, port=t.port, username=t.user, key_filename=key,
                                 allow_agent=key is None, look_for_keys=key is None, timeout=t.connect_timeout,
-                                banner_timeout=t.connect_timeout, auth_timeout=t.connect_timeout)
+                                banner_timeout=t.connect_timeout, auth_timeout=t.connect_timeout, sock=sock)
         except paramiko.BadHostKeyException as exc:
-            raise SSHError(f"host key of {t.label} does not match {known} (possible man-in-the-middle)",
+            raise SSHError(f"host key of {t.route} does not match {known} (possible man-in-the-middle)",
                            f"If the host was reinstalled, remove its line: ssh-keygen -f {known} -R {t.address}",
                            t.label) from exc
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
-                raise SSHError(f"{t.label} is not in {known}; refusing an unknown host key",
-                               f"Add it (ssh-keyscan -p {t.port} {t.address} >> {known}) or set "
-                               "trust_on_first_use: true on the pool.", t.label) from exc
-            raise SSHError(f"SSH to {t.label} failed: {exc}", _auth_hint(t), t.label) from exc
+                raise SSHError(f"{t.route} is not in {known}; refusing an unknown host key",
+                               f"Add it ({_keyscan(t)} >> {known}, after checking the key with the host's "
+                               "owner) or set trust_on_first_use: true on the pool.", t.label) from exc
+            raise SSHError(f"SSH to {t.route} failed: {exc}", _auth_hint(t), t.label) from exc
         except (OSError, EOFError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise SSHError(f"cannot reach {t.label}: {reason}",
+            raise SSHError(f"cannot reach {t.route}: {reason}",
                            "Check the address and port, that the host is up and that sshd listens.", t.label,
                            unreachable=True) from exc
+
+    def _through_jump(self) -> paramiko.Channel:
+        """A ``direct-tcpip`` channel from the jump host to the target's sshd (the jump host's key is checked
+        when its own connection is made; a failure there names both hosts)."""
+        t = self.target
+        assert t.jump is not None
+        try:
+            jump = self._jump_connection(t.jump)
+        except SSHError as exc:
+            raise SSHError(f"jump host for {t.label}: {exc.message}", exc.hint, t.label,
+                           unreachable=exc.unreachable) from exc
+        try:
+            return jump._transport().open_channel("direct-tcpip", (t.address, t.port), ("127.0.0.1", 0),
+                                                  timeout=t.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise SSHError(f"cannot reach {t.route}: the jump host could not connect to {t.address}:{t.port} "
+                           f"({reason})", f"Check that {t.jump.address} can reach {t.address}:{t.port} and "
+                           "that its sshd allows TCP forwarding (AllowTcpForwarding).", t.label,
+                           unreachable=True) from exc
+
+    def _jump_connection(self, jump: Target) -> Connection:
+        if self._jumps is not None:
+            return self._jumps(jump)
+        if self._own_jump is None or not self._own_jump.alive:
+            if self._own_jump is not None:
+                self._own_jump.close()
+            self._own_jump = Connection(jump)
+        return self._own_jump
 
     @property
     def alive(self) -> bool:
@@ -201,6 +256,8 @@ class Connection:
             if self._sftp is not None:
                 self._sftp.close()
         self.client.close()
+        if self._own_jump is not None:
+            self._own_jump.close()
 
 
 def _drain(chan: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
@@ -227,6 +284,14 @@ def _drain(chan: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
     return bytes(out), bytes(err)
 
 
+def _keyscan(t: Target) -> str:
+    """The command that reads ``t``'s host key from where it is reachable (through its jump host, if any)."""
+    scan = f"ssh-keyscan -p {t.port} {t.address}"
+    if t.jump is None:
+        return scan
+    return f"ssh -p {t.jump.port} {t.jump.user}@{t.jump.address} {scan}"
+
+
 def _auth_hint(t: Target) -> str:
     if t.identity_file:
         return f"Check that {t.identity_file} is the key authorized for {t.user} on the host."
@@ -247,7 +312,7 @@ class ConnectionPool:
         with lock:
             conn = self._conns.get(target)
             if conn is None or not conn.alive:
-                conn = Connection(target)
+                conn = Connection(target, self.get)
                 self._conns[target] = conn
             return conn
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -35,6 +36,10 @@ class DockerPool(PoolBase):
                                                                "against.")
     trust_on_first_use: bool = Field(False, description="Accept an unknown host's key once and record it.")
     connect_timeout: Duration = Field(10.0, description="SSH connect and authentication timeout.")
+    ssh_config: str | None = Field(None, description="OpenSSH client config the hosts' HostName, Port, User, "
+                                   "IdentityFile and ProxyJump (bastions) come from, relative to the configuration "
+                                   "directory; default ~/.ssh/config when it exists, `none` for no file. Settings "
+                                   "written on a host win.")
     registry: Registry | None = Field(None, description="Pull images from this registry instead of copying them.")
     base_image: str = Field("python:3.11-slim", description="Image (with Python 3) the gpuform runtime image is "
                                                            "built from; it runs the gateway and built-in workers.")
@@ -47,6 +52,15 @@ class DockerPool(PoolBase):
 
     def host_labels(self) -> list[str]:
         return [h.label for h in self.hosts]
+
+
+def check_pool(pool: PoolBase, config_dir: Path) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """The pool's ssh_config exists and resolves for every host (ProxyJump hops readable, no ProxyCommand)."""
+    from gpuform.providers.common import sshconfig  # paramiko: only when a configuration is checked
+
+    assert isinstance(pool, DockerPool)
+    hosts = [(i, h) for i, h in enumerate(pool.hosts) if not getattr(h, "docker_host", None)]
+    return sshconfig.check(hosts, pool.ssh_config, config_dir)
 
 
 def check_endpoint(pool: PoolBase, endpoint: Endpoint) -> list[tuple[tuple[str | int, ...], str]]:
@@ -62,6 +76,7 @@ SPEC = ProviderSpec(
     implementation="gpuform.providers.docker.provider:DockerProvider",
     description="Docker hosts (local socket or SSH); workers are containers",
     check_endpoint=check_endpoint,
+    check_pool=check_pool,
     capabilities=frozenset({Capability.WORKERS, Capability.GATEWAY, Capability.VOLUMES, Capability.GPU_PLACEMENT,
                             Capability.NAMED_HOSTS, Capability.IMAGES, Capability.WARM_RESTART}),
 )

@@ -37,7 +37,7 @@ from gpuform.provider import (
     WorkerInfo,
     WorkerLaunch,
 )
-from gpuform.providers.common import remote_volume
+from gpuform.providers.common import remote_volume, sshconfig
 from gpuform.providers.common.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
 from gpuform.providers.common.hosts import SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
@@ -66,7 +66,8 @@ class DockerProvider:
         self.pool_name, self.pool, self.ctx = pool_name, pool, ctx
         ssh_specs = [h for h in pool.hosts if not h.docker_host]
         self.ssh = SSHHosts(ssh_specs, pool.known_hosts, pool.trust_on_first_use, pool.connect_timeout,
-                            pool.nvidia_smi)
+                            pool.nvidia_smi, sshconfig.config_path(pool.ssh_config, ctx.config_dir),
+                            f"pool.{pool_name}")
         self.names = [h.label for h in pool.hosts]
         self.specs = {h.label: h for h in pool.hosts}
         self.data = posixpath.join(pool.data_dir, f"lineage-{ctx.lineage[:8]}")
