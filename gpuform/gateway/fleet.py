@@ -66,6 +66,7 @@ class FleetSettings:
     advertise_url: str
     timings: GatewayTimings
     prices: Mapping[str, Mapping[str, float]]  # pool -> price per GPU-second by type
+    worker_files: Mapping[str, bytes] = field(default_factory=dict)  # env var -> file content (gateway/tls.py)
 
 
 class Fleet:
@@ -219,7 +220,7 @@ class Fleet:
             image=worker.image, command=template_argv(worker.template, worker.command), python=worker.python,
             workdir=worker.workdir, env=self.worker_env(ep, record, token), gpu_types=list(ep.spec.gpu.types),
             gpu_count=ep.spec.gpu.count, volume_path=ep.spec.volume_path, keep_stopped=worker.keep_stopped,
-            spec_revision=ep.revision)
+            spec_revision=ep.revision, files=dict(self.settings.worker_files))
 
     def worker_env(self, ep: EndpointRecord, record: WorkerRecord, token: str) -> dict[str, str]:
         """The RunPod worker protocol's variables (reference/runpod.md §5), then the endpoint's own env."""

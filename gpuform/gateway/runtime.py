@@ -31,6 +31,7 @@ from gpuform.gateway.reconciler import Reconciler
 from gpuform.gateway.sqlite import SQLiteStore
 from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.store import GatewayStore, StoredEndpoint
+from gpuform.gateway.tls import worker_files
 from gpuform.gateway.webhooks import Webhooks
 from gpuform.provider import Provider, ProviderContext, make_provider
 from gpuform.spec import EndpointSpec, RuntimeConfig
@@ -120,7 +121,8 @@ class Runtime:
         self.queue = JobQueue(self.store.jobs, timings, clock)
         self.history = RequestHistory(self.store.history, timings.request_history, clock)
         settings = FleetSettings(config.lineage, config.advertise_url, timings,
-                                 {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()})
+                                 {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()},
+                                 worker_files(config.tls))
         self.fleet = Fleet(settings, self.store.workers, self._providers, self.queue, self.ledger, self.metrics,
                            self.keys.token_hash, clock)
         self.webhooks = Webhooks(timings, config.webhook_secret, webhook_transport, config.gateway.webhooks)
