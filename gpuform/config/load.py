@@ -28,7 +28,7 @@ from gpuform.config.interpolate import Interpolation
 from gpuform.config.plugins import pool_kinds
 from gpuform.config.pyerrors import pydantic_diagnostics
 from gpuform.config.references import check_references
-from gpuform.config.tls import check_tls
+from gpuform.config.tlscheck import check_tls
 from gpuform.config.types import NAME_PATTERN
 from gpuform.config.yamlsrc import Document, SourceMap, as_written, read_file
 from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error, has_errors, sort_key

@@ -17,7 +17,7 @@ from tests.conftest import destroy_after_test, free_port, run_gpuform, write_con
 from tests.contract.hosts import load_hosts, ssh
 from tests.tlsfiles import make_pki, reissue_server
 
-pytestmark = [pytest.mark.ssh]
+pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
 H1 = "10.77.0.11"
 

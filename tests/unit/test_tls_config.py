@@ -153,3 +153,22 @@ def test_a_gateway_recorded_before_tls_plans_no_change(tmp_path: Path) -> None:
         attrs = {k: v for k, v in json.loads(json.dumps(d.attributes)).items() if k != "tls"}
         state.resources[address] = ResourceState(address, d.kind, d.name, d.provider, attrs)
     assert all(c.action == "no-op" for c in plan(desired, state, None).changes)
+
+
+@pytest.mark.parametrize("example", ["baremetal", "docker-ssh"])
+def test_the_examples_commented_tls_block_is_valid_once_uncommented(tmp_path: Path, example: str) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "examples" / example / "gpuform.yaml").read_text()
+    assert "    # tls:\n" in text
+    text = re.sub(r"\n    # (tls:|  \w+_file: .*)", lambda m: "\n    " + m.group(1), text)
+    text = text.replace('advertise_url: "http://', 'advertise_url: "https://')
+    (tmp_path / "gpuform.yaml").write_text(text)
+    (tmp_path / "assets").mkdir()
+    made = make_pki(tmp_path, names=("gpu1.lab",))
+    for name, key in [("gateway", "cert"), ("gateway-key", "key"), ("ca", "ca"), ("clients-ca", "client_ca"),
+                      ("gpuform", "client_cert"), ("gpuform-key", "client_key")]:
+        (tmp_path / "tls" / f"{name}.pem").write_bytes(made[key].read_bytes())
+    config = load(tmp_path, env={"GPUFORM_API_KEY": "k"})
+    assert config.warnings == []
+    tls = config.gateways["main"].tls
+    assert tls is not None and tls.client_ca_file == "tls/clients-ca.pem" and tls.ca_file == "tls/ca.pem"
