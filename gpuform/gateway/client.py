@@ -13,6 +13,7 @@ from typing import Any
 import certifi
 import httpx
 
+from gpuform.config.tls import resolve
 from gpuform.errors import GatewayError
 from gpuform.gateway.history import MAX_LIMIT
 from gpuform.spec import EndpointPut, EndpointSpec
@@ -21,7 +22,7 @@ from gpuform.util.hashing import deployment_id
 
 @dataclass(frozen=True)
 class ClientTls:
-    """How gpuform's CLI verifies a gateway over HTTPS (``ca_file``: a private CA instead of the system's roots)
+    """How gpuform's CLI verifies a gateway over HTTPS (``ca_file``: a private CA instead of the public roots)
     and the certificate it presents under mTLS. Paths are absolute on this machine."""
 
     ca_file: str | None = None
@@ -37,7 +38,7 @@ class ClientTls:
 
         def path(field: str) -> str | None:
             value = tls.get(field)
-            return str((config_dir / Path(str(value)).expanduser()).resolve()) if value else None
+            return str(resolve(config_dir, str(value))) if value else None
 
         return cls(path("ca_file"), path("client_cert_file"), path("client_key_file"))
 
@@ -62,7 +63,7 @@ def _tls(tls: ClientTls | None = None) -> ssl.SSLContext:
 class AdminClient:
     """Thread-safe (one connection pool). ``shared``: owned by whoever made it (an operation's workspace), so
     leaving a ``with`` block does not close it. ``tls``: how to verify the gateway over HTTPS (default: the
-    system's roots)."""
+    public roots, certifi's)."""
 
     def __init__(self, base_url: str, admin_key: str | None, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None, shared: bool = False,
