@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from gpuform.config import schema
 from gpuform.config.interpolate import UNKNOWN
 from gpuform.config.tls import resolve
-from gpuform.diagnostics import Diagnostic, error, warning
+from gpuform.diagnostics import Diagnostic, Location, error, warning
 
 if TYPE_CHECKING:
     from gpuform.config.load import Config
@@ -37,7 +37,7 @@ class _Checker:
         self.config, self.name, self.gw, self.tls = config, name, gw, tls
         self.out: list[Diagnostic] = []
 
-    def where(self, field: str) -> Any:
+    def where(self, field: str) -> Location | None:
         return self.config.sources.locate(("gateway", self.name, "tls", field))
 
     def problem(self, field: str, summary: str, hint: str, *, severity: str = "error") -> None:
