@@ -10,6 +10,7 @@ gpuform's worker SDK presents.
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,17 @@ def worker_files(tls: GatewayTls | None) -> dict[str, bytes]:
         out[CLIENT_CERT_ENV] = _read(tls.client_cert_file)
         out[CLIENT_KEY_ENV] = _read(tls.client_key_file)
     return out
+
+
+def connection(tls: GatewayTls | None, advertise_url: str) -> str:
+    """What workers need to reach the gateway beyond their endpoint: '' over plain HTTP, else a digest of the
+    URL and of the files they get. A worker started with other values cannot reach it: it is replaced."""
+    if tls is None:
+        return ""
+    h = hashlib.sha256(advertise_url.encode())
+    for var, data in sorted(worker_files(tls).items()):
+        h.update(f"\0{var}\0".encode() + hashlib.sha256(data).digest())
+    return "tls-" + h.hexdigest()[:12]
 
 
 def _public_roots() -> bytes:

@@ -1,7 +1,8 @@
-"""TLS on a real gateway (local pool) with certificates made by the test: echo workers of gpuform's SDK and of
-the runpod SDK (verifying through SSL_CERT_FILE) complete jobs over HTTPS; the CLI verifies the gateway and
-says clearly when it cannot; a renewed certificate is a planned update; under mTLS a client without a
-certificate is refused at the handshake while gpuform's CLI and workers present theirs."""
+"""TLS on a real gateway (local pool) with certificates made by the test: turned on for a running deployment,
+echo workers of gpuform's SDK and of the runpod SDK (verifying through SSL_CERT_FILE) replace those started
+over plain HTTP and complete jobs over HTTPS; the CLI verifies the gateway and says clearly when it cannot; a
+renewed certificate is a planned update; under mTLS a client without a certificate is refused at the
+handshake while gpuform's CLI and workers present theirs."""
 
 from __future__ import annotations
 
@@ -80,6 +81,10 @@ def test_https_gateway_with_sdk_and_runpod_workers_cli_verification_and_renewal(
     worker: {{command: [{sys.executable}, rp_handler.py, plain]}}
     scaling: {{min_workers: 1, max_workers: 1, idle_timeout: 60s}}
 """
+    plain = _config(deployment.port, "X", endpoints).replace("    tls: {X}\n", "")
+    deployment.apply_text(plain)  # first over plain HTTP: turning TLS on replaces the workers started before
+    with deployment.http() as http:
+        assert http.post("/v2/echo/runsync", json={"input": 0}).json()["output"] == {"echo": 0}
     deployment.apply_text(_config(deployment.port, SERVER, endpoints))
 
     with _https(deployment, files) as http:
