@@ -70,3 +70,14 @@ def test_tls_failures_become_messages_that_name_the_setting() -> None:
     required = tls_refusal("https://gw:8443", alert)
     assert required is not None and "requires a client certificate" in required.message
     assert tls_refusal("https://gw:8443", httpx.ConnectError("connection refused")) is None
+
+
+def test_the_connection_workers_depend_on_changes_with_the_url_and_their_files(tmp_path: Path) -> None:
+    files = make_pki(tmp_path)
+    from gpuform.gateway.tls import connection
+
+    assert connection(None, "http://gw:8080") == ""  # plain HTTP: worker revisions stay the endpoint's
+    base = connection(_tls(files), "https://gw:8443")
+    assert base.startswith("tls-") and base == connection(_tls(files), "https://gw:8443")
+    assert connection(_tls(files), "https://gw2:8443") != base
+    assert connection(_tls(files, mtls=False), "https://gw:8443") != base
