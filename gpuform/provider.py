@@ -20,6 +20,7 @@ Obligations every provider must meet (the contract suites in ``tests/`` check th
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import threading
 from collections.abc import Callable
@@ -109,6 +110,23 @@ class WorkerLaunch:
     volume_path: str | None = None
     keep_stopped: bool = True
     spec_revision: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """Files the worker needs, by the environment variable that must hold each one's path where the worker runs
+    (TLS: the CA bundle, a client certificate and key). A provider must write each (mode 0600; the names from
+    :meth:`named_files` are content-addressed, so rewriting one is harmless) and set the variables
+    (:meth:`file_env`)."""
+
+    def named_files(self) -> dict[str, bytes]:
+        """File name -> content, for each distinct file of :attr:`files`."""
+        return {_file_name(data): data for data in self.files.values()}
+
+    def file_env(self, directory: str) -> dict[str, str]:
+        """The variables of :attr:`files`, naming the files as the worker sees ``directory``."""
+        return {var: f"{directory.rstrip('/')}/{_file_name(data)}" for var, data in self.files.items()}
+
+
+def _file_name(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:24] + ".pem"
 
 
 @dataclass

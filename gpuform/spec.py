@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, Field, SerializeAsAny
 
 from gpuform.config import schema
 from gpuform.config.plugins import pool_model
+from gpuform.config.tls import resolved as resolved_tls
 from gpuform.config.types import Model, Name
 
 
@@ -55,11 +56,18 @@ class EndpointPut(Model):
     secret_env: dict[str, str] = Field(default_factory=dict, description="Real values of secret worker env.")
 
 
+class TlsSettings(schema.GatewayTls):
+    """The declared TLS files (paths on the machine that ran apply) and the digest of their certificates."""
+
+    content: str | None = Field(None, description="sha256 of the certificates' contents (computed by plan).")
+
+
 class GatewaySettings(schema.Gateway):
     """The gateway's declared attributes as apply records them (keys as salted hashes), plus what apply
     resolved: the URL workers and clients use, and the pools whose workers the gateway starts."""
 
     advertise_url: str = Field(description="URL workers and clients use (resolved by apply).")
+    tls: TlsSettings | None = Field(None, description="Declared TLS files, with their certificates' digest.")
     pools: dict[Name, PoolConfig] = Field(default_factory=dict, description="Pools the gateway drives.")
 
 
@@ -80,6 +88,9 @@ class RuntimeConfig(Model):
     config_dir: str = Field(description="The configuration directory (relative worker paths start here).")
     host_pools: dict[Name, PoolConfig] | None = Field(
         None, description="Pools as seen from the gateway's host (credential paths rewritten), when it is remote.")
+    host_tls: schema.GatewayTls | None = Field(
+        None, description="The TLS files as the gateway's host sees them (absolute paths; its provider copies "
+                          "them there and rewrites these).")
 
     @property
     def timings(self) -> schema.GatewayTimings:
@@ -95,13 +106,23 @@ class RuntimeConfig(Model):
         return self.gateway.advertise_url.rstrip("/")
 
     @property
+    def tls(self) -> schema.GatewayTls | None:
+        """The TLS files where this process runs: as its provider copied them, else as declared."""
+        if self.host_tls is not None or self.gateway.tls is None:
+            return self.host_tls
+        return resolved_tls(self.gateway.tls, Path(self.config_dir))
+
+    @property
     def data_path(self) -> Path:
         return Path(self.data_dir or self.state_dir)
 
     def on_host(self, data_dir: str, state_dir: str | None = None, config_dir: str | None = None,
-                host_pools: dict[str, schema.PoolBase] | None = None) -> RuntimeConfig:
+                host_pools: dict[str, schema.PoolBase] | None = None,
+                host_tls: schema.GatewayTls | None = None) -> RuntimeConfig:
         """This configuration as the gateway's host sees it (a provider calls this before writing it)."""
         update: dict[str, Any] = {"data_dir": self.gateway.data_dir or data_dir}
+        if host_tls is not None:
+            update["host_tls"] = host_tls
         if state_dir is not None:
             update["state_dir"] = state_dir
         if config_dir is not None:

@@ -33,7 +33,8 @@ def _admins(ws: Workspace, state: State) -> list[tuple[str, AdminClient]]:
     for res in state.resources.values():
         if res.kind == "gateway":
             key = ws.admin_key(res.name, None, create=False)
-            out.append((res.name, AdminClient(str(res.attributes["advertise_url"]), key)))
+            out.append((res.name, AdminClient(str(res.attributes["advertise_url"]), key,
+                                              tls=ws.client_tls(res.attributes))))
     if not out:
         raise GpuformError("no gateway in the state", "Run `gpuform apply` first.")
     return out

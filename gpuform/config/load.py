@@ -28,6 +28,7 @@ from gpuform.config.interpolate import Interpolation
 from gpuform.config.plugins import pool_kinds
 from gpuform.config.pyerrors import pydantic_diagnostics
 from gpuform.config.references import check_references
+from gpuform.config.tlscheck import check_tls
 from gpuform.config.types import NAME_PATTERN
 from gpuform.config.yamlsrc import Document, SourceMap, as_written, read_file
 from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error, has_errors, sort_key
@@ -105,6 +106,7 @@ def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
     _validate_sections(data, config, diags, interp.failed)
     config.imports = _imports(data.get("import") or {}, config, diags)
     diags += check_references(config)
+    diags += check_tls(config)
     diags += _salvaged_references(config, diags)
     if has_errors(diags):
         raise ConfigError(sorted(diags, key=sort_key))

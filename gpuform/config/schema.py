@@ -206,6 +206,41 @@ class GatewayStore(Model):
         return self
 
 
+class GatewayTls(Model):
+    """TLS on the gateway: it serves only HTTPS. Paths are files on the machine that runs gpuform (relative
+    to the configuration directory); apply copies them to the gateway's host (the keys with mode 0600)."""
+
+    cert_file: str = Field(min_length=1, description="PEM certificate (chain) the gateway presents; it must "
+                           "name advertise_url's host.")
+    key_file: str = Field(min_length=1, description="PEM private key of cert_file (unencrypted).")
+    client_ca_file: str | None = Field(None, min_length=1, description="mTLS: PEM CA certificate(s); every "
+                                       "client must present a certificate signed by one (refused at the handshake "
+                                       "otherwise), gpuform's CLI and workers included (client_cert_file).")
+    ca_file: str | None = Field(None, min_length=1, description="PEM CA certificate(s) gpuform's CLI and the "
+                                "workers verify the gateway's certificate against (a private CA); default: the "
+                                "system's trusted roots. Workers get it, with the public roots, as SSL_CERT_FILE.")
+    client_cert_file: str | None = Field(None, min_length=1, description="mTLS: the certificate gpuform's CLI and "
+                                         "its workers present (signed by a CA in client_ca_file).")
+    client_key_file: str | None = Field(None, min_length=1, description="mTLS: the private key of client_cert_file.")
+
+    @model_validator(mode="after")
+    def _client_pairs(self) -> GatewayTls:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("client_cert_file and client_key_file go together: set both, or neither")
+        if self.client_ca_file is not None and self.client_cert_file is None:
+            raise ValueError("with client_ca_file (mTLS) the gateway refuses clients without a certificate, gpuform's "
+                             "CLI and workers included: set client_cert_file and client_key_file to a certificate "
+                             "signed by that CA")
+        if self.client_ca_file is None and self.client_cert_file is not None:
+            raise ValueError("client_cert_file is presented only to a gateway that asks for it: set client_ca_file "
+                             "(mTLS), or remove client_cert_file and client_key_file")
+        return self
+
+    def files(self) -> dict[str, str]:
+        """Each configured file by field name."""
+        return {k: v for k, v in self.model_dump().items() if k.endswith("_file") and v is not None}
+
+
 class Gateway(Model):
     """The gateway: endpoint URLs, the durable queue, the autoscaler and the metering ledger."""
 
@@ -238,6 +273,9 @@ class Gateway(Model):
     limits: GatewayLimits = Field(default_factory=GatewayLimits, description="Limits at the edge (sizes, "
                                                                             "timeouts, connections).")
     webhooks: WebhookPolicy = Field(default_factory=WebhookPolicy, description="Where webhooks may go.")
+    tls: GatewayTls | None = Field(None, description="Serve HTTPS: {cert_file, key_file}, optionally client_ca_file "
+                                   "(mTLS), ca_file (a private CA clients verify against) and client_cert_file/"
+                                   "client_key_file (what gpuform's CLI and workers present under mTLS).")
     trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or CIDRs of load balancers "
                                        "in front of the gateway: their X-Forwarded-For (or PROXY protocol) names "
                                        "the client.")
@@ -274,13 +312,25 @@ class Gateway(Model):
             raise ValueError(f'"{value}" is not host:port, e.g. 0.0.0.0:8080')
         return value
 
+    @model_validator(mode="after")
+    def _tls_fits(self) -> Gateway:
+        if self.tls is None:
+            return self
+        if self.advertise_url and not self.advertise_url.startswith("https://"):
+            raise ValueError(f'with tls the gateway speaks only HTTPS: advertise_url "{self.advertise_url}" must '
+                             "start with https://")
+        if self.proxy_protocol:
+            raise ValueError("proxy_protocol cannot be combined with tls: the PROXY line would come before the TLS "
+                             "handshake; terminate TLS at the proxy, or trust its X-Forwarded-For instead")
+        return self
+
     def resolved_advertise_url(self) -> str:
         if self.advertise_url:
             return self.advertise_url.rstrip("/")
         host, _, port = self.listen.rpartition(":")
         if host in ("0.0.0.0", "::", "[::]"):
             host = "127.0.0.1"
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
 
 class WorkerSpec(Model):

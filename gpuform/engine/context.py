@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +17,7 @@ from gpuform.state.model import State
 from gpuform.state.store import StateStore
 
 if TYPE_CHECKING:
-    from gpuform.gateway.client import AdminClient
+    from gpuform.gateway.client import AdminClient, ClientTls
 
 Event = Callable[[str, str], None]  # (address, message)
 TransferEvent = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
@@ -51,7 +51,7 @@ class Workspace:
     no_wait: bool = False  # apply does not wait for endpoints' min_workers to be ready
     wait_timeout: float | None = None  # how long it waits (default: the worker's ready_timeout + 30 s)
     _providers: dict[str, Provider] = field(default_factory=dict)
-    _admins: dict[tuple[str, str | None], AdminClient] = field(default_factory=dict)
+    _admins: dict[tuple[str, str | None, ClientTls | None], AdminClient] = field(default_factory=dict)
     _secrets: dict[str, str] = field(default_factory=dict)  # generated secrets read once per operation
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,15 +66,21 @@ class Workspace:
                 self._providers[pool] = make_provider(pool, pool_attrs, ctx)
             return self._providers[pool]
 
-    def admin_client(self, url: str, key: str | None) -> AdminClient:
-        """One admin client (one connection pool) per gateway and key for the whole operation: an apply of
-        1,000 endpoints makes 1,000 calls over a few kept-alive connections."""
+    def admin_client(self, url: str, key: str | None, tls: ClientTls | None = None) -> AdminClient:
+        """One admin client (one connection pool) per gateway, key and TLS setting for the whole operation: an
+        apply of 1,000 endpoints makes 1,000 calls over a few kept-alive connections."""
         from gpuform.gateway.client import AdminClient  # httpx: only for operations that reach a gateway
 
         with self._lock:
-            if (url, key) not in self._admins:
-                self._admins[(url, key)] = AdminClient(url, key, shared=True)
-            return self._admins[(url, key)]
+            if (url, key, tls) not in self._admins:
+                self._admins[(url, key, tls)] = AdminClient(url, key, shared=True, tls=tls)
+            return self._admins[(url, key, tls)]
+
+    def client_tls(self, attributes: Mapping[str, Any]) -> ClientTls | None:
+        """How this machine verifies a gateway with these recorded attributes over HTTPS."""
+        from gpuform.gateway.client import ClientTls
+
+        return ClientTls.of_gateway(attributes, self.config_dir)
 
     def close(self) -> None:
         for provider in self._providers.values():

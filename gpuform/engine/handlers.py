@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from gpuform import faults
-from gpuform.config.schema import ResourceKind
+from gpuform.config.schema import GatewayTls, ResourceKind
+from gpuform.config.tls import resolved as resolved_tls
 from gpuform.engine.context import Workspace
 from gpuform.errors import GatewayError, GpuformError
 from gpuform.gateway.client import AdminClient
@@ -77,7 +78,7 @@ class Op:
             raise GatewayError(f"gateway.{gateway} is not in the state", "Run `gpuform apply` to create it.")
         configured = want.secrets.get(("admin_key",)) if want else None
         key = self.ws.admin_key(gateway, configured, create=False)
-        return self.ws.admin_client(str(attrs["advertise_url"]), key)
+        return self.ws.admin_client(str(attrs["advertise_url"]), key, self.ws.client_tls(attrs))
 
 
 def call(fn: Callable[..., T], *args: Any) -> T:
@@ -194,7 +195,14 @@ class GatewayHandler:
                              admin_key_hash=hash_secret(key, op.lineage), secrets_key=op.ws.store_key(want.name),
                              state_dir=str(op.ws.runtime_dir(op.lineage)),
                              config_dir=str(op.ws.config_dir), webhook_secret=want.secrets.get(("webhook_secret",)),
-                             store_url=want.secrets.get(("store", "url")))
+                             store_url=want.secrets.get(("store", "url")),
+                             host_tls=self._tls_here(op, want))
+
+    @staticmethod
+    def _tls_here(op: Op, want: Desired) -> GatewayTls | None:
+        """The TLS files on this machine (absolute paths), which the provider copies to the gateway's host."""
+        declared = GatewaySettings.model_validate(want.attributes).tls
+        return resolved_tls(declared, op.ws.config_dir) if declared else None
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
         self._refuse_a_stranger(op, want)
@@ -206,7 +214,7 @@ class GatewayHandler:
         """A gateway of another deployment (another state lineage) at this URL is never replaced silently:
         its workers would be orphaned, polling with tokens nobody knows."""
         url = str(want.attributes["advertise_url"])
-        with AdminClient(url, None) as probe:
+        with AdminClient(url, None, tls=op.ws.client_tls(want.attributes)) as probe:
             found = probe.healthy()
         if found is not None and found.get("deployment") not in (None, deployment_id(op.lineage)):
             where = f"{want.source}: " if want.source else ""
@@ -222,7 +230,7 @@ class GatewayHandler:
 
     def _wait(self, op: Op, want: Desired) -> None:
         key = op.ws.admin_key(want.name, want.secrets.get(("admin_key",)), create=False)
-        with AdminClient(str(want.attributes["advertise_url"]), key) as admin:
+        with AdminClient(str(want.attributes["advertise_url"]), key, tls=op.ws.client_tls(want.attributes)) as admin:
             call(admin.wait_healthy, GATEWAY_START_TIMEOUT, op.lineage)
 
     def delete(self, op: Op, prior: ResourceState) -> None:

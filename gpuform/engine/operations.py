@@ -13,6 +13,7 @@ from typing import Any
 
 from gpuform.config.load import Config, load, load_backend
 from gpuform.config.schema import Backend
+from gpuform.config.tls import digest as tls_digest
 from gpuform.engine.apply import ApplyResult, apply
 from gpuform.engine.context import Workspace
 from gpuform.engine.handlers import Op
@@ -71,8 +72,13 @@ def volume_sources(ws: Workspace, config: Config) -> dict[str, VolumeSource]:
     return {name: scan_source((ws.config_dir / vol.source).resolve(), cache) for name, vol in config.volumes.items()}
 
 
+def tls_digests(config: Config) -> dict[str, str | None]:
+    """Each gateway's TLS certificates' digest (what makes a renewed certificate an update in the plan)."""
+    return {name: tls_digest(gw.tls, config.directory) for name, gw in config.gateways.items() if gw.tls}
+
+
 def desired_state(ws: Workspace, config: Config, state: State) -> dict[str, Desired]:
-    return build(config, state.lineage, volume_sources(ws, config))
+    return build(config, state.lineage, volume_sources(ws, config), tls_digests(config))
 
 
 def config_digest(desired: Mapping[str, Desired]) -> str:

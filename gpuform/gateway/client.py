@@ -5,34 +5,74 @@ from __future__ import annotations
 import functools
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import certifi
 import httpx
 
+from gpuform.config.tls import resolve
 from gpuform.errors import GatewayError
 from gpuform.gateway.history import MAX_LIMIT
 from gpuform.spec import EndpointPut, EndpointSpec
 from gpuform.util.hashing import deployment_id
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """How gpuform's CLI verifies a gateway over HTTPS (``ca_file``: a private CA instead of the public roots)
+    and the certificate it presents under mTLS. Paths are absolute on this machine."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @classmethod
+    def of_gateway(cls, attributes: Mapping[str, Any], config_dir: Path) -> ClientTls | None:
+        """From a gateway's recorded attributes (``tls``: paths relative to the configuration directory)."""
+        tls = attributes.get("tls")
+        if not isinstance(tls, Mapping):
+            return None
+
+        def path(field: str) -> str | None:
+            value = tls.get(field)
+            return str(resolve(config_dir, str(value))) if value else None
+
+        return cls(path("ca_file"), path("client_cert_file"), path("client_key_file"))
+
+
 @functools.cache
-def _tls() -> ssl.SSLContext:
-    """One TLS context for every client (building one reads the CA bundle: ~3 ms, once per client otherwise)."""
-    return httpx.create_ssl_context(trust_env=False)
+def _tls(tls: ClientTls | None = None) -> ssl.SSLContext:
+    """One TLS context per setting for every client (building one reads the CA bundle: ~3 ms, once per client
+    otherwise). Raises GatewayError when a file cannot be loaded."""
+    if tls is None:
+        return httpx.create_ssl_context(trust_env=False)
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file or certifi.where())  # certifi: as httpx does
+        if tls.cert_file:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise GatewayError(f"cannot load the gateway's TLS files for this client ({exc})",
+                           "Check tls.ca_file, tls.client_cert_file and tls.client_key_file of the gateway in the "
+                           "configuration (paths relative to its directory); `gpuform validate` checks them.") from exc
+    return context
 
 
 class AdminClient:
     """Thread-safe (one connection pool). ``shared``: owned by whoever made it (an operation's workspace), so
-    leaving a ``with`` block does not close it."""
+    leaving a ``with`` block does not close it. ``tls``: how to verify the gateway over HTTPS (default: the
+    public roots, certifi's)."""
 
     def __init__(self, base_url: str, admin_key: str | None, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None, shared: bool = False) -> None:
+                 transport: httpx.BaseTransport | None = None, shared: bool = False,
+                 tls: ClientTls | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.shared = shared
         headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, trust_env=False,
-                                  transport=transport, verify=_tls(),
+                                  transport=transport, verify=_tls(tls),
                                   limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
 
     def close(self) -> None:
@@ -49,8 +89,9 @@ class AdminClient:
         try:
             return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise GatewayError(f"cannot reach the gateway at {self.base_url} ({type(exc).__name__}: {exc})",
-                               "Check that it runs (`gpuform status`); `gpuform apply` starts it again.") from exc
+            raise tls_refusal(self.base_url, exc) or GatewayError(
+                f"cannot reach the gateway at {self.base_url} ({type(exc).__name__}: {exc})",
+                "Check that it runs (`gpuform status`); `gpuform apply` starts it again.") from exc
 
     def _json(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         resp = self._request(method, path, **kwargs)
@@ -69,9 +110,14 @@ class AdminClient:
         return resp.json() if resp.content else None
 
     def healthy(self) -> dict[str, Any] | None:
+        """The gateway's /healthz, or None when nothing healthy answers. Raises GatewayError when TLS fails
+        (an untrusted certificate, or a client certificate refused or missing): waiting would not mend it."""
         try:
             resp = self._http.get("/healthz", timeout=2.0)
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
+            refused = tls_refusal(self.base_url, exc)
+            if refused is not None:
+                raise refused from exc
             return None
         return resp.json() if resp.status_code == 200 else None
 
@@ -137,6 +183,28 @@ class AdminClient:
             if len(rows) < page:
                 return
             before = rows[-1]["created_at"]
+
+
+CA_HINT = ("If a private CA signed the gateway's certificate, set tls.ca_file of the gateway to that CA's "
+           "certificate (PEM); the certificate must also name the host of advertise_url. docs/security.md (TLS).")
+MTLS_HINT = ("The gateway asks for a client certificate (tls.client_ca_file): set tls.client_cert_file and "
+             "tls.client_key_file of the gateway to a certificate that CA signed. docs/security.md (TLS).")
+
+
+def tls_refusal(url: str, exc: BaseException) -> GatewayError | None:
+    """A TLS failure behind ``exc`` as a GatewayError saying what to fix (None when it is not one)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return GatewayError(f"the gateway at {url} presented a certificate this machine does not trust "
+                            f"({cause.verify_message})", CA_HINT)
+    text = str(cause or exc).upper()
+    if "CERTIFICATE_REQUIRED" in text or "CERTIFICATE REQUIRED" in text:
+        return GatewayError(f"the gateway at {url} refused this client: it requires a client certificate", MTLS_HINT)
+    if isinstance(cause, ssl.SSLError) and ("UNKNOWN_CA" in text or "BAD_CERTIFICATE" in text):
+        return GatewayError(f"the gateway at {url} refused this client's certificate ({cause.reason})", MTLS_HINT)
+    return None
 
 
 def _error_text(resp: httpx.Response) -> str:

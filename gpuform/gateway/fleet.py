@@ -66,6 +66,8 @@ class FleetSettings:
     advertise_url: str
     timings: GatewayTimings
     prices: Mapping[str, Mapping[str, float]]  # pool -> price per GPU-second by type
+    worker_files: Mapping[str, bytes] = field(default_factory=dict)  # env var -> file content (gateway/tls.py)
+    connection: str = ""  # what a worker's link to the gateway depends on beyond its endpoint (gateway/tls.py)
 
 
 class Fleet:
@@ -98,6 +100,16 @@ class Fleet:
     def _add(self, record: WorkerRecord) -> None:
         self.records[record.id] = record
         self.by_token[record.token_hash] = record.id
+
+    def revision(self, ep: EndpointRecord) -> str:
+        """The revision a worker of ``ep`` starts with: the endpoint's, plus the gateway's connection settings
+        (TLS), so that changing them replaces the workers like a new release (old ones cannot reach it)."""
+        return f"{ep.revision}+{self.settings.connection}" if self.settings.connection else ep.revision
+
+    def mark_stale(self, ep: EndpointRecord) -> None:
+        """Workers of another revision are stale: idle ones are replaced now, busy ones after their job."""
+        for worker in self.of(ep.name):
+            worker.stale = worker.revision != self.revision(ep)
 
     def of(self, endpoint: str) -> list[WorkerRecord]:
         return [w for w in self.records.values() if w.endpoint == endpoint]
@@ -175,7 +187,7 @@ class Fleet:
         now = self.clock()
         token = new_token()
         record = WorkerRecord(id=f"{ep.name}-{uuid.uuid4().hex[:10]}", endpoint=ep.name, pool=ep.spec.pool,
-                              revision=ep.revision, token_hash=self.hash_token(token), requested_at=now)
+                              revision=self.revision(ep), token_hash=self.hash_token(token), requested_at=now)
         record.mark("start_requested", now)
         waiting = self.queue.stats(ep.name)
         if waiting.queued:
@@ -219,7 +231,7 @@ class Fleet:
             image=worker.image, command=template_argv(worker.template, worker.command), python=worker.python,
             workdir=worker.workdir, env=self.worker_env(ep, record, token), gpu_types=list(ep.spec.gpu.types),
             gpu_count=ep.spec.gpu.count, volume_path=ep.spec.volume_path, keep_stopped=worker.keep_stopped,
-            spec_revision=ep.revision)
+            spec_revision=record.revision, files=dict(self.settings.worker_files))
 
     def worker_env(self, ep: EndpointRecord, record: WorkerRecord, token: str) -> dict[str, str]:
         """The RunPod worker protocol's variables (reference/runpod.md §5), then the endpoint's own env."""

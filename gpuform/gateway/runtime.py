@@ -32,6 +32,7 @@ from gpuform.gateway.session import Sessions, derive_secret
 from gpuform.gateway.sqlite import SQLiteStore
 from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.store import GatewayStore, StoredEndpoint
+from gpuform.gateway.tls import connection, worker_files
 from gpuform.gateway.webhooks import Webhooks
 from gpuform.provider import Provider, ProviderContext, make_provider
 from gpuform.spec import EndpointSpec, RuntimeConfig
@@ -122,7 +123,8 @@ class Runtime:
         self.queue = JobQueue(self.store.jobs, timings, clock)
         self.history = RequestHistory(self.store.history, timings.request_history, clock)
         settings = FleetSettings(config.lineage, config.advertise_url, timings,
-                                 {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()})
+                                 {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()},
+                                 worker_files(config.tls), connection(config.tls, config.advertise_url))
         self.fleet = Fleet(settings, self.store.workers, self._providers, self.queue, self.ledger, self.metrics,
                            self.keys.token_hash, clock)
         self.webhooks = Webhooks(timings, config.webhook_secret, webhook_transport, config.gateway.webhooks)
@@ -147,6 +149,8 @@ class Runtime:
         self.queue.loop = asyncio.get_running_loop()
         restored = self.queue.restore()
         self.fleet.restore()
+        for ep in self.endpoints.values():  # workers of an earlier revision or connection (TLS turned on) go
+            self.fleet.mark_stale(ep)
         for job in (j for table in self.queue.running.values() for j in table.values()):
             if job.worker_id:
                 self.fleet.job_started(job.worker_id, job.id, job.started_at or self.clock())
@@ -213,8 +217,7 @@ class Runtime:
     def put_endpoint(self, name: str, spec: EndpointSpec, secret_env: dict[str, str], revision: str) -> None:
         self.store.endpoints.put(name, StoredEndpoint(spec, secret_env, revision))
         self.endpoints[name] = EndpointRecord(name, spec, secret_env, revision)
-        for worker in self.fleet.of(name):
-            worker.stale = worker.revision != revision  # rolling release: idle ones go now, busy ones after their job
+        self.fleet.mark_stale(self.endpoints[name])  # rolling release: idle ones go now, busy ones after their job
 
     async def delete_endpoint(self, name: str, drain_timeout: float) -> None:
         """Stop taking work, let running jobs finish for up to ``drain_timeout``, fail the rest, stop workers."""

@@ -17,6 +17,7 @@ from gpuform.errors import GpuformError
 from gpuform.gateway.app import build_app
 from gpuform.gateway.edge import BodyLimit, guarded_protocol
 from gpuform.gateway.runtime import Runtime
+from gpuform.gateway.tls import server_options
 from gpuform.spec import GatewaySettings, RuntimeConfig
 
 
@@ -37,6 +38,7 @@ def serve(config_path: Path, listen: str | None = None) -> int:
     host, _, port = (listen or config.gateway.listen).rpartition(":")
     logging.basicConfig(level=config.gateway.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tls = server_options(config.tls)  # before anything starts: a file that will not load is a clear error
     runtime = Runtime(config)
     settings = config.gateway
     raise_file_limit()
@@ -46,7 +48,7 @@ def serve(config_path: Path, listen: str | None = None) -> int:
         build_app(runtime), host=host.strip("[]"), port=int(port), log_level=settings.log_level,
         access_log=settings.log_level == "debug", loop="auto", http=protocol,
         proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=settings.trusted_proxies or None,
-        timeout_graceful_shutdown=int(config.timings.drain_timeout) + 5))
+        timeout_graceful_shutdown=int(config.timings.drain_timeout) + 5, **tls))
     gc.collect()
     gc.freeze()  # start-up objects (modules, the app, restored state) are never collected: keep them out of GC walks
     exit_handler = server.handle_exit

@@ -67,10 +67,13 @@ class Desired:
         return attrs
 
 
-def build(config: Config, lineage: str, volume_sources: dict[str, VolumeSource] | None = None) -> dict[str, Desired]:
-    """Desired state of every declared resource, keyed by address."""
+def build(config: Config, lineage: str, volume_sources: dict[str, VolumeSource] | None = None,
+          tls_digests: dict[str, str | None] | None = None) -> dict[str, Desired]:
+    """Desired state of every declared resource, keyed by address. ``tls_digests``: each gateway's TLS
+    certificates' digest (read by the caller), recorded as ``tls.content`` so new files plan an update."""
     deps = dependencies(config)
     volume_sources = volume_sources or {}
+    tls_digests = tls_digests or {}
     out: dict[str, Desired] = {}
     for name, pool in config.pools.items():
         out[f"pool.{name}"] = _make(config, ResourceKind.POOL, name, pool.provider, name, _dump(pool), deps, lineage)
@@ -81,7 +84,7 @@ def build(config: Config, lineage: str, volume_sources: dict[str, VolumeSource] 
                                       _volume_attrs(vol, volume_sources.get(name)), deps, lineage)
     for name, gw in config.gateways.items():
         out[f"gateway.{name}"] = _make(config, ResourceKind.GATEWAY, name, _provider(config, gw.pool), gw.pool,
-                                       _gateway_attrs(config, name, gw, deps), deps, lineage)
+                                       _gateway_attrs(config, name, gw, deps, tls_digests.get(name)), deps, lineage)
     for name, ep in config.endpoints.items():
         out[f"endpoint.{name}"] = _make(config, ResourceKind.ENDPOINT, name, _provider(config, ep.pool), ep.pool,
                                         _endpoint_attrs(config, ep), deps, lineage)
@@ -90,11 +93,13 @@ def build(config: Config, lineage: str, volume_sources: dict[str, VolumeSource] 
 
 def current_attributes(kind: str, attrs: dict[str, Any]) -> dict[str, Any]:
     """Attributes an older gpuform recorded, in today's shape, so that upgrading gpuform alone plans no change:
-    a gateway's ``queue: sqlite`` (before ``store:``) is ``store: {type: sqlite}`` with one replica, and a
-    timing added since (``request_history``) has its default."""
+    a gateway's ``queue: sqlite`` (before ``store:``) is ``store: {type: sqlite}`` with one replica, a
+    timing added since (``request_history``) has its default, and one recorded before TLS has ``tls: null``."""
     if kind != ResourceKind.GATEWAY:
         return attrs
     out = _current_timings(attrs)
+    if "tls" not in out:  # before TLS: none
+        out = {**out, "tls": None}
     if "store" in out:
         return out
     out = {k: v for k, v in out.items() if k != "queue"}
@@ -128,9 +133,12 @@ def _volume_attrs(vol: schema.Volume, source: VolumeSource | None) -> dict[str, 
     return attrs
 
 
-def _gateway_attrs(config: Config, name: str, gw: schema.Gateway, deps: dict[str, set[str]]) -> dict[str, Any]:
+def _gateway_attrs(config: Config, name: str, gw: schema.Gateway, deps: dict[str, set[str]],
+                   tls_digest: str | None) -> dict[str, Any]:
     attrs = _dump(gw)
     attrs["advertise_url"] = gw.resolved_advertise_url()
+    if attrs.get("tls") is not None:
+        attrs["tls"]["content"] = tls_digest
     if gw.admin_key is None:
         attrs["admin_key"] = GENERATED
     driven = sorted(a.split(".", 1)[1] for a in deps[f"gateway.{name}"] if a.startswith("pool."))

@@ -1,7 +1,9 @@
 """The worker loop: take jobs, run the handler, stream chunks, post results, send heartbeats, obey stops.
 
 It speaks RunPod's worker protocol (the ``RUNPOD_WEBHOOK_*`` variables the gateway injects), so the same
-gateway serves workers written with this SDK and with the ``runpod`` package.
+gateway serves workers written with this SDK and with the ``runpod`` package. Over HTTPS it verifies the
+gateway against the system's roots, or ``SSL_CERT_FILE`` when the gateway sets it (a private CA), and presents
+``GPUFORM_TLS_CLIENT_CERT``/``GPUFORM_TLS_CLIENT_KEY`` when the gateway asks for a client certificate (mTLS).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import threading
 import time
 import traceback
@@ -55,6 +58,17 @@ class Settings:
     concurrency: int
     take_timeout: float
     aggregate_stream: bool = True
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    def tls(self) -> ssl.SSLContext | bool:
+        """The TLS context for the gateway: the default one (which reads SSL_CERT_FILE), plus the client
+        certificate when there is one."""
+        if not self.client_cert:
+            return True
+        context = ssl.create_default_context()
+        context.load_cert_chain(self.client_cert, self.client_key)
+        return context
 
     @classmethod
     def from_env(cls, concurrency: int | None = None, aggregate_stream: bool = True) -> Settings:
@@ -73,7 +87,8 @@ class Settings:
                    token=env["RUNPOD_AI_API_KEY"],
                    ping_interval=max(1.0, int(env.get("RUNPOD_PING_INTERVAL", "10000")) / 1000),
                    concurrency=concurrency or int(env.get("GPUFORM_CONCURRENCY", "1")),
-                   take_timeout=float(env.get("GPUFORM_TAKE_TIMEOUT", "30")), aggregate_stream=aggregate_stream)
+                   take_timeout=float(env.get("GPUFORM_TAKE_TIMEOUT", "30")), aggregate_stream=aggregate_stream,
+                   client_cert=env.get("GPUFORM_TLS_CLIENT_CERT"), client_key=env.get("GPUFORM_TLS_CLIENT_KEY"))
 
 
 @dataclass
@@ -98,8 +113,9 @@ class Worker:
     def _session(self) -> aiohttp.ClientSession:
         if self.http is None:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.s.take_timeout + 30)
+            connector = aiohttp.TCPConnector(limit=0, ssl=self.s.tls())
             self.http = aiohttp.ClientSession(headers={"Authorization": self.s.token}, timeout=timeout,
-                                              connector=aiohttp.TCPConnector(limit=0), trust_env=False)
+                                              connector=connector, trust_env=False)
         return self.http
 
     async def _get(self, url: str, timeout: float | None = None) -> tuple[int, bytes]:

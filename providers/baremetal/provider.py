@@ -33,6 +33,7 @@ from gpuform.providers.common import remote_volume, sshconfig, venvs
 from gpuform.providers.common.gpus import occupancy, place
 from gpuform.providers.common.hosts import Host, SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
+from gpuform.providers.common.shell import Shell
 from gpuform.spec import EndpointSpec, RuntimeConfig
 from gpuform.workerspec import resolve_argv
 
@@ -297,6 +298,7 @@ class BaremetalProvider:
                 "gpu_indices": list(indices), "spec_revision": launch.spec_revision, "kind": "worker"}
         conn = self.hosts.conn(host)
         records = posixpath.join(self.data, "workers")
+        env.update(self._write_files(conn, launch))
         if self._systemd_on(host):
             env_file = posixpath.join(records, f"{launch.worker_id}.env")
             conn.write_file(env_file, env_file_text(env).encode(), mode=0o600)
@@ -310,6 +312,15 @@ class BaremetalProvider:
                                         "log": posixpath.join(self.data, "logs", f"{launch.worker_id}.log")})
         return WorkerInfo(launch.worker_id, launch.endpoint, host, "running", gpu_type, indices,
                           ref=launch.worker_id, started_at=time.time(), spec_revision=launch.spec_revision)
+
+    def _write_files(self, conn: Shell, launch: WorkerLaunch) -> dict[str, str]:
+        """The worker's files (TLS) in ``workers/files`` on its host (0700; each file 0600); their variables."""
+        directory = posixpath.join(self.data, "workers", "files")
+        if launch.files:
+            conn.run(["mkdir", "-p", "-m", "700", directory])
+        for name, data in launch.named_files().items():
+            conn.write_file(posixpath.join(directory, name), data, mode=0o600)
+        return launch.file_env(directory)
 
     def stop_worker(self, worker: WorkerInfo, grace_s: float) -> None:
         records = posixpath.join(self.data, "workers")

@@ -1,4 +1,5 @@
-"""Running the gateway on a pool host: its configuration and the credentials for the pools it drives."""
+"""Running the gateway on a pool host: its configuration, the credentials for the pools it drives and its TLS
+files."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import os
 import posixpath
 from pathlib import Path
 
-from gpuform.config.schema import PoolBase, SSHHost
+from gpuform.config.schema import GatewayTls, PoolBase, SSHHost
+from gpuform.errors import ProviderError
 from gpuform.providers.common import sshconfig
 from gpuform.providers.common.shell import Shell
 from gpuform.spec import RuntimeConfig
@@ -22,7 +24,32 @@ def remote_config(config: RuntimeConfig, conn: Shell, gdir: str) -> RuntimeConfi
     conn.run(["chmod", "700", creds])
     config_dir = Path(config.config_dir)
     pools = {name: _with_credentials(conn, creds, name, pool, config_dir) for name, pool in config.pools.items()}
-    return config.on_host(data_dir=gdir, state_dir=gdir, config_dir=gdir, host_pools=pools)
+    return config.on_host(data_dir=gdir, state_dir=gdir, config_dir=gdir, host_pools=pools,
+                          host_tls=ship_tls(conn, config, gdir))
+
+
+TLS_NAMES = {"cert_file": "cert.pem", "key_file": "key.pem", "client_ca_file": "client-ca.pem", "ca_file": "ca.pem",
+             "client_cert_file": "client-cert.pem", "client_key_file": "client-key.pem"}
+
+
+def ship_tls(conn: Shell, config: RuntimeConfig, gdir: str) -> GatewayTls | None:
+    """Copy the gateway's TLS files (``config.host_tls``: paths on this machine) into ``gdir/tls`` on the host,
+    each mode 0600 in a 0700 directory; their paths there (None without TLS)."""
+    if config.host_tls is None:
+        return None
+    directory = posixpath.join(gdir, "tls")
+    conn.run(["mkdir", "-p", directory])
+    conn.run(["chmod", "700", directory])
+    placed: dict[str, str] = {}
+    for field, path in config.host_tls.files().items():
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ProviderError(f"cannot read tls.{field} {path}: {exc.strerror}", "Restore the file (plan checks "
+                                "it), then apply again.", f"gateway.{config.name}") from exc
+        placed[field] = posixpath.join(directory, TLS_NAMES[field])
+        conn.write_file(placed[field], data, mode=0o600)
+    return GatewayTls.model_validate(placed)
 
 
 def _with_credentials(conn: Shell, creds: str, pool_name: str, pool: PoolBase, config_dir: Path) -> PoolBase:

@@ -391,6 +391,7 @@ class DockerProvider:
         if launch.volume_path:
             env["GPUFORM_MODEL_PATH"] = env.get("GPUFORM_MODEL_PATH_IN_CONTAINER", VOLUME_MOUNT)
             env["RUNPOD_VOLUME_PATH"] = VOLUME_MOUNT
+        env.update(launch.file_env("/gpuform"))
         warm = [c for c in self._warm(engine, launch.endpoint, launch.spec_revision)
                 if json.loads(c.labels.get("gpuform.gpu_indices", "[]")) == list(indices)]
         try:
@@ -402,11 +403,14 @@ class DockerProvider:
         return WorkerInfo(launch.worker_id, launch.endpoint, host, "running", gpu_type, indices,
                           ref=container.short_id, started_at=time.time(), spec_revision=launch.spec_revision)
 
-    def _write_slot(self, engine: Engine, slot: str, env: dict[str, str]) -> str:
+    def _write_slot(self, engine: Engine, slot: str, env: dict[str, str], files: dict[str, bytes]) -> str:
+        """The container's directory (mounted at /gpuform): entry script, environment, files (TLS)."""
         directory = posixpath.join(self.data, "containers", slot)
         engine.shell.run(["mkdir", "-p", directory])
         engine.shell.write_file(posixpath.join(directory, "entry.sh"), ENTRY.encode(), mode=0o755)
         engine.shell.write_file(posixpath.join(directory, "env"), env_text(env).encode(), mode=0o600)
+        for name, data in files.items():
+            engine.shell.write_file(posixpath.join(directory, name), data, mode=0o600)
         return directory
 
     def _create(self, engine: Engine, launch: WorkerLaunch, env: dict[str, str], gpu_type: str,
@@ -415,7 +419,7 @@ class DockerProvider:
         python = RUNTIME_PYTHON if not launch.image else (launch.python or "python3")  # a user image: its python
         argv = resolve_argv(launch.command, python) if launch.command else _default_argv(engine, image)
         slot = launch.worker_id
-        directory = self._write_slot(engine, slot, env)
+        directory = self._write_slot(engine, slot, env, launch.named_files())
         volumes = {directory: {"bind": "/gpuform", "mode": "ro"}}
         if launch.volume_path:
             volumes[launch.volume_path] = {"bind": VOLUME_MOUNT, "mode": "ro"}
@@ -436,7 +440,7 @@ class DockerProvider:
 
     def _restart_warm(self, engine: Engine, container: Container, launch: WorkerLaunch,
                       env: dict[str, str]) -> Container:
-        self._write_slot(engine, container.labels["gpuform.slot"], env)
+        self._write_slot(engine, container.labels["gpuform.slot"], env, launch.named_files())
         container.rename(f"gpuform-w-{launch.worker_id}")
         container.start()
         return container

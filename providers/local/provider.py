@@ -148,7 +148,10 @@ class LocalProvider:
         gdir = self._gateway_dir(name)
         gdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         gdir.chmod(0o700)
-        text = config.on_host(data_dir=str(gdir)).to_file_text()
+        from gpuform.providers.common.remote_gateway import ship_tls
+        from gpuform.providers.common.shell import LocalShell
+
+        text = config.on_host(data_dir=str(gdir), host_tls=ship_tls(LocalShell(), config, str(gdir))).to_file_text()
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         running = self._gateway_pid(name)
         cfg_path = gdir / "config.json"
@@ -213,6 +216,7 @@ class LocalProvider:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spot.indices)
         if launch.volume_path:
             env.setdefault("GPUFORM_VOLUME_PATH", launch.volume_path)
+        env.update(self._write_files(launch))
         argv = resolve_argv(launch.command, interpreter(launch.python))
         cwd = launch.workdir or str(self.ctx.config_dir)
         log_path = self.workers_dir / f"{launch.worker_id}.log"
@@ -231,6 +235,15 @@ class LocalProvider:
                   "started_at": info.started_at, "spec_revision": launch.spec_revision, "argv": argv}
         _write_json(self.workers_dir / f"{launch.worker_id}.json", record)
         return info
+
+    def _write_files(self, launch: WorkerLaunch) -> dict[str, str]:
+        """The worker's files (TLS) in ``workers/files`` (0700; each file 0600); their variables."""
+        directory = self.workers_dir / "files"
+        if launch.files:
+            directory.mkdir(mode=0o700, exist_ok=True)
+        for name, data in launch.named_files().items():
+            _write_private(directory / name, data)
+        return launch.file_env(str(directory))
 
     def stop_worker(self, worker: WorkerInfo, grace_s: float) -> None:
         record = self._record(worker.worker_id)
@@ -308,11 +321,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _write_private(path: Path, text: str) -> None:
+def _write_private(path: Path, content: str | bytes) -> None:
     tmp = path.with_suffix(".tmp")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content.encode() if isinstance(content, str) else content)
     tmp.replace(path)
