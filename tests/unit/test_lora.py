@@ -146,7 +146,11 @@ def test_the_gateway_lists_adapters_without_a_worker_and_routes_them_to_their_en
             ["tiny", "sql", "chat"]
         assert h.calls("start_worker") == [], "listing models woke no worker"
         asking = asyncio.create_task(h.call("POST", "/v1/chat/completions", json={"model": "chat", "messages": []}))
-        await h.settle()
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            await h.settle()
+            if h.world.launches:
+                break
         worker = h.worker()
         assert worker.endpoint == "a"
         job = None

@@ -4,8 +4,6 @@ official vLLM OpenAI server answers through the gateway (openai and runpod clien
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,23 +11,10 @@ import openai
 import pytest
 import runpod
 
-from tests.conftest import REPO
 from tests.helpers import KEY, Deployment, wait_for
+from tests.vllm.conftest import VENV
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-VENV = Path(os.environ.get("GPUFORM_VLLM_VENV", "/opt/gpuform/vllm-venv"))
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (VENV / "bin" / "python").exists():
-        if os.environ.get("CI"):
-            raise AssertionError(f"the vLLM virtualenv {VENV} is missing: .ci/setup/vllm.sh must run in CI")
-        pytest.skip(f"no vLLM virtualenv at {VENV} (run .ci/setup/vllm.sh)")
-    out = tmp_path_factory.mktemp("tiny") / "model"
-    subprocess.run([str(VENV / "bin" / "python"), str(REPO / "tools/vllm/tiny_model.py"), str(out)], check=True,
-                   capture_output=True, timeout=300)
-    return out
 
 
 def test_vllm_end_to_end_with_scale_to_zero(deployment: Deployment, tiny_model: Path) -> None:
