@@ -98,7 +98,21 @@ async def _wait_done(request: Request, rt: Runtime, job: Job) -> None:
             return
 
 
+def _openai_error(error: Any) -> Response | None:
+    """A handler's failure in OpenAI's shape (``{"message", "type", "code": 4xx}``, as the vLLM and embeddings
+    workers return for a bad request) answers with its own status, not 500."""
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code")
+    if isinstance(code, int) and 400 <= code < 600 and isinstance(error.get("message"), str):
+        return JSONResponse({"error": error}, status_code=code)
+    return None
+
+
 def _final(job: Job) -> Response:
+    failed = _openai_error(job.error) if job.status == JobStatus.FAILED else None
+    if failed is not None:
+        return failed
     if job.status != JobStatus.COMPLETED:
         raise HTTPError(504 if job.status == JobStatus.TIMED_OUT else 500,
                         f"job {job.id} {job.status}: {safe_text(job.error)}", kind="worker_error")

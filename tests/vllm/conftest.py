@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -24,7 +25,18 @@ def venv_python() -> Path:
 
 def run_tool(*args: str | Path) -> None:
     """A script under tools/ run with the vLLM virtualenv's python (it has torch and transformers)."""
-    subprocess.run([str(venv_python()), *map(str, args)], check=True, capture_output=True, timeout=300)
+    run_tools([args])
+
+
+def run_tools(calls: list[tuple[str | Path, ...]]) -> None:
+    """Several tools/ scripts (each ``(script, *args)``) run one after the other in one interpreter of the vLLM
+    virtualenv, so torch and transformers are imported once."""
+    driver = ("import json, runpy, sys\n"
+              "for call in json.loads(sys.argv[1]):\n"
+              "    sys.argv = call\n"
+              "    runpy.run_path(call[0], run_name='__main__')\n")
+    calls_json = json.dumps([[str(a) for a in call] for call in calls])
+    subprocess.run([str(venv_python()), "-c", driver, calls_json], check=True, capture_output=True, timeout=300)
 
 
 @pytest.fixture(scope="session")
