@@ -19,23 +19,23 @@ class Template:
     packages: tuple[str, ...] = ()  # what the worker's Python must have besides gpuform[worker]
     needs_model: bool = False  # the endpoint must declare `model:`
     needs_volume: bool = False  # ... with a volume (the worker loads the model from it)
-    example: str = ""  # directory under examples/
+    examples: tuple[str, ...] = ()  # directories under examples/
 
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template("custom", None, "Your handler: `command:` (local and bare-metal pools) or `image:` (docker pools).",
-             "worker.command or worker.image; your handler's packages in worker.python", example="baremetal"),
+             "worker.command or worker.image; your handler's packages in worker.python"),
     Template("echo", "gpuform.workers.echo", "Returns its input (streams, sleeps or fails when asked); for trying "
-             "things and tests.", "nothing", example="quickstart"),
+             "things and tests.", "nothing", examples=("quickstart",)),
     Template("vllm", "gpuform.workers.vllm", "The official vLLM OpenAI server (chat, completions, LoRA adapters) "
              "with the model from a volume.", "model: {name, volume}; vllm in worker.python (or the image)",
-             ("vllm",), True, example="vllm-tiny"),
+             ("vllm",), True, examples=("vllm-tiny", "vllm-lora")),
     Template("embeddings", "gpuform.workers.embeddings", "Text embeddings with a transformers encoder from a "
              "volume; OpenAI /v1/embeddings (float or base64).", "model: {name, volume}; torch and transformers "
-             "in worker.python (or the image)", ("torch", "transformers"), True, True, "embeddings"),
+             "in worker.python (or the image)", ("torch", "transformers"), True, True, ("embeddings",)),
     Template("pytorch", "gpuform.workers.pytorch", "A plain PyTorch model (TorchScript .pt or torch.export .pt2) from "
              "a volume: tensors in, tensors out as nested lists.", "model: {name, volume} holding model.pt (or "
-             "MODEL_FILE); torch in worker.python (or the image)", ("torch",), True, True, "pytorch"),
+             "MODEL_FILE); torch in worker.python (or the image)", ("torch",), True, True, ("pytorch",)),
 )}
 TEMPLATE_MODULES = {t.name: t.module for t in TEMPLATES.values() if t.module}
 PYTHON_NAMES = ("python", "python3")

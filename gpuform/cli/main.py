@@ -18,7 +18,15 @@ from typing import Annotated, Any
 import typer
 
 from gpuform import __version__
-from gpuform.cli import plan_cmds, requests_cmd, runtime_cmds, simulate_cmd, state_cmds, workspace_cmds
+from gpuform.cli import (
+    plan_cmds,
+    requests_cmd,
+    runtime_cmds,
+    simulate_cmd,
+    state_cmds,
+    templates_cmd,
+    workspace_cmds,
+)
 from gpuform.cli.argv import normalise
 from gpuform.cli.common import Globals, parse_pairs, parse_vars, print_diagnostics, print_error, read_var_files
 from gpuform.errors import ConfigError, GpuformError, InputError, Interrupted
@@ -80,6 +88,7 @@ app.command("output")(state_cmds.output_cmd)
 app.command("force-unlock")(state_cmds.force_unlock_cmd)
 app.command("schema")(state_cmds.schema_cmd)
 app.command("simulate")(simulate_cmd.simulate_cmd)
+app.command("templates")(templates_cmd.templates_cmd)
 runtime_cmds.register(app)
 app.command("requests")(requests_cmd.requests_cmd)
 

@@ -63,8 +63,9 @@ def test_the_worker_resolves_adapters_on_its_volume_and_refuses_a_missing_one(tm
            "GPUFORM_MODEL_NAME": "tiny", "LORA_MODULES": "sql=adapters/sql",
            "GPUFORM_ENDPOINT_ENV_KEYS": "LORA_MODULES", "GPUFORM_VLLM_COMMAND": '["srv"]'}
     argv = vllm_command(env, 9000)
-    assert argv[-3:] == ["--enable-lora", "--lora-modules", json.dumps({"name": "sql", "path": f"{tmp_path}/adapters/sql"})]
-    with pytest.raises(SystemExit, match="LoRA adapter 'sql': no adapter_config.json"):
+    item = json.dumps({"name": "sql", "path": f"{tmp_path}/adapters/sql"})
+    assert argv[-3:] == ["--enable-lora", "--lora-modules", item]
+    with pytest.raises(SystemExit, match=r"LoRA adapter 'sql': no adapter_config\.json"):
         check_adapters(argv)
     (tmp_path / "adapters/sql").mkdir(parents=True)
     (tmp_path / "adapters/sql/adapter_config.json").write_text("{}")

@@ -65,7 +65,7 @@ def parse(value: str) -> tuple[list[Adapter], list[str]]:
 def _from_json(text: str) -> tuple[list[Adapter], list[str]]:
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return [], [f"{ENV} is not valid JSON ({exc.msg} at character {exc.pos})"]
     items = data if isinstance(data, list) else [data]
     adapters: list[Adapter] = []
@@ -107,7 +107,7 @@ def volume_relative(path: str) -> tuple[str, str]:
         return "", (f'path "{path}" is outside the volume; write it relative to the volume root '
                     f"(adapters/NAME) or under {VOLUME_MOUNT}/")
     inner = posixpath.normpath(text.lstrip("/")) if text.strip("/") else ""
-    if not inner or inner == "." or inner == ".." or inner.startswith("../"):
+    if not inner or inner in {".", ".."} or inner.startswith("../"):
         return "", f'path "{path}" does not name a directory inside the volume (e.g. adapters/NAME)'
     return inner, ""
 
