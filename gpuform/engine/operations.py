@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpuform.config import adapters
 from gpuform.config.load import Config, load, load_backend
 from gpuform.config.schema import Backend
+from gpuform.engine import adapters
 from gpuform.engine.apply import ApplyResult, apply
 from gpuform.engine.context import Workspace
 from gpuform.engine.handlers import Op
 from gpuform.engine.refresh import refresh
 from gpuform.engine.selection import Selection
 from gpuform.engine.traffic import recorded_traffic
-from gpuform.errors import ConfigError, GpuformError, StalePlan
+from gpuform.errors import GpuformError, StalePlan
 from gpuform.plan.model import Action, Expected, Observed, Plan, Traffic
 from gpuform.plan.planner import PlanOptions, plan
 from gpuform.resources.desired import Desired, build
@@ -76,10 +76,7 @@ def desired_state(ws: Workspace, config: Config, state: State) -> dict[str, Desi
     """Desired resources; raises ConfigError when what the volumes' sources hold contradicts the configuration
     (a LoRA adapter that is not there)."""
     sources = volume_sources(ws, config)
-    files = {name: set(src.manifest) for name, src in sources.items() if not src.error}
-    problems = adapters.check_files(config, files)
-    if problems:
-        raise ConfigError(problems)
+    adapters.check(ws.config_dir, config, sources)
     return build(config, state.lineage, sources)
 
 

@@ -130,6 +130,19 @@ def test_plan_refuses_an_adapter_missing_from_the_volume_with_its_location(cli, 
     assert "sql" not in result.err and "Traceback" not in result.err
 
 
+def test_plan_refuses_an_adapter_whose_rank_is_above_max_lora_rank(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write_config(tmp_path, CONFIG % "chat=adapters/chat")
+    for name, rank in (("sql", 8), ("chat", 32)):
+        (tmp_path / f"m/adapters/{name}").mkdir(parents=True)
+        (tmp_path / f"m/adapters/{name}/adapter_config.json").write_text(json.dumps({"r": rank}))
+        (tmp_path / f"m/adapters/{name}/adapter_model.safetensors").write_bytes(b"x")
+    result = cli("-C", str(tmp_path), "plan")
+    assert result.code == 1
+    assert (f'{tmp_path}/gpuform.yaml:11:50: error: LoRA adapter "chat" has rank 32, above MAX_LORA_RANK (16)'
+            in result.err)
+    assert "Set MAX_LORA_RANK to 32 or more" in result.err and '"sql"' not in result.err
+
+
 def _lora_spec(name: str, model: str, modules: str) -> Any:
     return endpoint_spec(worker={"template": "vllm", "env": {"LORA_MODULES": modules}},
                          model={"name": model, "volume": "m"}, volume_path="/srv/m")

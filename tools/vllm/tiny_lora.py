@@ -47,6 +47,7 @@ def write_adapter(model_dir: Path, outdir: Path, seed: int, rank: int, scale: fl
     outdir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(outdir / "adapter_model.safetensors"))
     (outdir / "adapter_config.json").write_text(json.dumps(adapter_config(model_dir, rank), indent=2) + "\n")
+    (outdir / "adapter_model.safetensors").chmod(0o644)  # safetensors writes 0600; workers may run as others
     return sum(t.numel() for t in tensors.values())
 
 

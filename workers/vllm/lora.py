@@ -25,6 +25,7 @@ VOLUME_MOUNT = "/runpod-volume"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+DEFAULT_MAX_RANK = 16  # vLLM's --max-lora-rank default
 
 
 @dataclass(frozen=True)
