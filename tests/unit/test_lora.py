@@ -72,6 +72,15 @@ def test_the_worker_resolves_adapters_on_its_volume_and_refuses_a_missing_one(tm
     check_adapters(argv)
 
 
+def test_workers_learn_the_volume_root_that_adapter_paths_start_from() -> None:
+    from gpuform.gateway.fleet import _model_env
+
+    inner = _model_env(endpoint_spec(model={"name": "m", "volume": "v", "path": "base/"}, volume_path="/srv/v/base"))
+    assert (inner["GPUFORM_MODEL_PATH"], inner["GPUFORM_VOLUME_ROOT"]) == ("/srv/v/base", "/srv/v")
+    root = _model_env(endpoint_spec(model={"name": "m", "volume": "v"}, volume_path="/srv/v"))
+    assert (root["GPUFORM_MODEL_PATH"], root["GPUFORM_VOLUME_ROOT"]) == ("/srv/v", "/srv/v")
+
+
 CONFIG = """
 pools: {p: {provider: local}}
 volumes: {m: {pool: p, path: /tmp/x, source: ./m}}
