@@ -149,8 +149,9 @@ def _vllm_checks(config: Config, name: str, ep: schema.Endpoint) -> list[Diagnos
     for problem in check_env(ep.worker.env):
         where = config.sources.locate(("endpoints", name, "worker", "env", problem.key), key=True)
         maker = error if problem.severity == "error" else warning
-        out.append(maker(problem.message, "See workers/vllm/vllm_flags.json for the flags of the pinned vLLM.",
-                         where, f"endpoint.{name}"))
+        hint = "See docs/workers-templates.md (LoRA adapters)." if problem.key in ("LORA_MODULES", "ENABLE_LORA") \
+            else "See workers/vllm/vllm_flags.json for the flags of the pinned vLLM."
+        out.append(maker(problem.message, hint, where, f"endpoint.{name}"))
     return out
 
 
