@@ -11,6 +11,7 @@ default of its own.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from gpuform.config import schema
 from gpuform.config.plugins import pool_model
 from gpuform.config.tls import resolved as resolved_tls
 from gpuform.config.types import Model, Name
+from gpuform.workers.vllm import lora
 
 
 def _as_provider_pool(value: Any) -> Any:
@@ -47,6 +49,18 @@ class EndpointSpec(schema.Endpoint):
     @property
     def model_name(self) -> str | None:
         return self.model.name if self.model else None
+
+    @cached_property
+    def adapters(self) -> list[str]:
+        """Names of the LoRA adapters the endpoint serves beside its model (vllm template, ``LORA_MODULES``)."""
+        if self.worker.template != "vllm":
+            return []
+        return [a.name for a in lora.adapters_of(self.worker.env)]
+
+    @cached_property
+    def served_names(self) -> list[str]:
+        """Every ``model`` a client may send to reach this endpoint: its model's name, then its adapters."""
+        return ([self.model.name] if self.model else []) + self.adapters
 
 
 class EndpointPut(Model):

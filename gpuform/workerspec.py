@@ -1,12 +1,43 @@
-"""How an endpoint's worker template becomes a command line, shared by every provider."""
+"""The catalogue of worker templates, and how an endpoint's template becomes a command line (every provider)."""
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-TEMPLATE_MODULES = {"echo": "gpuform.workers.echo", "vllm": "gpuform.workers.vllm"}
+
+@dataclass(frozen=True)
+class Template:
+    """One ``worker.template``: what it runs and what it needs."""
+
+    name: str
+    module: str | None  # run as ``python -m MODULE``; None: the endpoint's own command or image
+    description: str
+    needs: str  # in words, for `gpuform templates` and docs/workers.md
+    packages: tuple[str, ...] = ()  # what the worker's Python must have besides gpuform[worker]
+    needs_model: bool = False  # the endpoint must declare `model:`
+    needs_volume: bool = False  # ... with a volume (the worker loads the model from it)
+    examples: tuple[str, ...] = ()  # directories under examples/
+
+
+TEMPLATES: dict[str, Template] = {t.name: t for t in (
+    Template("custom", None, "Your handler: `command:` (local and bare-metal pools) or `image:` (docker pools).",
+             "worker.command or worker.image; your handler's packages in worker.python"),
+    Template("echo", "gpuform.workers.echo", "Returns its input (streams, sleeps or fails when asked); for trying "
+             "things and tests.", "nothing", examples=("quickstart",)),
+    Template("vllm", "gpuform.workers.vllm", "The official vLLM OpenAI server (chat, completions, LoRA adapters) "
+             "with the model from a volume.", "model: {name, volume}; vllm in worker.python (or the image)",
+             ("vllm",), True, examples=("vllm-tiny", "vllm-lora")),
+    Template("embeddings", "gpuform.workers.embeddings", "Text embeddings with a transformers encoder from a "
+             "volume; OpenAI /v1/embeddings (float or base64).", "model: {name, volume}; torch and transformers "
+             "in worker.python (or the image)", ("torch", "transformers"), True, True, ("embeddings",)),
+    Template("pytorch", "gpuform.workers.pytorch", "A plain PyTorch model (TorchScript .pt or torch.export .pt2) from "
+             "a volume: tensors in, tensors out as nested lists.", "model: {name, volume} holding model.pt (or "
+             "MODEL_FILE); torch in worker.python (or the image)", ("torch",), True, True, ("pytorch",)),
+)}
+TEMPLATE_MODULES = {t.name: t.module for t in TEMPLATES.values() if t.module}
 PYTHON_NAMES = ("python", "python3")
 VOLUME_MOUNT = "/runpod-volume"
 

@@ -1,1 +1,1 @@
-"""Workers shipped with gpuform: the echo handler and the vLLM worker."""
+"""Workers shipped with gpuform (the templates of `gpuform templates`): echo, vLLM, embeddings and pytorch."""

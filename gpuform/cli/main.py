@@ -25,6 +25,7 @@ from gpuform.cli import (
     runtime_cmds,
     simulate_cmd,
     state_cmds,
+    templates_cmd,
     workspace_cmds,
 )
 from gpuform.cli.argv import normalise
@@ -88,6 +89,7 @@ app.command("output")(state_cmds.output_cmd)
 app.command("force-unlock")(state_cmds.force_unlock_cmd)
 app.command("schema")(state_cmds.schema_cmd)
 app.command("simulate")(simulate_cmd.simulate_cmd)
+app.command("templates")(templates_cmd.templates_cmd)
 runtime_cmds.register(app)
 app.command("requests")(requests_cmd.requests_cmd)
 app.command("console")(console_cmd.console_cmd)

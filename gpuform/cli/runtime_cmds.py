@@ -145,7 +145,7 @@ def _print_gateway(gw: str, body: dict[str, Any]) -> None:
 
 
 PHASE_ORDER = ["job_queued", "start_requested", "process_started", "process_up", "vllm_launch", "vllm_ready",
-               "runtime_ready", "ready", "first_job", "first_token"]
+               "model_loaded", "runtime_ready", "ready", "first_job", "first_token"]
 
 
 def cold_start_line(workers: list[dict[str, Any]]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gpuform.config import schema
+from gpuform.config import adapters, schema
 from gpuform.config.graph import dependencies, find_cycle
 from gpuform.config.plugins import pool_kinds
 from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error, warning
@@ -27,6 +27,7 @@ def check_references(config: Config) -> list[Diagnostic]:
     for name, ep in config.endpoints.items():
         _check_endpoint(config, name, ep, out)
     out += _check_depends_on(config)
+    out += adapters.check_names(config)
     if not out and not config.invalid:
         out += _check_cycles(config)
     return out
@@ -148,8 +149,9 @@ def _vllm_checks(config: Config, name: str, ep: schema.Endpoint) -> list[Diagnos
     for problem in check_env(ep.worker.env):
         where = config.sources.locate(("endpoints", name, "worker", "env", problem.key), key=True)
         maker = error if problem.severity == "error" else warning
-        out.append(maker(problem.message, "See workers/vllm/vllm_flags.json for the flags of the pinned vLLM.",
-                         where, f"endpoint.{name}"))
+        hint = "See docs/workers-templates.md (LoRA adapters)." if problem.key in ("LORA_MODULES", "ENABLE_LORA") \
+            else "See workers/vllm/vllm_flags.json for the flags of the pinned vLLM."
+        out.append(maker(problem.message, hint, where, f"endpoint.{name}"))
     return out
 
 

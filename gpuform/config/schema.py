@@ -15,6 +15,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import Field, field_validator, model_validator
 
 from gpuform.config.types import Duration, Model, Name, Price, Secret, Size
+from gpuform.workerspec import TEMPLATES
 
 Scalar = str | int | float | bool
 DEFAULT_PRICE_NOTE = "Unknown prices show as unknown in plans, never as $0."
@@ -336,9 +337,12 @@ class Gateway(Model):
 class WorkerSpec(Model):
     """What runs in each worker and how."""
 
-    template: Literal["custom", "echo", "vllm"] = Field(
+    template: Literal["custom", "echo", "vllm", "embeddings", "pytorch"] = Field(
         "custom", description="custom: your command or image; echo: a built-in handler that returns its input; "
-                              "vllm: the official vLLM OpenAI server with the model from a volume.")
+                              "vllm: the official vLLM OpenAI server with the model from a volume; embeddings: "
+                              "text embeddings (OpenAI /v1/embeddings) with a transformers model from a volume; "
+                              "pytorch: a TorchScript or torch.export model from a volume. `gpuform templates` "
+                              "lists them with what each needs.")
     image: str | None = Field(None, description="Container image (docker pools).")
     command: list[str] | None = Field(None, description="argv of the worker process, e.g. "
                                                         "[python, handler.py]; relative paths are resolved from "
@@ -475,8 +479,12 @@ class Endpoint(Model):
 
     @model_validator(mode="after")
     def _template_needs(self) -> Endpoint:
-        if self.worker.template == "vllm" and self.model is None:
-            raise ValueError("the vllm template needs `model: {name: ..., volume: ...}`")
+        template = TEMPLATES[self.worker.template]
+        if template.needs_model and self.model is None:
+            raise ValueError(f"the {template.name} template needs `model: {{name: ..., volume: ...}}`")
+        if template.needs_volume and (self.model is None or self.model.volume is None):
+            raise ValueError(f"the {template.name} template loads its model from a volume: set `model: {{name: ..., "
+                             "volume: ...}`")
         if self.execution_timeout < 1 or self.ttl < 1:
             raise ValueError("execution_timeout and ttl must be at least 1s")
         return self

@@ -14,6 +14,7 @@ from typing import Any
 from gpuform.config.load import Config, load, load_backend
 from gpuform.config.schema import Backend
 from gpuform.config.tls import digest as tls_digest
+from gpuform.engine import adapters
 from gpuform.engine.apply import ApplyResult, apply
 from gpuform.engine.context import Workspace
 from gpuform.engine.handlers import Op
@@ -78,7 +79,11 @@ def tls_digests(config: Config) -> dict[str, str | None]:
 
 
 def desired_state(ws: Workspace, config: Config, state: State) -> dict[str, Desired]:
-    return build(config, state.lineage, volume_sources(ws, config), tls_digests(config))
+    """Desired resources; raises ConfigError when what the volumes' sources hold contradicts the configuration
+    (a LoRA adapter that is not there)."""
+    sources = volume_sources(ws, config)
+    adapters.check(ws.config_dir, config, sources)
+    return build(config, state.lineage, sources, tls_digests(config))
 
 
 def config_digest(desired: Mapping[str, Desired]) -> str:

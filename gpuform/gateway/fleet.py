@@ -437,6 +437,7 @@ def _model_env(spec: EndpointSpec) -> dict[str, str]:
         inner = spec.model.path.strip("/") if spec.model else ""
         env["RUNPOD_VOLUME_PATH"] = VOLUME_MOUNT
         env["GPUFORM_MODEL_PATH"] = spec.volume_path
+        env["GPUFORM_VOLUME_ROOT"] = spec.volume_path[:-len(inner) - 1] if inner else spec.volume_path
         env["GPUFORM_MODEL_PATH_IN_CONTAINER"] = VOLUME_MOUNT + (f"/{inner}" if inner else "")
     return env
 

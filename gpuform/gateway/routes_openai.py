@@ -2,8 +2,9 @@
 RunPod); with ``stream: true`` the worker's chunks are written to the client as SSE the moment they arrive.
 
 - ``/v2/{endpoint}/openai/v1/...``: one endpoint;
-- ``/v1/...``: routed by the request's ``model`` to the endpoint serving it;
-- ``GET .../models`` answers from the declared model names without waking a worker.
+- ``/v1/...``: routed by the request's ``model`` to the endpoint serving it (its model, or one of its LoRA
+  adapters);
+- ``GET .../models`` answers from the declared model and adapter names without waking a worker.
 """
 
 from __future__ import annotations
@@ -31,8 +32,15 @@ DONE = b"data: [DONE]\n\n"
 
 
 def _models(rt: Runtime, endpoints: list[EndpointRecord]) -> Response:
-    data = [{"id": ep.model_name, "object": "model", "created": int(rt.started_at), "owned_by": f"gpuform:{ep.name}"}
-            for ep in endpoints if ep.model_name]
+    """Each endpoint's model, then its LoRA adapters (``parent``: the model they apply to), as vLLM lists them."""
+    created = int(rt.started_at)
+    data: list[dict[str, Any]] = []
+    for ep in endpoints:
+        if ep.model_name:
+            data.append({"id": ep.model_name, "object": "model", "created": created, "owned_by": f"gpuform:{ep.name}",
+                         "parent": None})
+        data += [{"id": name, "object": "model", "created": created, "owned_by": f"gpuform:{ep.name}",
+                  "parent": ep.model_name} for name in ep.spec.adapters]
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -61,7 +69,7 @@ async def routed_call(request: Request) -> Response:
     model = body.get("model") if isinstance(body, dict) else None
     ep = rt.endpoint_by_model(str(model)) if model else None
     if ep is None:
-        known = sorted(e.model_name for e in rt.endpoints.values() if e.model_name)
+        known = sorted(n for e in rt.endpoints.values() for n in e.spec.served_names)
         raise HTTPError(404, f"no endpoint serves model {model!r}; served models: {', '.join(known) or 'none'}",
                         kind="model_not_found")
     if not caller.may_use(ep):
@@ -90,7 +98,21 @@ async def _wait_done(request: Request, rt: Runtime, job: Job) -> None:
             return
 
 
+def _openai_error(error: Any) -> Response | None:
+    """A handler's failure in OpenAI's shape (``{"message", "type", "code": 4xx}``, as the vLLM and embeddings
+    workers return for a bad request) answers with its own status, not 500."""
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code")
+    if isinstance(code, int) and 400 <= code < 600 and isinstance(error.get("message"), str):
+        return JSONResponse({"error": error}, status_code=code)
+    return None
+
+
 def _final(job: Job) -> Response:
+    failed = _openai_error(job.error) if job.status == JobStatus.FAILED else None
+    if failed is not None:
+        return failed
     if job.status != JobStatus.COMPLETED:
         raise HTTPError(504 if job.status == JobStatus.TIMED_OUT else 500,
                         f"job {job.id} {job.status}: {safe_text(job.error)}", kind="worker_error")

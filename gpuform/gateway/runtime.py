@@ -236,7 +236,9 @@ class Runtime:
         self.endpoints.pop(name, None)
 
     def endpoint_by_model(self, model: str) -> EndpointRecord | None:
-        return next((ep for ep in self.endpoints.values() if ep.model_name == model and not ep.deleting), None)
+        """The endpoint serving ``model``: its model's name, or one of its LoRA adapters."""
+        return next((ep for ep in self.endpoints.values() if model in ep.spec.served_names and not ep.deleting),
+                    None)
 
     # ---- status -------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from pydantic import Field
 from gpuform.config.schema import Endpoint, PoolBase, SSHHost
 from gpuform.config.types import Duration, Model
 from gpuform.provider import Capability, ProviderSpec
+from gpuform.workerspec import TEMPLATES
 
 
 class DockerHost(SSHHost):
@@ -64,8 +65,10 @@ def check_pool(pool: PoolBase, config_dir: Path) -> list[tuple[tuple[str | int, 
 
 
 def check_endpoint(pool: PoolBase, endpoint: Endpoint) -> list[tuple[tuple[str | int, ...], str]]:
-    if endpoint.worker.template in ("custom", "vllm") and not endpoint.worker.image:
-        return [(("worker",), f"a {endpoint.worker.template} worker on a docker pool needs `image:` "
+    template = TEMPLATES[endpoint.worker.template]
+    if (template.name == "custom" or template.packages) and not endpoint.worker.image:
+        what = f" with {', '.join(template.packages)} and gpuform[worker] installed" if template.packages else ""
+        return [(("worker",), f"a {template.name} worker on a docker pool needs `image:`{what} "
                               "(see workers/vllm/ for the vLLM images)")]
     return []
 

@@ -390,7 +390,7 @@ class DockerProvider:
         env = {**launch.env, "GPUFORM_GPU_TYPE": gpu_type}
         if launch.volume_path:
             env["GPUFORM_MODEL_PATH"] = env.get("GPUFORM_MODEL_PATH_IN_CONTAINER", VOLUME_MOUNT)
-            env["RUNPOD_VOLUME_PATH"] = VOLUME_MOUNT
+            env["RUNPOD_VOLUME_PATH"] = env["GPUFORM_VOLUME_ROOT"] = VOLUME_MOUNT
         env.update(launch.file_env("/gpuform"))
         warm = [c for c in self._warm(engine, launch.endpoint, launch.spec_revision)
                 if json.loads(c.labels.get("gpuform.gpu_indices", "[]")) == list(indices)]

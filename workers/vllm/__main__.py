@@ -23,7 +23,7 @@ import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 
 from gpuform.util.phase import report_phase_now  # noqa: E402
-from gpuform.workers.vllm.args import build_args  # noqa: E402
+from gpuform.workers.vllm.args import build_args, lora_args  # noqa: E402
 
 
 def _free_port() -> int:
@@ -36,6 +36,8 @@ def vllm_command(env: dict[str, str], port: int) -> list[str]:
     """The server's argv: base command, loopback address, model from the volume, then the mapped flags."""
     endpoint_env = {k: env[k] for k in env.get("GPUFORM_ENDPOINT_ENV_KEYS", "").split(",") if k in env}
     flags, problems = build_args(endpoint_env)
+    adapters, more = lora_args(endpoint_env, _volume_root(env))
+    problems += more
     for problem in problems:
         print(f"gpuform vllm worker: {problem.severity}: {problem.message}", flush=True)
     if any(p.severity == "error" for p in problems):
@@ -50,7 +52,25 @@ def vllm_command(env: dict[str, str], port: int) -> list[str]:
         argv += ["--model", model]
     if "OPENAI_SERVED_MODEL_NAME_OVERRIDE" not in endpoint_env and env.get("GPUFORM_MODEL_NAME"):
         argv += ["--served-model-name", env["GPUFORM_MODEL_NAME"]]
-    return argv + flags
+    return argv + flags + adapters
+
+
+def _volume_root(env: dict[str, str]) -> str:
+    """Where the endpoint's volume is seen from this process; LoRA adapter paths are relative to it."""
+    return env.get("GPUFORM_VOLUME_ROOT") or env.get("GPUFORM_MODEL_PATH") or "/runpod-volume"
+
+
+def check_adapters(argv: list[str]) -> None:
+    """Exit with a clear message when an adapter directory is missing (vLLM would fail later, less clearly)."""
+    if "--lora-modules" not in argv:
+        return
+    for item in argv[argv.index("--lora-modules") + 1:]:
+        if item.startswith("--"):
+            break
+        adapter = json.loads(item)
+        if not os.path.isfile(os.path.join(adapter["path"], "adapter_config.json")):
+            raise SystemExit(f"gpuform vllm worker: LoRA adapter {adapter['name']!r}: no adapter_config.json in "
+                             f"{adapter['path']}; put the adapter on the endpoint's volume or fix LORA_MODULES")
 
 
 def server_env(env: dict[str, str]) -> dict[str, str]:
@@ -81,6 +101,7 @@ def main() -> None:
     env = dict(os.environ)
     port = int(env.get("VLLM_PORT") or _free_port())
     argv = vllm_command(env, port)
+    check_adapters(argv)
     launched = time.time()
     proc = subprocess.Popen(argv, env=server_env(env))
     print("gpuform vllm worker: started " + " ".join(argv), flush=True)

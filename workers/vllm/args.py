@@ -8,6 +8,9 @@ vLLM installed.
 - Aliases: ``MODEL_NAME``, ``MODEL_REVISION``, ``TOKENIZER_NAME``, ``OPENAI_SERVED_MODEL_NAME_OVERRIDE``,
   ``CUSTOM_CHAT_TEMPLATE``, ``VLLM_CONFIG_FILE``.
 - ``VLLM_EXTRA_ARGS`` is appended last (shell-split); each option in it must exist.
+- ``LORA_MODULES`` (see :mod:`.lora`) names adapters inside the endpoint's volume; the worker adds
+  ``--enable-lora`` and one ``--lora-modules`` item per adapter with its path on the volume
+  (:func:`lora_args`).
 - Flags vLLM removed (``SWAP_SPACE``, ``ROPE_SCALING``, ``TASK``…) are reported, with the replacement when
   there is one, instead of crashing the worker. Other env vars are plain environment.
 """
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from gpuform.workers.vllm import lora
 
 TABLE = Path(__file__).with_name("vllm_flags.json")
 ALIASES = {"MODEL_NAME": "--model", "MODEL_REVISION": "--revision", "TOKENIZER_NAME": "--tokenizer",
@@ -94,7 +99,7 @@ def build_args(env: Mapping[str, str], flags: FlagTable | None = None) -> tuple[
     problems: list[Problem] = []
     for key in sorted(env):
         value = str(env[key])
-        if key in RESERVED or key == "VLLM_EXTRA_ARGS":
+        if key in RESERVED or key in ("VLLM_EXTRA_ARGS", lora.ENV):
             continue
         if key in ALIASES:
             argv += [ALIASES[key], value]
@@ -170,9 +175,27 @@ def _extra(extra: str, flags: FlagTable, problems: list[Problem]) -> list[str]:
     return words
 
 
+def lora_args(env: Mapping[str, str], volume_root: str) -> tuple[list[str], list[Problem]]:
+    """``--enable-lora --lora-modules ITEM...`` for the adapters ``LORA_MODULES`` declares, their paths under
+    ``volume_root`` (nothing when it is unset); problems as :func:`build_args` reports them."""
+    value = env.get(lora.ENV)
+    if value is None or not str(value).strip():
+        return [], []
+    adapters, found = lora.parse(str(value))
+    problems = [Problem(lora.ENV, message) for message in found]
+    if str(env.get("ENABLE_LORA", "true")).strip().lower() in FALSE:
+        problems.append(Problem("ENABLE_LORA", f"ENABLE_LORA is off, but {lora.ENV} declares adapters; "
+                                               "remove ENABLE_LORA (it is set for you) or LORA_MODULES"))
+    if not adapters:
+        return [], problems
+    enable = [] if "ENABLE_LORA" in env else ["--enable-lora"]
+    return [*enable, "--lora-modules", *(a.argument(volume_root) for a in adapters)], problems
+
+
 def check_env(env: Mapping[str, Any]) -> list[Problem]:
     """Plan-time check of an endpoint's env for the vllm template."""
-    return build_args({k: _env_text(v) for k, v in env.items()})[1]
+    text = {k: _env_text(v) for k, v in env.items()}
+    return build_args(text)[1] + lora_args(text, lora.VOLUME_MOUNT)[1]
 
 
 def _env_text(value: Any) -> str:
