@@ -44,7 +44,8 @@ async def take(request: Request) -> Response:
     if not eligible():
         await asyncio.sleep(min(hold, 5.0))  # no work for this worker; don't let it spin
         return Response(status_code=NO_CONTENT)
-    jobs = await rt.queue.take(worker.endpoint, worker.id, count, hold, request.is_disconnected, eligible)
+    limit = ep.spec.worker.concurrency if ep is not None else None
+    jobs = await rt.queue.take(worker.endpoint, worker.id, count, hold, request.is_disconnected, eligible, limit)
     if not jobs:
         return Response(status_code=NO_CONTENT)
     payloads = [j.worker_payload() for j in jobs]
