@@ -173,14 +173,14 @@ async def handler(job):
         active -= 1
     return {"peak": peak}
 
-runpod.serverless.start({"handler": handler, "concurrency_modifier": lambda current: 2})
+runpod.serverless.start({"handler": handler, "concurrency_modifier": lambda current: 3})
 '''
 
 
 def test_endpoint_concurrency_caps_a_runpod_worker_that_asks_for_more(rp_client: Deployment) -> None:
-    """concurrency_modifier=2 (the fix for the SDK's 1 s sleep at its limit) on an endpoint that says
-    concurrency 1: the gateway holds the worker's second take, so jobs run one at a time; the same worker on
-    an endpoint without a concurrency runs two at once (as on RunPod)."""
+    """concurrency_modifier=3 (the fix for the SDK's 1 s sleep at its limit) on an endpoint that says
+    concurrency 1: the gateway holds the worker's extra takes, so jobs run one at a time; the same worker on
+    an endpoint without a concurrency runs several at once (as on RunPod)."""
     (rp_client.workdir / "overlap.py").write_text(OVERLAP_HANDLER)
     rp_client.apply(textwrap.dedent(f"""
         endpoints:
@@ -198,4 +198,4 @@ def test_endpoint_concurrency_caps_a_runpod_worker_that_asks_for_more(rp_client:
         endpoint = runpod.Endpoint(name)
         jobs = [endpoint.run({"input": {"sleep": 0.4}}) for _ in range(6)]
         peaks[name] = max(j.output(timeout=60)["peak"] for j in jobs)
-    assert peaks == {"capped": 1, "free": 2}
+    assert peaks["capped"] == 1 and peaks["free"] >= 2, peaks
