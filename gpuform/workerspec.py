@@ -29,6 +29,29 @@ def interpreter(python: str | None, default: str = sys.executable) -> str:
     return python
 
 
+def handler_file(command: list[str] | None) -> str | None:
+    """The handler script of ``[python, ..., handler.py, ...]`` (None for ``-m module``, ``-c`` or another
+    program): the first argument after the interpreter's options."""
+    if not command or not os.path.basename(command[0]).startswith("python"):
+        return None
+    for arg in command[1:]:
+        if arg in ("-m", "-c"):
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def requirement_lines(text: str) -> list[tuple[int, str]]:
+    """The requirements of a requirements.txt with their line numbers (comments and blank lines left out)."""
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.split(" #")[0].strip()
+        if stripped and not stripped.startswith("#"):
+            out.append((number, stripped))
+    return out
+
+
 def resolve_argv(argv: list[str], python: str) -> list[str]:
     if argv and argv[0] in PYTHON_NAMES:
         return [python, *argv[1:]]

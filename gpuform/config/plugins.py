@@ -11,11 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from gpuform.config.schema import Endpoint, PoolBase
 
 ENTRY_POINT_GROUP = "gpuform.providers"
-EndpointCheck = Callable[[PoolBase, Endpoint], list[tuple[tuple[str | int, ...], str]]]
+# (pool, endpoint, configuration directory) -> problems, each (path under the endpoint, message saying the fix)
+EndpointCheck = Callable[[PoolBase, Endpoint, Path], list[tuple[tuple[str | int, ...], str]]]
 
 
 @dataclass(frozen=True, kw_only=True)

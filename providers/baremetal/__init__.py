@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -32,7 +33,7 @@ class BaremetalPool(PoolBase):
         return [h.label for h in self.hosts]
 
 
-def check_endpoint(pool: PoolBase, endpoint: Endpoint) -> list[tuple[tuple[str | int, ...], str]]:
+def check_endpoint(pool: PoolBase, endpoint: Endpoint, config_dir: Path) -> list[tuple[tuple[str | int, ...], str]]:
     if endpoint.worker.template == "custom" and not endpoint.worker.command:
         return [(("worker",), "a custom worker on a baremetal pool needs `command: [python, handler.py]`")]
     return []

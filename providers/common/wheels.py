@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import requires
 from pathlib import Path
@@ -84,22 +85,24 @@ def _source_digest(root: Path) -> str:
 _build_lock = threading.Lock()
 
 
-def build(cache: Path, platform: Platform, requirements: list[str]) -> Path:
+def build(cache: Path, platform: Platform, requirements: list[str], announce: Callable[[], None] = lambda: None
+          ) -> Path:
     """A directory of wheels: gpuform plus ``requirements`` for ``platform`` (cached; one build at a time,
-    across threads and processes)."""
+    across threads and processes). ``announce`` is called when it is not in the cache (a build starts)."""
     cache.mkdir(parents=True, exist_ok=True)
     with _build_lock, open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build(cache, platform, requirements)
+        return _build(cache, platform, requirements, announce)
 
 
-def _build(cache: Path, platform: Platform, requirements: list[str]) -> Path:
+def _build(cache: Path, platform: Platform, requirements: list[str], announce: Callable[[], None]) -> Path:
     root = source_root()
     version = _source_digest(root) if root else gpuform.__version__
     key = hashlib.sha256(json.dumps([platform.tag, sorted(requirements), version]).encode()).hexdigest()[:16]
     target = cache / f"{platform.tag}-{key}"
     if (target / ".complete").exists():
         return target
+    announce()
     target.mkdir(parents=True, exist_ok=True)
     for old in target.glob("gpuform-*.whl"):
         old.unlink()

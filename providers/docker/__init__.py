@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -49,7 +50,10 @@ class DockerPool(PoolBase):
         return [h.label for h in self.hosts]
 
 
-def check_endpoint(pool: PoolBase, endpoint: Endpoint) -> list[tuple[tuple[str | int, ...], str]]:
+def check_endpoint(pool: PoolBase, endpoint: Endpoint, config_dir: Path) -> list[tuple[tuple[str | int, ...], str]]:
+    if endpoint.worker.requirements:
+        return [(("worker", "requirements"), "requirements are installed by local and baremetal pools; on a docker "
+                                             "pool, install them in the worker's image")]
     if endpoint.worker.template in ("custom", "vllm") and not endpoint.worker.image:
         return [(("worker",), f"a {endpoint.worker.template} worker on a docker pool needs `image:` "
                               "(see workers/vllm/ for the vLLM images)")]
