@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -107,7 +108,7 @@ def _build(cache: Path, platform: Platform, requirements: list[str], announce: C
     for old in target.glob("gpuform-*.whl"):
         old.unlink()
     if root is not None:
-        _build_from_source(root, target)
+        _copy_gpuform_wheel(cache, root, version, target)
     else:
         _pip(["download", "--no-deps", "-d", str(target), f"gpuform=={gpuform.__version__}"], "download gpuform")
     if requirements:
@@ -115,6 +116,18 @@ def _build(cache: Path, platform: Platform, requirements: list[str], announce: C
              f"download wheels for {platform.tag}")
     (target / ".complete").write_text(json.dumps({"platform": platform.tag, "requirements": requirements}))
     return target
+
+
+def _copy_gpuform_wheel(cache: Path, root: Path, version: str, target: Path) -> None:
+    """gpuform's wheel of this source (built once per source digest, shared by every wheelhouse) into ``target``."""
+    built = cache / f"gpuform-{version}"
+    if not (built / ".complete").exists():
+        shutil.rmtree(built, ignore_errors=True)
+        built.mkdir(parents=True)
+        _build_from_source(root, built)
+        (built / ".complete").write_text(version)
+    for wheel in built.glob("gpuform-*.whl"):
+        shutil.copy2(wheel, target / wheel.name)
 
 
 def _build_from_source(root: Path, target: Path) -> None:
