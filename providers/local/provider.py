@@ -255,6 +255,7 @@ class LocalProvider:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spot.indices)
         if launch.volume_path:
             env.setdefault("GPUFORM_VOLUME_PATH", launch.volume_path)
+            env["RUNPOD_VOLUME_PATH"] = launch.volume_path  # no /runpod-volume mount outside a container
         link = self._env_link(launch.endpoint)
         python = str(link / "bin" / "python") if link.exists() else interpreter(launch.python)
         argv = resolve_argv(launch.command, python)
