@@ -134,7 +134,9 @@ class LocalProvider:
         return lambda message: self.ctx.progress(f"endpoint {name}: {message}")
 
     def _env_link(self, name: str) -> Path:
-        return self.data_dir / "venvs" / f"endpoint-{name}"
+        """Points at the endpoint's environment; per lineage in a configured data directory (workspaces may
+        share one), while the content-addressed environments themselves are shared."""
+        return (self._lineage_dir() if self.pool.data_dir else self.data_dir) / "venvs" / f"endpoint-{name}"
 
     def read_endpoint(self, name: str, spec: EndpointSpec) -> Observation:
         """A worker with requirements whose environment is missing or stale (requirements.txt changed) is
@@ -351,6 +353,7 @@ def _point(link: Path, target: Path) -> None:
     """Make ``link`` a symbolic link to ``target`` (replaced atomically)."""
     if link.is_symlink() and link.resolve() == target.resolve():
         return
+    link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.with_name(f".{link.name}.tmp")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target)
