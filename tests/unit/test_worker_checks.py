@@ -65,3 +65,19 @@ def test_jobs_per_worker_follows_the_endpoint_else_the_worker() -> None:
     assert jobs_per_worker("custom", None, {}) == 1
     assert jobs_per_worker("vllm", None, {"MAX_CONCURRENCY": 8}) == 8
     assert jobs_per_worker("vllm", None, {}) == 30
+
+
+def test_baremetal_refuses_the_gateways_environment_as_worker_python(tmp_path: Path) -> None:
+    from gpuform.errors import SSHError
+    from gpuform.provider import ProviderContext
+    from gpuform.providers.baremetal import BaremetalPool
+    from gpuform.providers.baremetal.provider import BaremetalProvider
+
+    pool = BaremetalPool.model_validate({"provider": "baremetal", "hosts": [{"address": "10.0.0.1"}]})
+    provider = BaremetalProvider("rack", pool, ProviderContext("0123456789abcdef", tmp_path, tmp_path))
+    gateway_env = "/var/lib/gpuform/lineage-01234567/venvs/gateway"
+    for python in (gateway_env, f"{gateway_env}/bin/python", f"{gateway_env}/"):
+        with pytest.raises(SSHError, match="is the gateway's own environment"):
+            provider._refuse_gateway_env("app", python)
+    provider._refuse_gateway_env("app", "/opt/vllm-venv")
+    provider._refuse_gateway_env("app", None)
