@@ -135,6 +135,8 @@ class JobQueue:
         self.controls: dict[str, str] = {}
         self.stop_events: dict[str, asyncio.Event] = {}
         self.slot_freed: dict[str, asyncio.Event] = {}  # worker -> its held take, woken when one of its jobs ends
+        self.polling: dict[str, int] = {}  # worker -> its takes waiting here
+        self.handed: dict[str, asyncio.Event] = {}  # worker -> set when a take hands it jobs
         self.requeued: dict[str, int] = {}
         self.on_started: list[Listener] = []
         self.on_finished: list[Listener] = []
@@ -341,6 +343,17 @@ class JobQueue:
         """Long-poll: up to ``count`` jobs for ``worker_id``, or [] after ``timeout`` seconds (or as soon as
         the worker is no longer ``eligible``: put to sleep, replaced, stopping). With ``limit`` the worker holds
         at most that many jobs at once: a take beyond it waits until one of its jobs ends."""
+        self.polling[worker_id] = self.polling.get(worker_id, 0) + 1
+        try:
+            return await self._take(endpoint, worker_id, count, timeout, disconnected, eligible, limit)
+        finally:
+            self.polling[worker_id] -= 1
+            if not self.polling[worker_id]:
+                del self.polling[worker_id]
+
+    async def _take(self, endpoint: str, worker_id: str, count: int, timeout: float,
+                    disconnected: Callable[[], Awaitable[bool]] | None, eligible: Callable[[], bool],
+                    limit: int | None) -> list[Job]:
         deadline = time.monotonic() + timeout
         woken = False  # the last wait ended because a job arrived
         while not self.closing and eligible():
@@ -361,6 +374,19 @@ class JobQueue:
         if woken and not self.closing and self._queue(endpoint):
             self._dispatch(endpoint)  # woken for a job this worker will not take: pass it on
         return []
+
+    async def next_handed(self, worker_id: str, timeout: float) -> None:
+        """When ``worker_id`` has a take waiting here, wait until that take hands it a job (or ``timeout``)."""
+        if not self.polling.get(worker_id):
+            return
+        event = self.handed[worker_id] = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), timeout=timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if self.handed.get(worker_id) is event:
+                del self.handed[worker_id]
 
     def held(self, endpoint: str, worker_id: str) -> int:
         """How many of the endpoint's running jobs ``worker_id`` holds."""
@@ -426,6 +452,9 @@ class JobQueue:
             self._running(endpoint)[job.id] = job
             taken.append(job)
         self.store.started(taken)
+        handed = self.handed.get(worker_id)
+        if handed is not None and taken:
+            handed.set()
         for job in taken:
             for listener in self.on_started:
                 listener(job)
