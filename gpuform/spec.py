@@ -45,6 +45,8 @@ class EndpointSpec(schema.Endpoint):
     gateway: Name = Field(description="Gateway serving the endpoint (resolved by apply).")
     schedule: schema.Policy | None = Field(None, description="The endpoint's policy, resolved by apply.")
     volume_path: str | None = Field(None, description="Host directory of the model (volume path + model.path).")
+    environment: str | None = Field(None, description="The worker environment apply prepared on the hosts (a "
+                                                      "content hash); a new one rolls the workers.")
 
     @property
     def model_name(self) -> str | None:

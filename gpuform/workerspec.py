@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
 TEMPLATE_MODULES = {t.name: t.module for t in TEMPLATES.values() if t.module}
 PYTHON_NAMES = ("python", "python3")
 VOLUME_MOUNT = "/runpod-volume"
+VLLM_CONCURRENCY = 30  # requests one vllm worker takes at once when MAX_CONCURRENCY does not say
 
 
 def template_argv(template: str, command: list[str] | None) -> list[str]:
@@ -58,7 +60,43 @@ def interpreter(python: str | None, default: str = sys.executable) -> str:
     return python
 
 
+def handler_file(command: list[str] | None) -> str | None:
+    """The handler script of ``[python, ..., handler.py, ...]`` (None for ``-m module``, ``-c`` or another
+    program): the first argument after the interpreter's options."""
+    if not command or not os.path.basename(command[0]).startswith("python"):
+        return None
+    for arg in command[1:]:
+        if arg in ("-m", "-c"):
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def requirement_lines(text: str) -> list[tuple[int, str]]:
+    """The requirements of a requirements.txt with their line numbers (comments and blank lines left out)."""
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.split(" #")[0].strip()
+        if stripped and not stripped.startswith("#"):
+            out.append((number, stripped))
+    return out
+
+
 def resolve_argv(argv: list[str], python: str) -> list[str]:
     if argv and argv[0] in PYTHON_NAMES:
         return [python, *argv[1:]]
     return argv
+
+
+def jobs_per_worker(template: str, concurrency: int | None, env: Mapping[str, object]) -> int:
+    """Jobs one worker runs at once: ``worker.concurrency`` when set (the gateway enforces it), else what the
+    worker takes by itself (the vllm template: ``MAX_CONCURRENCY``; gpuform's SDK by default: 1)."""
+    if concurrency is not None:
+        return concurrency
+    if template == "vllm":
+        try:
+            return int(str(env.get("MAX_CONCURRENCY", VLLM_CONCURRENCY)))
+        except ValueError:
+            return VLLM_CONCURRENCY
+    return 1

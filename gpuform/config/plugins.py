@@ -16,7 +16,8 @@ from pathlib import Path
 from gpuform.config.schema import Endpoint, PoolBase
 
 ENTRY_POINT_GROUP = "gpuform.providers"
-EndpointCheck = Callable[[PoolBase, Endpoint], list[tuple[tuple[str | int, ...], str]]]
+# (pool, endpoint, configuration directory) -> problems, each (path under the endpoint, message saying the fix)
+EndpointCheck = Callable[[PoolBase, Endpoint, Path], list[tuple[tuple[str | int, ...], str]]]
 # (pool, configuration directory) -> [(location within the pool, message, how to fix it)]
 PoolCheck = Callable[[PoolBase, Path], list[tuple[tuple[str | int, ...], str, str]]]
 

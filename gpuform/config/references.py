@@ -173,7 +173,7 @@ def _provider_checks(config: Config, name: str, ep: schema.Endpoint) -> list[Dia
         return []
     base: Path = ("endpoints", name)
     return [error(message, "", config.sources.locate((*base, *path)), f"endpoint.{name}")
-            for path, message in spec.check_endpoint(pool, ep)]
+            for path, message in spec.check_endpoint(pool, ep, config.directory)]
 
 
 def _check_depends_on(config: Config) -> list[Diagnostic]:

@@ -351,8 +351,10 @@ class WorkerSpec(Model):
                                                  "worker on local and baremetal pools.")
     workdir: str | None = Field(None, description="Working directory of the worker process.")
     env: dict[str, Scalar] = Field(default_factory=dict, description="Environment passed to every worker.")
-    concurrency: int = Field(1, ge=1, le=1024, description="Jobs one worker runs at once (gpuform SDK; RunPod handlers "
-                                                  "use concurrency_modifier).")
+    concurrency: int | None = Field(None, ge=1, le=1024, description="Jobs one worker holds at once; the gateway "
+                                    "enforces it (a take beyond it waits for a free slot). Unset: the worker "
+                                    "decides (gpuform SDK: start(concurrency=...), else 1; runpod SDK: "
+                                    "concurrency_modifier; vllm: MAX_CONCURRENCY).")
     runpod_system_checks: bool = Field(False, description="Let the runpod SDK run its start-up fitness checks "
                                                          "(they probe the internet); off by default.")
     ready_timeout: Duration = Field(600.0, description="A worker not ready this long after start is unhealthy.")

@@ -252,16 +252,20 @@ class EndpointHandler:
         return Observed(True, {k: v for k, v in spec.items() if k in prior.attributes}, host_side.attributes,
                         host_side.notes, repair=host_side.repair)
 
-    def _push(self, op: Op, want: Desired) -> None:
+    def _push(self, op: Op, want: Desired, environment: str | None = None) -> None:
+        """Register the endpoint; ``environment`` (what the provider prepared) rolls workers when it changes."""
         secret_env = {str(p[-1]): str(v) for p, v in want.secrets.items() if p[:2] == ("worker", "env")}
+        spec = _spec(want.attributes)
+        if environment:
+            spec = spec.model_copy(update={"environment": environment})
         with op.admin(want.attributes["gateway"]) as admin:
-            call(admin.put_endpoint, want.name, _spec(want.attributes), secret_env)
+            call(admin.put_endpoint, want.name, spec, secret_env)
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
         assert want.pool is not None
         spec = _spec(want.attributes)
         computed = call(op.provider(want.pool).prepare_endpoint, want.name, spec)
-        self._push(op, want)
+        self._push(op, want, computed.get("environment"))
         if not op.ws.no_wait and spec.scaling.min_workers:
             self._wait_ready(op, want, spec)
         return computed

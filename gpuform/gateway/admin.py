@@ -126,8 +126,10 @@ async def usage(request: Request) -> Response:
 
 
 def revision_of(spec: EndpointSpec, secret_env: dict[str, str]) -> str:
-    blob = json.dumps({"spec": spec.model_dump(mode="json"), "secret_env": sorted(secret_env.items())},
-                      sort_keys=True)
+    dumped = spec.model_dump(mode="json")
+    if dumped.get("environment") is None:
+        dumped.pop("environment", None)  # revisions of endpoints without one stay what they were
+    blob = json.dumps({"spec": dumped, "secret_env": sorted(secret_env.items())}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

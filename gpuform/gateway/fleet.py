@@ -246,9 +246,10 @@ class Fleet:
             "RUNPOD_PING_INTERVAL": str(ping_ms), "RUNPOD_POD_ID": record.id, "RUNPOD_AI_API_KEY": token,
             "RUNPOD_POD_HOSTNAME": record.id, "RUNPOD_ENDPOINT_ID": ep.name, "RUNPOD_LOG_LEVEL": "INFO",
             "GPUFORM_WORKER_EVENTS": f"{base}/worker-event/{record.id}",
-            "GPUFORM_CONCURRENCY": str(ep.spec.worker.concurrency),
             "GPUFORM_TAKE_TIMEOUT": str(timings.take_timeout),
         }
+        if ep.spec.worker.concurrency is not None:
+            env["GPUFORM_CONCURRENCY"] = str(ep.spec.worker.concurrency)
         env.update(_model_env(ep.spec))
         if not ep.spec.worker.runpod_system_checks:
             env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] = "true"

@@ -134,6 +134,9 @@ class JobQueue:
         self.stops: dict[str, set[str]] = {}
         self.controls: dict[str, str] = {}
         self.stop_events: dict[str, asyncio.Event] = {}
+        self.slot_freed: dict[str, asyncio.Event] = {}  # worker -> its held take, woken when one of its jobs ends
+        self.polling: dict[str, int] = {}  # worker -> its takes waiting here
+        self.handed: dict[str, asyncio.Event] = {}  # worker -> set when a take hands it jobs
         self.requeued: dict[str, int] = {}
         self.on_started: list[Listener] = []
         self.on_finished: list[Listener] = []
@@ -336,35 +339,89 @@ class JobQueue:
 
     async def take(self, endpoint: str, worker_id: str, count: int, timeout: float,
                    disconnected: Callable[[], Awaitable[bool]] | None = None,
-                   eligible: Callable[[], bool] = lambda: True) -> list[Job]:
+                   eligible: Callable[[], bool] = lambda: True, limit: int | None = None) -> list[Job]:
         """Long-poll: up to ``count`` jobs for ``worker_id``, or [] after ``timeout`` seconds (or as soon as
-        the worker is no longer ``eligible``: put to sleep, replaced, stopping)."""
+        the worker is no longer ``eligible``: put to sleep, replaced, stopping). With ``limit`` the worker holds
+        at most that many jobs at once: a take beyond it waits until one of its jobs ends."""
+        self.polling[worker_id] = self.polling.get(worker_id, 0) + 1
+        try:
+            return await self._take(endpoint, worker_id, count, timeout, disconnected, eligible, limit)
+        finally:
+            self.polling[worker_id] -= 1
+            if not self.polling[worker_id]:
+                del self.polling[worker_id]
+
+    async def _take(self, endpoint: str, worker_id: str, count: int, timeout: float,
+                    disconnected: Callable[[], Awaitable[bool]] | None, eligible: Callable[[], bool],
+                    limit: int | None) -> list[Job]:
         deadline = time.monotonic() + timeout
         woken = False  # the last wait ended because a job arrived
         while not self.closing and eligible():
-            woken = False
-            jobs = self._pop(endpoint, worker_id, count)
+            room = count if limit is None else min(count, limit - self.held(endpoint, worker_id))
+            jobs = self._pop(endpoint, worker_id, room) if room > 0 else []
             if jobs:
                 return jobs
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            taker = _Taker(asyncio.get_running_loop().create_future(), eligible)
-            takers = self.takers.setdefault(endpoint, deque())
-            takers.append(taker)
-            try:
-                await asyncio.wait_for(taker.future, timeout=min(remaining, 1.0))
-                woken = True
-            except TimeoutError:
-                pass
-            finally:
-                if taker in takers:
-                    takers.remove(taker)
+            if room > 0:
+                woken = await self._wait_for_work(endpoint, eligible, min(remaining, 1.0))
+            else:
+                woken = False
+                await self._wait_for_slot(worker_id, min(remaining, 1.0))
             if disconnected is not None and await disconnected():
                 break
         if woken and not self.closing and self._queue(endpoint):
             self._dispatch(endpoint)  # woken for a job this worker will not take: pass it on
         return []
+
+    async def next_handed(self, worker_id: str, timeout: float) -> None:
+        """When ``worker_id`` has a take waiting here, wait until that take hands it a job (or ``timeout``)."""
+        if not self.polling.get(worker_id):
+            return
+        event = self.handed[worker_id] = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), timeout=timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if self.handed.get(worker_id) is event:
+                del self.handed[worker_id]
+
+    def held(self, endpoint: str, worker_id: str) -> int:
+        """How many of the endpoint's running jobs ``worker_id`` holds."""
+        return sum(1 for job in self._running(endpoint).values() if job.worker_id == worker_id)
+
+    async def _wait_for_work(self, endpoint: str, eligible: Callable[[], bool], timeout: float) -> bool:
+        """Wait as one of the endpoint's takers; True when a job's arrival woke this one."""
+        taker = _Taker(asyncio.get_running_loop().create_future(), eligible)
+        takers = self.takers.setdefault(endpoint, deque())
+        takers.append(taker)
+        try:
+            await asyncio.wait_for(taker.future, timeout=timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if taker in takers:
+                takers.remove(taker)
+
+    async def _wait_for_slot(self, worker_id: str, timeout: float) -> None:
+        """Wait until one of ``worker_id``'s jobs ends (finished, requeued) or ``timeout`` passes."""
+        event = self.slot_freed[worker_id] = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), timeout=timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if self.slot_freed.get(worker_id) is event:
+                del self.slot_freed[worker_id]
+
+    def _freed(self, job: Job) -> None:
+        """``job`` no longer holds a slot of its worker: a take held for that slot goes on."""
+        event = self.slot_freed.get(job.worker_id or "")
+        if event is not None:
+            event.set()
 
     def _wake(self, endpoint: str) -> bool:
         """Wake one waiting taker that may still take work; False when none is waiting."""
@@ -395,6 +452,9 @@ class JobQueue:
             self._running(endpoint)[job.id] = job
             taken.append(job)
         self.store.started(taken)
+        handed = self.handed.get(worker_id)
+        if handed is not None and taken:
+            handed.set()
         for job in taken:
             for listener in self.on_started:
                 listener(job)
@@ -470,6 +530,7 @@ class JobQueue:
                                              f"{reason}; gave up after {job.attempts} attempts"})
             return
         self._running(job.endpoint).pop(job.id, None)
+        self._freed(job)
         job.status, job.started_at, job.worker_id, job.progress = JobStatus.IN_QUEUE, None, None, None
         self._drop_chunks(job)
         self.store.requeued(job)
@@ -521,7 +582,8 @@ class JobQueue:
         except BaseException:
             job.status, job.output, job.error, job.completed_at, job.expires_at = before
             raise
-        self._running(job.endpoint).pop(job.id, None)
+        if self._running(job.endpoint).pop(job.id, None) is not None:
+            self._freed(job)
         self._dequeue(job)
         self._count(self.open_by, job, -1)
         self._release_input(job)

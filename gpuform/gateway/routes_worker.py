@@ -22,6 +22,7 @@ from gpuform.gateway.states import WorkerState
 STOP_HOLD = 20.0
 MAX_BATCH = 64
 NO_CONTENT = 204
+ACK_HOLD = 0.05  # how long a result's answer may wait for the worker's next job
 
 
 async def take(request: Request) -> Response:
@@ -44,7 +45,8 @@ async def take(request: Request) -> Response:
     if not eligible():
         await asyncio.sleep(min(hold, 5.0))  # no work for this worker; don't let it spin
         return Response(status_code=NO_CONTENT)
-    jobs = await rt.queue.take(worker.endpoint, worker.id, count, hold, request.is_disconnected, eligible)
+    limit = ep.spec.worker.concurrency if ep is not None else None
+    jobs = await rt.queue.take(worker.endpoint, worker.id, count, hold, request.is_disconnected, eligible, limit)
     if not jobs:
         return Response(status_code=NO_CONTENT)
     payloads = [j.worker_payload() for j in jobs]
@@ -81,6 +83,10 @@ async def done(request: Request) -> Response:
     rt.fleet.contact(worker, rt.clock())
     if job is not None:
         rt.fleet.first_output(worker)
+    if job is not None and job.terminal and not rt.queue.held(job.endpoint, worker.id):
+        # An idle worker that polls for more while it works (the runpod SDK with concurrency_modifier) looks at
+        # its own queue only when a job's post returns, or 0.1 s later: answer once its next job is on its way.
+        await rt.queue.next_handed(worker.id, ACK_HOLD)
     return JSONResponse({"accepted": job is not None})
 
 

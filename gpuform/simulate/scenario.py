@@ -12,6 +12,7 @@ from gpuform.diagnostics import did_you_mean
 from gpuform.errors import GpuformError
 from gpuform.gateway.autoscaler import ScalingPolicy, policy_of
 from gpuform.spec import EndpointSpec
+from gpuform.workerspec import jobs_per_worker
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ def endpoint_basis(config: Config, name: str, gpu_type: str | None = None) -> Ba
                            f"Add it to pools.{ep.pool}.price_per_gpu_second, or pass a priced --gpu-type.")
     price = float(prices[chosen]) * max(1, ep.gpu.count) if chosen is not None else None
     interval = config.gateways[gateway].timings.reconcile_interval
-    return Basis(name, policy_of(spec), ep.worker.concurrency, interval, price, chosen,
-                 config.source_of("endpoint", name))
+    slots = jobs_per_worker(ep.worker.template, ep.worker.concurrency, ep.worker.env)
+    return Basis(name, policy_of(spec), slots, interval, price, chosen, config.source_of("endpoint", name))
 
 
 POLICY_FIELDS = ("min_workers", "max_workers", "idle_timeout", "scaler", "scaler_value", "keep_alive")

@@ -46,7 +46,7 @@ def check_pool(pool: PoolBase, config_dir: Path) -> list[tuple[tuple[str | int, 
     return sshconfig.check(hosts, pool.ssh_config, config_dir)
 
 
-def check_endpoint(pool: PoolBase, endpoint: Endpoint) -> list[tuple[tuple[str | int, ...], str]]:
+def check_endpoint(pool: PoolBase, endpoint: Endpoint, config_dir: Path) -> list[tuple[tuple[str | int, ...], str]]:
     if endpoint.worker.template == "custom" and not endpoint.worker.command:
         return [(("worker",), "a custom worker on a baremetal pool needs `command: [python, handler.py]`")]
     return []

@@ -149,20 +149,40 @@ class BaremetalProvider:
         venv = spec.worker.python or posixpath.join(self.data, "venvs", f"endpoint-{name}")
         stamp = posixpath.join(venv if not venv.endswith("python") else posixpath.dirname(posixpath.dirname(venv)),
                                ".gpuform-stamp")
+        self._refuse_gateway_env(name, spec.worker.python)
         ready, _ = self.hosts.each(lambda h: self.hosts.conn(h).run(["test", "-f", stamp], check=False).code == 0,
                                    [h for h in self.hosts.hosts if not h.spec.cordon])
         missing = sorted(h for h, ok in ready.items() if not ok)
-        return Observation({"hosts_ready": sorted(h for h, ok in ready.items() if ok)},
+        python = spec.worker.python
+        gone = [h for h in missing if python and self.hosts.conn(h).run(["test", "-e", python], check=False).code]
+        notes = [f"worker.python {python} does not exist on {', '.join(gone)}: create it there (apply fails "
+                 "until it exists), or leave `python` out"] if gone else []
+        return Observation({"hosts_ready": sorted(h for h, ok in ready.items() if ok)}, notes=notes,
                            repair=[f"worker environment missing on {', '.join(missing)}"] if missing else [])
+
+    def _refuse_gateway_env(self, name: str, python: str | None) -> None:
+        """The gateway's own virtualenv is not a worker's: installing into it would replace gpuform there."""
+        gateway_env = posixpath.join(self.data, "venvs", "gateway")
+        if python and posixpath.normpath(python) in (gateway_env, posixpath.join(gateway_env, "bin", "python")):
+            raise SSHError(f"endpoint {name}: worker.python {python} is the gateway's own environment",
+                           "Leave `python` out (gpuform builds the worker an environment of its own, with "
+                           "`requirements`) or name another virtualenv.", f"endpoint.{name}")
 
     def prepare_endpoint(self, name: str, spec: EndpointSpec) -> Attrs:
         worker = spec.worker
+        self._refuse_gateway_env(name, worker.python)
 
         def prepare(host: Host) -> str:
             self._prepare_host(host)
-            return venvs.ensure(self.hosts.conn(host), self.pool.python, worker.python, self.data,
-                                self.shared, self.ctx.state_dir / "wheelhouse", f"endpoint-{name}",
-                                list(worker.requirements), with_deps=False)
+            conn = self.hosts.conn(host)
+            if worker.python and conn.run(["test", "-e", worker.python], check=False).code != 0:
+                raise SSHError(f"endpoint {name}: worker.python {worker.python} does not exist on {host.name}",
+                               "Create that environment on every host of the pool, or leave `python` out.",
+                               f"endpoint.{name}")
+            return venvs.ensure(conn, self.pool.python, worker.python, self.data, self.shared,
+                                self.ctx.state_dir / "wheelhouse", f"endpoint-{name}", list(worker.requirements),
+                                with_deps=False, progress=lambda m: self.ctx.progress(f"endpoint {name} on "
+                                                                                      f"{host.name}: {m}"))
 
         pythons, errors = self.hosts.each(prepare, [h for h in self.hosts.hosts if not h.spec.cordon])
         self._fail_if_all(errors, f"preparing the worker environment of endpoint {name}")
@@ -289,6 +309,7 @@ class BaremetalProvider:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in indices)
         if launch.volume_path:
             env.setdefault("GPUFORM_VOLUME_PATH", launch.volume_path)
+            env["RUNPOD_VOLUME_PATH"] = launch.volume_path  # no /runpod-volume mount outside a container
         python = launch.python or posixpath.join(self.data, "venvs", f"endpoint-{launch.endpoint}", "bin", "python")
         if launch.python and not launch.python.endswith("python") and "/bin/" not in launch.python:
             python = posixpath.join(launch.python, "bin", "python")

@@ -11,9 +11,11 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import requires
 from pathlib import Path
@@ -84,27 +86,29 @@ def _source_digest(root: Path) -> str:
 _build_lock = threading.Lock()
 
 
-def build(cache: Path, platform: Platform, requirements: list[str]) -> Path:
+def build(cache: Path, platform: Platform, requirements: list[str], announce: Callable[[], None] = lambda: None
+          ) -> Path:
     """A directory of wheels: gpuform plus ``requirements`` for ``platform`` (cached; one build at a time,
-    across threads and processes)."""
+    across threads and processes). ``announce`` is called when it is not in the cache (a build starts)."""
     cache.mkdir(parents=True, exist_ok=True)
     with _build_lock, open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build(cache, platform, requirements)
+        return _build(cache, platform, requirements, announce)
 
 
-def _build(cache: Path, platform: Platform, requirements: list[str]) -> Path:
+def _build(cache: Path, platform: Platform, requirements: list[str], announce: Callable[[], None]) -> Path:
     root = source_root()
     version = _source_digest(root) if root else gpuform.__version__
     key = hashlib.sha256(json.dumps([platform.tag, sorted(requirements), version]).encode()).hexdigest()[:16]
     target = cache / f"{platform.tag}-{key}"
     if (target / ".complete").exists():
         return target
+    announce()
     target.mkdir(parents=True, exist_ok=True)
     for old in target.glob("gpuform-*.whl"):
         old.unlink()
     if root is not None:
-        _build_from_source(root, target)
+        _copy_gpuform_wheel(cache, root, version, target)
     else:
         _pip(["download", "--no-deps", "-d", str(target), f"gpuform=={gpuform.__version__}"], "download gpuform")
     if requirements:
@@ -112,6 +116,18 @@ def _build(cache: Path, platform: Platform, requirements: list[str]) -> Path:
              f"download wheels for {platform.tag}")
     (target / ".complete").write_text(json.dumps({"platform": platform.tag, "requirements": requirements}))
     return target
+
+
+def _copy_gpuform_wheel(cache: Path, root: Path, version: str, target: Path) -> None:
+    """gpuform's wheel of this source (built once per source digest, shared by every wheelhouse) into ``target``."""
+    built = cache / f"gpuform-{version}"
+    if not (built / ".complete").exists():
+        shutil.rmtree(built, ignore_errors=True)
+        built.mkdir(parents=True)
+        _build_from_source(root, built)
+        (built / ".complete").write_text(version)
+    for wheel in built.glob("gpuform-*.whl"):
+        shutil.copy2(wheel, target / wheel.name)
 
 
 def _build_from_source(root: Path, target: Path) -> None:

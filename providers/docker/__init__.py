@@ -64,7 +64,10 @@ def check_pool(pool: PoolBase, config_dir: Path) -> list[tuple[tuple[str | int, 
     return sshconfig.check(hosts, pool.ssh_config, config_dir)
 
 
-def check_endpoint(pool: PoolBase, endpoint: Endpoint) -> list[tuple[tuple[str | int, ...], str]]:
+def check_endpoint(pool: PoolBase, endpoint: Endpoint, config_dir: Path) -> list[tuple[tuple[str | int, ...], str]]:
+    if endpoint.worker.requirements:
+        return [(("worker", "requirements"), "requirements are installed by local and baremetal pools; on a docker "
+                                             "pool, install them in the worker's image")]
     template = TEMPLATES[endpoint.worker.template]
     if (template.name == "custom" or template.packages) and not endpoint.worker.image:
         what = f" with {', '.join(template.packages)} and gpuform[worker] installed" if template.packages else ""

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,12 @@ from gpuform.provider import (
     WorkerLaunch,
 )
 from gpuform.providers.common.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
-from gpuform.providers.local import LocalPool
+from gpuform.providers.local import LocalPool, python_problem, requirements_file
 from gpuform.providers.local.volume import LocalVolumes
 from gpuform.spec import EndpointSpec, RuntimeConfig
 from gpuform.util import procs
 from gpuform.util.environ import GATEWAY_EXTRA, built_environment
-from gpuform.workerspec import interpreter, resolve_argv
+from gpuform.workerspec import interpreter, requirement_lines, resolve_argv
 
 HOST = "localhost"
 
@@ -94,25 +95,68 @@ class LocalProvider:
     # ---- endpoints ----------------------------------------------------------------------------------
 
     def prepare_endpoint(self, name: str, spec: EndpointSpec) -> Attrs:
-        """A worker that runs in another Python (e.g. the vLLM virtualenv) gets gpuform installed there."""
-        python = spec.worker.python
-        if not python:
-            return {}
+        """The worker's Python: with requirements (``worker.requirements``, a requirements.txt beside the
+        handler), a virtualenv of its own, content-addressed and reused (``venvs/endpoint-NAME`` points at
+        it); with ``worker.python`` alone, that environment, with gpuform installed there; else gpuform's."""
         from gpuform.providers.common import venvs
         from gpuform.providers.common.shell import LocalShell
 
-        prepared = venvs.ensure(LocalShell(), interpreter(python), python, str(self.data_dir), str(self.data_dir),
-                                self.ctx.state_dir / "wheelhouse", f"endpoint-{name}",
-                                list(spec.worker.requirements), with_deps=False)
-        return {"python": prepared}
+        python, reqs = spec.worker.python, self.requirements(spec)
+        self._check_python(name, python)
+        link = self._env_link(name)
+        if not reqs:
+            link.unlink(missing_ok=True)
+            if not python:
+                return {}
+            prepared = venvs.ensure(LocalShell(), interpreter(python), python, str(self.data_dir), str(self.data_dir),
+                                    self.ctx.state_dir / "wheelhouse", f"endpoint-{name}", [], with_deps=False,
+                                    progress=self._progress(name))
+            return {"python": prepared}
+        base = interpreter(python) if python else getattr(sys, "_base_executable", sys.executable)
+        prepared = venvs.worker_env(LocalShell(), base, str(self.data_dir), str(self.data_dir),
+                                    self.ctx.state_dir / "wheelhouse", reqs, self._progress(name))
+        _point(link, Path(prepared).parent.parent)
+        return {"python": prepared, "environment": Path(prepared).parent.parent.name}
+
+    def requirements(self, spec: EndpointSpec) -> list[str]:
+        """``worker.requirements`` and the lines of the requirements.txt beside the handler."""
+        found = requirements_file(spec, self.ctx.config_dir)
+        lines = [line for _, line in requirement_lines(found.read_text())] if found else []
+        return [*spec.worker.requirements, *lines]
+
+    def _check_python(self, name: str, python: str | None) -> None:
+        problem = python_problem(python)
+        if problem is not None:
+            raise ProviderError(f"endpoint {name}: worker.python: {problem}", "Fix worker.python in the "
+                                "configuration.", f"endpoint.{name}")
+
+    def _progress(self, name: str) -> Callable[[str], None]:
+        return lambda message: self.ctx.progress(f"endpoint {name}: {message}")
+
+    def _env_link(self, name: str) -> Path:
+        """Points at the endpoint's environment; per lineage in a configured data directory (workspaces may
+        share one), while the content-addressed environments themselves are shared."""
+        return (self._lineage_dir() if self.pool.data_dir else self.data_dir) / "venvs" / f"endpoint-{name}"
 
     def read_endpoint(self, name: str, spec: EndpointSpec) -> Observation:
-        return Observation()
+        """A worker with requirements whose environment is missing or stale (requirements.txt changed) is
+        repaired by the next apply; a ``worker.python`` that is gone is an error here (plan and refresh)."""
+        from gpuform.providers.common import venvs
+
+        self._check_python(name, spec.worker.python)
+        reqs = self.requirements(spec)
+        if not reqs:
+            return Observation()
+        link = self._env_link(name)
+        if venvs.built_with(str(link)) == venvs.worker_requirements(reqs):
+            return Observation({"environment": link.resolve().name})
+        return Observation(repair=[f"the worker environment of endpoint {name} is missing or out of date"])
 
     def remove_endpoint(self, name: str, spec: EndpointSpec) -> None:
         for worker in self.list_workers(name):
             self.stop_worker(worker, grace_s=5.0)
             self._forget(worker.worker_id)
+        self._env_link(name).unlink(missing_ok=True)
 
     # ---- gateway daemon -----------------------------------------------------------------------------
 
@@ -216,8 +260,11 @@ class LocalProvider:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spot.indices)
         if launch.volume_path:
             env.setdefault("GPUFORM_VOLUME_PATH", launch.volume_path)
+            env["RUNPOD_VOLUME_PATH"] = launch.volume_path  # no /runpod-volume mount outside a container
         env.update(self._write_files(launch))
-        argv = resolve_argv(launch.command, interpreter(launch.python))
+        link = self._env_link(launch.endpoint)
+        python = str(link / "bin" / "python") if link.exists() else interpreter(launch.python)
+        argv = resolve_argv(launch.command, python)
         cwd = launch.workdir or str(self.ctx.config_dir)
         log_path = self.workers_dir / f"{launch.worker_id}.log"
         try:
@@ -313,6 +360,17 @@ def _config_lineage(gdir: Path) -> str | None:
         return str(json.loads((gdir / "config.json").read_text())["lineage"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _point(link: Path, target: Path) -> None:
+    """Make ``link`` a symbolic link to ``target`` (replaced atomically)."""
+    if link.is_symlink() and link.resolve() == target.resolve():
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    tmp.replace(link)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -155,3 +155,47 @@ def test_runpod_worker_sdk_runs_unchanged(rp_client: Deployment) -> None:
     stream = runpod.Endpoint("rpstream").run({"input": {"n": 4}})
     assert list(stream.stream()) == [{"token": i} for i in range(4)]
     assert stream.output(timeout=10) == [{"token": i} for i in range(4)]  # return_aggregate_stream
+
+
+OVERLAP_HANDLER = '''
+import asyncio
+import runpod
+
+active = peak = 0
+
+async def handler(job):
+    global active, peak
+    active += 1
+    peak = max(peak, active)
+    try:
+        await asyncio.sleep(float(job["input"]["sleep"]))
+    finally:
+        active -= 1
+    return {"peak": peak}
+
+runpod.serverless.start({"handler": handler, "concurrency_modifier": lambda current: 3})
+'''
+
+
+def test_endpoint_concurrency_caps_a_runpod_worker_that_asks_for_more(rp_client: Deployment) -> None:
+    """concurrency_modifier=3 (the fix for the SDK's 1 s sleep at its limit) on an endpoint that says
+    concurrency 1: the gateway holds the worker's extra takes, so jobs run one at a time; the same worker on
+    an endpoint without a concurrency runs several at once (as on RunPod)."""
+    (rp_client.workdir / "overlap.py").write_text(OVERLAP_HANDLER)
+    rp_client.apply(textwrap.dedent(f"""
+        endpoints:
+          capped:
+            pool: here
+            worker: {{command: [{sys.executable}, overlap.py], concurrency: 1}}
+            scaling: {{min_workers: 1, max_workers: 1, idle_timeout: 60s}}
+          free:
+            pool: here
+            worker: {{command: [{sys.executable}, overlap.py]}}
+            scaling: {{min_workers: 1, max_workers: 1, idle_timeout: 60s}}
+        """))
+    peaks = {}
+    for name in ("capped", "free"):
+        endpoint = runpod.Endpoint(name)
+        jobs = [endpoint.run({"input": {"sleep": 0.4}}) for _ in range(6)]
+        peaks[name] = max(j.output(timeout=60)["peak"] for j in jobs)
+    assert peaks["capped"] == 1 and peaks["free"] >= 2, peaks

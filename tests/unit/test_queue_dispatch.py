@@ -80,3 +80,45 @@ def test_a_dead_workers_poll_passes_the_job_on(tmp_path: Path) -> None:
         assert [j.id for j in alive] == [job_id]
 
     asyncio.run(main())
+
+
+def test_a_take_beyond_the_workers_concurrency_waits_for_its_job_to_end(tmp_path: Path) -> None:
+    """limit=1: a worker holding a job gets nothing more (a batch take gets only the free slots); its next
+    take is held while the job runs and takes the next job as soon as the first one ends."""
+
+    async def main() -> None:
+        queue, _ = _queue(tmp_path)
+        first, second, third = _submit(queue), _submit(queue), _submit(queue)
+        assert [j.id for j in await queue.take("ep", "w1", 3, timeout=1, limit=1)] == [first]
+        held = asyncio.create_task(queue.take("ep", "w1", 1, timeout=5, limit=1))
+        await asyncio.sleep(0.3)
+        assert not held.done(), "the take waits while the worker's slot is taken"
+        assert [j.id for j in await queue.take("ep", "w2", 1, timeout=1, limit=1)] == [second]
+        queue.result(first, "w1", {"output": "ok"})
+        assert [j.id for j in await asyncio.wait_for(held, 0.2)] == [third]
+
+    asyncio.run(main())
+
+
+def test_a_results_answer_waits_for_the_workers_next_job_only_while_it_polls(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue, _ = _queue(tmp_path)
+        started = asyncio.get_running_loop().time()
+        await queue.next_handed("w1", 5)
+        assert asyncio.get_running_loop().time() - started < 0.1, "no take waiting: nothing to wait for"
+        polling = asyncio.create_task(queue.take("ep", "w1", 1, timeout=5, limit=1))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(queue.next_handed("w1", 5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        job_id = _submit(queue)
+        await asyncio.wait_for(waiting, 0.2)
+        assert [j.id for j in await polling] == [job_id]
+        polling = asyncio.create_task(queue.take("ep", "w1", 1, timeout=5, limit=1))
+        await asyncio.sleep(0.05)
+        started = asyncio.get_running_loop().time()
+        await queue.next_handed("w1", 0.2)
+        assert asyncio.get_running_loop().time() - started >= 0.19, "no job: it waits its timeout, no longer"
+        polling.cancel()
+
+    asyncio.run(main())

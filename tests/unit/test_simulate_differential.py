@@ -162,7 +162,7 @@ def through_gateway(spec: EndpointSpec, arrivals: list[float], service: list[flo
 
     async def main() -> None:
         async with gateway(config=config, endpoints={"ep": spec}, clock=FakeClock(arrivals[0])) as h:
-            world = World(h, arrivals, service, cold, spec.worker.concurrency, warm)
+            world = World(h, arrivals, service, cold, spec.worker.concurrency or 1, warm)
             await world.play(interval)
             out["actions"], out["delays"] = world.actions, world.delays
 
@@ -206,7 +206,7 @@ def test_the_simulator_and_the_gateway_scale_identically(case: str) -> None:
     warm = spec.scaling.min_workers > 0
     real_actions, real_delays = through_gateway(spec, arrivals, service, cold, interval, warm)
 
-    settings = Settings(policy_of(spec), ColdStart(cold, cold), spec.worker.concurrency, interval, warm_start=warm)
+    settings = Settings(policy_of(spec), ColdStart(cold, cold), spec.worker.concurrency or 1, interval, warm_start=warm)
     run = simulate(arrivals, service, settings)
     simulated = [(round(t - T0, 6), a, n) for t, a, n in run.actions if a in ("start", "stop")]
     real = [(round(t - T0, 6), a, n) for t, a, n in real_actions]

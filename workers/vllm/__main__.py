@@ -24,6 +24,7 @@ import urllib.request  # noqa: E402
 
 from gpuform.util.phase import report_phase_now  # noqa: E402
 from gpuform.workers.vllm.args import build_args, lora_args  # noqa: E402
+from gpuform.workerspec import VLLM_CONCURRENCY  # noqa: E402
 
 
 def _free_port() -> int:
@@ -121,7 +122,7 @@ def main() -> None:
         proxy = VLLMProxy(f"http://127.0.0.1:{port}", env.get("GPUFORM_MODEL_NAME") or "model",
                           float(env.get("REQUEST_TIMEOUT", "3600")))
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        start(proxy.handle, concurrency=int(env.get("MAX_CONCURRENCY", "30")), control=proxy.control)
+        start(proxy.handle, concurrency=int(env.get("MAX_CONCURRENCY", VLLM_CONCURRENCY)), control=proxy.control)
     finally:
         if proc.poll() is None:
             proc.terminate()
