@@ -127,7 +127,8 @@ class Fleet:
         self.metrics.cold_start.labels(worker.endpoint).observe(now - worker.requested_at)
         self.metrics.observe(worker.endpoint, "cold_start", now - worker.requested_at)
         for phase, at in worker.timeline.items():
-            self.metrics.cold_start_phase.labels(worker.endpoint, phase).set(at - worker.requested_at)
+            if phase not in ("start_requested", "job_queued", "first_job", "first_token"):
+                self.metrics.cold_start_phase.labels(worker.endpoint, phase).observe(at - worker.requested_at)
         cond = self.condition(worker.endpoint)
         cond.failures, cond.backoff_until = 0, 0.0
         if cond.status == "UNHEALTHY":
@@ -139,7 +140,7 @@ class Fleet:
         if "first_token" in worker.timeline:
             return
         worker.mark("first_token", self.clock())
-        self.metrics.cold_start_phase.labels(worker.endpoint, "first_token").set(
+        self.metrics.cold_start_phase.labels(worker.endpoint, "first_token").observe(
             worker.timeline["first_token"] - worker.requested_at)
         self._save(worker)
 
@@ -151,6 +152,7 @@ class Fleet:
         if worker.first_job_at is None:
             worker.first_job_at = now
             worker.mark("first_job", now)
+            self.metrics.cold_start_phase.labels(worker.endpoint, "first_job").observe(now - worker.requested_at)
         if worker.state in (WorkerState.IDLE, WorkerState.INITIALIZING):
             worker.move(WorkerState.RUNNING, now)
 
@@ -326,6 +328,7 @@ class Fleet:
 
     def _failed(self, record: WorkerRecord, reason: str, log_tail: str) -> None:
         record.log_tail = log_tail
+        self.metrics.crashes.labels(record.endpoint).inc()
         self._finalize(record, WorkerState.UNHEALTHY, reason)
         cond = self.condition(record.endpoint)
         cond.failures += 1
@@ -371,6 +374,7 @@ class Fleet:
             self._failed(record, f"exited{code} before it became ready", tail)
         else:
             record.log_tail = tail
+            self.metrics.crashes.labels(record.endpoint).inc()
             self._finalize(record, WorkerState.STOPPED, f"exited{code} unexpectedly; last log lines:\n{tail}")
 
     async def check_readiness(self, ep: EndpointRecord, now: float) -> None:

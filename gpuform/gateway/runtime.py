@@ -22,6 +22,7 @@ from gpuform.errors import GatewayError, StoreError
 from gpuform.gateway.auth import KeyRing
 from gpuform.gateway.fleet import Clock, Fleet, FleetSettings, ProviderAccess
 from gpuform.gateway.history import RequestHistory
+from gpuform.gateway.hostmetrics import HostMonitor
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.jsonbody import safe_text
 from gpuform.gateway.metering import Ledger, today
@@ -115,7 +116,8 @@ class Runtime:
         self.store.set_meta("lineage", config.lineage)
         self._providers = providers if providers is not None else Providers(config)
         self.metrics = Metrics()
-        self.ledger = Ledger(self.store.ledger)
+        self.ledger = Ledger(self.store.ledger, lambda e: self.metrics.billed(e.endpoint, e.gpu_type, e.gpus,
+                                                                               e.seconds, e.cost))
         timings = config.timings
         self.queue = JobQueue(self.store.jobs, timings, clock)
         self.history = RequestHistory(self.store.history, timings.request_history, clock)
@@ -126,6 +128,8 @@ class Runtime:
         self.webhooks = Webhooks(timings, config.webhook_secret, webhook_transport, config.gateway.webhooks)
         self.reconciler = Reconciler(lambda: list(self.endpoints.values()), self.fleet, self.queue, self.ledger,
                                      self.metrics, timings.reconcile_interval, clock)
+        self.hosts = HostMonitor(config.pools, self._providers, self.fleet, self.metrics,
+                                 timings.host_metrics_interval)
         self.queue.on_started.append(self._job_started)
         self.queue.on_finished.append(self._job_finished)
         self.queue.on_stop_worker.append(self._stop_worker)
@@ -153,10 +157,12 @@ class Runtime:
         self.webhooks.start()
         if reconcile:
             self.reconciler.start()
+            self.hosts.start()
         else:
             self.reconciler.active = True
 
     async def stop(self) -> None:
+        await self.hosts.stop()
         await self.reconciler.stop()
         await self.webhooks.stop()
         for task in list(self.fleet.tasks):

@@ -45,5 +45,5 @@ SPEC = ProviderSpec(
     description="SSH hosts; workers from a virtualenv under systemd or a supervisor",
     check_endpoint=check_endpoint,
     capabilities=frozenset({Capability.WORKERS, Capability.GATEWAY, Capability.VOLUMES, Capability.GPU_PLACEMENT,
-                            Capability.NAMED_HOSTS}),
+                            Capability.GPU_METRICS, Capability.NAMED_HOSTS}),
 )

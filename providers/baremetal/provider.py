@@ -21,6 +21,7 @@ from typing import Any
 from gpuform.errors import NoCapacity, SSHError
 from gpuform.provider import (
     Attrs,
+    GpuUsage,
     HostInventory,
     Observation,
     ProviderContext,
@@ -269,6 +270,9 @@ class BaremetalProvider:
 
     def inventory(self) -> list[HostInventory]:
         return self.hosts.inventory()
+
+    def gpu_usage(self) -> list[GpuUsage]:
+        return self.hosts.gpu_usage()
 
     def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
         with self._placing:

@@ -63,5 +63,6 @@ SPEC = ProviderSpec(
     description="Docker hosts (local socket or SSH); workers are containers",
     check_endpoint=check_endpoint,
     capabilities=frozenset({Capability.WORKERS, Capability.GATEWAY, Capability.VOLUMES, Capability.GPU_PLACEMENT,
-                            Capability.NAMED_HOSTS, Capability.IMAGES, Capability.WARM_RESTART}),
+                            Capability.GPU_METRICS, Capability.NAMED_HOSTS, Capability.IMAGES,
+                            Capability.WARM_RESTART}),
 )

@@ -30,6 +30,7 @@ from docker.types import DeviceRequest
 from gpuform.errors import DockerError, GpuformError, NoCapacity
 from gpuform.provider import (
     Attrs,
+    GpuUsage,
     HostInventory,
     Observation,
     ProviderContext,
@@ -38,7 +39,14 @@ from gpuform.provider import (
     WorkerLaunch,
 )
 from gpuform.providers.common import remote_volume
-from gpuform.providers.common.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
+from gpuform.providers.common.gpus import (
+    GPU_USAGE_ARGS,
+    NVIDIA_SMI_ARGS,
+    occupancy,
+    parse_gpu_usage,
+    parse_nvidia_smi,
+    place,
+)
 from gpuform.providers.common.hosts import SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
 from gpuform.providers.docker import DockerPool, images
@@ -332,6 +340,17 @@ class DockerProvider:
                 out.append(HostInventory(inv.host, inv.reachable, inv.reason, inv.gpus, spec.cordon))
         self._inventory = (now, out)
         self._evict_all(now)
+        return out
+
+    def gpu_usage(self) -> list[GpuUsage]:
+        out = self.ssh.gpu_usage() if self.ssh.hosts else []
+        for name in self.names:
+            if self.specs[name].docker_host:
+                try:
+                    result = self.engine(name).shell.run([self.pool.nvidia_smi, *GPU_USAGE_ARGS], check=False)
+                except GpuformError:
+                    continue
+                out.extend(parse_gpu_usage(result.text, name) if result.code == 0 else [])
         return out
 
     def _evict_all(self, now: float) -> None:

@@ -28,5 +28,6 @@ SPEC = ProviderSpec(
     pool_model=LocalPool,
     implementation="gpuform.providers.local.provider:LocalProvider",
     description="this machine: workers are local processes with pid files and logs under the state directory",
-    capabilities=frozenset({Capability.WORKERS, Capability.GATEWAY, Capability.VOLUMES, Capability.GPU_PLACEMENT}),
+    capabilities=frozenset({Capability.WORKERS, Capability.GATEWAY, Capability.VOLUMES, Capability.GPU_PLACEMENT,
+                            Capability.GPU_METRICS}),
 )

@@ -25,6 +25,7 @@ from typing import Any
 from gpuform.errors import NoCapacity, ProviderError
 from gpuform.provider import (
     Attrs,
+    GpuUsage,
     HostInventory,
     Observation,
     ProviderContext,
@@ -32,7 +33,14 @@ from gpuform.provider import (
     WorkerInfo,
     WorkerLaunch,
 )
-from gpuform.providers.common.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
+from gpuform.providers.common.gpus import (
+    GPU_USAGE_ARGS,
+    NVIDIA_SMI_ARGS,
+    occupancy,
+    parse_gpu_usage,
+    parse_nvidia_smi,
+    place,
+)
 from gpuform.providers.local import LocalPool
 from gpuform.providers.local.volume import LocalVolumes
 from gpuform.spec import EndpointSpec, RuntimeConfig
@@ -196,6 +204,14 @@ class LocalProvider:
             return [HostInventory(HOST, True, gpus=tuple(parse_nvidia_smi(out.stdout)))]
         except ValueError as exc:
             return [HostInventory(HOST, True, reason=str(exc))]
+
+    def gpu_usage(self) -> list[GpuUsage]:
+        try:
+            out = subprocess.run([self.pool.nvidia_smi, *GPU_USAGE_ARGS], capture_output=True, text=True, timeout=30,
+                                 check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return parse_gpu_usage(out.stdout, HOST) if out.returncode == 0 else []
 
     def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
         with self._placing:
