@@ -14,6 +14,7 @@ PACKAGES=(
   iproute2 util-linux rsync procps psmisc curl ca-certificates sqlite3
   python3 python3-venv                      # the test hosts share this machine's /usr
   postgresql                                # state backend and gateway store tests (own cluster)
+  prometheus                                # promtool and prometheus: examples/observability tests
 )
 
 # (dpkg-query reads the same status database as dpkg -s; no pipe, so no SIGPIPE under pipefail)
