@@ -26,7 +26,8 @@ from tests.helpers import KEY, Deployment, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
 
-EXAMPLE = REPO / "examples" / "observability"
+EXAMPLE = REPO / "examples" / "observability" / "prometheus"
+DASHBOARD = REPO / "examples" / "observability" / "grafana" / "gpuform.json"
 METRICS_KEY = "prometheus-scrape-key"
 FAKE_SMI = REPO / ".ci" / "setup" / "fake-nvidia-smi.py"
 GPUS = REPO / "tests" / "fixtures" / "hosts" / "nvidia-smi" / "a100-sxm4-80gb-x4.csv"
@@ -48,7 +49,7 @@ def alert_rules() -> list[dict[str, Any]]:
 
 
 def panel_queries() -> list[str]:
-    dashboard = json.loads((EXAMPLE / "grafana-dashboard.json").read_text())
+    dashboard = json.loads(DASHBOARD.read_text())
     queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     variables = [v["definition"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
     assert len(queries) >= 15 and variables
