@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import Field
 
 from gpuform.config.plugins import ENTRY_POINT_GROUP, PoolKind
-from gpuform.config.schema import PoolBase, Volume
+from gpuform.config.schema import LogRotation, PoolBase, Volume
 from gpuform.errors import ProviderError
 from gpuform.spec import EndpointSpec, RuntimeConfig
 
@@ -121,6 +121,7 @@ class WorkerLaunch:
     volume_path: str | None = None
     keep_stopped: bool = True
     spec_revision: str = ""
+    logs: LogRotation = field(default_factory=LogRotation)  # how the worker's log rotates (the gateway's setting)
 
 
 @dataclass

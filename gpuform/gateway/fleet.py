@@ -16,8 +16,9 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gpuform.config.schema import GatewayTimings
+from gpuform.config.schema import GatewayTimings, LogRotation
 from gpuform.errors import GpuformError, NoCapacity
+from gpuform.gateway.logs import job_fields, worker_fields
 from gpuform.gateway.metering import Ledger, price_per_second
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
@@ -66,6 +67,7 @@ class FleetSettings:
     advertise_url: str
     timings: GatewayTimings
     prices: Mapping[str, Mapping[str, float]]  # pool -> price per GPU-second by type
+    logs: LogRotation = field(default_factory=LogRotation)  # workers' logs rotate like the gateway's
 
 
 class Fleet:
@@ -221,7 +223,7 @@ class Fleet:
             image=worker.image, command=template_argv(worker.template, worker.command), python=worker.python,
             workdir=worker.workdir, env=self.worker_env(ep, record, token), gpu_types=list(ep.spec.gpu.types),
             gpu_count=ep.spec.gpu.count, volume_path=ep.spec.volume_path, keep_stopped=worker.keep_stopped,
-            spec_revision=ep.revision)
+            spec_revision=ep.revision, logs=self.settings.logs)
 
     def worker_env(self, ep: EndpointRecord, record: WorkerRecord, token: str) -> dict[str, str]:
         """The RunPod worker protocol's variables (reference/runpod.md §5), then the endpoint's own env."""
@@ -308,8 +310,9 @@ class Fleet:
         self.ledger.accrue(record, now)  # nothing when its start failed (no info: nothing ran)
         record.move(state, now, reason)
         lost = self.queue.worker_lost(record.id, f"worker {record.id} stopped: {reason}")
-        if lost:
-            log.info("requeued %d job(s) of %s", len(lost), record.id)
+        for job in lost:
+            log.info("job %s requeued (or failed after its last attempt): worker %s stopped", job.id, record.id,
+                     extra=job_fields(job) | {"worker_id": record.id})
         self._save(record)
         finished = sorted((w for w in self.records.values() if w.state in (WorkerState.STOPPED,
                                                                            WorkerState.UNHEALTHY)),
@@ -337,7 +340,8 @@ class Fleet:
         now = self.clock()
         cond.status, cond.message, cond.log_tail = "UNHEALTHY", f"worker {record.id} {reason}", log_tail
         cond.backoff_until, cond.since = now + delay, now
-        log.warning("worker %s unhealthy (%s); next start in %.0fs", record.id, reason, delay)
+        log.warning("worker %s unhealthy (%s); next start in %.0fs", record.id, reason, delay,
+                    extra=worker_fields(record.id, record.endpoint))
 
     async def observe(self, endpoint: str) -> None:
         """Compare our records with what the provider sees; a worker that vanished has crashed."""

@@ -25,6 +25,7 @@ from gpuform.gateway.history import RequestHistory
 from gpuform.gateway.hostmetrics import HostMonitor
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.jsonbody import safe_text
+from gpuform.gateway.logs import job_fields
 from gpuform.gateway.metering import Ledger, today
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
@@ -101,6 +102,11 @@ def open_store(config: RuntimeConfig) -> GatewayStore:
     return store
 
 
+def _reason(job: Job) -> str:
+    error = job.error.get("error_message", job.error) if isinstance(job.error, dict) else job.error
+    return safe_text(str(error or "no reason given"), 300)
+
+
 class Runtime:
     def __init__(self, config: RuntimeConfig, store: GatewayStore | None = None,
                  providers: ProviderAccess | None = None, clock: Clock = time.time,
@@ -122,7 +128,8 @@ class Runtime:
         self.queue = JobQueue(self.store.jobs, timings, clock)
         self.history = RequestHistory(self.store.history, timings.request_history, clock)
         settings = FleetSettings(config.lineage, config.advertise_url, timings,
-                                 {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()})
+                                 {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()},
+                                 config.gateway.logs)
         self.fleet = Fleet(settings, self.store.workers, self._providers, self.queue, self.ledger, self.metrics,
                            self.keys.token_hash, clock)
         self.webhooks = Webhooks(timings, config.webhook_secret, webhook_transport, config.gateway.webhooks)
@@ -190,8 +197,12 @@ class Runtime:
             self.metrics.observe(job.endpoint, "execution", execution)
         self.store.jobs.count_usage(job.owner or "", job.endpoint, today(job.completed_at or self.clock()),
                                     job.status != JobStatus.COMPLETED, execution)
+        if job.status != JobStatus.COMPLETED:
+            log.info("job %s on %s ended %s: %s", job.id, job.endpoint, job.status, _reason(job), extra=job_fields(job))
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s on %s completed in %.3fs", job.id, job.endpoint, execution, extra=job_fields(job))
         if job.webhook:
-            self.webhooks.deliver(job.webhook, job.view())
+            self.webhooks.deliver(job.webhook, job.view(), job_fields(job))
         self.history.record(job)
 
     def _unserved(self, endpoint: str) -> None:
