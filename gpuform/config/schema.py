@@ -166,7 +166,7 @@ class LogRotation(Model):
     Docker pools pass the same to the json-file log driver; systemd units log to the journal, which
     journald rotates."""
 
-    max_size: Size = Field(50_000_000, ge=4096, description="Size at which a log file is rotated, e.g. 50MB.")
+    max_size: Size = Field(50_000_000, ge=1024, description="Size at which a log file is rotated, e.g. 50MB.")
     max_files: int = Field(3, ge=1, le=100, description="Rotated files kept besides the current one.")
 
 

@@ -30,23 +30,49 @@ def rotate(path: Path, keep: int) -> None:
         path.replace(path.with_name(f"{path.name}.1"))
 
 
+class RotatingFile:
+    """``path`` opened for appending, rotated before it would pass ``max_bytes`` (at a line end where one
+    fits; a single line longer than a whole file is split)."""
+
+    def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
+        self.path, self.max_bytes, self.keep = path, max(1, max_bytes), keep
+        self.out = open(path, "ab", buffering=0)  # noqa: SIM115 (reopened at each rotation)
+        self.size = self.out.tell()
+
+    def write(self, data: bytes) -> None:
+        while data:
+            room = self.max_bytes - self.size
+            if len(data) <= room:
+                self.out.write(data)
+                self.size += len(data)
+                return
+            cut = data.rfind(b"\n", 0, max(0, room)) + 1
+            if not cut and self.size:
+                self.rotate()
+                continue
+            cut = cut or room
+            self.out.write(data[:cut])
+            data = data[cut:]
+            self.rotate()
+
+    def rotate(self) -> None:
+        self.out.close()
+        rotate(self.path, self.keep)
+        self.out = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self.size = 0
+
+    def close(self) -> None:
+        self.out.close()
+
+
 def copy(source: int, path: Path, max_bytes: int, keep: int) -> None:
     """Copy ``source`` (a file descriptor) to ``path`` until end of file, rotating by size."""
-    out = open(path, "ab", buffering=0)  # noqa: SIM115 (reopened at each rotation)
-    size = out.tell()
+    target = RotatingFile(path, max_bytes, keep)
     try:
         while chunk := os.read(source, CHUNK):
-            if size and size + len(chunk) > max_bytes:
-                cut = chunk.rfind(b"\n") + 1  # finish the current line in the old file
-                out.write(chunk[:cut])
-                out.close()
-                rotate(path, keep)
-                out = open(path, "ab", buffering=0)  # noqa: SIM115
-                chunk, size = chunk[cut:], 0
-            out.write(chunk)
-            size += len(chunk)
+            target.write(chunk)
     finally:
-        out.close()
+        target.close()
 
 
 def spawn(argv: list[str], log: Path, max_bytes: int, keep: int, **popen: Any) -> subprocess.Popen[bytes]:
