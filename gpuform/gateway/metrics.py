@@ -12,12 +12,14 @@ The request path only increments counters and observes histograms; gauges are se
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 CONDITIONS = ("OK", "NO_CAPACITY", "UNHEALTHY", "SPEND_CAP")
+WORKER_STATES = ("initializing", "idle", "running", "stopping", "unhealthy")  # the states the gauge shows
 
 
 class Metrics:
@@ -86,6 +88,17 @@ class Metrics:
     def set_condition(self, endpoint: str, current: str) -> None:
         for condition in CONDITIONS:
             self.condition.labels(endpoint, condition).set(1 if condition == current else 0)
+
+    def forget_endpoint(self, endpoint: str) -> None:
+        """Drop a removed endpoint's gauges (its counters and histograms stay until the gateway restarts, so
+        ``rate`` over them stays right)."""
+        removals: list[tuple[Gauge, tuple[str, ...]]] = [(self.workers, (endpoint, s)) for s in WORKER_STATES]
+        removals += [(self.condition, (endpoint, condition)) for condition in CONDITIONS]
+        removals += [(gauge, (endpoint,)) for gauge in (self.queue_depth, self.running, self.spend_today,
+                                                        self.spend_limit)]
+        for gauge, labels in removals:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
 
     def observe(self, endpoint: str, kind: str, seconds: float) -> None:
         """Record a delay/execution/cold-start time for the rolling percentiles."""

@@ -16,9 +16,9 @@ from gpuform.gateway.autoscaler import Decision, Stats, desired_workers, policy_
 from gpuform.gateway.demand import Demand
 from gpuform.gateway.fleet import Clock, Fleet
 from gpuform.gateway.metering import Ledger, today
-from gpuform.gateway.metrics import Metrics
+from gpuform.gateway.metrics import WORKER_STATES, Metrics
 from gpuform.gateway.queue import JobQueue
-from gpuform.gateway.states import LIVE, WorkerState
+from gpuform.gateway.states import WorkerState
 
 if TYPE_CHECKING:
     from gpuform.gateway.runtime import EndpointRecord
@@ -128,7 +128,7 @@ class Reconciler:
 
     def _gauges(self) -> None:
         for ep in self.endpoints():
-            counts = {state: 0 for state in (*LIVE, WorkerState.STOPPING, WorkerState.UNHEALTHY)}
+            counts = {WorkerState(state): 0 for state in WORKER_STATES}
             for w in self.fleet.of(ep.name):
                 if w.state in counts:
                     counts[w.state] += 1

@@ -246,6 +246,7 @@ class Runtime:
         await asyncio.gather(*stops)
         self.store.endpoints.delete(name)
         self.endpoints.pop(name, None)
+        self.metrics.forget_endpoint(name)
 
     def endpoint_by_model(self, model: str) -> EndpointRecord | None:
         return next((ep for ep in self.endpoints.values() if ep.model_name == model and not ep.deleting), None)

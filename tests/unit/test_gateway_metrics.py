@@ -138,3 +138,19 @@ def test_gpu_utilisation_and_memory_come_from_nvidia_smi_where_it_answers() -> N
 
 class _NoWorkers:
     records: dict[str, Any] = {}
+
+
+def test_a_removed_endpoint_leaves_no_gauges_behind() -> None:
+    async def body(h: Harness) -> None:
+        await h.tick()
+        before = (await h.call("GET", "/metrics", METRICS_KEY)).text
+        assert 'gpuform_queue_depth{endpoint="private"}' in before
+        resp = await h.call("DELETE", "/admin/endpoints/private", "admin-key", params={"drain_timeout": "0"})
+        assert resp.status_code == 200, resp.text
+        await h.tick()
+        after = (await h.call("GET", "/metrics", METRICS_KEY)).text
+        gauges = ("gpuform_queue_depth", "gpuform_workers", "gpuform_endpoint_condition", "gpuform_jobs_running")
+        assert not [line for line in after.splitlines() if line.startswith(gauges) and 'endpoint="private"' in line]
+        assert 'gpuform_queue_depth{endpoint="ep"}' in after
+
+    scenario(body, config=_config(), endpoints=_endpoints())
