@@ -34,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import Field
 
 from gpuform.config.plugins import ENTRY_POINT_GROUP, PoolKind
-from gpuform.config.schema import PoolBase, Volume
+from gpuform.config.schema import LogRotation, PoolBase, Volume
 from gpuform.errors import ProviderError
 from gpuform.spec import EndpointSpec, RuntimeConfig
 
@@ -54,6 +54,7 @@ class Capability(StrEnum):
     NAMED_HOSTS = "named_hosts"  # several hosts by name: cordons, unreachable hosts skipped, per-host repair
     IMAGES = "images"  # runs workers from container images (worker.image)
     WARM_RESTART = "warm_restart"  # keeps stopped workers for fast restarts
+    GPU_METRICS = "gpu_metrics"  # reads each GPU's utilisation and memory (GpuMonitor)
 
 
 @dataclass
@@ -75,6 +76,17 @@ class GpuInfo:
     name: str
     memory_mib: int
     uuid: str
+
+
+@dataclass(frozen=True)
+class GpuUsage:
+    """One GPU's utilisation (0-1, None when the driver does not say) and memory, as ``nvidia-smi`` reports."""
+
+    host: str
+    index: int
+    utilization: float | None
+    memory_used_mib: int | None
+    memory_total_mib: int | None
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ class WorkerLaunch:
     volume_path: str | None = None
     keep_stopped: bool = True
     spec_revision: str = ""
+    logs: LogRotation = field(default_factory=LogRotation)  # how the worker's log rotates (the gateway's setting)
     files: dict[str, bytes] = field(default_factory=dict)
     """Files the worker needs, by the environment variable that must hold each one's path where the worker runs
     (TLS: the CA bundle, a client certificate and key). A provider must write each (mode 0600; the names from
@@ -226,8 +239,18 @@ class VolumeHost(Protocol):
     def remove_volume(self, name: str, volume: VolumeSpec) -> None: ...
 
 
+@runtime_checkable
+class GpuMonitor(Protocol):
+    """Capability ``gpu_metrics``: each reachable host's GPUs as ``nvidia-smi`` reports them now."""
+
+    def gpu_usage(self) -> list[GpuUsage]:
+        """Every GPU of every reachable host ([] for hosts without ``nvidia-smi``); never raises for a host
+        that cannot be reached (it is left out)."""
+        ...
+
+
 CAPABILITY_PROTOCOLS: dict[Capability, type] = {Capability.WORKERS: Provider, Capability.GATEWAY: GatewayHost,
-                                                Capability.VOLUMES: VolumeHost}
+                                                Capability.VOLUMES: VolumeHost, Capability.GPU_METRICS: GpuMonitor}
 ProviderFactory = Callable[[str, PoolBase, ProviderContext], Provider]
 
 

@@ -6,7 +6,8 @@ output. The recording is read from $GPUFORM_FAKE_NVIDIA_SMI_CSV when set, else f
 .nvidia-smi.csv next to this script (testhosts.sh copies the chosen fixture there).
 
   nvidia-smi --query-gpu=F1,F2,... --format=csv[,noheader][,nounits]
-      F in index, name, memory.total, uuid (also gpu_name, gpu_uuid, count)
+      F in index, name, memory.total, uuid (also gpu_name, gpu_uuid, count), and
+      utilization.gpu (37 %) and memory.used (1024 MiB), which the recording does not hold
   nvidia-smi -L          one "GPU i: NAME (UUID: ...)" line per GPU
   nvidia-smi             a short table
   anything else          exit 0, no output
@@ -17,6 +18,7 @@ import sys
 import time
 
 FIELDS = {"index": 0, "name": 1, "gpu_name": 1, "memory.total": 2, "uuid": 3, "gpu_uuid": 3}
+LIVE = {"utilization.gpu": ("37 %", "37"), "memory.used": ("1024 MiB", "1024")}  # (with units, nounits)
 DRIVER = "550.127.05"
 CUDA = "12.4"
 
@@ -57,20 +59,23 @@ def query(args: list[str], query_arg: str) -> int:
         return 2
     names = [f.strip() for f in query_arg.split(",") if f.strip()]
     for n in names:
-        if n not in FIELDS and n != "count":
+        if n not in FIELDS and n not in LIVE and n != "count":
             print(f'Field "{n}" is not a valid field to query.')
             return 2
     rows = recorded()
     if "noheader" not in fmt_opts:
         heads = []
         for n in names:
-            heads.append(f"{n} [MiB]" if n == "memory.total" and "nounits" not in fmt_opts else n)
+            heads.append(f"{n} [MiB]" if n in ("memory.total", "memory.used") and "nounits" not in fmt_opts else n)
         print(", ".join(heads))
     for r in rows:
         out = []
         for n in names:
             if n == "count":
                 out.append(str(len(rows)))
+                continue
+            if n in LIVE:
+                out.append(LIVE[n]["nounits" in fmt_opts])
                 continue
             v = r[FIELDS[n]]
             if n == "memory.total" and "nounits" in fmt_opts:

@@ -15,6 +15,7 @@ PACKAGES=(
   python3 python3-venv                      # the test hosts share this machine's /usr
   postgresql                                # state backend and gateway store tests (own cluster)
   chromium chromium-driver fonts-liberation nodejs npm   # the console's browser tests (Playwright drives chromium; npm: axe-core)
+  prometheus                                # promtool and prometheus: examples/observability tests
 )
 
 # (dpkg-query reads the same status database as dpkg -s; no pipe, so no SIGPIPE under pipefail)

@@ -141,6 +141,8 @@ class GatewayTimings(Model):
     request_history: Duration = Field(7 * 86400.0, gt=0, description="How long the request history keeps each "
                                       "finished request (arrival, delay, execution, status, worker, key; never "
                                       "its input or output), long after its result is deleted.")
+    host_metrics_interval: Duration = Field(15.0, gt=0, description="How often the gateway reads its pools' hosts "
+                                            "(GPUs used and free; nvidia-smi utilisation and memory) for /metrics.")
 
 
 class ApiKey(Model):
@@ -157,6 +159,16 @@ class ApiKey(Model):
                                       "at once (429 above).")
     max_queued: int | None = Field(None, ge=1, le=10_000_000, description="Jobs of this key waiting in queues "
                                    "(429 above).")
+
+
+class LogRotation(Model):
+    """How the logs of the gateway and of the workers it starts are rotated: a file that passes ``max_size``
+    becomes ``NAME.1`` (``NAME.1`` becomes ``NAME.2`` …) and only ``max_files`` rotated files are kept.
+    Docker pools pass the same to the json-file log driver; systemd units log to the journal, which
+    journald rotates."""
+
+    max_size: Size = Field(50_000_000, ge=1024, description="Size at which a log file is rotated, e.g. 50MB.")
+    max_files: int = Field(3, ge=1, le=100, description="Rotated files kept besides the current one.")
 
 
 class WebhookPolicy(Model):
@@ -283,6 +295,11 @@ class Gateway(Model):
     proxy_protocol: bool = Field(False, description="Trusted proxies open each connection with a PROXY protocol "
                                                     "v1 line (HAProxy's send-proxy).")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Gateway log level.")
+    log_format: Literal["text", "json"] = Field("text", description="text, or json: one JSON object per line "
+                                                "(time, level, logger, message, and job_id/endpoint/worker_id on "
+                                                "lines about a job or worker).")
+    logs: LogRotation = Field(default_factory=LogRotation, description="Rotation by size of the gateway's log and "
+                                                                       "of its workers' logs.")
     depends_on: list[str] = Field(default_factory=list, description="Extra dependencies as KIND.NAME addresses; "
                                                                    "this resource is applied after them.")
 

@@ -37,6 +37,8 @@ from gpuform.util.hashing import deployment_id
 
 _SLASHES = re.compile(r"/{2,}")
 _ENDPOINT_LABEL = re.compile(r'endpoint="([^"]*)"')
+_HOST_SERIES = ("gpuform_host_", "gpuform_gpu_", "# HELP gpuform_host_", "# TYPE gpuform_host_", "# HELP gpuform_gpu_",
+                "# TYPE gpuform_gpu_")
 
 
 async def healthz(request: Request) -> Response:
@@ -46,7 +48,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics: every endpoint's for the admin key and metrics keys, a client key's own otherwise."""
+    """Prometheus metrics: everything for the admin key and metrics keys (``scope: metrics``); a client key
+    sees its endpoints' series and the gateway's own, never other endpoints' or the hosts'."""
     caller = require_client(request, scope="metrics")
     rt = runtime_of(request)
     text = generate_latest(rt.metrics.registry).decode()
@@ -64,7 +67,9 @@ async def openapi(request: Request) -> Response:
 
 def _visible(line: str, endpoints: set[str]) -> bool:
     match = _ENDPOINT_LABEL.search(line)
-    return match is None or match.group(1) in endpoints
+    if match is not None:
+        return match.group(1) in endpoints
+    return not line.startswith(_HOST_SERIES)
 
 
 class NormalisePath:

@@ -16,8 +16,9 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gpuform.config.schema import GatewayTimings
+from gpuform.config.schema import GatewayTimings, LogRotation
 from gpuform.errors import GpuformError, NoCapacity
+from gpuform.gateway.logs import job_fields, worker_fields
 from gpuform.gateway.metering import Ledger, price_per_second
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
@@ -68,6 +69,7 @@ class FleetSettings:
     prices: Mapping[str, Mapping[str, float]]  # pool -> price per GPU-second by type
     worker_files: Mapping[str, bytes] = field(default_factory=dict)  # env var -> file content (gateway/tls.py)
     connection: str = ""  # what a worker's link to the gateway depends on beyond its endpoint (gateway/tls.py)
+    logs: LogRotation = field(default_factory=LogRotation)  # workers' logs rotate like the gateway's
 
 
 class Fleet:
@@ -139,7 +141,8 @@ class Fleet:
         self.metrics.cold_start.labels(worker.endpoint).observe(now - worker.requested_at)
         self.metrics.observe(worker.endpoint, "cold_start", now - worker.requested_at)
         for phase, at in worker.timeline.items():
-            self.metrics.cold_start_phase.labels(worker.endpoint, phase).set(at - worker.requested_at)
+            if phase not in ("start_requested", "job_queued", "first_job", "first_token"):
+                self.metrics.cold_start_phase.labels(worker.endpoint, phase).observe(at - worker.requested_at)
         cond = self.condition(worker.endpoint)
         cond.failures, cond.backoff_until = 0, 0.0
         if cond.status == "UNHEALTHY":
@@ -151,7 +154,7 @@ class Fleet:
         if "first_token" in worker.timeline:
             return
         worker.mark("first_token", self.clock())
-        self.metrics.cold_start_phase.labels(worker.endpoint, "first_token").set(
+        self.metrics.cold_start_phase.labels(worker.endpoint, "first_token").observe(
             worker.timeline["first_token"] - worker.requested_at)
         self._save(worker)
 
@@ -163,6 +166,7 @@ class Fleet:
         if worker.first_job_at is None:
             worker.first_job_at = now
             worker.mark("first_job", now)
+            self.metrics.cold_start_phase.labels(worker.endpoint, "first_job").observe(now - worker.requested_at)
         if worker.state in (WorkerState.IDLE, WorkerState.INITIALIZING):
             worker.move(WorkerState.RUNNING, now)
 
@@ -232,6 +236,7 @@ class Fleet:
             workdir=worker.workdir, env=self.worker_env(ep, record, token), gpu_types=list(ep.spec.gpu.types),
             gpu_count=ep.spec.gpu.count, volume_path=ep.spec.volume_path, keep_stopped=worker.keep_stopped,
             spec_revision=record.revision, files=dict(self.settings.worker_files))
+            spec_revision=ep.revision, logs=self.settings.logs)
 
     def worker_env(self, ep: EndpointRecord, record: WorkerRecord, token: str) -> dict[str, str]:
         """The RunPod worker protocol's variables (reference/runpod.md §5), then the endpoint's own env."""
@@ -319,8 +324,9 @@ class Fleet:
         self.ledger.accrue(record, now)  # nothing when its start failed (no info: nothing ran)
         record.move(state, now, reason)
         lost = self.queue.worker_lost(record.id, f"worker {record.id} stopped: {reason}")
-        if lost:
-            log.info("requeued %d job(s) of %s", len(lost), record.id)
+        for job in lost:
+            log.info("job %s requeued (or failed after its last attempt): worker %s stopped", job.id, record.id,
+                     extra=job_fields(job) | {"worker_id": record.id})
         self._save(record)
         finished = sorted((w for w in self.records.values() if w.state in (WorkerState.STOPPED,
                                                                            WorkerState.UNHEALTHY)),
@@ -339,6 +345,7 @@ class Fleet:
 
     def _failed(self, record: WorkerRecord, reason: str, log_tail: str) -> None:
         record.log_tail = log_tail
+        self.metrics.crashes.labels(record.endpoint).inc()
         self._finalize(record, WorkerState.UNHEALTHY, reason)
         cond = self.condition(record.endpoint)
         cond.failures += 1
@@ -347,7 +354,8 @@ class Fleet:
         now = self.clock()
         cond.status, cond.message, cond.log_tail = "UNHEALTHY", f"worker {record.id} {reason}", log_tail
         cond.backoff_until, cond.since = now + delay, now
-        log.warning("worker %s unhealthy (%s); next start in %.0fs", record.id, reason, delay)
+        log.warning("worker %s unhealthy (%s); next start in %.0fs", record.id, reason, delay,
+                    extra=worker_fields(record.id, record.endpoint))
 
     async def observe(self, endpoint: str) -> None:
         """Compare our records with what the provider sees; a worker that vanished has crashed."""
@@ -384,6 +392,7 @@ class Fleet:
             self._failed(record, f"exited{code} before it became ready", tail)
         else:
             record.log_tail = tail
+            self.metrics.crashes.labels(record.endpoint).inc()
             self._finalize(record, WorkerState.STOPPED, f"exited{code} unexpectedly; last log lines:\n{tail}")
 
     async def check_readiness(self, ep: EndpointRecord, now: float) -> None:

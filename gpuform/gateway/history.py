@@ -17,6 +17,7 @@ from typing import Any
 from gpuform.config.types import parse_duration
 from gpuform.errors import StoreError
 from gpuform.gateway.jobs import Job
+from gpuform.gateway.logs import job_fields
 from gpuform.gateway.states import TERMINAL, JobStatus
 from gpuform.gateway.store import HistoryEntry, HistoryQuery, HistoryRows
 
@@ -39,7 +40,7 @@ class RequestHistory:
         try:
             self.rows.add(HistoryEntry.of(job))
         except StoreError as exc:
-            log.warning("request history: job %s not recorded: %s", job.id, exc.message)
+            log.warning("request history: job %s not recorded: %s", job.id, exc.message, extra=job_fields(job))
 
     def prune(self, now: float) -> int:
         """Delete rows past retention (at most once every PRUNE_EVERY seconds); return how many."""

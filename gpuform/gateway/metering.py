@@ -7,6 +7,7 @@ UTC midnight, so the ledger and the spending cap see spend as it happens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,11 +36,16 @@ def _split_by_day(start: float, end: float) -> list[tuple[str, float]]:
     return parts
 
 
-class Ledger:
-    """Accrues workers' billed seconds into :class:`~gpuform.gateway.store.LedgerRows`."""
+Accrued = Callable[[LedgerEntry], None]
 
-    def __init__(self, rows: LedgerRows) -> None:
+
+class Ledger:
+    """Accrues workers' billed seconds into :class:`~gpuform.gateway.store.LedgerRows`; ``on_accrue`` hears
+    of every row added (the metrics' GPU-seconds and cost counters)."""
+
+    def __init__(self, rows: LedgerRows, on_accrue: Accrued | None = None) -> None:
         self.rows = rows
+        self.on_accrue = on_accrue
 
     def accrue(self, worker: WorkerRecord, until: float) -> None:
         """Add the worker's seconds since it was last accounted, up to ``until``.
@@ -54,8 +60,10 @@ class Ledger:
             return
         for day, seconds in _split_by_day(start, until):
             cost = None if worker.price is None else seconds * worker.price
-            self.rows.add(LedgerEntry(worker.id, worker.endpoint, day, worker.gpu_type or "cpu", worker.gpus,
-                                      seconds, cost))
+            entry = LedgerEntry(worker.id, worker.endpoint, day, worker.gpu_type or "cpu", worker.gpus, seconds, cost)
+            self.rows.add(entry)
+            if self.on_accrue is not None:
+                self.on_accrue(entry)
         worker.billed_until = until
 
     def spent(self, endpoint: str, day: str) -> float:

@@ -16,9 +16,9 @@ from gpuform.gateway.autoscaler import Decision, Stats, desired_workers, policy_
 from gpuform.gateway.demand import Demand
 from gpuform.gateway.fleet import Clock, Fleet
 from gpuform.gateway.metering import Ledger, today
-from gpuform.gateway.metrics import Metrics
+from gpuform.gateway.metrics import WORKER_STATES, Metrics
 from gpuform.gateway.queue import JobQueue
-from gpuform.gateway.states import LIVE, WorkerState
+from gpuform.gateway.states import WorkerState
 
 if TYPE_CHECKING:
     from gpuform.gateway.runtime import EndpointRecord
@@ -40,6 +40,7 @@ class Reconciler:
         self.clock = clock
         self.ticks = 0
         self.decisions: dict[str, Decision] = {}
+        self.spent: dict[str, float] = {}  # per capped endpoint: today's spend as the last decision read it
         self.demand: dict[str, Demand] = {}  # per endpoint: idle gaps and load windows (see autoscaler.remember)
         self._task: asyncio.Task[None] | None = None
         self.active = False  # decisions are carried out (set by start; a test driving ticks sets it itself)
@@ -97,6 +98,7 @@ class Reconciler:
         cond = self.fleet.condition(ep.name)
         workers = tuple(w.view() for w in self.fleet.of(ep.name))
         spent = self.ledger.spent(ep.name, today(now)) if ep.spec.spend_limit_per_day is not None else 0.0
+        self.spent[ep.name] = spent
         return Stats(queued=q.scalable_queued, running_jobs=q.running, oldest_wait=q.oldest_wait, workers=workers,
                      spent_today=spent, backoff_until=cond.backoff_until, backoff_reason=cond.message,
                      woke_at=q.woke_at)
@@ -126,10 +128,17 @@ class Reconciler:
 
     def _gauges(self) -> None:
         for ep in self.endpoints():
-            counts = {state: 0 for state in (*LIVE, WorkerState.STOPPING, WorkerState.UNHEALTHY)}
+            counts = {WorkerState(state): 0 for state in WORKER_STATES}
             for w in self.fleet.of(ep.name):
                 if w.state in counts:
                     counts[w.state] += 1
             for state, n in counts.items():
                 self.metrics.workers.labels(ep.name, state).set(n)
-            self.metrics.queue_depth.labels(ep.name).set(self.queue.stats(ep.name).queued)
+            stats = self.queue.stats(ep.name)
+            self.metrics.queue_depth.labels(ep.name).set(stats.queued)
+            self.metrics.running.labels(ep.name).set(stats.running)
+            self.metrics.set_condition(ep.name, self.fleet.condition(ep.name).status)
+            self.metrics.crashes.labels(ep.name)  # present (at 0) before the first crash, so rate() sees it
+            if ep.spec.spend_limit_per_day is not None:  # stats() read today's spend for the cap already
+                self.metrics.spend_today.labels(ep.name).set(self.spent.get(ep.name, 0.0))
+                self.metrics.spend_limit.labels(ep.name).set(ep.spec.spend_limit_per_day)

@@ -22,8 +22,10 @@ from gpuform.errors import GatewayError, StoreError
 from gpuform.gateway.auth import KeyRing
 from gpuform.gateway.fleet import Clock, Fleet, FleetSettings, ProviderAccess
 from gpuform.gateway.history import RequestHistory
+from gpuform.gateway.hostmetrics import HostMonitor
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.jsonbody import safe_text
+from gpuform.gateway.logs import job_fields
 from gpuform.gateway.metering import Ledger, today
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
@@ -102,6 +104,11 @@ def open_store(config: RuntimeConfig) -> GatewayStore:
     return store
 
 
+def _reason(job: Job) -> str:
+    error = job.error.get("error_message", job.error) if isinstance(job.error, dict) else job.error
+    return safe_text(str(error or "no reason given"), 300)
+
+
 class Runtime:
     def __init__(self, config: RuntimeConfig, store: GatewayStore | None = None,
                  providers: ProviderAccess | None = None, clock: Clock = time.time,
@@ -118,18 +125,22 @@ class Runtime:
         self.store.set_meta("lineage", config.lineage)
         self._providers = providers if providers is not None else Providers(config)
         self.metrics = Metrics()
-        self.ledger = Ledger(self.store.ledger)
+        self.ledger = Ledger(self.store.ledger, lambda e: self.metrics.billed(e.endpoint, e.gpu_type, e.gpus,
+                                                                               e.seconds, e.cost))
         timings = config.timings
         self.queue = JobQueue(self.store.jobs, timings, clock)
         self.history = RequestHistory(self.store.history, timings.request_history, clock)
         settings = FleetSettings(config.lineage, config.advertise_url, timings,
                                  {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()},
-                                 worker_files(config.tls), connection(config.tls, config.advertise_url))
+                                 worker_files(config.tls), connection(config.tls, config.advertise_url),
+                                 config.gateway.logs)
         self.fleet = Fleet(settings, self.store.workers, self._providers, self.queue, self.ledger, self.metrics,
                            self.keys.token_hash, clock)
         self.webhooks = Webhooks(timings, config.webhook_secret, webhook_transport, config.gateway.webhooks)
         self.reconciler = Reconciler(lambda: list(self.endpoints.values()), self.fleet, self.queue, self.ledger,
                                      self.metrics, timings.reconcile_interval, clock)
+        self.hosts = HostMonitor(config.pools, self._providers, self.fleet, self.metrics,
+                                 timings.host_metrics_interval)
         self.queue.on_started.append(self._job_started)
         self.queue.on_finished.append(self._job_finished)
         self.queue.on_stop_worker.append(self._stop_worker)
@@ -159,10 +170,12 @@ class Runtime:
         self.webhooks.start()
         if reconcile:
             self.reconciler.start()
+            self.hosts.start()
         else:
             self.reconciler.active = True
 
     async def stop(self) -> None:
+        await self.hosts.stop()
         await self.reconciler.stop()
         await self.webhooks.stop()
         for task in list(self.fleet.tasks):
@@ -190,8 +203,12 @@ class Runtime:
             self.metrics.observe(job.endpoint, "execution", execution)
         self.store.jobs.count_usage(job.owner or "", job.endpoint, today(job.completed_at or self.clock()),
                                     job.status != JobStatus.COMPLETED, execution)
+        if job.status != JobStatus.COMPLETED:
+            log.info("job %s on %s ended %s: %s", job.id, job.endpoint, job.status, _reason(job), extra=job_fields(job))
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s on %s completed in %.3fs", job.id, job.endpoint, execution, extra=job_fields(job))
         if job.webhook:
-            self.webhooks.deliver(job.webhook, job.view())
+            self.webhooks.deliver(job.webhook, job.view(), job_fields(job))
         self.history.record(job)
 
     def _unserved(self, endpoint: str) -> None:
@@ -234,6 +251,7 @@ class Runtime:
         await asyncio.gather(*stops)
         self.store.endpoints.delete(name)
         self.endpoints.pop(name, None)
+        self.metrics.forget_endpoint(name)
 
     def endpoint_by_model(self, model: str) -> EndpointRecord | None:
         """The endpoint serving ``model``: its model's name, or one of its LoRA adapters."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import resource
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from gpuform.errors import GpuformError
+from gpuform.gateway import logs
 from gpuform.gateway.app import build_app
 from gpuform.gateway.edge import BodyLimit, guarded_protocol
 from gpuform.gateway.runtime import Runtime
@@ -36,8 +36,7 @@ def load_config(path: Path) -> RuntimeConfig:
 def serve(config_path: Path, listen: str | None = None) -> int:
     config = load_config(config_path)
     host, _, port = (listen or config.gateway.listen).rpartition(":")
-    logging.basicConfig(level=config.gateway.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(config.gateway.log_level, config.gateway.log_format)
     tls = server_options(config.tls)  # before anything starts: a file that will not load is a clear error
     runtime = Runtime(config)
     settings = config.gateway
@@ -45,7 +44,7 @@ def serve(config_path: Path, listen: str | None = None) -> int:
     protocol = guarded_protocol(settings.limits, route_body_limit(settings), settings.trusted_proxies,
                                 settings.proxy_protocol)
     server = uvicorn.Server(uvicorn.Config(
-        build_app(runtime), host=host.strip("[]"), port=int(port), log_level=settings.log_level,
+        build_app(runtime), host=host.strip("[]"), port=int(port), log_level=settings.log_level, log_config=None,
         access_log=settings.log_level == "debug", loop="auto", http=protocol,
         proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=settings.trusted_proxies or None,
         timeout_graceful_shutdown=int(config.timings.drain_timeout) + 5, **tls))

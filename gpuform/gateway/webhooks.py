@@ -65,13 +65,14 @@ class Webhooks:
         if self.client is not None:
             await self.client.aclose()
 
-    def deliver(self, url: str, payload: dict[str, Any]) -> None:
+    def deliver(self, url: str, payload: dict[str, Any], fields: dict[str, Any] | None = None) -> None:
+        """Deliver ``payload`` in the background; ``fields`` go on its log lines (the job's id)."""
         body = json.dumps(payload).encode()
-        task = asyncio.get_running_loop().create_task(self._send(url, body))
+        task = asyncio.get_running_loop().create_task(self._send(url, body, fields or {}))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _send(self, url: str, body: bytes) -> None:
+    async def _send(self, url: str, body: bytes, fields: dict[str, Any]) -> None:
         assert self.client is not None
         attempts = 1 + self.timings.webhook_retries
         for attempt in range(1, attempts + 1):
@@ -84,14 +85,14 @@ class Webhooks:
                     return
                 reason = f"HTTP {resp.status_code}"
             except Refused as exc:
-                log.warning("webhook %s refused: %s", url, exc)
+                log.warning("webhook %s refused: %s", url, exc, extra=fields)
                 return
             except (httpx.HTTPError, OSError) as exc:
                 reason = type(exc).__name__
-            log.info("webhook %s attempt %d/%d failed: %s", url, attempt, attempts, reason)
+            log.info("webhook %s attempt %d/%d failed: %s", url, attempt, attempts, reason, extra=fields)
             if attempt < attempts:
                 await asyncio.sleep(self.timings.webhook_retry_delay)
-        log.warning("webhook %s gave up after %d attempts", url, attempts)
+        log.warning("webhook %s gave up after %d attempts", url, attempts, extra=fields)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
         """POST to the address the destination resolved to and passed the policy (Host and SNI keep the name),

@@ -93,13 +93,16 @@ def build(config: Config, lineage: str, volume_sources: dict[str, VolumeSource] 
 
 def current_attributes(kind: str, attrs: dict[str, Any]) -> dict[str, Any]:
     """Attributes an older gpuform recorded, in today's shape, so that upgrading gpuform alone plans no change:
-    a gateway's ``queue: sqlite`` (before ``store:``) is ``store: {type: sqlite}`` with one replica, a
-    timing added since (``request_history``) has its default, and one recorded before TLS has ``tls: null``."""
+    a gateway's ``queue: sqlite`` (before ``store:``) is ``store: {type: sqlite}`` with one replica, a timing
+    or log setting added since (``request_history``, ``log_format``, ``logs``) has its default, and one recorded
+    before TLS has ``tls: null``."""
     if kind != ResourceKind.GATEWAY:
         return attrs
     out = _current_timings(attrs)
     if "tls" not in out:  # before TLS: none
         out = {**out, "tls": None}
+    if "timings" in out and ("log_format" not in out or "logs" not in out):
+        out = {"log_format": "text", "logs": schema.LogRotation().model_dump(mode="json"), **out}
     if "store" in out:
         return out
     out = {k: v for k, v in out.items() if k != "queue"}

@@ -75,7 +75,16 @@ def _reap(pid: int) -> None:
 
 
 def tail(path: Path, lines: int = 50) -> str:
-    """The last ``lines`` lines of a text file ('' when it does not exist)."""
+    """The last ``lines`` lines of a text file ('' when it does not exist), continued from its last rotated
+    file (``PATH.1``, see :mod:`gpuform.util.logpipe`) when the current one was just started."""
+    found = _tail_lines(path)
+    if len(found) < lines:
+        found = _tail_lines(path.with_name(path.name + ".1")) + found
+    return "\n".join(found[-lines:])
+
+
+def _tail_lines(path: Path) -> list[str]:
+    """The lines of the last 64 KiB of ``path`` ([] when it does not exist)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -83,5 +92,5 @@ def tail(path: Path, lines: int = 50) -> str:
             fh.seek(max(0, size - 64 * 1024))
             data = fh.read()
     except OSError:
-        return ""
-    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+        return []
+    return data.decode(errors="replace").splitlines()

@@ -60,5 +60,5 @@ SPEC = ProviderSpec(
     check_endpoint=check_endpoint,
     check_pool=check_pool,
     capabilities=frozenset({Capability.WORKERS, Capability.GATEWAY, Capability.VOLUMES, Capability.GPU_PLACEMENT,
-                            Capability.NAMED_HOSTS}),
+                            Capability.GPU_METRICS, Capability.NAMED_HOSTS}),
 )

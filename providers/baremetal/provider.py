@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gpuform.config.schema import LogRotation
 from gpuform.errors import NoCapacity, SSHError
 from gpuform.provider import (
     Attrs,
+    GpuUsage,
     HostInventory,
     Observation,
     ProviderContext,
@@ -35,9 +37,11 @@ from gpuform.providers.common.hosts import Host, SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
 from gpuform.providers.common.shell import Shell
 from gpuform.spec import EndpointSpec, RuntimeConfig
+from gpuform.util import logpipe
 from gpuform.workerspec import resolve_argv
 
 AGENT = Path(__file__).resolve().parent.parent / "common" / "hostagent.py"
+LOGPIPE = Path(logpipe.__file__)
 
 
 def systemd_run_argv(unit: str, argv: list[str], env_file: str, cwd: str, restart: str = "no",
@@ -78,6 +82,7 @@ class BaremetalProvider:
         dirs = [posixpath.join(self.data, d) for d in ("bin", "workers", "logs", "venvs", "gateways")]
         conn.run(["mkdir", "-p", *dirs])
         conn.write_file(posixpath.join(self.data, "bin", "hostagent.py"), AGENT.read_bytes())
+        conn.write_file(posixpath.join(self.data, "bin", "logpipe.py"), LOGPIPE.read_bytes())
         info = self._agent(host, "info", {"data_dir": self.data})
         self._systemd[host.name] = self._use_systemd(info)
         return info
@@ -238,10 +243,11 @@ class BaremetalProvider:
         else:
             labels = ["--label", f"gpuform.lineage={self.ctx.lineage}", "--label", f"gpuform.address=gateway.{name}"]
             argv = [python, "-m", "gpuform.util.supervise", "--pidfile", posixpath.join(gdir, "supervisor.pid"),
-                    *labels, "--", *serve]
+                    *labels, "--log-format", config.gateway.log_format, "--", *serve]
             self._agent(host, "start", {"id": unit, "argv": argv, "cwd": gdir, "env": {"PYTHONUNBUFFERED": "1"},
                                         "records": posixpath.join(self.data, "workers"),
                                         "log": posixpath.join(gdir, "gateway.log"),
+                                        "rotate": _rotation(config.gateway.logs),
                                         "meta": {"lineage": self.ctx.lineage, "kind": "gateway"}})
         return {"host": host.name, "unit": unit}
 
@@ -292,6 +298,9 @@ class BaremetalProvider:
     def inventory(self) -> list[HostInventory]:
         return self.hosts.inventory()
 
+    def gpu_usage(self) -> list[GpuUsage]:
+        return self.hosts.gpu_usage()
+
     def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
         with self._placing:
             used, count = occupancy(self.list_workers())
@@ -329,7 +338,7 @@ class BaremetalProvider:
             conn.run(systemd_run_argv(f"gpuform-w-{launch.worker_id}", argv, env_file, cwd))
         else:
             self._agent(host, "start", {"id": launch.worker_id, "argv": argv, "env": env, "cwd": cwd,
-                                        "records": records, "meta": meta,
+                                        "records": records, "meta": meta, "rotate": _rotation(launch.logs),
                                         "log": posixpath.join(self.data, "logs", f"{launch.worker_id}.log")})
         return WorkerInfo(launch.worker_id, launch.endpoint, host, "running", gpu_type, indices,
                           ref=launch.worker_id, started_at=time.time(), spec_revision=launch.spec_revision)
@@ -393,6 +402,11 @@ class BaremetalProvider:
 
     def close(self) -> None:
         self.hosts.close()
+
+
+def _rotation(logs: LogRotation) -> dict[str, int]:
+    """The host agent's ``rotate`` for a log rotated as ``logs`` says (by ``bin/logpipe.py``)."""
+    return {"max_bytes": logs.max_size, "keep": logs.max_files}
 
 
 def _info(host: str, record: dict[str, Any], state: str) -> WorkerInfo:

@@ -6,9 +6,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gpuform.provider import GpuInfo, HostInventory, WorkerInfo
+from gpuform.provider import GpuInfo, GpuUsage, HostInventory, WorkerInfo
 
 NVIDIA_SMI_ARGS = ["--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader"]
+GPU_USAGE_ARGS = ["--query-gpu=index,utilization.gpu,memory.used,memory.total", "--format=csv,noheader,nounits"]
 _SIZES_GB = (8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 141, 180, 192, 288)
 _STRIP = ("NVIDIA", "GeForce", "Tesla", "Quadro")
 
@@ -48,6 +49,27 @@ def parse_nvidia_smi(text: str) -> list[GpuInfo]:
         mib = int(re.sub(r"[^\d]", "", memory) or 0)
         gpus.append(GpuInfo(int(index), gpu_type(name, mib), name, mib, uuid))
     return gpus
+
+
+def parse_gpu_usage(text: str, host: str) -> list[GpuUsage]:
+    """Parse ``index, utilization.gpu, memory.used, memory.total`` lines (no units); a value the driver
+    does not report (``[N/A]``) is None, a line that cannot be read is skipped."""
+    out: list[GpuUsage] = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 4 or not parts[0].isdigit():
+            continue
+        util, used, total = (_number(p) for p in parts[1:])
+        out.append(GpuUsage(host, int(parts[0]), None if util is None else util / 100,
+                            None if used is None else int(used), None if total is None else int(total)))
+    return out
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.split(maxsplit=1)[0])
+    except (ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -38,15 +38,29 @@ def _allowed(env: Any) -> dict[str, str]:
     return {k: v for k, v in env.items() if k in ALLOWED or k.startswith(("LC_", "CUDA_"))}
 
 
+def _log_pipe(log: Path, rotate: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """logpipe.py (beside this file) writing into ``log``, rotated at ``max_bytes`` with ``keep`` old files."""
+    pipe = Path(__file__).resolve().parent / "logpipe.py"
+    return subprocess.Popen([sys.executable, str(pipe), str(log), str(int(rotate["max_bytes"])),
+                             str(int(rotate["keep"]))], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+
+
 def start(req: dict[str, Any]) -> dict[str, Any]:
+    """Start a detached process; its output goes to ``log``, through a rotating log pipe when ``rotate``
+    ({max_bytes, keep}) is given."""
     records = Path(req["records"])
     records.mkdir(parents=True, exist_ok=True)
     log = Path(req["log"])
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**_allowed(os.environ), **req.get("env", {})}
-    with open(log, "ab") as out:
+    out = _log_pipe(log, req["rotate"]).stdin if req.get("rotate") else open(log, "ab")  # noqa: SIM115
+    assert out is not None
+    try:
         proc = subprocess.Popen(req["argv"], cwd=req.get("cwd") or None, env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    finally:
+        out.close()  # the process holds its own copy; a log pipe ends when the process (and its children) do
     record = {"id": req["id"], "pid": proc.pid, "started": _start_time(proc.pid), "started_at": time.time(),
               "log": str(log), **req.get("meta", {})}
     tmp = records / f".{req['id']}.tmp"
@@ -103,15 +117,24 @@ def list_(req: dict[str, Any]) -> dict[str, Any]:
     return {"records": out}
 
 
-def tail(req: dict[str, Any]) -> dict[str, Any]:
+def _tail_lines(path: str) -> list[str]:
     try:
-        with open(req["path"], "rb") as fh:
+        with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             fh.seek(max(0, fh.tell() - 65536))
             data = fh.read()
     except OSError:
-        return {"text": ""}
-    return {"text": "\n".join(data.decode(errors="replace").splitlines()[-int(req.get("lines", 50)):])}
+        return []
+    return data.decode(errors="replace").splitlines()
+
+
+def tail(req: dict[str, Any]) -> dict[str, Any]:
+    """The last lines of a log, continued from its last rotated file (PATH.1) when the current one is short."""
+    lines = int(req.get("lines", 50))
+    found = _tail_lines(req["path"])
+    if len(found) < lines:
+        found = _tail_lines(req["path"] + ".1") + found
+    return {"text": "\n".join(found[-lines:])}
 
 
 def forget(req: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from typing import TypeVar
 
 from gpuform.config.schema import SSHHost
 from gpuform.errors import GpuformError, SSHError
-from gpuform.provider import HostInventory
+from gpuform.provider import GpuUsage, HostInventory
 from gpuform.providers.common import sshconfig
-from gpuform.providers.common.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi
+from gpuform.providers.common.gpus import GPU_USAGE_ARGS, NVIDIA_SMI_ARGS, parse_gpu_usage, parse_nvidia_smi
 from gpuform.providers.common.ssh import Connection, ConnectionPool, Target
 
 T = TypeVar("T")
@@ -97,6 +97,16 @@ class SSHHosts:
             raise SSHError(f"cannot parse nvidia-smi output on {host.name}: {exc}",
                            "Check the driver installation on that host.", host.name) from exc
         return HostInventory(host.name, True, gpus=gpus, cordoned=host.spec.cordon)
+
+    def gpu_usage(self) -> list[GpuUsage]:
+        """Every reachable host's GPUs as nvidia-smi reports them now (nothing from a host without it)."""
+        def usage(host: Host) -> list[GpuUsage]:
+            result = self.conn(host).run([self.nvidia_smi, *GPU_USAGE_ARGS], check=False)
+            return parse_gpu_usage(result.text, host.name) if result.code == 0 else []
+
+        reachable = [h for h in self.hosts if h.name in {i.host for i in self.inventory() if i.reachable}]
+        found, _errors = self.each(usage, reachable)
+        return [g for gpus in found.values() for g in gpus]
 
     def usable(self) -> list[HostInventory]:
         return [h for h in self.inventory() if h.reachable and not h.cordoned]

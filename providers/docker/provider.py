@@ -25,11 +25,13 @@ from typing import Any
 
 import docker.errors
 from docker.models.containers import Container
-from docker.types import DeviceRequest
+from docker.types import DeviceRequest, LogConfig
 
+from gpuform.config.schema import LogRotation
 from gpuform.errors import DockerError, GpuformError, NoCapacity
 from gpuform.provider import (
     Attrs,
+    GpuUsage,
     HostInventory,
     Observation,
     ProviderContext,
@@ -38,7 +40,14 @@ from gpuform.provider import (
     WorkerLaunch,
 )
 from gpuform.providers.common import remote_volume, sshconfig
-from gpuform.providers.common.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
+from gpuform.providers.common.gpus import (
+    GPU_USAGE_ARGS,
+    NVIDIA_SMI_ARGS,
+    occupancy,
+    parse_gpu_usage,
+    parse_nvidia_smi,
+    place,
+)
 from gpuform.providers.common.hosts import SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
 from gpuform.providers.docker import DockerPool, images
@@ -55,6 +64,13 @@ def device_requests(indices: tuple[int, ...]) -> list[DeviceRequest]:
     if not indices:
         return []
     return [DeviceRequest(driver="nvidia", device_ids=[str(i) for i in indices], capabilities=[["gpu"]])]
+
+
+def log_config(logs: LogRotation) -> LogConfig:
+    """The json-file log driver rotating as ``logs`` says (its ``max-file`` counts the current file too);
+    ``docker logs`` and ``gpuform logs`` read across the rotated files."""
+    return LogConfig(type=LogConfig.types.JSON, config={"max-size": str(logs.max_size),
+                                                        "max-file": str(logs.max_files + 1)})
 
 
 def env_text(env: dict[str, str]) -> str:
@@ -263,7 +279,7 @@ class DockerProvider:
             container = engine.client.containers.run(
                 tag, [RUNTIME_PYTHON, "-m", "gpuform.gateway", "--config", posixpath.join(gdir, "config.json")],
                 name=f"gpuform-gateway-{self.ctx.lineage[:8]}-{name}", detach=True, network_mode="host",
-                restart_policy={"Name": "always"}, volumes=binds,
+                restart_policy={"Name": "always"}, volumes=binds, log_config=log_config(config.gateway.logs),
                 labels={"gpuform.lineage": self.ctx.lineage, "gpuform.address": f"gateway.{name}",
                         "gpuform.config": digest})
         except docker.errors.DockerException as exc:
@@ -333,6 +349,17 @@ class DockerProvider:
                 out.append(HostInventory(inv.host, inv.reachable, inv.reason, inv.gpus, spec.cordon))
         self._inventory = (now, out)
         self._evict_all(now)
+        return out
+
+    def gpu_usage(self) -> list[GpuUsage]:
+        out = self.ssh.gpu_usage() if self.ssh.hosts else []
+        for name in self.names:
+            if self.specs[name].docker_host:
+                try:
+                    result = self.engine(name).shell.run([self.pool.nvidia_smi, *GPU_USAGE_ARGS], check=False)
+                except GpuformError:
+                    continue
+                out.extend(parse_gpu_usage(result.text, name) if result.code == 0 else [])
         return out
 
     def _evict_all(self, now: float) -> None:
@@ -430,7 +457,8 @@ class DockerProvider:
         container = engine.client.containers.create(
             image, ["/bin/sh", "/gpuform/entry.sh", *argv], name=f"gpuform-w-{launch.worker_id}", labels=labels,
             network_mode="host", restart_policy={"Name": "no"}, volumes=volumes,  # type: ignore[arg-type]
-            device_requests=device_requests(indices), working_dir=launch.workdir or None, detach=True)
+            device_requests=device_requests(indices), working_dir=launch.workdir or None, detach=True,
+            log_config=log_config(launch.logs))
         try:
             container.start()
         except docker.errors.DockerException:

@@ -105,5 +105,6 @@ SPEC = ProviderSpec(
     implementation="gpuform.providers.local.provider:LocalProvider",
     check_endpoint=check_endpoint,
     description="this machine: workers are local processes with pid files and logs under the state directory",
-    capabilities=frozenset({Capability.WORKERS, Capability.GATEWAY, Capability.VOLUMES, Capability.GPU_PLACEMENT}),
+    capabilities=frozenset({Capability.WORKERS, Capability.GATEWAY, Capability.VOLUMES, Capability.GPU_PLACEMENT,
+                            Capability.GPU_METRICS}),
 )

@@ -26,6 +26,7 @@ from typing import Any
 from gpuform.errors import NoCapacity, ProviderError
 from gpuform.provider import (
     Attrs,
+    GpuUsage,
     HostInventory,
     Observation,
     ProviderContext,
@@ -33,11 +34,18 @@ from gpuform.provider import (
     WorkerInfo,
     WorkerLaunch,
 )
-from gpuform.providers.common.gpus import NVIDIA_SMI_ARGS, occupancy, parse_nvidia_smi, place
+from gpuform.providers.common.gpus import (
+    GPU_USAGE_ARGS,
+    NVIDIA_SMI_ARGS,
+    occupancy,
+    parse_gpu_usage,
+    parse_nvidia_smi,
+    place,
+)
 from gpuform.providers.local import LocalPool, python_problem, requirements_file
 from gpuform.providers.local.volume import LocalVolumes
 from gpuform.spec import EndpointSpec, RuntimeConfig
-from gpuform.util import procs
+from gpuform.util import logpipe, procs
 from gpuform.util.environ import GATEWAY_EXTRA, built_environment
 from gpuform.workerspec import interpreter, requirement_lines, resolve_argv
 
@@ -207,10 +215,10 @@ class LocalProvider:
         (gdir / "config.sha").write_text(digest)
         label_args = [a for k, v in self._labels(name).items() for a in ("--label", f"{k}={v}")]
         argv = [sys.executable, "-m", "gpuform.util.supervise", "--pidfile", str(gdir / "supervisor.pid"),
-                *label_args, "--", sys.executable, "-m", "gpuform.gateway", "--config", str(cfg_path)]
-        with open(gdir / "gateway.log", "ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True, env=_gateway_env())
+                *label_args, "--log-format", config.gateway.log_format, "--", sys.executable, "-m",
+                "gpuform.gateway", "--config", str(cfg_path)]
+        logs = config.gateway.logs
+        proc = logpipe.spawn(argv, gdir / "gateway.log", logs.max_size, logs.max_files, env=_gateway_env())
         return {"pid": proc.pid, "config_sha": digest}
 
     def stop_gateway(self, name: str, remove_data: bool) -> None:
@@ -244,6 +252,14 @@ class LocalProvider:
         except ValueError as exc:
             return [HostInventory(HOST, True, reason=str(exc))]
 
+    def gpu_usage(self) -> list[GpuUsage]:
+        try:
+            out = subprocess.run([self.pool.nvidia_smi, *GPU_USAGE_ARGS], capture_output=True, text=True, timeout=30,
+                                 check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return parse_gpu_usage(out.stdout, HOST) if out.returncode == 0 else []
+
     def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
         with self._placing:
             return self._start_worker(launch)
@@ -268,9 +284,7 @@ class LocalProvider:
         cwd = launch.workdir or str(self.ctx.config_dir)
         log_path = self.workers_dir / f"{launch.worker_id}.log"
         try:
-            with open(log_path, "ab") as log:
-                proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+            proc = logpipe.spawn(argv, log_path, launch.logs.max_size, launch.logs.max_files, cwd=cwd, env=env)
         except OSError as exc:
             raise ProviderError(f"cannot start worker {launch.worker_id}: {exc.strerror} ({argv[0]})",
                                 "Check worker.command and worker.python.", f"endpoint.{launch.endpoint}") from exc

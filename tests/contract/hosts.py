@@ -80,6 +80,7 @@ class Setup:
                 listen: {listen}
                 advertise_url: {self.url}
                 api_keys: {{test: test-key}}
+                logs: {{max_size: 4096, max_files: 2}}
                 timings: {{lease_timeout: 5s, ping_interval: 1s, reconcile_interval: 0.3s, drain_timeout: 5s,
                           take_timeout: 2s, start_backoff: 1s, start_backoff_max: 4s}}
             endpoints:
@@ -117,6 +118,23 @@ class Setup:
         else:
             ssh("10.77.0.11", "sh", "-c", "pkill -f '[g]puform[.]util[.]supervise' ; sleep 1; "
                                           "pkill -f '[g]puform[.]gateway --config' ; true")
+
+    def rotated_worker_log(self, worker_id: str) -> bool:
+        """Whether the worker's log has a rotated file (NAME.1) beside it, where its provider keeps it."""
+        if self.provider == "local":
+            lineage = json.loads((self.workdir / "state" / "gpuform.state.json").read_text())["lineage"]
+            workers = Path(os.environ["GPUFORM_DATA_DIR"]) / "deployments" / lineage / "local" / "p" / "workers"
+            return (workers / f"{worker_id}.log.1").exists() and (workers / f"{worker_id}.log").stat().st_size < 8192
+        for host in self.hosts():
+            if self.provider == "docker":
+                path = ssh(host, "docker", "inspect", "-f", "{{.LogPath}}", f"gpuform-w-{worker_id}",
+                           check=False).stdout.strip()
+            else:
+                path = ssh(host, "sh", "-c", f"ls /var/lib/gpuform/lineage-*/logs/{worker_id}.log 2>/dev/null || true"
+                           ).stdout.strip()
+            if path and ssh(host, "test", "-e", f"{path}.1", check=False).returncode == 0:
+                return True
+        return False
 
     def leftovers(self, lineage: str) -> list[str]:
         """Anything of this lineage still running or staged after destroy."""

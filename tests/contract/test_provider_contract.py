@@ -76,6 +76,14 @@ def test_provider_contract(setup: Setup) -> None:
         assert answer["status"] == "COMPLETED" and answer["output"] == {"echo": {"hello": s.provider}}
     wait_for(lambda: len(_workers(s)) == 1, 60, what="min_workers=1")
 
+    # a worker's log rotates by size (logs.max_size: 4096) and `gpuform logs` still reads it
+    with httpx.Client(base_url=s.url, headers={"Authorization": "Bearer test-key"}, timeout=120) as http:
+        answer = http.post("/v2/echo/runsync", json={"input": {"log": 120}}).json()
+        assert answer["status"] == "COMPLETED", answer
+    wait_for(lambda: s.rotated_worker_log(answer["workerId"]), 20, what="the worker's log to pass 4 KB and rotate")
+    shown = run_gpuform("-C", str(s.workdir), "logs", "echo", "--worker", answer["workerId"], "--tail", "5")
+    assert shown.returncode == 0 and "echo log line 119 ..." in shown.stdout, shown.stdout + shown.stderr
+
     # update: workers follow min_workers (start and stop through the provider)
     _apply(s, min_workers=2)
     wait_for(lambda: len(_workers(s)) == 2, 120, what="a second worker")

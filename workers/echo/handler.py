@@ -1,7 +1,8 @@
 """A handler that echoes its input, for the quickstart and tests.
 
 Input knobs: ``sleep`` (seconds before answering), ``fail`` (raise with this message), ``stream`` (yield
-that many chunks), ``progress`` (post a progress update first). OpenAI-shaped jobs (``openai_route``)
+that many chunks), ``progress`` (post a progress update first), ``log`` (print that many 100-byte lines,
+``echo log line N …``, to the worker's log first: log rotation tests). OpenAI-shaped jobs (``openai_route``)
 get an OpenAI-shaped answer that echoes the last message, streamed when asked.
 
 Test hook: ``GPUFORM_ECHO_STARTUP_DELAY`` (seconds, in the worker's ``env:``) holds the worker back that long
@@ -44,6 +45,8 @@ def handler(job: dict[str, Any]) -> Any:
         return {"echo": payload}
     if payload.get("progress"):
         progress_update(job, {"step": "started"})
+    if payload.get("log"):
+        _log_lines(int(payload["log"]))
     if payload.get("sleep"):
         time.sleep(float(payload["sleep"]))
     if payload.get("fail"):
@@ -51,6 +54,11 @@ def handler(job: dict[str, Any]) -> Any:
     if payload.get("stream"):
         return _chunks(int(payload["stream"]), float(payload.get("interval", 0)))
     return {"echo": payload}
+
+
+def _log_lines(count: int) -> None:
+    for i in range(min(count, 1_000_000)):
+        print(f"echo log line {i} ".ljust(99, "."), flush=i == count - 1)
 
 
 def _chunks(count: int, interval: float) -> Iterator[dict[str, int]]:
