@@ -235,8 +235,7 @@ class Fleet:
             image=worker.image, command=template_argv(worker.template, worker.command), python=worker.python,
             workdir=worker.workdir, env=self.worker_env(ep, record, token), gpu_types=list(ep.spec.gpu.types),
             gpu_count=ep.spec.gpu.count, volume_path=ep.spec.volume_path, keep_stopped=worker.keep_stopped,
-            spec_revision=record.revision, files=dict(self.settings.worker_files))
-            spec_revision=ep.revision, logs=self.settings.logs)
+            spec_revision=record.revision, files=dict(self.settings.worker_files), logs=self.settings.logs)
 
     def worker_env(self, ep: EndpointRecord, record: WorkerRecord, token: str) -> dict[str, str]:
         """The RunPod worker protocol's variables (reference/runpod.md §5), then the endpoint's own env."""
