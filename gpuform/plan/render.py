@@ -128,7 +128,7 @@ def render_change(change: ResourceChange, colour: bool = False) -> list[str]:
     symbol = SYMBOL[action]
     reason = {"replace_by_request": " (as requested with --replace)",
               "replace_because_tainted": " (tainted: a previous apply failed part-way)",
-              "update_because_tainted": " (a previous apply failed part-way; it resumes where it stopped)",
+              "update_because_tainted": " (a previous apply failed part-way; it goes on from what is there)",
               "delete_because_no_resource_config": " (no longer in the configuration)"}.get(change.action_reason, "")
     head = (f"  # {change.address} will be imported" if change.importing is not None and action == Action.NO_OP
             else f"  # {change.address} {VERB[action]}{reason}")

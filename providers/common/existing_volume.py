@@ -33,7 +33,7 @@ def require(volume: VolumeSpec, sums: Checksums | None, checks: Mapping[str, Hos
     expected = expected_content(sums)
     found = verdict(expected, checks, sums is not None)
     if found != expected:
-        raise ProviderError(f"{volume.path} is {found}",
+        raise ProviderError(f"volume path {volume.path}: {found}",
                             "This volume has no `source`, so gpuform does not write there: put the files on every "
                             "host (mount the share, pre-pull them), fix `manifest`, or set `source` to stage them "
                             "from this machine; then apply again.")
