@@ -49,9 +49,10 @@ def test_validate_success_and_every_example_validates(cli, monkeypatch, tmp_path
     monkeypatch.setenv("HF_TOKEN", "hf-example")
     examples = sorted(p for p in (REPO / "examples").iterdir() if p.is_dir())
     assert examples
-    for example in examples:
-        if example.name == "vllm-tiny":  # its model is generated (gitignored): validate says so until it exists
-            example = Path(shutil.copytree(example, tmp_path / example.name, ignore=shutil.ignore_patterns("state")))
+    for found in examples:
+        example = found
+        if found.name == "vllm-tiny":  # its model is generated (gitignored): validate says so until it exists
+            example = Path(shutil.copytree(found, tmp_path / found.name, ignore=shutil.ignore_patterns("state")))
             missing = cli("-C", str(example), "validate")
             assert missing.code == 1 and "gpuform.yaml:22:13: error: volume source \"./models/tiny\" does not exist" \
                 in missing.err and "Put the model files there" in missing.err, missing.err
