@@ -15,12 +15,12 @@ if TYPE_CHECKING:
     from gpuform.config.load import Config
 
 
-def check_references(config: Config) -> list[Diagnostic]:
+def check_references(config: Config, local_files: bool = True) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for name, vol in config.volumes.items():
         if _ref(config, out, ("volumes", name, "pool"), "pool", vol.pool, f"volume.{name}"):
             out += _capable(config, ("volumes", name, "pool"), vol.pool, "volumes", f"volume.{name}")
-        out += check_volume(config, name, vol)
+        out += check_volume(config, name, vol) if local_files else []
     for name, gw in config.gateways.items():
         if _ref(config, out, ("gateway", name, "pool"), "pool", gw.pool, f"gateway.{name}"):
             out += _capable(config, ("gateway", name, "pool"), gw.pool, "gateway", f"gateway.{name}")

@@ -61,8 +61,9 @@ def backend_options_of(config: Backend, overrides: Mapping[str, str]) -> dict[st
     return options
 
 
-def load_config(ws: Workspace, variables: Mapping[str, str] | None = None) -> Config:
-    ws.config = load(ws.config_dir, variables, workspace=ws.name)
+def load_config(ws: Workspace, variables: Mapping[str, str] | None = None, local_files: bool = True) -> Config:
+    """The configuration; ``local_files=False`` (destroy) does not need volume sources on this machine."""
+    ws.config = load(ws.config_dir, variables, workspace=ws.name, local_files=local_files)
     return ws.config
 
 

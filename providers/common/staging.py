@@ -12,6 +12,7 @@ Every received file is checksummed on its host before it is moved into place.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections.abc import Callable, Mapping
@@ -49,6 +50,15 @@ class Staging:
         self._turn = itertools.count()
 
     def run(self) -> Attrs:
+        try:
+            return self._run()
+        except BaseException:
+            for host in self.hosts.values():  # what is verified, so plan and the next apply start from there
+                with contextlib.suppress(GpuformError):
+                    host.record(force=True)
+            raise
+
+    def _run(self) -> Attrs:
         self._each(lambda h: h.open())
         conns = {n: s for n, s in ((n, h.conn) for n, h in self.hosts.items()) if isinstance(s, Connection)}
         if self.volume.host_to_host and len(self.hosts) > 1 and len(conns) == len(self.hosts) and self._missing():

@@ -143,18 +143,22 @@ class _Copy:
                 have[rel] = self.source[rel]
         todo = to_copy(self.source, have)
         total, done = sum(self.source[r][0] for r in todo), 0
-        for rel in todo:
-            if self.ctx.cancelled.is_set():
-                raise ProviderError("volume staging interrupted", "Run apply again to finish copying; files "
-                                    "already verified are kept.")
-            self._copy_one(source_dir, rel)
-            have[rel] = self.source[rel]
-            done += self.source[rel][0]
-            self.ctx.transfer(f"localhost:{self.path}", done, total)
-            if time.monotonic() - self.recorded_at >= RECORD_EVERY_S:
-                self.recorded_at = time.monotonic()
-                volumes._record(self.path, have)
-            faults.point("volume.placed")
+        try:
+            for rel in todo:
+                if self.ctx.cancelled.is_set():
+                    raise ProviderError("volume staging interrupted", "Run apply again to finish copying; files "
+                                        "already verified are kept.")
+                self._copy_one(source_dir, rel)
+                have[rel] = self.source[rel]
+                done += self.source[rel][0]
+                self.ctx.transfer(f"localhost:{self.path}", done, total)
+                if time.monotonic() - self.recorded_at >= RECORD_EVERY_S:
+                    self.recorded_at = time.monotonic()
+                    volumes._record(self.path, have)
+                faults.point("volume.placed")
+        except BaseException:
+            volumes._record(self.path, have)  # what is verified, so plan and the next apply start from there
+            raise
         return todo
 
     def _copy_one(self, source_dir: Path, rel: str) -> None:
