@@ -1,8 +1,9 @@
 """Host-to-host copy for volume staging: a key gpuform makes for one staging, and removes after.
 
-Every host gets, in a private temporary directory (``mktemp -d``), the private key, a known_hosts file with
-the other hosts' host keys as this machine verified them (so each hop still checks host keys), and a small
-receive script. Every host's ``~/.ssh/authorized_keys`` gets the public key, restricted as far as sshd allows:
+Every host gets, in a private temporary directory (``mktemp -d /tmp/gpuform-volume-…``), the private key, a
+known_hosts file with the other hosts' host keys as this machine verified them (so each hop still checks host
+keys), and a small receive script. Every host's ``~/.ssh/authorized_keys`` gets the public key, restricted as
+far as sshd allows:
 
     restrict,from="<the other hosts>",expiry-time="<in 2 days>",command="sh <dir>/receive <volume path>"
     ssh-ed25519 … gpuform-volume-<id>      (one line)
@@ -15,6 +16,7 @@ every received file's checksum over this machine's own SSH connection before mov
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import posixpath
 import secrets
@@ -44,17 +46,15 @@ mkdir -p "$HOME/.ssh"
 f=$HOME/.ssh/authorized_keys
 exec 9>>"$HOME/.ssh/.gpuform-keys.lock"
 if command -v flock >/dev/null 2>&1; then flock 9; fi
-case $1 in
-add)
+if [ -f "$f" ]; then
+  grep -vF -e "$2" "$f" >"$f.gpuform-tmp" || true
+  cat "$f.gpuform-tmp" >"$f"
+  rm -f "$f.gpuform-tmp"
+fi
+if [ "$1" = add ]; then
   if [ -s "$f" ] && [ -n "$(tail -c1 "$f")" ]; then echo >>"$f"; fi
-  printf '%s\n' "$3" >>"$f" ;;
-remove)
-  if [ -f "$f" ]; then
-    grep -vF -e "$2" "$f" >"$f.gpuform-tmp" || true
-    cat "$f.gpuform-tmp" >"$f"
-    rm -f "$f.gpuform-tmp"
-  fi ;;
-esac
+  printf '%s\n' "$3" >>"$f"
+fi
 """
 
 SEND = 'f=$1; shift; exec "$@" <"$f"'
@@ -105,9 +105,12 @@ def _is_ip(address: str) -> bool:
 class PeerLink:
     """The staging key installed on ``hosts`` (a context manager); :meth:`send` copies one file between two."""
 
-    def __init__(self, hosts: Mapping[str, Connection], path: str) -> None:
+    def __init__(self, hosts: Mapping[str, Connection], path: str, owner: str) -> None:
+        """``owner`` names the volume (lineage and path): installing removes what an earlier staging of the
+        same volume, killed before it could clean up, left behind."""
         self.hosts, self.path = dict(hosts), path
-        self.marker = f"gpuform-volume-{secrets.token_hex(6)}"
+        self.owner = f"gpuform-volume-{hashlib.sha256(owner.encode()).hexdigest()[:12]}"
+        self.marker = f"{self.owner}-{secrets.token_hex(6)}"
         self.dirs: dict[str, str] = {}
 
     def __enter__(self) -> PeerLink:
@@ -122,14 +125,16 @@ class PeerLink:
         return self
 
     def _install(self, name: str, conn: Connection, private: bytes, public: str, known: bytes) -> None:
-        directory = conn.run(["mktemp", "-d", "/tmp/gpuform-peer.XXXXXXXX"]).text.strip()
+        conn.run(["find", "/tmp", "-maxdepth", "1", "-name", f"{self.owner}.*", "-exec", "rm", "-rf", "--", "{}", "+"],
+                 check=False)
+        directory = conn.run(["mktemp", "-d", f"/tmp/{self.owner}.XXXXXXXX"]).text.strip()
         self.dirs[name] = directory
         conn.write_file(posixpath.join(directory, "key"), private, mode=0o600)
         conn.write_file(posixpath.join(directory, "known_hosts"), known, mode=0o600)
         conn.write_file(posixpath.join(directory, "receive"), RECEIVE.encode(), mode=0o700)
         senders = [c.target.address for n, c in self.hosts.items() if n != name]
         line = authorized_line(public, self.marker, posixpath.join(directory, "receive"), self.path, senders)
-        conn.run(["sh", "-c", KEYS, "gpuform-keys", "add", self.marker, line])
+        conn.run(["sh", "-c", KEYS, "gpuform-keys", "add", self.owner + "-", line])
 
     def send(self, server: str, receiver: str, rel: str) -> None:
         """Copy ``path/rel`` from ``server`` to ``receiver``'s ``path/rel.gpuform-partial``, over SSH from the

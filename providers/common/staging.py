@@ -63,7 +63,7 @@ class Staging:
         conns = {n: s for n, s in ((n, h.conn) for n, h in self.hosts.items()) if isinstance(s, Connection)}
         if self.volume.host_to_host and len(self.hosts) > 1 and len(conns) == len(self.hosts) and self._missing():
             self._seed()
-            link = PeerLink(conns, self.volume.path)
+            link = PeerLink(conns, self.volume.path, f"{self.ctx.lineage}:{self.volume.path}")
             with link:
                 self._each(lambda h: self._spread(h, link))
             for failure in link.close():
