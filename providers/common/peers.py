@@ -58,6 +58,8 @@ fi
 """
 
 SEND = 'f=$1; shift; exec "$@" <"$f"'
+# AES-GCM first: with AES-NI it encrypts several times faster than OpenSSH's default ChaCha20 (weights are big)
+CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
 
 
 def new_key() -> tuple[bytes, str]:
@@ -143,8 +145,8 @@ class PeerLink:
         argv = ["ssh", "-F", "/dev/null", "-i", posixpath.join(directory, "key"), "-o", "IdentitiesOnly=yes",
                 "-o", f"UserKnownHostsFile={posixpath.join(directory, 'known_hosts')}",
                 "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-                "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-p", str(dest.port), f"{dest.user}@{dest.address}",
-                rel]
+                "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-o", f"Ciphers={CIPHERS}",
+                "-p", str(dest.port), f"{dest.user}@{dest.address}", rel]
         self.hosts[server].run(["sh", "-c", SEND, "gpuform-send", posixpath.join(self.path, rel), *argv],
                                timeout=24 * 3600.0)
 

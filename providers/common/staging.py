@@ -121,6 +121,8 @@ class Staging:
     def _spread(self, host: HostVolume, link: PeerLink) -> None:
         """Fetch what ``host`` lacks from hosts that hold it; from this machine when that fails."""
         todo = host.todo()
+        turn = sorted(self.hosts).index(host.name) * len(todo) // len(self.hosts)
+        todo = todo[turn:] + todo[:turn]  # each host starts elsewhere: the servers share the work
         host.make_parents(todo)
         total, done = sum(self.source[r][0] for r in todo), 0
         for batch in _batches(todo, self.source):
