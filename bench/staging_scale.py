@@ -25,7 +25,7 @@ from gpuform.provider import ProviderContext, VolumeSpec
 from gpuform.providers.baremetal import BaremetalPool
 from gpuform.providers.baremetal.provider import BaremetalProvider
 
-BRIDGE, NET, ROOT = "gpfst0", "10.86.0", Path("/var/lib/gpuform-bench/staging")
+BRIDGE, NET, ROOT = "gpfst0", "10.86.0", Path("/var/lib/gpuform-bench-staging")
 BINDS = ("root", "srv", "tmp", "run")
 HOLDER = """set -eu
 d=$1

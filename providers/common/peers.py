@@ -116,6 +116,10 @@ class PeerLink:
         self.dirs: dict[str, str] = {}
 
     def __enter__(self) -> PeerLink:
+        return self.open()
+
+    def open(self) -> PeerLink:
+        """Install the key on every host; on failure, what was installed is removed and the error raised."""
         private, public = new_key()
         known = "".join(host_key_line(c) + "\n" for c in self.hosts.values()).encode()
         try:

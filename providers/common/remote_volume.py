@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 import time
+from pathlib import Path
 from typing import Any
 
 from gpuform.errors import ProviderError, SSHError
@@ -171,7 +172,7 @@ def remove(conn: Connection, path: str) -> None:
     conn.run(["find", path, "-depth", "-type", "d", "-empty", "-delete"], check=False)
 
 
-def source_of(ctx: ProviderContext, volume: VolumeSpec) -> tuple[Any, Manifest]:
+def source_of(ctx: ProviderContext, volume: VolumeSpec) -> tuple[Path, Manifest]:
     """The volume's source directory and its manifest (hashes cached in the state directory)."""
     if volume.source is None:
         raise ProviderError("this volume has no source to stage", "Set `source`, or leave the files on the hosts.")

@@ -63,15 +63,25 @@ class Staging:
         conns = {n: s for n, s in ((n, h.conn) for n, h in self.hosts.items()) if isinstance(s, Connection)}
         if self.volume.host_to_host and len(self.hosts) > 1 and len(conns) == len(self.hosts) and self._missing():
             self._seed()
-            link = PeerLink(conns, self.volume.path, f"{self.ctx.lineage}:{self.volume.path}")
-            with link:
-                self._each(lambda h: self._spread(h, link))
-            for failure in link.close():
-                self.ctx.progress(f"could not remove the staging key from {failure}; it expires in 2 days")
+            self._host_to_host(PeerLink(conns, self.volume.path, f"{self.ctx.lineage}:{self.volume.path}"))
         else:
             self._each(lambda h: self._upload(h, h.todo()))
         self._each(lambda h: h.finish())
         return {"hosts": {n: {"files": len(self.source), **asdict(t)} for n, t in self.tally.items()}}
+
+    def _host_to_host(self, link: PeerLink) -> None:
+        try:
+            link.open()
+        except GpuformError as exc:
+            self.ctx.progress(f"host-to-host copy unavailable ({exc}); copying from this machine instead")
+            link.close()
+            self._each(lambda h: self._upload(h, h.todo()))
+            return
+        try:
+            self._each(lambda h: self._spread(h, link))
+        finally:
+            for failure in link.close():
+                self.ctx.progress(f"could not remove the staging key from {failure}; it expires in 2 days")
 
     def _missing(self) -> bool:
         return any(h.todo() for h in self.hosts.values())
