@@ -24,10 +24,11 @@ import shlex
 from collections.abc import Mapping
 from types import TracebackType
 
+import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gpuform.errors import GpuformError
+from gpuform.errors import GpuformError, SSHError
 from gpuform.providers.common.ssh import Connection
 
 RECEIVE = """#!/bin/sh
@@ -104,6 +105,27 @@ def _is_ip(address: str) -> bool:
     return True
 
 
+def run_quietly(conn: Connection, argv: list[str], timeout: float = 24 * 3600.0) -> None:
+    """Run a long command that prints little: wait for its exit without polling (a copy of a large file runs
+    for minutes; several at once must not keep this machine's CPUs busy). SSHError when it fails."""
+    try:
+        chan = conn.exec_channel(shlex.join(argv))
+        chan.shutdown_write()
+        done = chan.status_event.wait(timeout)
+        code = chan.recv_exit_status() if done else -1
+        err = b""
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+        chan.close()
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise SSHError(f"running {argv[0]} on {conn.target.label} failed: {exc}", "Check the connection.",
+                       conn.target.label) from exc
+    if code != 0:
+        why = err.decode(errors="replace").strip()[-1000:] if done else f"no exit after {timeout:g}s"
+        raise SSHError(f"host-to-host copy from {conn.target.label} exited {code}: {why}",
+                       "Check that the hosts reach each other over SSH at their pool addresses.", conn.target.label)
+
+
 class PeerLink:
     """The staging key installed on ``hosts`` (a context manager); :meth:`send` copies one file between two."""
 
@@ -151,8 +173,7 @@ class PeerLink:
                 "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
                 "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-o", f"Ciphers={CIPHERS}",
                 "-p", str(dest.port), f"{dest.user}@{dest.address}", rel]
-        self.hosts[server].run(["sh", "-c", SEND, "gpuform-send", posixpath.join(self.path, rel), *argv],
-                               timeout=24 * 3600.0)
+        run_quietly(self.hosts[server], ["sh", "-c", SEND, "gpuform-send", posixpath.join(self.path, rel), *argv])
 
     def close(self) -> list[str]:
         """Remove the key from every host (authorized_keys line, temporary directory); the hosts it could not
