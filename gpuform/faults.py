@@ -3,7 +3,8 @@
 ``GPUFORM_FAULT_TRACE=FILE`` appends the name of every point reached to FILE (one per line);
 ``GPUFORM_FAULT_KILL_AT=N`` sends SIGKILL to this process when the N-th point (1-based) is reached, and
 ``GPUFORM_FAULT_KILL_AT=NAME:N`` when the N-th point named NAME is (``volume.placed:5``: once five files
-of a volume staging are verified); ``GPUFORM_FAULT_SIGNAL=INT`` sends SIGINT instead (a Ctrl-C right there).
+of a volume staging are verified); ``GPUFORM_FAULT_SIGNAL=INT`` sends SIGINT instead (a Ctrl-C right there;
+the point then waits 0.5 s so that the handler has run before the thread that reached it goes on).
 Apply calls :func:`point` before and after every provider call and every state write, so a test can run an
 apply once to count the points and then kill it at each one in turn.
 """
@@ -14,6 +15,7 @@ import contextvars
 import os
 import signal
 import threading
+import time
 from collections import Counter
 
 _lock = threading.Lock()
@@ -36,8 +38,10 @@ def point(name: str) -> None:
             with open(trace, "a", encoding="utf-8") as fh:
                 fh.write(f"{_count} {name} {address.get()}".rstrip() + "\n")
         if kill_at and _reached(kill_at, name):
-            sig = signal.SIGINT if os.environ.get("GPUFORM_FAULT_SIGNAL", "").upper() == "INT" else signal.SIGKILL
-            os.kill(os.getpid(), sig)
+            interrupt = os.environ.get("GPUFORM_FAULT_SIGNAL", "").upper() == "INT"
+            os.kill(os.getpid(), signal.SIGINT if interrupt else signal.SIGKILL)
+            if interrupt:
+                time.sleep(0.5)  # the main thread handles the signal before this thread goes on, as at a real Ctrl-C
 
 
 def _reached(kill_at: str, name: str) -> bool:

@@ -39,9 +39,9 @@ def remote_dir() -> Iterator[str]:
         ssh(host, "rm", "-rf", "--", path, check=False)
 
 
-def _computed(workdir: Path) -> dict:  # type: ignore[type-arg]
+def _computed(workdir: Path, address: str) -> dict:  # type: ignore[type-arg]
     state = json.loads((workdir / "state" / "gpuform.state.json").read_text())
-    return next(r for r in state["resources"] if r["kind"] == "volume")["computed"]
+    return next(r for r in state["resources"] if r["address"] == address)["computed"]
 
 
 def _keys_left(host: str) -> str:
@@ -54,16 +54,34 @@ def _sums(host: str, path: str) -> str:
                                  "xargs sha256sum").stdout
 
 
-def test_host_to_host_staging_sends_each_file_from_here_once_and_resumes(tmp_path: Path, remote_dir: str) -> None:
+@pytest.fixture
+def nfs_dir() -> Iterator[str]:
+    """A directory already on both hosts (as an NFS mount or a pre-pulled copy would be)."""
+    path = f"/srv/gpuform-nfs-{uuid.uuid4().hex[:8]}"
+    for host in (H1, H2):
+        ssh(host, "sh", "-c", f"mkdir -p {path}/tok && echo weights > {path}/w.bin && echo '{{}}' > {path}/tok/v.json")
+    yield path
+    for host in (H1, H2):
+        ssh(host, "rm", "-rf", "--", path, check=False)
+
+
+def test_staging_host_to_host_resumes_and_a_volume_already_there_is_only_checked(tmp_path: Path, remote_dir: str,
+                                                                                 nfs_dir: str) -> None:
+    """Volume w is staged: each file leaves this machine once, the hosts copy it to each other, the key is
+    removed after, a killed staging resumes. Volume nfs is already on both hosts: checked on each (a file
+    removed on h2 is reported there), never written, and kept by destroy."""
     workdir = tmp_path / "cfg"
     (workdir / "model" / "tok").mkdir(parents=True)
     for i in range(6):
         (workdir / "model" / f"shard{i}.bin").write_bytes(os.urandom(150_000))
     (workdir / "model" / "tok" / "vocab.json").write_text('{"a": 1}')
-    write_config(workdir, _pool() + f"volumes:\n  w: {{pool: p, path: {remote_dir}, source: ./model}}\n")
+    (workdir / "sums.txt").write_text(ssh(H1, "sh", "-c", f"cd {nfs_dir} && sha256sum w.bin tok/v.json").stdout)
+    write_config(workdir, _pool() + f"volumes:\n  w: {{pool: p, path: {remote_dir}, source: ./model}}\n"
+                                    f"  nfs: {{pool: p, path: {nfs_dir}, manifest: sums.txt}}\n")
+    nfs_before = _sums(H1, nfs_dir) + _sums(H2, nfs_dir)
     try:
         run_gpuform("-C", str(workdir), "apply", "--auto-approve", check=True, timeout=300)
-        hosts = _computed(workdir)["hosts"]
+        hosts = _computed(workdir, "volume.w")["hosts"]
         total = sum(p.stat().st_size for p in (workdir / "model").rglob("*") if p.is_file())
         assert sum(h["bytes_from_this_machine"] for h in hosts.values()) == total, hosts
         assert all(h["copied"] == 7 and h["from_hosts"] == 7 - h["from_this_machine"] for h in hosts.values()), hosts
@@ -80,15 +98,22 @@ def test_host_to_host_staging_sends_each_file_from_here_once_and_resumes(tmp_pat
                              env={"GPUFORM_FAULT_KILL_AT": "volume.placed:1"}, timeout=300)
         assert killed.returncode == -9
         run_gpuform("-C", str(workdir), "apply", "--auto-approve", check=True, timeout=300)
-        hosts = _computed(workdir)["hosts"]
+        hosts = _computed(workdir, "volume.w")["hosts"]
         assert 0 < sum(h["copied"] for h in hosts.values()) < 12, f"only what was missing is copied: {hosts}"
         assert sum(h["bytes_from_this_machine"] for h in hosts.values()) <= 6 * 150_000
         assert _sums(H1, remote_dir) == _sums(H2, remote_dir) and _sums(H1, remote_dir).count("\n") == 13
         assert _keys_left(H1) == _keys_left(H2) == "", "the retry also removed what the killed staging left"
         assert run_gpuform("-C", str(workdir), "plan", "--detailed-exitcode").returncode == 0
+
+        ssh(H2, "rm", f"{nfs_dir}/tok/v.json")
+        plan = run_gpuform("-C", str(workdir), "plan", "--detailed-exitcode")
+        assert plan.returncode == 2 and "differs on h2: 1 file(s) of the manifest missing (tok/v.json)" in plan.stdout
+        ssh(H2, "sh", "-c", f"echo '{{}}' > {nfs_dir}/tok/v.json")
     finally:
         destroy_after_test(workdir)
     assert ssh(H1, "test", "-e", remote_dir, check=False).returncode != 0, "destroy removes what it staged"
+    assert _sums(H1, nfs_dir) + _sums(H2, nfs_dir) == nfs_before, "destroy leaves what gpuform did not put there"
+    assert ssh(H1, "test", "-e", f"{nfs_dir}/.gpuform-manifest.json", check=False).returncode != 0
 
 
 def test_the_staging_key_is_restricted_and_host_keys_are_still_verified(remote_dir: str) -> None:
@@ -124,27 +149,3 @@ def test_the_staging_key_is_restricted_and_host_keys_are_still_verified(remote_d
         assert _keys_left(H1) == _keys_left(H2) == ""
     finally:
         hosts.close()
-
-
-def test_a_volume_already_on_the_hosts_is_checked_on_each_and_kept_by_destroy(tmp_path: Path,
-                                                                               remote_dir: str) -> None:
-    for host in (H1, H2):
-        ssh(host, "sh", "-c", f"mkdir -p {remote_dir}/tok && echo weights > {remote_dir}/w.bin && "
-                              f"echo '{{}}' > {remote_dir}/tok/v.json")
-    workdir = tmp_path / "cfg"
-    workdir.mkdir()
-    (workdir / "sums.txt").write_text(ssh(H1, "sh", "-c", f"cd {remote_dir} && sha256sum w.bin tok/v.json").stdout)
-    write_config(workdir, _pool() + f"volumes:\n  nfs: {{pool: p, path: {remote_dir}, manifest: sums.txt}}\n")
-    before = _sums(H1, remote_dir) + _sums(H2, remote_dir)
-    try:
-        run_gpuform("-C", str(workdir), "apply", "--auto-approve", check=True, timeout=300)
-        assert run_gpuform("-C", str(workdir), "plan", "--detailed-exitcode").returncode == 0
-        ssh(H2, "rm", f"{remote_dir}/tok/v.json")
-        plan = run_gpuform("-C", str(workdir), "plan", "--detailed-exitcode")
-        assert plan.returncode == 2 and "differs on h2: 1 file(s) of the manifest missing (tok/v.json)" in plan.stdout
-        ssh(H2, "sh", "-c", f"echo '{{}}' > {remote_dir}/tok/v.json")
-        assert run_gpuform("-C", str(workdir), "plan", "--detailed-exitcode").returncode == 0
-    finally:
-        destroy_after_test(workdir)
-    assert _sums(H1, remote_dir) + _sums(H2, remote_dir) == before, "destroy leaves what gpuform did not put there"
-    assert ssh(H1, "test", "-e", f"{remote_dir}/.gpuform-manifest.json", check=False).returncode != 0
