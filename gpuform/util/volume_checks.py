@@ -50,6 +50,8 @@ class HashCache:
             return self._data.get(key)
 
     def put(self, values: Mapping[str, str]) -> None:
+        if not values:
+            return
         with self._lock:
             self._data.update(values)
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,8 @@ from gpuform.providers.common.gpus import occupancy, place
 from gpuform.providers.common.hosts import Host, SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
 from gpuform.spec import EndpointSpec, RuntimeConfig
+from gpuform.util.manifests import Checksums
+from gpuform.util.volume_checks import HostCheck
 from gpuform.workerspec import resolve_argv
 
 AGENT = Path(__file__).resolve().parent.parent / "common" / "hostagent.py"
@@ -120,7 +122,7 @@ class BaremetalProvider:
 
     # ---- volumes ----------------------------------------------------------------------------------
 
-    def _existing(self, volume: VolumeSpec) -> tuple[Any, dict[str, Any], dict[str, str]]:
+    def _existing(self, volume: VolumeSpec) -> tuple[Checksums | None, dict[str, HostCheck | None], dict[str, str]]:
         """A volume without source on every host: (its checksums, the check per host, unreachable hosts)."""
         sums, cache = existing_volume.checksums(self.ctx, volume), existing_volume.hash_cache(self.ctx)
         checks, errors = self.hosts.each(

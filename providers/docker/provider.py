@@ -45,6 +45,8 @@ from gpuform.providers.common.shell import Shell
 from gpuform.providers.docker import DockerPool, images
 from gpuform.providers.docker.connect import Engine, connect_local, connect_ssh
 from gpuform.spec import EndpointSpec, RuntimeConfig
+from gpuform.util.manifests import Checksums
+from gpuform.util.volume_checks import HostCheck
 from gpuform.workerspec import VOLUME_MOUNT, resolve_argv
 
 RUNTIME_PYTHON = "/opt/gpuform/bin/python"
@@ -162,7 +164,8 @@ class DockerProvider:
         held = {n: remote_volume.held(s, volume.path) for n, s in shells.items()}
         return remote_volume.observe(self.ctx, volume, held, errors)
 
-    def _check_existing(self, volume: VolumeSpec, shells: dict[str, Shell]) -> tuple[Any, dict[str, Any]]:
+    def _check_existing(self, volume: VolumeSpec,
+                        shells: dict[str, Shell]) -> tuple[Checksums | None, dict[str, HostCheck | None]]:
         sums, cache = existing_volume.checksums(self.ctx, volume), existing_volume.hash_cache(self.ctx)
         return sums, {n: remote_volume.check_existing(s, n, volume.path, sums, cache) for n, s in shells.items()}
 

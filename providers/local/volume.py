@@ -18,6 +18,7 @@ from gpuform.provider import Attrs, Observation, ProviderContext, VolumeSpec
 from gpuform.providers.common import existing_volume
 from gpuform.util.manifests import (
     MANIFEST_NAME,
+    Checksums,
     Manifest,
     declared_source,
     extra_files,
@@ -60,7 +61,7 @@ class LocalVolumes:
             return None
         return data
 
-    def _check(self, volume: VolumeSpec) -> tuple[Any, dict[str, HostCheck | None]]:
+    def _check(self, volume: VolumeSpec) -> tuple[Checksums | None, dict[str, HostCheck | None]]:
         sums, cache = existing_volume.checksums(self.ctx, volume), existing_volume.hash_cache(self.ctx)
         path = Path(volume.path)
         if not path.is_dir():
