@@ -101,6 +101,7 @@ class HostVolume:
     def __init__(self, name: str, conn: Connection, path: str, source: Manifest) -> None:
         self.name, self.conn, self.path, self.source = name, conn, path, source
         self.have: Manifest = {}
+        self.opened = False  # what the host holds has been read: ``have`` may be recorded
         self._recorded_at = 0.0
 
     def full(self, rel: str) -> str:
@@ -115,6 +116,7 @@ class HostVolume:
         unsure = [r for r in to_copy(self.source, self.have) if r in found and found[r][0] == self.source[r][0]]
         sums = hashes(self.conn, [self.full(r) for r in unsure])
         verified = {r: self.source[r] for r in unsure if sums.get(self.full(r)) == self.source[r][1]}
+        self.opened = True
         if verified:
             self.have.update(verified)
             self.record(force=True)

@@ -53,7 +53,7 @@ class Staging:
         try:
             return self._run()
         except BaseException:
-            for host in self.hosts.values():  # what is verified, so plan and the next apply start from there
+            for host in (h for h in self.hosts.values() if h.opened):  # what is verified, for the next apply
                 with contextlib.suppress(GpuformError):
                     host.record(force=True)
             raise
