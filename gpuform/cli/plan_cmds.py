@@ -207,7 +207,8 @@ def _run(ctx: typer.Context, operation: str, mode: str, planfile: Path | None, a
 
 def _fresh(ws: Workspace, variables: dict[str, str], mode: str, targets: tuple[str, ...], replace: tuple[str, ...],
            parallelism: int) -> Planned:
-    config = None if mode == "destroy" and not _has_config(ws) else load_config(ws, variables)
+    config = None if mode == "destroy" and not _has_config(ws) else load_config(ws, variables,
+                                                                                 local_files=mode != "destroy")
     return make_plan(ws, config, mode, True, targets, replace, parallelism)
 
 

@@ -83,9 +83,11 @@ def find_files(directory: FsPath) -> list[FsPath]:
 
 
 def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
-         env: Mapping[str, str] | None = None, *, require_env: bool = True, workspace: str = "default") -> Config:
+         env: Mapping[str, str] | None = None, *, require_env: bool = True, workspace: str = "default",
+         local_files: bool = True) -> Config:
     """Load and validate every YAML file in ``directory``; raise ConfigError listing every problem.
-    ``require_env=False`` (validate) leaves unset ``${env.NAME}`` values unknown instead of failing."""
+    ``require_env=False`` (validate) leaves unset ``${env.NAME}`` values unknown instead of failing;
+    ``local_files=False`` (destroy) does not require volume sources and manifests on this machine."""
     env = os.environ if env is None else env
     diags: list[Diagnostic] = []
     if not directory.is_dir():
@@ -105,7 +107,7 @@ def load(directory: FsPath, var_overrides: Mapping[str, str] | None = None,
     config.backend = _backend(data.get("backend"), sources, diags) or config.backend
     _validate_sections(data, config, diags, interp.failed)
     config.imports = _imports(data.get("import") or {}, config, diags)
-    diags += check_references(config)
+    diags += check_references(config, local_files)
     diags += check_tls(config)
     diags += _salvaged_references(config, diags)
     if has_errors(diags):

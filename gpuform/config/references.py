@@ -8,18 +8,19 @@ from typing import TYPE_CHECKING
 from gpuform.config import adapters, schema
 from gpuform.config.graph import dependencies, find_cycle
 from gpuform.config.plugins import pool_kinds
+from gpuform.config.volumes import check_volume
 from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error, warning
 
 if TYPE_CHECKING:
     from gpuform.config.load import Config
 
 
-def check_references(config: Config) -> list[Diagnostic]:
+def check_references(config: Config, local_files: bool = True) -> list[Diagnostic]:
     out: list[Diagnostic] = _pool_checks(config)
     for name, vol in config.volumes.items():
         if _ref(config, out, ("volumes", name, "pool"), "pool", vol.pool, f"volume.{name}"):
             out += _capable(config, ("volumes", name, "pool"), vol.pool, "volumes", f"volume.{name}")
-        out += _check_source(config, name, vol)
+        out += check_volume(config, name, vol) if local_files else []
     for name, gw in config.gateways.items():
         if _ref(config, out, ("gateway", name, "pool"), "pool", gw.pool, f"gateway.{name}"):
             out += _capable(config, ("gateway", name, "pool"), gw.pool, "gateway", f"gateway.{name}")
@@ -59,23 +60,6 @@ def _check_store(config: Config, name: str, gw: schema.Gateway) -> list[Diagnost
                              "replicas: 1 (several replicas come in a later version). Set replicas: 1.",
                              where, address))
     return out
-
-
-def _check_source(config: Config, name: str, vol: schema.Volume) -> list[Diagnostic]:
-    """A volume's source must not be the configuration directory, an ancestor of it, or the state directory:
-    staging it would copy the configuration, generated keys and state onto every host."""
-    config_dir = config.directory.resolve()
-    source = (config_dir / vol.source).resolve()
-    state_dir = (config_dir / (config.backend.path or "state")).resolve()
-    if config_dir.is_relative_to(source):
-        problem = "is the configuration directory" if source == config_dir else "contains the configuration directory"
-    elif source.is_relative_to(state_dir):
-        problem = "is inside the state directory"
-    else:
-        return []
-    return [error(f'volume source "{vol.source}" {problem}; staging it would copy configuration, keys and state '
-                  "to every host", "Point `source` at a directory holding only the model files, e.g. ./models/NAME.",
-                  config.sources.locate(("volumes", name, "source")), f"volume.{name}")]
 
 
 def _capable(config: Config, path: Path, pool: str, capability: str, address: str) -> list[Diagnostic]:

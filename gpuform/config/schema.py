@@ -98,13 +98,25 @@ class Policy(Model):
 
 
 class Volume(Model):
-    """Model weights staged from a source directory onto every host of a pool."""
+    """Model weights on every host of a pool: staged from a source directory on this machine, or (without
+    ``source``) a directory already there (NFS, a pre-pulled copy) that gpuform checks but never writes."""
 
-    pool: Name = Field(description="Pool whose hosts receive the files.")
+    pool: Name = Field(description="Pool whose hosts hold the files.")
     path: str = Field(description="Absolute directory on each host where the files are kept.")
-    source: str = Field(min_length=1, description="Local directory to copy from, relative to the configuration "
-                                                  "directory; not the configuration directory itself, an "
-                                                  "ancestor of it, or its state directory.")
+    source: str | None = Field(None, min_length=1,
+                               description="Local directory to copy from, relative to the configuration directory; "
+                                           "not the configuration directory itself, an ancestor of it, or its state "
+                                           "directory. Without it, `path` must already exist on every host: gpuform "
+                                           "checks it and never writes or deletes there.")
+    manifest: str | None = Field(None, min_length=1,
+                                 description="For a volume without `source`: a file of sha256 sums (what `sha256sum` "
+                                             "prints, `HEX  RELPATH` per line; relative to the configuration "
+                                             "directory) of files that must be under `path` on every host; refresh "
+                                             "checks them (a file re-hashed only when its size or mtime changed).")
+    parallel_hosts: int = Field(4, ge=1, le=64, description="Hosts staged at the same time.")
+    host_to_host: bool = Field(True, description="A host that already holds a file sends it to the others over SSH "
+                                                 "(with a key gpuform installs for the staging and removes after), "
+                                                 "so each file leaves this machine once; SSH pools only.")
     prevent_destroy: bool = Field(False, description="Refuse any plan that would delete this volume.")
     depends_on: list[str] = Field(default_factory=list, description="Extra dependencies as KIND.NAME addresses; "
                                                                    "this resource is applied after them.")

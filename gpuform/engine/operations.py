@@ -28,7 +28,7 @@ from gpuform.resources.desired import Desired, build
 from gpuform.state.backends import BackendRequest, LocalBackend, check_workspace_name, open_backend
 from gpuform.state.migrations import output_value
 from gpuform.state.model import ResourceState, State
-from gpuform.util.manifests import VolumeSource, scan_source
+from gpuform.util.manifests import VolumeSource, manifest_source, scan_source
 
 PLANFILE_KIND = "gpuform-plan"
 
@@ -63,14 +63,22 @@ def backend_options_of(config: Backend, overrides: Mapping[str, str]) -> dict[st
     return options
 
 
-def load_config(ws: Workspace, variables: Mapping[str, str] | None = None) -> Config:
-    ws.config = load(ws.config_dir, variables, workspace=ws.name)
+def load_config(ws: Workspace, variables: Mapping[str, str] | None = None, local_files: bool = True) -> Config:
+    """The configuration; ``local_files=False`` (destroy) does not need volume sources on this machine."""
+    ws.config = load(ws.config_dir, variables, workspace=ws.name, local_files=local_files)
     return ws.config
 
 
 def volume_sources(ws: Workspace, config: Config) -> dict[str, VolumeSource]:
+    """What each volume's source directory (or ``manifest:`` file) holds; none for a volume with neither."""
     cache = ws.state_dir / ".cache" / "volume-sources.json"
-    return {name: scan_source((ws.config_dir / vol.source).resolve(), cache) for name, vol in config.volumes.items()}
+    out: dict[str, VolumeSource] = {}
+    for name, vol in config.volumes.items():
+        if vol.source is not None:
+            out[name] = scan_source((ws.config_dir / vol.source).resolve(), cache)
+        elif vol.manifest is not None:
+            out[name] = manifest_source(ws.config_dir, vol.manifest)
+    return out
 
 
 def tls_digests(config: Config) -> dict[str, str | None]:

@@ -145,6 +145,8 @@ def _change(addr: str, want: Desired | None, prior: ResourceState | None, option
     change.before = prior.attributes
     if addr in options.replace:
         change.actions, change.action_reason = [Action.DELETE, Action.CREATE], "replace_by_request"
+    elif prior.status == "tainted" and want.resumes:
+        change.actions, change.action_reason = [Action.UPDATE], "update_because_tainted"
     elif prior.status == "tainted":
         change.actions, change.action_reason = [Action.DELETE, Action.CREATE], "replace_because_tainted"
     elif prior.attributes == want.attributes:

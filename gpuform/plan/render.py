@@ -128,6 +128,7 @@ def render_change(change: ResourceChange, colour: bool = False) -> list[str]:
     symbol = SYMBOL[action]
     reason = {"replace_by_request": " (as requested with --replace)",
               "replace_because_tainted": " (tainted: a previous apply failed part-way)",
+              "update_because_tainted": " (a previous apply failed part-way; it goes on from what is there)",
               "delete_because_no_resource_config": " (no longer in the configuration)"}.get(change.action_reason, "")
     head = (f"  # {change.address} will be imported" if change.importing is not None and action == Action.NO_OP
             else f"  # {change.address} {VERB[action]}{reason}")
@@ -243,7 +244,7 @@ def _why_action(ch: ResourceChange) -> str:
         return "forced by " + ", ".join(".".join(str(x) for x in p) for p in ch.replace_paths)
     if ch.action_reason == "replace_by_request":
         return "--replace"
-    if ch.action_reason == "replace_because_tainted":
+    if ch.action_reason in ("replace_because_tainted", "update_because_tainted"):
         return "tainted"
     keys = sorted({k for k in set(ch.before or {}) | set(ch.after or {})
                    if (ch.before or {}).get(k) != (ch.after or {}).get(k)})

@@ -20,7 +20,7 @@ from gpuform.config.load import Config
 from gpuform.config.schema import ResourceKind
 from gpuform.diagnostics import Path
 from gpuform.util.hashing import hash_secret
-from gpuform.util.manifests import VolumeSource
+from gpuform.util.manifests import PRESENT, VolumeSource
 
 GENERATED = "(generated)"
 
@@ -34,7 +34,11 @@ REPLACE_FIELDS: dict[str, frozenset[str]] = {
     "gateway": frozenset({"pool", "store.type", "store.schema_name", "data_dir"}),
     "endpoint": frozenset({"pool", "gateway"}),
 }
+# Kinds whose update picks up where a failed create or update stopped (a volume keeps the files already
+# verified on each host): a tainted one is updated, not replaced.
+RESUMABLE: frozenset[str] = frozenset({"volume"})
 _LIFECYCLE = {"depends_on"}
+_VOLUME_DEFAULTS = {"manifest": None, "parallel_hosts": 4, "host_to_host": True}  # fields added since 0.1
 
 
 @dataclass
@@ -50,6 +54,10 @@ class Desired:
     secrets: dict[tuple[str | int, ...], Any] = field(default_factory=dict)
     prevent_destroy: bool = False
     source: str = ""
+
+    @property
+    def resumes(self) -> bool:
+        return self.kind in RESUMABLE
 
     @property
     def replace_fields(self) -> frozenset[str]:
@@ -94,8 +102,10 @@ def build(config: Config, lineage: str, volume_sources: dict[str, VolumeSource] 
 def current_attributes(kind: str, attrs: dict[str, Any]) -> dict[str, Any]:
     """Attributes an older gpuform recorded, in today's shape, so that upgrading gpuform alone plans no change:
     a gateway's ``queue: sqlite`` (before ``store:``) is ``store: {type: sqlite}`` with one replica, a timing
-    or log setting added since (``request_history``, ``log_format``, ``logs``) has its default, and one recorded
-    before TLS has ``tls: null``."""
+    or log setting added since (``request_history``, ``log_format``, ``logs``) has its default, one recorded
+    before TLS has ``tls: null``, and a volume's newer fields have their defaults."""
+    if kind == ResourceKind.VOLUME:
+        return {**_VOLUME_DEFAULTS, **attrs}
     if kind != ResourceKind.GATEWAY:
         return attrs
     out = _current_timings(attrs)
@@ -130,9 +140,15 @@ def _dump(model: BaseModel) -> dict[str, Any]:
 
 
 def _volume_attrs(vol: schema.Volume, source: VolumeSource | None) -> dict[str, Any]:
+    """The declared fields plus what the hosts must hold: the source's digest, file count and bytes; for a
+    volume already on the hosts, its manifest's digest and file count, or PRESENT without a manifest."""
     attrs = _dump(vol)
-    if source is not None and not source.error:
-        attrs.update(content=source.digest, files=source.files, bytes=source.bytes)
+    if vol.source is None and vol.manifest is None:
+        attrs["content"] = PRESENT
+    elif source is not None and not source.error:
+        attrs.update(content=source.digest, files=source.files)
+        if vol.source is not None:
+            attrs["bytes"] = source.bytes
     return attrs
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 MANIFEST_NAME = ".gpuform-manifest.json"
 Manifest = dict[str, tuple[int, str]]  # relpath -> (size, sha256)
+Checksums = dict[str, str]  # relpath -> sha256 (a volume's `manifest:` file, as sha256sum prints it)
+PRESENT = "present on every host"  # the content of a volume without `source` or `manifest` when all is well
 Stats = Mapping[str, tuple[int, int | str]]  # relpath -> (size, mtime): ns locally, find's %T@ remotely
 
 
@@ -80,6 +82,54 @@ def declared_source(config_dir: Path, state_dir: Path, source: str) -> tuple[Pat
     if scanned.error:
         raise ProviderError(scanned.error, "Fix `source:`; it is relative to the configuration directory.")
     return src, scanned.manifest
+
+
+def parse_checksums(text: str) -> Checksums:
+    """``sha256sum`` output (``HEX  RELPATH`` or ``HEX *RELPATH`` per line; blank lines and ``#`` comments
+    skipped) as relpath -> sha256; raises ValueError naming the first bad line."""
+    out: Checksums = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        digest, sep, rel = line.partition(" ")
+        rel = rel[1:] if rel[:1] in (" ", "*") else rel
+        rel = rel[2:] if rel.startswith("./") else rel
+        if not sep or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest) or not rel:
+            raise ValueError(f"line {number} is not `SHA256  RELPATH`: {line[:80]!r}")
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise ValueError(f"line {number}: {rel!r} must be a path relative to the volume, without `..`")
+        out[rel] = digest.lower()
+    if not out:
+        raise ValueError("it lists no file")
+    return out
+
+
+def checksums_digest(sums: Checksums) -> str:
+    h = hashlib.sha256()
+    for rel in sorted(sums):
+        h.update(f"{rel}\0{sums[rel]}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def read_checksums(config_dir: Path, manifest: str) -> Checksums:
+    """A volume's ``manifest:`` file, parsed; raises ProviderError."""
+    from gpuform.errors import ProviderError
+
+    path = (config_dir / manifest).resolve()
+    try:
+        return parse_checksums(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ProviderError(f"volume manifest {path}: {exc}", "Fix `manifest:` (run `sha256sum` in the volume "
+                            "directory to write one); it is relative to the configuration directory.") from exc
+
+
+def manifest_source(config_dir: Path, manifest: str) -> VolumeSource:
+    """What a volume's ``manifest:`` file lists (digest and file count; sizes are unknown until a host is read)."""
+    try:
+        sums = parse_checksums((config_dir / manifest).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return VolumeSource("", 0, 0, error=f"volume manifest {manifest}: {exc}")
+    return VolumeSource(checksums_digest(sums), len(sums), 0)
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,15 @@ from gpuform.provider import (
     WorkerLaunch,
 )
 from gpuform.providers.baremetal import BaremetalPool
-from gpuform.providers.common import remote_volume, sshconfig, venvs
+from gpuform.providers.common import existing_volume, remote_volume, sshconfig, staging, venvs
 from gpuform.providers.common.gpus import occupancy, place
 from gpuform.providers.common.hosts import Host, SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
 from gpuform.providers.common.shell import Shell
 from gpuform.spec import EndpointSpec, RuntimeConfig
 from gpuform.util import logpipe
+from gpuform.util.manifests import Checksums
+from gpuform.util.volume_checks import HostCheck
 from gpuform.workerspec import resolve_argv
 
 AGENT = Path(__file__).resolve().parent.parent / "common" / "hostagent.py"
@@ -127,23 +129,33 @@ class BaremetalProvider:
 
     # ---- volumes ----------------------------------------------------------------------------------
 
+    def _existing(self, volume: VolumeSpec) -> tuple[Checksums | None, dict[str, HostCheck | None], dict[str, str]]:
+        """A volume without source on every host: (its checksums, the check per host, unreachable hosts)."""
+        sums, cache = existing_volume.checksums(self.ctx, volume), existing_volume.hash_cache(self.ctx)
+        checks, errors = self.hosts.each(
+            lambda h: remote_volume.check_existing(self.hosts.conn(h), h.name, volume.path, sums, cache))
+        self._fail_if_all(errors, "reading the volume")
+        return sums, checks, errors
+
     def read_volume(self, name: str, volume: VolumeSpec) -> Observation | None:
+        if volume.source is None:
+            sums, checks, errors = self._existing(volume)
+            return existing_volume.observe(volume, sums, checks, errors)
         found, errors = self.hosts.each(lambda h: remote_volume.held(self.hosts.conn(h), volume.path))
         self._fail_if_all(errors, "reading the volume")
         return remote_volume.observe(self.ctx, volume, found, errors)
 
     def stage_volume(self, name: str, volume: VolumeSpec) -> Attrs:
-        src, source = remote_volume.source_of(self.ctx, volume)
-
-        def stage(host: Host) -> int:
-            return remote_volume.stage(self.hosts.conn(host), volume.path, src, source, self.ctx.transfer,
-                                       self.ctx.cancelled)
-
-        copied, errors = self.hosts.each(stage)
+        if volume.source is None:
+            sums, checks, errors = self._existing(volume)
+            return {**existing_volume.require(volume, sums, checks), "unreachable": errors}
+        shells, errors = self.hosts.each(self.hosts.conn)
         self._fail_if_all(errors, "staging the volume")
-        return {"hosts": {h: {"files": len(source), "copied": n} for h, n in copied.items()}, "unreachable": errors}
+        return {**staging.stage(self.ctx, volume, shells), "unreachable": errors}
 
     def remove_volume(self, name: str, volume: VolumeSpec) -> None:
+        if volume.source is None:
+            return  # files gpuform did not put there: never deleted
         _, errors = self.hosts.each(lambda h: remote_volume.remove(self.hosts.conn(h), volume.path))
         self._fail_if_all(errors, "removing the volume")
 

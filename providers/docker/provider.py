@@ -39,7 +39,7 @@ from gpuform.provider import (
     WorkerInfo,
     WorkerLaunch,
 )
-from gpuform.providers.common import remote_volume, sshconfig
+from gpuform.providers.common import existing_volume, remote_volume, sshconfig, staging
 from gpuform.providers.common.gpus import (
     GPU_USAGE_ARGS,
     NVIDIA_SMI_ARGS,
@@ -50,9 +50,12 @@ from gpuform.providers.common.gpus import (
 )
 from gpuform.providers.common.hosts import SSHHosts
 from gpuform.providers.common.remote_gateway import remote_config
+from gpuform.providers.common.shell import Shell
 from gpuform.providers.docker import DockerPool, images
 from gpuform.providers.docker.connect import Engine, connect_local, connect_ssh
 from gpuform.spec import EndpointSpec, RuntimeConfig
+from gpuform.util.manifests import Checksums
+from gpuform.util.volume_checks import HostCheck
 from gpuform.workerspec import VOLUME_MOUNT, resolve_argv
 
 RUNTIME_PYTHON = "/opt/gpuform/bin/python"
@@ -172,20 +175,28 @@ class DockerProvider:
     def read_volume(self, name: str, volume: VolumeSpec) -> Observation | None:
         found, errors = self.engines()
         self._fail_if_all(errors, len(self.names), "reading the volume")
-        held = {n: remote_volume.held(e.shell, volume.path) for n, e in found.items()}
+        shells = {n: e.shell for n, e in found.items()}
+        if volume.source is None:
+            return existing_volume.observe(volume, *self._check_existing(volume, shells), errors)
+        held = {n: remote_volume.held(s, volume.path) for n, s in shells.items()}
         return remote_volume.observe(self.ctx, volume, held, errors)
 
+    def _check_existing(self, volume: VolumeSpec,
+                        shells: dict[str, Shell]) -> tuple[Checksums | None, dict[str, HostCheck | None]]:
+        sums, cache = existing_volume.checksums(self.ctx, volume), existing_volume.hash_cache(self.ctx)
+        return sums, {n: remote_volume.check_existing(s, n, volume.path, sums, cache) for n, s in shells.items()}
+
     def stage_volume(self, name: str, volume: VolumeSpec) -> Attrs:
-        src, source = remote_volume.source_of(self.ctx, volume)
         found, errors = self.engines()
         self._fail_if_all(errors, len(self.names), "staging the volume")
-        copied = {}
-        for host, engine in found.items():
-            copied[host] = remote_volume.stage(engine.shell, volume.path, src, source, self.ctx.transfer,
-                                               self.ctx.cancelled)
-        return {"hosts": {h: {"files": len(source), "copied": n} for h, n in copied.items()}, "unreachable": errors}
+        shells = {n: e.shell for n, e in found.items()}
+        if volume.source is None:
+            return {**existing_volume.require(volume, *self._check_existing(volume, shells)), "unreachable": errors}
+        return {**staging.stage(self.ctx, volume, shells), "unreachable": errors}
 
     def remove_volume(self, name: str, volume: VolumeSpec) -> None:
+        if volume.source is None:
+            return  # files gpuform did not put there: never deleted
         found, errors = self.engines()
         for engine in found.values():
             remote_volume.remove(engine.shell, volume.path)

@@ -26,7 +26,7 @@ from gpuform.provider import (
 from gpuform.providers.common.gpus import occupancy, place
 from gpuform.providers.fake import FakePool
 from gpuform.spec import EndpointSpec
-from gpuform.util.manifests import Manifest, declared_source, manifest_digest
+from gpuform.util.manifests import PRESENT, Manifest, declared_source, manifest_digest
 
 
 @dataclass
@@ -95,6 +95,9 @@ class FakeProvider:
 
     def read_volume(self, name: str, volume: VolumeSpec) -> Observation | None:
         held = {h.name: self.world.volumes.get((h.name, volume.path)) for h in self.pool.hosts if h.reachable}
+        if volume.source is None:
+            missing = sorted(h for h, m in held.items() if m is None)
+            return Observation({"content": f"missing on {', '.join(missing)}" if missing else PRESENT})
         if all(v is None for v in held.values()):
             return None
         digests = {h: manifest_digest(m) if m is not None else "missing" for h, m in held.items()}
@@ -104,6 +107,12 @@ class FakeProvider:
 
     def stage_volume(self, name: str, volume: VolumeSpec) -> Attrs:
         self._call("stage_volume", name)
+        if volume.source is None:  # files already on the hosts: checked, never written
+            missing = sorted(h.name for h in self.pool.hosts if h.reachable and (h.name, volume.path)
+                             not in self.world.volumes)
+            if missing:
+                raise ProviderError(f"{volume.path} is missing on {', '.join(missing)}", "Put the files there.")
+            return {}
         _, source = declared_source(self.ctx.config_dir, self.ctx.state_dir, volume.source)
         for host in (h for h in self.pool.hosts if h.reachable):
             self.world.volumes[(host.name, volume.path)] = dict(source)
@@ -111,6 +120,8 @@ class FakeProvider:
 
     def remove_volume(self, name: str, volume: VolumeSpec) -> None:
         self._call("remove_volume", name)
+        if volume.source is None:
+            return
         for host in self.pool.hosts:
             self.world.volumes.pop((host.name, volume.path), None)
 

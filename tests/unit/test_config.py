@@ -35,6 +35,11 @@ endpoints:
 ENV = {"TEST_KEY": "secret-key", "TEST_HF": "hf_x"}
 
 
+@pytest.fixture(autouse=True)
+def _volume_source(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()  # VALID's volume source must exist on this machine
+
+
 def errors_of(directory: Path, env: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load(directory, env=ENV if env is None else env)

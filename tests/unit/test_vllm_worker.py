@@ -48,6 +48,7 @@ def test_removed_unknown_and_invalid_values_are_reported_not_crashing() -> None:
 def test_plan_time_check_locates_vllm_flag_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from gpuform.config.load import load
 
+    (tmp_path / "m").mkdir()
     write_config(tmp_path, """
 pools: {p: {provider: local}}
 volumes: {m: {pool: p, path: /tmp/x, source: ./m}}
