@@ -108,6 +108,7 @@ def test_a_name_served_by_two_endpoints_is_a_located_error(tmp_path: Path, other
     from gpuform.config.load import load
 
     write_config(tmp_path, CONFIG % other)
+    (tmp_path / "m").mkdir()  # the volume's source (validate checks it exists)
     with pytest.raises(ConfigError) as info:
         load(tmp_path, env={})
     (diag,) = info.value.diagnostics
@@ -119,6 +120,7 @@ def test_adapters_without_a_volume_are_a_located_error(tmp_path: Path) -> None:
     from gpuform.config.load import load
 
     write_config(tmp_path, (CONFIG % "x=a").replace("model: {name: small, volume: m}", "model: {name: small}"))
+    (tmp_path / "m").mkdir()
     with pytest.raises(ConfigError) as info:
         load(tmp_path, env={})
     assert [d.summary for d in info.value.diagnostics] == [

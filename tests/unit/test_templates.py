@@ -79,6 +79,7 @@ gateway: {g: {pool: d}}
 endpoints:
   e: {pool: d, worker: {template: pytorch}, model: {name: m, volume: v}}
 """)
+    (tmp_path / "v").mkdir()  # the volume's source (validate checks it exists)
     with pytest.raises(ConfigError) as info:
         load(tmp_path, env={})
     assert [d.summary for d in info.value.diagnostics] == [
