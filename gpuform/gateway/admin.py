@@ -16,8 +16,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gpuform import __version__
+from gpuform.errors import GatewayError
 from gpuform.gateway.http import HTTPError, read_json, require_admin
-from gpuform.spec import EndpointPut, EndpointSpec
+from gpuform.spec import EndpointPut, EndpointSpec, RuntimeConfig
+from gpuform.util.build import build_id
 
 MAX_ADMIN_BODY = 1_000_000
 
@@ -25,6 +27,7 @@ MAX_ADMIN_BODY = 1_000_000
 async def info(request: Request) -> Response:
     rt = require_admin(request)
     attributes = rt.config.gateway.model_dump(mode="json", exclude={"depends_on"})
+    attributes["version"] = build_id()  # the build that runs, whatever the configuration recorded
     return JSONResponse({"name": rt.config.name, "lineage": rt.config.lineage, "version": __version__,
                          "attributes": attributes, "started_at": rt.started_at,
                          "store_schema": rt.store.schema_version()})
@@ -125,6 +128,25 @@ async def usage(request: Request) -> Response:
     return JSONResponse({"usage": rt.ledger.usage(), "by_key": rt.store.jobs.usage_by_key()})
 
 
+async def reload(request: Request) -> Response:
+    """Re-read the configuration file the gateway was started with and take it without a restart (hot
+    reload): 409 naming the fields when a change needs a restart, 400 when the file cannot be read."""
+    rt = require_admin(request)
+    if rt.config_path is None:
+        raise HTTPError(409, "this gateway was not started from a configuration file; restart it instead")
+    try:
+        config = RuntimeConfig.load(rt.config_path)
+    except OSError as exc:
+        raise HTTPError(400, f"cannot read the configuration {rt.config_path}: {exc.strerror}") from None
+    except ValidationError as exc:
+        raise HTTPError(400, f"the configuration {rt.config_path} is not valid: {_first_error(exc)}") from None
+    try:
+        changed = rt.reload(config)
+    except GatewayError as exc:
+        raise HTTPError(409, f"{exc.message}. {exc.hint}") from None
+    return JSONResponse({"reloaded": changed})
+
+
 def revision_of(spec: EndpointSpec, secret_env: dict[str, str]) -> str:
     blob = json.dumps({"spec": spec.model_dump(mode="json"), "secret_env": sorted(secret_env.items())},
                       sort_keys=True)
@@ -142,4 +164,5 @@ ROUTES = [
     Route("/admin/workers", workers, methods=["GET"]),
     Route("/admin/workers/{worker_id}/logs", worker_logs, methods=["GET"]),
     Route("/admin/usage", usage, methods=["GET"]),
+    Route("/admin/reload", reload, methods=["POST"]),
 ]

@@ -53,7 +53,10 @@ class AdminClient:
                                "Check that it runs (`gpuform status`); `gpuform apply` starts it again.") from exc
 
     def _json(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
-        resp = self._request(method, path, **kwargs)
+        return self._checked(self._request(method, path, **kwargs), method, path, ok)
+
+    def _checked(self, resp: httpx.Response, method: str, path: str, ok: tuple[int, ...] = (200,)) -> Any:
+        """The body of an answer in ``ok``; raises GatewayError naming the answer otherwise."""
         if resp.status_code == 401:
             raise GatewayError(f"the gateway at {self.base_url} refused the admin key",
                                "The admin key kept with the state (secret gateway.NAME.admin_key) does not match "
@@ -113,6 +116,15 @@ class AdminClient:
     def delete_endpoint(self, name: str, drain_timeout: float) -> None:
         self._json("DELETE", f"/admin/endpoints/{name}", ok=(200, 404),
                    params={"drain_timeout": drain_timeout}, timeout=drain_timeout + 30)
+
+    def reload(self) -> list[str] | None:
+        """Ask the gateway to re-read its configuration file (hot reload): the fields it took, or None when it
+        cannot (a change that needs a restart, or a gateway older than hot reload)."""
+        resp = self._request("POST", "/admin/reload")
+        if resp.status_code in (404, 405, 409):
+            return None
+        found: dict[str, Any] = self._checked(resp, "POST", "/admin/reload")
+        return [str(f) for f in found.get("reloaded") or []]
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self._json("GET", "/admin/status")

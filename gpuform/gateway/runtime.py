@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from gpuform import __version__
+from gpuform.config.schema import GATEWAY_RELOADABLE
 from gpuform.errors import GatewayError, StoreError
 from gpuform.gateway.auth import KeyRing
 from gpuform.gateway.fleet import Clock, Fleet, FleetSettings, ProviderAccess
@@ -76,6 +77,12 @@ class Providers:
         for provider in self._made.values():
             provider.close()
 
+    def reconfigure(self, config: RuntimeConfig) -> None:
+        """Take ``config``'s pools: a pool whose settings changed gets a new provider on next use."""
+        old, self.config = self.config.pools, config
+        for pool in [p for p in self._made if old.get(p) != config.pools.get(p)]:
+            self._made.pop(pool).close()
+
 
 def open_store(config: RuntimeConfig) -> GatewayStore:
     """The store the configuration names: a SQLite file under the data directory, or a PostgreSQL schema
@@ -100,11 +107,24 @@ def open_store(config: RuntimeConfig) -> GatewayStore:
     return store
 
 
+def restart_fields(old: RuntimeConfig, new: RuntimeConfig) -> list[str]:
+    """What differs between two configurations that a running gateway cannot take by reloading (its port,
+    store, directories, edge limits, build…): a change there needs a restart."""
+    def fixed(config: RuntimeConfig) -> dict[str, Any]:
+        top = config.model_dump(mode="json", exclude={"gateway", "host_pools", "webhook_secret"})
+        declared = config.gateway.model_dump(mode="json", exclude=set(GATEWAY_RELOADABLE))
+        return {**top, **{f"gateway.{k}": v for k, v in declared.items()}}
+    before, after = fixed(old), fixed(new)
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
 class Runtime:
     def __init__(self, config: RuntimeConfig, store: GatewayStore | None = None,
                  providers: ProviderAccess | None = None, clock: Clock = time.time,
-                 webhook_transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 webhook_transport: httpx.AsyncBaseTransport | None = None,
+                 config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # where the configuration was read from (re-read by a hot reload)
         self.clock = clock
         self.started_at = clock()
         self.store: GatewayStore = store if store is not None else open_store(config)
@@ -132,6 +152,37 @@ class Runtime:
         self.queue.condition_of = self._condition_text
         self.queue.on_unserved.append(self._unserved)
         self.queue.on_sweep.append(self.history.prune)
+
+    def reload(self, config: RuntimeConfig) -> list[str]:
+        """Take ``config`` without a restart: keys, timings, the pools driven and the webhook policy.
+        Returns the declared fields that changed; raises GatewayError (nothing taken) when a field that needs a
+        restart differs, or the configuration is another gateway's."""
+        if (config.name, config.lineage) != (self.config.name, self.config.lineage):
+            raise GatewayError(f"the configuration is for gateway {config.name} of another deployment",
+                               "Run `gpuform apply` from the configuration that created this gateway.")
+        fixed = restart_fields(self.config, config)
+        if fixed:
+            raise GatewayError(f"changed fields need a restart: {', '.join(fixed)}",
+                               "`gpuform apply` restarts the gateway for them.")
+        changed = sorted(k for k in GATEWAY_RELOADABLE
+                         if getattr(self.config.gateway, k) != getattr(config.gateway, k))
+        self.config = config
+        self.keys.replace(config.admin_key_hash, dict(config.gateway.api_keys))
+        self._take_timings(config)
+        if isinstance(self._providers, Providers):
+            self._providers.reconfigure(config)
+        log.info("gateway %s reloaded its configuration: %s", config.name, ", ".join(changed) or "no change")
+        return changed
+
+    def _take_timings(self, config: RuntimeConfig) -> None:
+        timings = config.timings
+        self.queue.timings = timings
+        self.history.retention = timings.request_history
+        self.fleet.settings = FleetSettings(config.lineage, config.advertise_url, timings,
+                                            {n: dict(p.price_per_gpu_second) for n, p in config.pools.items()})
+        self.webhooks.timings, self.webhooks.secret = timings, config.webhook_secret
+        self.webhooks.policy = config.gateway.webhooks
+        self.reconciler.interval = timings.reconcile_interval
 
     def begin_shutdown(self) -> None:
         """Called from the signal handler: wake every long-poll so connections close promptly."""

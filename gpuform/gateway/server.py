@@ -37,7 +37,7 @@ def serve(config_path: Path, listen: str | None = None) -> int:
     host, _, port = (listen or config.gateway.listen).rpartition(":")
     logging.basicConfig(level=config.gateway.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    runtime = Runtime(config)
+    runtime = Runtime(config, config_path=config_path)
     settings = config.gateway
     raise_file_limit()
     protocol = guarded_protocol(settings.limits, route_body_limit(settings), settings.trusted_proxies,

@@ -241,6 +241,16 @@ class BaremetalProvider:
         alive = [r for r in records if r["alive"]]
         return {"host": host.name, "unit": unit, "pid": alive[0]["pid"]} if alive else None
 
+    def reload_gateway(self, name: str, config: RuntimeConfig) -> Attrs | None:
+        found = self.read_gateway(name)
+        if found is None or found["unit"] != self._unit(name):
+            return None  # not running, or under an earlier gpuform's unit name: a restart migrates it
+        conn = self.hosts.conn(self._gateway_host())
+        gdir = self._gdir(name)
+        conn.write_file(posixpath.join(gdir, "config.json"), remote_config(config, conn, gdir).to_file_text().encode(),
+                        mode=0o600)
+        return {"host": found["host"], "unit": found["unit"]}
+
     def stop_gateway(self, name: str, remove_data: bool) -> None:
         """Stop the gateway (under its unit, and under an earlier gpuform's unit name: that migrates it)."""
         host = self._gateway_host()
