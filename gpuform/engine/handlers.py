@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from gpuform import faults
 from gpuform.config.schema import GATEWAY_RELOADABLE, ResourceKind
+from gpuform.engine import ledgers
 from gpuform.engine.context import Workspace
 from gpuform.errors import GatewayError, GpuformError
 from gpuform.gateway.client import AdminClient
@@ -200,7 +201,17 @@ class GatewayHandler:
         self._refuse_a_stranger(op, want)
         computed = call(self._host(op, want.attributes).start_gateway, want.name, self._runtime_config(op, want))
         self._wait(op, want)
+        self._restore_ledger(op, want)
         return computed
+
+    def _restore_ledger(self, op: Op, want: Desired) -> None:
+        """Give the gateway the ledger its predecessors left (see :mod:`gpuform.engine.ledgers`)."""
+        entries = ledgers.kept(op.ws, op.lineage, want.name)
+        if entries:
+            with op.admin(want.name) as admin:
+                added = call(admin.restore_ledger, entries)
+            if added:
+                op.ws.on_event(want.address, f"took over {added} ledger row(s) of the gateway it replaces")
 
     def _refuse_a_stranger(self, op: Op, want: Desired) -> None:
         """A gateway of another deployment (another state lineage) at this URL is never replaced silently:
@@ -243,7 +254,18 @@ class GatewayHandler:
             call(admin.wait_healthy, GATEWAY_START_TIMEOUT, op.lineage)
 
     def delete(self, op: Op, prior: ResourceState) -> None:
+        self._keep_ledger(op, prior)
         call(self._host(op, prior.attributes).stop_gateway, prior.name, True)
+
+    def _keep_ledger(self, op: Op, prior: ResourceState) -> None:
+        """The ledger belongs to the deployment: keep its rows before the gateway and its database go."""
+        try:
+            with op.admin(prior.name) as admin:
+                entries = admin.ledger()
+        except GatewayError as exc:
+            op.ws.on_event(prior.address, f"the gateway's ledger could not be read, so it is not kept ({exc.message})")
+            return
+        ledgers.keep(op.ws, op.lineage, prior.name, entries)
 
 
 class EndpointHandler:

@@ -7,10 +7,11 @@ spec is a 400 that names the field.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -18,10 +19,24 @@ from starlette.routing import Route
 from gpuform import __version__
 from gpuform.errors import GatewayError
 from gpuform.gateway.http import HTTPError, read_json, require_admin
+from gpuform.gateway.store import LedgerEntry
 from gpuform.spec import EndpointPut, EndpointSpec, RuntimeConfig
 from gpuform.util.build import build_id
 
 MAX_ADMIN_BODY = 1_000_000
+
+
+class LedgerRow(BaseModel):
+    """One ledger row as the admin API carries it (:class:`~gpuform.gateway.store.LedgerEntry`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    worker_id: str
+    endpoint: str
+    day: str
+    gpu_type: str
+    gpus: int
+    seconds: float
+    cost: float | None
 
 
 async def info(request: Request) -> Response:
@@ -147,6 +162,23 @@ async def reload(request: Request) -> Response:
     return JSONResponse({"reloaded": changed})
 
 
+async def ledger(request: Request) -> Response:
+    """Every ledger row: what `gpuform` keeps for the gateway's successor when it is destroyed or replaced."""
+    rt = require_admin(request)
+    return JSONResponse({"entries": [dataclasses.asdict(e) for e in rt.store.ledger.entries()]})
+
+
+async def restore_ledger(request: Request) -> Response:
+    """Take a predecessor's ledger rows: the rows of workers and days this gateway lacks are added."""
+    rt = require_admin(request)
+    body = await read_json(request, MAX_ADMIN_BODY)
+    try:
+        entries = [LedgerEntry(**LedgerRow.model_validate(row).model_dump()) for row in body["entries"]]
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise HTTPError(400, f"POST /admin/ledger takes {{\"entries\": [ledger rows]}}: {exc}") from None
+    return JSONResponse({"added": rt.store.ledger.restore(entries)})
+
+
 def revision_of(spec: EndpointSpec, secret_env: dict[str, str]) -> str:
     blob = json.dumps({"spec": spec.model_dump(mode="json"), "secret_env": sorted(secret_env.items())},
                       sort_keys=True)
@@ -165,4 +197,6 @@ ROUTES = [
     Route("/admin/workers/{worker_id}/logs", worker_logs, methods=["GET"]),
     Route("/admin/usage", usage, methods=["GET"]),
     Route("/admin/reload", reload, methods=["POST"]),
+    Route("/admin/ledger", ledger, methods=["GET"]),
+    Route("/admin/ledger", restore_ledger, methods=["POST"]),
 ]

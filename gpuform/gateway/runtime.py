@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import httpx
 from gpuform import __version__
 from gpuform.config.schema import GATEWAY_RELOADABLE
 from gpuform.errors import GatewayError, StoreError
+from gpuform.gateway import backup
 from gpuform.gateway.auth import KeyRing
 from gpuform.gateway.fleet import Clock, Fleet, FleetSettings, ProviderAccess
 from gpuform.gateway.history import RequestHistory
@@ -90,7 +92,11 @@ def open_store(config: RuntimeConfig) -> GatewayStore:
     key = config.secrets_key or config.admin_key_hash
     declared = config.gateway.store
     if declared.type == "sqlite":
-        return SQLiteStore(config.data_path / "gateway.db", key)
+        path = config.data_path / "gateway.db"
+        if backup.take_staged(path):
+            log.warning("gateway %s took the restored database (the one it replaced: %s%s)", config.name, path,
+                        backup.REPLACED)
+        return SQLiteStore(path, key)
     from gpuform.gateway.postgres import PostgresStore, default_schema
 
     if not config.store_url:
@@ -125,6 +131,7 @@ class Runtime:
                  config_path: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path  # where the configuration was read from (re-read by a hot reload)
+        self.on_restart: Callable[[], None] | None = None  # set by the server: exit for the supervisor to restart
         self.clock = clock
         self.started_at = clock()
         self.store: GatewayStore = store if store is not None else open_store(config)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import resource
+import signal
 import sys
 from pathlib import Path
 from types import FrameType
@@ -56,8 +58,12 @@ def serve(config_path: Path, listen: str | None = None) -> int:
         exit_handler(sig, frame)
 
     server.handle_exit = handle_exit  # type: ignore[method-assign]
+    runtime.on_restart = lambda: os.kill(os.getpid(), signal.SIGTERM)  # its supervisor starts it again
     server.run()
     return 0
+
+
+RESTORE_BODY_LIMIT = 1 << 40  # a database backup (admin only, read after the key is checked): the disk is the limit
 
 
 def route_body_limit(settings: GatewaySettings) -> BodyLimit:
@@ -65,6 +71,8 @@ def route_body_limit(settings: GatewaySettings) -> BodyLimit:
     limits = settings.limits
 
     def limit(method: str, path: str) -> int:
+        if path == "/admin/restore":
+            return RESTORE_BODY_LIMIT
         if path.startswith("/admin/"):
             return limits.max_admin_body
         if path.rstrip("/").endswith("/run"):
