@@ -64,6 +64,7 @@ class Providers:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
         self._made: dict[str, Provider] = {}
+        self._retired: list[Provider] = []
 
     def __call__(self, pool: str) -> Provider:
         if pool not in self._made:
@@ -76,14 +77,15 @@ class Providers:
         return self._made[pool]
 
     def close(self) -> None:
-        for provider in self._made.values():
+        for provider in [*self._made.values(), *self._retired]:
             provider.close()
 
     def reconfigure(self, config: RuntimeConfig) -> None:
-        """Take ``config``'s pools: a pool whose settings changed gets a new provider on next use."""
+        """Take ``config``'s pools: a pool whose settings changed gets a new provider on next use (the old one
+        is closed with the rest at stop, not now: a start may be using it in a thread)."""
         old, self.config = self.config.pools, config
         for pool in [p for p in self._made if old.get(p) != config.pools.get(p)]:
-            self._made.pop(pool).close()
+            self._retired.append(self._made.pop(pool))
 
 
 def open_store(config: RuntimeConfig) -> GatewayStore:

@@ -101,6 +101,10 @@ def test_a_backup_of_another_deployment_or_not_a_database_is_refused(deployment:
     assert result.returncode == 1 and "another gpuform deployment" in result.stderr, result.stderr
     assert not (_gateway_dir(deployment) / "gateway.db.restore").exists()
 
+    unit = run_gpuform("-C", str(deployment.workdir), "gateway", "unit", check=True).stdout
+    assert f"-C {deployment.workdir.resolve()} apply -auto-approve -target gateway.main" in unit
+    assert "WantedBy=default.target" in unit.splitlines()
+
 
 def test_a_replaced_gateway_takes_over_its_predecessors_ledger(deployment: Deployment) -> None:
     deployment.apply_text(local_config(deployment.port, "", ENDPOINTS))
