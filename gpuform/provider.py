@@ -221,6 +221,11 @@ class GatewayHost(Protocol):
         """Make the gateway run ``config``: adopt one already running it, restart one running another."""
         ...
 
+    def reload_gateway(self, name: str, config: RuntimeConfig) -> Attrs | None:
+        """Write ``config`` where the running gateway reads its configuration, for it to take by a hot reload
+        (``POST /admin/reload``, which the caller sends); None, writing nothing, when no gateway runs."""
+        ...
+
     def stop_gateway(self, name: str, remove_data: bool) -> None: ...
 
     def gateway_logs(self, name: str, tail: int = 100) -> str:

@@ -85,6 +85,8 @@ class GatewaySettings(schema.Gateway):
     advertise_url: str = Field(description="URL workers and clients use (resolved by apply).")
     tls: TlsSettings | None = Field(None, description="Declared TLS files, with their certificates' digest.")
     pools: dict[Name, PoolConfig] = Field(default_factory=dict, description="Pools the gateway drives.")
+    version: str | None = Field(None, description="Build of gpuform the gateway runs (gpuform.util.build): a "
+                                                  "new one restarts the gateway on it (resolved by apply).")
 
 
 class RuntimeConfig(Model):

@@ -1,31 +1,23 @@
-"""Runtime commands: gateway (foreground), status, logs (workers' or the gateway's), usage."""
+"""Runtime commands: gateway (foreground, backup, restore), status, logs (workers' or the gateway's), usage."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from gpuform.cli.common import JsonFlag, globals_of, out_console
+from gpuform.cli.gateway_cmds import gateway_app
 from gpuform.engine.context import Workspace
 from gpuform.errors import GatewayError, GpuformError
 from gpuform.gateway.client import AdminClient
 from gpuform.plan.cost import format_cost
 from gpuform.provider import GatewayHost, gateway_host
 from gpuform.state.model import ResourceState, State
-
-
-def gateway_cmd(config: Annotated[Path, typer.Option("--config", help="Runtime configuration written by apply.")],
-                listen: Annotated[str | None, typer.Option("--listen", help="Override host:port.")] = None) -> None:
-    """Run a gateway in the foreground (apply runs it supervised as the gateway resource)."""
-    from gpuform.gateway.server import serve
-
-    raise typer.Exit(serve(config, listen))
 
 
 def _admins(ws: Workspace, state: State) -> list[tuple[str, AdminClient]]:
@@ -275,7 +267,7 @@ def _new_lines(before: list[str], now: list[str]) -> list[str]:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("gateway")(gateway_cmd)
+    app.add_typer(gateway_app, name="gateway")
     app.command("status")(status_cmd)
     app.command("usage")(usage_cmd)
     app.command("logs")(logs_cmd)

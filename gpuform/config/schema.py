@@ -266,6 +266,13 @@ class GatewayTls(Model):
         return {k: v for k, v in self.model_dump().items() if k.endswith("_file") and v is not None}
 
 
+# Gateway fields a running gateway takes by re-reading its configuration (hot reload: no restart, no
+# outage); a change to any other field restarts it (replace fields aside). Keys, timings, the pools it drives
+# and where webhooks may go are read per request or per tick; the port, the store, the edge's limits, the
+# admin key (the reload itself is authenticated with it) and the build of gpuform it runs are fixed at start.
+GATEWAY_RELOADABLE: frozenset[str] = frozenset({"api_keys", "webhook_secret", "timings", "pools", "webhooks"})
+
+
 class Gateway(Model):
     """The gateway: endpoint URLs, the durable queue, the autoscaler and the metering ledger."""
 

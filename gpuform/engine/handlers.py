@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from gpuform import faults
-from gpuform.config.schema import GatewayTls, ResourceKind
+from gpuform.config.schema import GATEWAY_RELOADABLE, GatewayTls, ResourceKind
 from gpuform.config.tls import resolved as resolved_tls
+from gpuform.engine import ledgers
 from gpuform.engine.context import Workspace
 from gpuform.errors import GatewayError, GpuformError
 from gpuform.gateway.client import AdminClient
@@ -27,7 +28,7 @@ from gpuform.provider import (
     gateway_host,
     volume_host,
 )
-from gpuform.resources.desired import Desired
+from gpuform.resources.desired import Desired, current_attributes
 from gpuform.spec import EndpointSpec, GatewaySettings, RuntimeConfig
 from gpuform.state.model import ResourceState, State
 from gpuform.util.hashing import deployment_id, hash_secret
@@ -208,7 +209,17 @@ class GatewayHandler:
         self._refuse_a_stranger(op, want)
         computed = call(self._host(op, want.attributes).start_gateway, want.name, self._runtime_config(op, want))
         self._wait(op, want)
+        self._restore_ledger(op, want)
         return computed
+
+    def _restore_ledger(self, op: Op, want: Desired) -> None:
+        """Give the gateway the ledger its predecessors left (see :mod:`gpuform.engine.ledgers`)."""
+        entries = ledgers.kept(op.ws, op.lineage, want.name)
+        if entries:
+            with op.admin(want.name) as admin:
+                added = call(admin.restore_ledger, entries)
+            if added:
+                op.ws.on_event(want.address, f"took over {added} ledger row(s) of the gateway it replaces")
 
     def _refuse_a_stranger(self, op: Op, want: Desired) -> None:
         """A gateway of another deployment (another state lineage) at this URL is never replaced silently:
@@ -226,7 +237,24 @@ class GatewayHandler:
                 f"import gateway.{want.name} {want.name}` there), or destroy that deployment first.")
 
     def update(self, op: Op, prior: ResourceState, want: Desired) -> dict[str, Any]:
+        """A change of reloadable fields only (keys, timings, pools, webhooks) is taken by the running gateway
+        without a restart (hot reload); anything else, or a gateway that cannot reload, restarts it."""
+        if reloadable(prior.attributes, want.attributes):
+            computed = self._reload(op, want)
+            if computed is not None:
+                return computed
         return self.create(op, want)
+
+    def _reload(self, op: Op, want: Desired) -> dict[str, Any] | None:
+        computed = call(self._host(op, want.attributes).reload_gateway, want.name, self._runtime_config(op, want))
+        if computed is None:
+            return None
+        with op.admin(want.name) as admin:
+            taken = call(admin.reload)
+        if taken is None:
+            return None
+        op.ws.on_event(want.address, f"reloaded without a restart ({', '.join(taken) or 'no change'})")
+        return computed
 
     def _wait(self, op: Op, want: Desired) -> None:
         key = op.ws.admin_key(want.name, want.secrets.get(("admin_key",)), create=False)
@@ -234,7 +262,18 @@ class GatewayHandler:
             call(admin.wait_healthy, GATEWAY_START_TIMEOUT, op.lineage)
 
     def delete(self, op: Op, prior: ResourceState) -> None:
+        self._keep_ledger(op, prior)
         call(self._host(op, prior.attributes).stop_gateway, prior.name, True)
+
+    def _keep_ledger(self, op: Op, prior: ResourceState) -> None:
+        """The ledger belongs to the deployment: keep its rows before the gateway and its database go."""
+        try:
+            with op.admin(prior.name) as admin:
+                entries = admin.ledger()
+        except GatewayError as exc:
+            op.ws.on_event(prior.address, f"the gateway's ledger could not be read, so it is not kept ({exc.message})")
+            return
+        ledgers.keep(op.ws, op.lineage, prior.name, entries)
 
 
 class EndpointHandler:
@@ -301,6 +340,13 @@ class EndpointHandler:
                     op.ws.on_event(prior.address, f"gateway unreachable while draining ({exc.message}); "
                                                   "sweeping workers directly")
         call(op.provider(prior.attributes["pool"]).remove_endpoint, prior.name, _spec(prior.attributes))
+
+
+def reloadable(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether the running gateway takes the change from ``before`` to ``after`` by a hot reload."""
+    before = current_attributes(ResourceKind.GATEWAY, before)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    return bool(changed) and changed <= GATEWAY_RELOADABLE
 
 
 def _not_ready(want: Desired, wanted: int, ready: int, condition: dict[str, Any], waited: float) -> GatewayError:

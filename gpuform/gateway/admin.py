@@ -7,24 +7,42 @@ spec is a 400 that names the field.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gpuform import __version__
+from gpuform.errors import GatewayError
 from gpuform.gateway.http import HTTPError, read_json, require_admin
-from gpuform.spec import EndpointPut, EndpointSpec
+from gpuform.gateway.store import LedgerEntry
+from gpuform.spec import EndpointPut, EndpointSpec, RuntimeConfig
+from gpuform.util.build import build_id
 
 MAX_ADMIN_BODY = 1_000_000
+
+
+class LedgerRow(BaseModel):
+    """One ledger row as the admin API carries it (:class:`~gpuform.gateway.store.LedgerEntry`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    worker_id: str
+    endpoint: str
+    day: str
+    gpu_type: str
+    gpus: int
+    seconds: float
+    cost: float | None
 
 
 async def info(request: Request) -> Response:
     rt = require_admin(request)
     attributes = rt.config.gateway.model_dump(mode="json", exclude={"depends_on"})
+    attributes["version"] = build_id()  # the build that runs, whatever the configuration recorded
     return JSONResponse({"name": rt.config.name, "lineage": rt.config.lineage, "version": __version__,
                          "attributes": attributes, "started_at": rt.started_at,
                          "store_schema": rt.store.schema_version()})
@@ -125,6 +143,42 @@ async def usage(request: Request) -> Response:
     return JSONResponse({"usage": rt.ledger.usage(), "by_key": rt.store.jobs.usage_by_key()})
 
 
+async def reload(request: Request) -> Response:
+    """Re-read the configuration file the gateway was started with and take it without a restart (hot
+    reload): 409 naming the fields when a change needs a restart, 400 when the file cannot be read."""
+    rt = require_admin(request)
+    if rt.config_path is None:
+        raise HTTPError(409, "this gateway was not started from a configuration file; restart it instead")
+    try:
+        config = RuntimeConfig.load(rt.config_path)
+    except OSError as exc:
+        raise HTTPError(400, f"cannot read the configuration {rt.config_path}: {exc.strerror}") from None
+    except ValidationError as exc:
+        raise HTTPError(400, f"the configuration {rt.config_path} is not valid: {_first_error(exc)}") from None
+    try:
+        changed = rt.reload(config)
+    except GatewayError as exc:
+        raise HTTPError(409, f"{exc.message}. {exc.hint}") from None
+    return JSONResponse({"reloaded": changed})
+
+
+async def ledger(request: Request) -> Response:
+    """Every ledger row: what `gpuform` keeps for the gateway's successor when it is destroyed or replaced."""
+    rt = require_admin(request)
+    return JSONResponse({"entries": [dataclasses.asdict(e) for e in rt.store.ledger.entries()]})
+
+
+async def restore_ledger(request: Request) -> Response:
+    """Take a predecessor's ledger rows: the rows of workers and days this gateway lacks are added."""
+    rt = require_admin(request)
+    body = await read_json(request, MAX_ADMIN_BODY)
+    try:
+        entries = [LedgerEntry(**LedgerRow.model_validate(row).model_dump()) for row in body["entries"]]
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise HTTPError(400, f"POST /admin/ledger takes {{\"entries\": [ledger rows]}}: {exc}") from None
+    return JSONResponse({"added": rt.store.ledger.restore(entries)})
+
+
 def revision_of(spec: EndpointSpec, secret_env: dict[str, str]) -> str:
     dumped = spec.model_dump(mode="json")
     if dumped.get("environment") is None:
@@ -144,4 +198,7 @@ ROUTES = [
     Route("/admin/workers", workers, methods=["GET"]),
     Route("/admin/workers/{worker_id}/logs", worker_logs, methods=["GET"]),
     Route("/admin/usage", usage, methods=["GET"]),
+    Route("/admin/reload", reload, methods=["POST"]),
+    Route("/admin/ledger", ledger, methods=["GET"]),
+    Route("/admin/ledger", restore_ledger, methods=["POST"]),
 ]

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpuform import __version__
 from gpuform.errors import StoreError
-from gpuform.gateway import admin, console, routes_client, routes_history, routes_openai, routes_worker
+from gpuform.gateway import admin, console, routes_backup, routes_client, routes_history, routes_openai, routes_worker
 from gpuform.gateway.console.logtail import LogTail
 from gpuform.gateway.http import (
     HTTPError,
@@ -102,8 +102,8 @@ def build_app(runtime: Runtime, reconcile: bool = True) -> Starlette:
 
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
               Route("/openapi.json", openapi, methods=["GET"]),
-              *admin.ROUTES, *routes_history.ROUTES, *routes_worker.ROUTES, *routes_client.ROUTES,
-              *routes_openai.ROUTES, *console.ROUTES]
+              *admin.ROUTES, *routes_backup.ROUTES, *routes_history.ROUTES, *routes_worker.ROUTES,
+              *routes_client.ROUTES, *routes_openai.ROUTES, *console.ROUTES]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPError: handle_http_error, HTTPException: handle_starlette_error,
                                         StoreError: handle_store_error})

@@ -48,6 +48,15 @@ class KeyRing:
         self.options = {name: value if isinstance(value, ApiKey) else ApiKey(key=value)
                         for name, value in self.keys.items()}
 
+    def replace(self, admin_hash: str, keys: dict[str, str | ApiKey]) -> None:
+        """Take a reloaded configuration's keys; a removed key is refused from the next request on, a key whose
+        options changed starts a fresh rate-limit bucket."""
+        before = self.options
+        self.admin_hash, self.keys = admin_hash, keys
+        self.__post_init__()
+        for name in [n for n in self._buckets if before.get(n) != self.options.get(n)]:
+            del self._buckets[name]
+
     def _hash(self, key: str) -> str:
         found = self._cache.get(key)
         if found is None:

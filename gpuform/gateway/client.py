@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import certifi
 import httpx
@@ -94,7 +95,10 @@ class AdminClient:
                 "Check that it runs (`gpuform status`); `gpuform apply` starts it again.") from exc
 
     def _json(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
-        resp = self._request(method, path, **kwargs)
+        return self._checked(self._request(method, path, **kwargs), method, path, ok)
+
+    def _checked(self, resp: httpx.Response, method: str, path: str, ok: tuple[int, ...] = (200,)) -> Any:
+        """The body of an answer in ``ok``; raises GatewayError naming the answer otherwise."""
         if resp.status_code == 401:
             raise GatewayError(f"the gateway at {self.base_url} refused the admin key",
                                "The admin key kept with the state (secret gateway.NAME.admin_key) does not match "
@@ -160,6 +164,62 @@ class AdminClient:
         self._json("DELETE", f"/admin/endpoints/{name}", ok=(200, 404),
                    params={"drain_timeout": drain_timeout}, timeout=drain_timeout + 30)
 
+    def reload(self) -> list[str] | None:
+        """Ask the gateway to re-read its configuration file (hot reload): the fields it took, or None when it
+        cannot (a change that needs a restart, or a gateway older than hot reload)."""
+        resp = self._request("POST", "/admin/reload")
+        if resp.status_code in (404, 405, 409):
+            return None
+        found: dict[str, Any] = self._checked(resp, "POST", "/admin/reload")
+        return [str(f) for f in found.get("reloaded") or []]
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """Every ledger row the gateway has."""
+        return list(self._json("GET", "/admin/ledger")["entries"])
+
+    def restore_ledger(self, entries: list[dict[str, Any]], batch: int = 2000) -> int:
+        """Give the gateway a predecessor's ledger rows (in batches under the admin body limit); how many it
+        added (rows it has already are not counted twice)."""
+        added = 0
+        for start in range(0, len(entries), batch):
+            added += int(self._json("POST", "/admin/ledger", json={"entries": entries[start:start + batch]})["added"])
+        return added
+
+    def backup_to(self, dest: Path) -> int:
+        """Download a consistent copy of the gateway's database into ``dest`` (mode 0600, written whole or
+        not at all); returns its size in bytes."""
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            self._download("/admin/backup", tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(dest)
+        return dest.stat().st_size
+
+    def _download(self, path: str, tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh, self._http.stream("GET", path, timeout=None) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    self._checked(resp, "GET", path)
+                for chunk in resp.iter_bytes():
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except httpx.HTTPError as exc:
+            raise GatewayError(f"the download of {path} from {self.base_url} was cut short "
+                               f"({type(exc).__name__}: {exc})",
+                               "Check that the gateway runs (`gpuform status`) and try again.") from exc
+
+    def restore_from(self, src: Path) -> dict[str, Any]:
+        """Upload a backup for the gateway to restore (it restarts onto it)."""
+        with open(src, "rb") as fh:
+            found: dict[str, Any] = self._json("POST", "/admin/restore", ok=(202,), content=_chunks(fh),
+                                               headers={"Content-Type": "application/vnd.sqlite3"}, timeout=None)
+        return found
+
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self._json("GET", "/admin/status")
         return result
@@ -205,6 +265,11 @@ def tls_refusal(url: str, exc: BaseException) -> GatewayError | None:
     if isinstance(cause, ssl.SSLError) and ("UNKNOWN_CA" in text or "BAD_CERTIFICATE" in text):
         return GatewayError(f"the gateway at {url} refused this client's certificate ({cause.reason})", MTLS_HINT)
     return None
+
+
+def _chunks(fh: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := fh.read(size):
+        yield chunk
 
 
 def _error_text(resp: httpx.Response) -> str:

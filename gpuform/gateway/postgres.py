@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import astuple
 from typing import Any, TypeVar
 
 import psycopg
@@ -33,6 +34,7 @@ from gpuform.gateway.jobs import Job
 from gpuform.gateway.rows import (
     HISTORY_COLUMNS,
     JOB_COLUMNS,
+    LEDGER_COLUMNS,
     OPEN_STATUSES,
     history_from_row,
     history_values,
@@ -385,6 +387,18 @@ class PostgresLedger:
     def worker_seconds(self, worker_id: str) -> float:
         row = self.db.row("SELECT COALESCE(SUM(seconds), 0) AS s FROM ledger WHERE worker_id = %s", (worker_id,))
         return float(row["s"]) if row else 0.0
+
+    def entries(self) -> list[LedgerEntry]:
+        rows = self.db.rows(f"SELECT {LEDGER_COLUMNS} FROM ledger ORDER BY day, worker_id")
+        return [LedgerEntry(*(r[c] for c in LEDGER_COLUMNS.split(", "))) for r in rows]
+
+    def restore(self, entries: list[LedgerEntry]) -> int:
+        known = {(r["worker_id"], r["day"]) for r in self.db.rows("SELECT worker_id, day FROM ledger")}
+        fresh = [e for e in entries if (e.worker_id, e.day) not in known]
+        if fresh:
+            self.db.many(f"INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                         "ON CONFLICT (worker_id, day) DO NOTHING", [astuple(e) for e in fresh])
+        return len(fresh)
 
 
 class PostgresHistory:

@@ -42,6 +42,7 @@ def job_from_row(row: Row) -> Job:
     return job
 
 
+LEDGER_COLUMNS = "worker_id, endpoint, day, gpu_type, gpus, seconds, cost"  # LedgerEntry's fields, in order
 HISTORY_COLUMNS = "job_id, endpoint, owner, status, worker_id, created_at, started_at, completed_at"
 
 

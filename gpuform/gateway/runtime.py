@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from typing import Any
 import httpx
 
 from gpuform import __version__
+from gpuform.config.schema import GATEWAY_RELOADABLE
 from gpuform.errors import GatewayError, StoreError
+from gpuform.gateway import backup
 from gpuform.gateway.auth import KeyRing
 from gpuform.gateway.fleet import Clock, Fleet, FleetSettings, ProviderAccess
 from gpuform.gateway.history import RequestHistory
@@ -65,6 +68,7 @@ class Providers:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
         self._made: dict[str, Provider] = {}
+        self._retired: list[Provider] = []
 
     def __call__(self, pool: str) -> Provider:
         if pool not in self._made:
@@ -77,8 +81,15 @@ class Providers:
         return self._made[pool]
 
     def close(self) -> None:
-        for provider in self._made.values():
+        for provider in [*self._made.values(), *self._retired]:
             provider.close()
+
+    def reconfigure(self, config: RuntimeConfig) -> None:
+        """Take ``config``'s pools: a pool whose settings changed gets a new provider on next use (the old one
+        is closed with the rest at stop, not now: a start may be using it in a thread)."""
+        old, self.config = self.config.pools, config
+        for pool in [p for p in self._made if old.get(p) != config.pools.get(p)]:
+            self._retired.append(self._made.pop(pool))
 
 
 def open_store(config: RuntimeConfig) -> GatewayStore:
@@ -87,7 +98,11 @@ def open_store(config: RuntimeConfig) -> GatewayStore:
     key = config.secrets_key or config.admin_key_hash
     declared = config.gateway.store
     if declared.type == "sqlite":
-        return SQLiteStore(config.data_path / "gateway.db", key)
+        path = config.data_path / "gateway.db"
+        if backup.take_staged(path):
+            log.warning("gateway %s took the restored database (the one it replaced: %s%s)", config.name, path,
+                        backup.REPLACED)
+        return SQLiteStore(path, key)
     from gpuform.gateway.postgres import PostgresStore, default_schema
 
     if not config.store_url:
@@ -109,11 +124,25 @@ def _reason(job: Job) -> str:
     return safe_text(str(error or "no reason given"), 300)
 
 
+def restart_fields(old: RuntimeConfig, new: RuntimeConfig) -> list[str]:
+    """What differs between two configurations that a running gateway cannot take by reloading (its port,
+    store, directories, edge limits, build…): a change there needs a restart."""
+    def fixed(config: RuntimeConfig) -> dict[str, Any]:
+        top = config.model_dump(mode="json", exclude={"gateway", "host_pools", "webhook_secret"})
+        declared = config.gateway.model_dump(mode="json", exclude=set(GATEWAY_RELOADABLE))
+        return {**top, **{f"gateway.{k}": v for k, v in declared.items()}}
+    before, after = fixed(old), fixed(new)
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
 class Runtime:
     def __init__(self, config: RuntimeConfig, store: GatewayStore | None = None,
                  providers: ProviderAccess | None = None, clock: Clock = time.time,
-                 webhook_transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 webhook_transport: httpx.AsyncBaseTransport | None = None,
+                 config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # where the configuration was read from (re-read by a hot reload)
+        self.on_restart: Callable[[], None] | None = None  # set by the server: exit for the supervisor to restart
         self.clock = clock
         self.started_at = clock()
         self.store: GatewayStore = store if store is not None else open_store(config)
@@ -147,6 +176,37 @@ class Runtime:
         self.queue.condition_of = self._condition_text
         self.queue.on_unserved.append(self._unserved)
         self.queue.on_sweep.append(self.history.prune)
+
+    def reload(self, config: RuntimeConfig) -> list[str]:
+        """Take ``config`` without a restart: keys, timings, the pools driven and the webhook policy.
+        Returns the declared fields that changed; raises GatewayError (nothing taken) when a field that needs a
+        restart differs, or the configuration is another gateway's."""
+        if (config.name, config.lineage) != (self.config.name, self.config.lineage):
+            raise GatewayError(f"the configuration is for gateway {config.name} of another deployment",
+                               "Run `gpuform apply` from the configuration that created this gateway.")
+        fixed = restart_fields(self.config, config)
+        if fixed:
+            raise GatewayError(f"changed fields need a restart: {', '.join(fixed)}",
+                               "`gpuform apply` restarts the gateway for them.")
+        changed = sorted(k for k in GATEWAY_RELOADABLE
+                         if getattr(self.config.gateway, k) != getattr(config.gateway, k))
+        self.config = config
+        self.keys.replace(config.admin_key_hash, dict(config.gateway.api_keys))
+        self._take_timings(config)
+        if isinstance(self._providers, Providers):
+            self._providers.reconfigure(config)
+        log.info("gateway %s reloaded its configuration: %s", config.name, ", ".join(changed) or "no change")
+        return changed
+
+    def _take_timings(self, config: RuntimeConfig) -> None:
+        timings = config.timings
+        self.queue.timings = timings
+        self.history.retention = timings.request_history
+        self.fleet.settings = FleetSettings(config.lineage, config.advertise_url, timings,
+                                            {n: dict(p.price_per_gpu_second) for n, p in config.pools.items()})
+        self.webhooks.timings, self.webhooks.secret = timings, config.webhook_secret
+        self.webhooks.policy = config.gateway.webhooks
+        self.reconciler.interval = timings.reconcile_interval
 
     def begin_shutdown(self) -> None:
         """Called from the signal handler: wake every long-poll so connections close promptly."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
+import signal
 import sys
 from pathlib import Path
 from types import FrameType
@@ -38,7 +40,7 @@ def serve(config_path: Path, listen: str | None = None) -> int:
     host, _, port = (listen or config.gateway.listen).rpartition(":")
     logs.configure(config.gateway.log_level, config.gateway.log_format)
     tls = server_options(config.tls)  # before anything starts: a file that will not load is a clear error
-    runtime = Runtime(config)
+    runtime = Runtime(config, config_path=config_path)
     settings = config.gateway
     raise_file_limit()
     protocol = guarded_protocol(settings.limits, route_body_limit(settings), settings.trusted_proxies,
@@ -57,8 +59,12 @@ def serve(config_path: Path, listen: str | None = None) -> int:
         exit_handler(sig, frame)
 
     server.handle_exit = handle_exit  # type: ignore[method-assign]
+    runtime.on_restart = lambda: os.kill(os.getpid(), signal.SIGTERM)  # its supervisor starts it again
     server.run()
     return 0
+
+
+RESTORE_BODY_LIMIT = 1 << 40  # a database backup (admin only, read after the key is checked): the disk is the limit
 
 
 def route_body_limit(settings: GatewaySettings) -> BodyLimit:
@@ -66,6 +72,8 @@ def route_body_limit(settings: GatewaySettings) -> BodyLimit:
     limits = settings.limits
 
     def limit(method: str, path: str) -> int:
+        if path == "/admin/restore":
+            return RESTORE_BODY_LIMIT
         if path.startswith("/admin/"):
             return limits.max_admin_body
         if path.rstrip("/").endswith("/run"):

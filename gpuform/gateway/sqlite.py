@@ -17,6 +17,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from gpuform.gateway.jobs import Job
 from gpuform.gateway.rows import (
     HISTORY_COLUMNS,
     JOB_COLUMNS,
+    LEDGER_COLUMNS,
     OPEN_STATUSES,
     history_from_row,
     history_values,
@@ -373,6 +375,16 @@ class SQLiteLedger:
         row = self.conn.execute("SELECT COALESCE(SUM(seconds), 0) AS s FROM ledger WHERE worker_id=?",
                                 (worker_id,)).fetchone()
         return float(row["s"])
+
+    def entries(self) -> list[LedgerEntry]:
+        rows = self.conn.execute(f"SELECT {LEDGER_COLUMNS} FROM ledger ORDER BY day, worker_id").fetchall()
+        return [LedgerEntry(*tuple(r)) for r in rows]
+
+    def restore(self, entries: list[LedgerEntry]) -> int:
+        before = self.conn.raw.total_changes
+        self.conn.executemany(f"INSERT INTO ledger({LEDGER_COLUMNS}) VALUES (?,?,?,?,?,?,?) "
+                              "ON CONFLICT(worker_id, day) DO NOTHING", [astuple(e) for e in entries])
+        return int(self.conn.raw.total_changes - before)
 
 
 class SQLiteHistory:

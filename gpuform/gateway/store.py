@@ -166,6 +166,15 @@ class LedgerRows(Protocol):
 
     def worker_seconds(self, worker_id: str) -> float: ...
 
+    def entries(self) -> list[LedgerEntry]:
+        """Every row (what a replaced gateway's successor takes over)."""
+        ...
+
+    def restore(self, entries: list[LedgerEntry]) -> int:
+        """Add the rows of workers and days this ledger lacks; rows it has are left as they are (so restoring
+        twice counts once). Returns how many were added."""
+        ...
+
 
 class EndpointRows(Protocol):
     def put(self, name: str, endpoint: StoredEndpoint) -> None: ...

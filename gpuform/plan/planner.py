@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpuform.config.schema import GATEWAY_RELOADABLE
 from gpuform.errors import PlanError
 from gpuform.plan.checks import capacity_warnings
 from gpuform.plan.cost import endpoint_cost
@@ -161,7 +162,19 @@ def _change(addr: str, want: Desired | None, prior: ResourceState | None, option
             change.action_reason = "replace_because_cannot_update"
         else:
             change.actions = [Action.UPDATE]
+            if want.kind == "gateway":
+                change.notes.append(_gateway_update_note(paths))
     return change
+
+
+def _gateway_update_note(paths: list[list[str | int]]) -> str:
+    """How a gateway takes an update: a hot reload (no restart) or a restart (a brief outage), and why."""
+    fields = sorted({str(p[0]) for p in paths if p})
+    restart = [f for f in fields if f not in GATEWAY_RELOADABLE]
+    if not restart:
+        return f"hot reload, no restart ({', '.join(fields)})"
+    return (f"restarts the gateway (requests in flight fail, clients retry; about 1-2 s) for: "
+            f"{', '.join(restart)}")
 
 
 def _from_prior(prior: ResourceState, actions: list[Action], reason: str, notes: list[str]) -> ResourceChange:

@@ -19,6 +19,7 @@ from gpuform.config.graph import dependencies
 from gpuform.config.load import Config
 from gpuform.config.schema import ResourceKind
 from gpuform.diagnostics import Path
+from gpuform.util.build import build_id
 from gpuform.util.hashing import hash_secret
 from gpuform.util.manifests import PRESENT, VolumeSource
 
@@ -162,6 +163,7 @@ def _gateway_attrs(config: Config, name: str, gw: schema.Gateway, deps: dict[str
         attrs["admin_key"] = GENERATED
     driven = sorted(a.split(".", 1)[1] for a in deps[f"gateway.{name}"] if a.startswith("pool."))
     attrs["pools"] = {p: _dump(config.pools[p]) for p in driven}
+    attrs["version"] = build_id()
     return attrs
 
 

@@ -4,8 +4,10 @@ On each host, under ``data_dir``: ``bin/hostagent.py`` (a stdlib-only helper), `
 ``workers/ID.json`` (pid records; ``ID.env`` for systemd units), ``logs/ID.log`` (kept after a worker is
 gone, so a crash can be read), ``gateways/NAME/`` (the gateway's queue, configuration and credentials), all
 below ``lineage-XXXXXXXX/`` (one per deployment and workspace).
-Where systemd runs, workers and the gateway are transient units (``systemd-run``); elsewhere the agent
-starts them detached with pid records, and the gateway runs under gpuform's supervisor.
+Where systemd runs, workers are transient units (``systemd-run``) and the gateway an enabled unit in
+``/etc/systemd/system`` (restarted when it exits, started again when the host boots); elsewhere the agent
+starts them detached with pid records, and the gateway runs under gpuform's supervisor (which nothing starts at
+boot: `gpuform apply` brings the gateway back, see docs/ha.md).
 """
 
 from __future__ import annotations
@@ -52,6 +54,26 @@ def systemd_run_argv(unit: str, argv: list[str], env_file: str, cwd: str, restar
     return ["systemd-run", "--unit", unit, "--collect", "--quiet", "--property", f"Restart={restart}",
             "--property", "KillMode=control-group", "--property", f"TimeoutStopSec={int(stop_timeout)}",
             "--property", f"EnvironmentFile={env_file}", "--working-directory", cwd, "--", *argv]
+
+
+UNIT_DIR = "/etc/systemd/system"
+
+
+def unit_file_text(description: str, argv: list[str], env_file: str, cwd: str, stop_timeout: float = 30) -> str:
+    """A persistent (enabled) service unit: restarted whenever it exits, started again when the host boots."""
+    exec_start = " ".join(_unit_quote(a) for a in argv)
+    return (f"[Unit]\nDescription={description}\nAfter=network-online.target\nWants=network-online.target\n\n"
+            f"[Service]\nExecStart={exec_start}\nWorkingDirectory={cwd}\n"
+            f"EnvironmentFile={env_file}\nRestart=always\nRestartSec=1\nKillMode=control-group\n"
+            f"TimeoutStopSec={int(stop_timeout)}\n\n[Install]\nWantedBy=multi-user.target\n")
+
+
+def _unit_quote(arg: str) -> str:
+    """One ExecStart word as systemd reads it (quoted when it holds a space, a quote, a backslash or a $/%)."""
+    if arg and not any(c in arg for c in " \t\"'\\$%"):
+        return arg
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$").replace("%", "%%")
+    return f'"{escaped}"'
 
 
 def env_file_text(env: dict[str, str]) -> str:
@@ -251,7 +273,10 @@ class BaremetalProvider:
         if self._systemd_on(host.name):
             env_file = posixpath.join(gdir, "gateway.env")
             conn.write_file(env_file, b"PYTHONUNBUFFERED=1\n", mode=0o600)
-            conn.run(systemd_run_argv(unit, serve, env_file, gdir, restart="always"))
+            text = unit_file_text(f"gpuform gateway.{name} ({self.ctx.lineage[:8]})", serve, env_file, gdir)
+            conn.write_file(posixpath.join(UNIT_DIR, f"{unit}.service"), text.encode(), mode=0o644)
+            conn.run(["systemctl", "daemon-reload"])
+            conn.run(["systemctl", "enable", "--now", f"{unit}.service"])
         else:
             labels = ["--label", f"gpuform.lineage={self.ctx.lineage}", "--label", f"gpuform.address=gateway.{name}"]
             argv = [python, "-m", "gpuform.util.supervise", "--pidfile", posixpath.join(gdir, "supervisor.pid"),
@@ -281,6 +306,16 @@ class BaremetalProvider:
         alive = [r for r in records if r["alive"]]
         return {"host": host.name, "unit": unit, "pid": alive[0]["pid"]} if alive else None
 
+    def reload_gateway(self, name: str, config: RuntimeConfig) -> Attrs | None:
+        found = self.read_gateway(name)
+        if found is None or found["unit"] != self._unit(name):
+            return None  # not running, or under an earlier gpuform's unit name: a restart migrates it
+        conn = self.hosts.conn(self._gateway_host())
+        gdir = self._gdir(name)
+        conn.write_file(posixpath.join(gdir, "config.json"), remote_config(config, conn, gdir).to_file_text().encode(),
+                        mode=0o600)
+        return {"host": found["host"], "unit": found["unit"]}
+
     def stop_gateway(self, name: str, remove_data: bool) -> None:
         """Stop the gateway (under its unit, and under an earlier gpuform's unit name: that migrates it)."""
         host = self._gateway_host()
@@ -290,11 +325,20 @@ class BaremetalProvider:
                 continue
             if self._systemd_on(host.name):
                 conn.run(["systemctl", "stop", unit], check=False)
+                if remove_data:
+                    self._remove_unit(conn, unit)
             else:
                 self._agent(host, "stop", {"records": posixpath.join(self.data, "workers"), "id": unit, "grace": 30})
                 self._agent(host, "forget", {"records": posixpath.join(self.data, "workers"), "id": unit})
         if remove_data:
             conn.run(["rm", "-rf", "--", self._gdir(name)])
+
+    @staticmethod
+    def _remove_unit(conn: Shell, unit: str) -> None:
+        """Disable the gateway's unit and remove its file (it would start the gateway again at boot)."""
+        conn.run(["systemctl", "disable", f"{unit}.service"], check=False)
+        conn.run(["rm", "-f", "--", posixpath.join(UNIT_DIR, f"{unit}.service")])
+        conn.run(["systemctl", "daemon-reload"], check=False)
 
     def gateway_logs(self, name: str, tail: int = 100) -> str:
         """The unit's journal where systemd runs it, else its log file (through the host agent)."""

@@ -298,6 +298,17 @@ class DockerProvider:
                               "See `docker logs` on that host.", engine.name) from exc
         return {"container": container.short_id, "image": tag}
 
+    def reload_gateway(self, name: str, config: RuntimeConfig) -> Attrs | None:
+        """The configuration file is bind-mounted at the same path in the container: rewrite it there."""
+        container = self._gateway_container(name)
+        if container is None or container.status != "running":
+            return None
+        engine = self.engine(self.names[0])
+        gdir = posixpath.join(self.data, "gateways", name)
+        body = remote_config(config, engine.shell, gdir).to_file_text().encode()
+        engine.shell.write_file(posixpath.join(gdir, "config.json"), body, mode=0o600)
+        return {"container": container.short_id, "image": str(container.attrs.get("Config", {}).get("Image", ""))}
+
     def stop_gateway(self, name: str, remove_data: bool) -> None:
         container = self._gateway_container(name)
         if container is not None:

@@ -221,6 +221,14 @@ class LocalProvider:
         proc = logpipe.spawn(argv, gdir / "gateway.log", logs.max_size, logs.max_files, env=_gateway_env())
         return {"pid": proc.pid, "config_sha": digest}
 
+    def reload_gateway(self, name: str, config: RuntimeConfig) -> Attrs | None:
+        running = self._gateway_pid(name)
+        if not running:
+            return None
+        gdir = self._gateway_dir(name)  # config.sha stays the started one: a later start restarts, never adopts
+        _write_private(gdir / "config.json", config.on_host(data_dir=str(gdir)).to_file_text())
+        return {"pid": running}
+
     def stop_gateway(self, name: str, remove_data: bool) -> None:
         pid = self._gateway_pid(name)
         while pid:

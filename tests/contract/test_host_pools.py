@@ -49,6 +49,12 @@ def _status(s: Setup, endpoint: str = "echo") -> dict:  # type: ignore[type-arg]
         return result
 
 
+def _started_at(s: Setup) -> float:
+    key = (s.workdir / "state" / "secrets" / "gateway.main.admin_key").read_text()
+    with httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        return float(http.get("/admin/info").json()["started_at"])
+
+
 def _live(s: Setup) -> list[dict]:  # type: ignore[type-arg]
     return [w for w in _status(s)["worker_list"] if w["state"] in ("idle", "running")]
 
@@ -94,9 +100,12 @@ def test_docker_images_containers_warm_restarts_and_eviction(tmp_path: Path, cle
     assert reused == container_id, "the kept container was restarted for the new worker"
     assert second["delayTime"] < first["delayTime"], (second["delayTime"], first["delayTime"])
 
-    # evict kept containers when free disk is below the threshold (95% is never met here)
+    # evict kept containers when free disk is below the threshold (95% is never met here); the gateway takes
+    # its pool's new settings by hot reload (the provider rewrites the bind-mounted configuration), no restart
+    started = _started_at(s)
     _apply(s, s.config(min_workers=0, pool_extra="    min_free_disk_percent: 90\n").replace(
         "idle_timeout: 30s", "idle_timeout: 2s"))
+    assert _started_at(s) == started, "a pool change restarted the gateway instead of reloading it"
     wait_for(lambda: not _live(s), 60, what="scale to zero again")
     wait_for(lambda: "gpuform-warm-" not in _docker(address, "ps", "-a", "--filter", f"label=gpuform.lineage={lineage}",
                                                     "--format", "{{.Names}}"), 90,
@@ -124,9 +133,11 @@ def test_baremetal_crash_log_survives_and_cordon_drains(tmp_path: Path, cleanup:
     assert sorted(w["host"] for w in workers) == ["h1", "h2"]
     cordoned = s.config(min_workers=2, endpoint_extra=crash).replace(
         "name: h2}", "name: h2, cordon: true}")
+    started = _started_at(s)
     _apply(s, cordoned, "--no-wait")
     wait_for(lambda: sorted(w["host"] for w in _live(s)) == ["h1", "h1"], 90,
              what="the worker on the cordoned host to drain and be replaced on h1")
+    assert _started_at(s) == started, "the cordon reached the gateway by a restart, not a hot reload"
 
 
 def test_a_host_down_during_apply_then_back_converges(tmp_path: Path, cleanup: list[Path]) -> None:
@@ -219,3 +230,4 @@ def test_baremetal_gateway_under_the_old_unit_name_is_adopted_then_migrated(tmp_
                                                 f"/var/lib/gpuform/lineage-{short}/' || true").stdout.strip()
     assert supervisors == "1", "one gateway: the old one was stopped when the keyed one started"
     assert run_gpuform("-C", str(workdir), "plan", "--detailed-exitcode").returncode == 0
+

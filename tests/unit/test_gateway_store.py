@@ -199,3 +199,12 @@ def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="cannot open the gateway database"):
         SQLiteStore(path)
+
+
+def test_ledger_rows_are_listed_and_a_hand_over_adds_only_the_rows_missing(store: GatewayStore) -> None:
+    store.ledger.add(LedgerEntry("w1", "ep", "2026-11-29", "cpu", 1, 10.0, 1.0))
+    handed = [LedgerEntry("w1", "ep", "2026-11-29", "cpu", 1, 99.0, 9.0),
+              LedgerEntry("w0", "ep", "2026-11-28", "H100-80GB", 2, 30.0, None)]
+    assert store.ledger.restore(handed) == 1 and store.ledger.restore(handed) == 0
+    assert sorted(store.ledger.entries(), key=lambda e: e.day) == [handed[1], LedgerEntry(
+        "w1", "ep", "2026-11-29", "cpu", 1, 10.0, 1.0)]

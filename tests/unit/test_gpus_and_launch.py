@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gpuform.provider import GpuInfo, HostInventory
-from gpuform.providers.baremetal.provider import env_file_text, systemd_run_argv
+from gpuform.providers.baremetal.provider import env_file_text, systemd_run_argv, unit_file_text
 from gpuform.providers.common.gpus import gpu_type, parse_nvidia_smi, place
 from gpuform.providers.docker.provider import device_requests, env_text
 from tests.conftest import REPO
@@ -71,3 +71,12 @@ def test_systemd_units_take_the_environment_from_a_file_not_argv() -> None:
     assert "Restart=always" in systemd_run_argv("gpuform-gateway-main", ["x"], "/e", "/d", restart="always")
     text = env_file_text({"RUNPOD_AI_API_KEY": "tok'en", "B": "x y"})
     assert text == "B='x y'\nRUNPOD_AI_API_KEY='tok'\"'\"'en'\n" and env_text({"A": "1"}) == "A=1\n"
+
+
+def test_the_gateway_unit_is_enabled_restarts_always_and_quotes_its_command_for_systemd() -> None:
+    text = unit_file_text("gpuform gateway.main", ["/v/bin/python", "-m", "gpuform.gateway", "--config",
+                                                   "/d/my gw/config.json", "100%$x"], "/d/gateway.env", "/d")
+    lines = text.splitlines()
+    assert 'ExecStart=/v/bin/python -m gpuform.gateway --config "/d/my gw/config.json" "100%%$$x"' in lines
+    assert {"Restart=always", "EnvironmentFile=/d/gateway.env", "WorkingDirectory=/d"} <= set(lines)
+    assert lines[-1] == "WantedBy=multi-user.target", "without [Install] `systemctl enable` cannot start it at boot"
