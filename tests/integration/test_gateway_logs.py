@@ -71,18 +71,23 @@ def test_the_host_agent_rotates_a_workers_log_and_keeps_its_last_lines(tmp_path:
     request = {"id": "w1", "argv": [sys.executable, "-c", WRITER], "records": str(records), "log": str(log),
                "rotate": {"max_bytes": 2000, "keep": 2}, "meta": {"kind": "worker"}}
     _agent(bin_dir, "start", request)
-    wait_for(lambda: log.exists() and "worker line 59" in log.read_text(), 10, what="the worker's lines")
-    assert sorted(p.name for p in log.parent.iterdir()) == ["w1.log", "w1.log.1", "w1.log.2"]
-    assert all(p.stat().st_size <= 2000 for p in log.parent.iterdir())
-    _agent(bin_dir, "stop", {"records": str(records), "id": "w1", "grace": 10})
-    wait_for(lambda: "stopped cleanly: last line" in log.read_text(), 10, what="the line written while stopping")
-    tail = _agent(bin_dir, "tail", {"path": str(log), "lines": 25})["text"].splitlines()
-    assert tail[-1] == "stopped cleanly: last line" and tail[-2].startswith("worker line 59 ")
-    assert len(tail) == 21 and tail[0].startswith("worker line 40 "), "the tail continues into w1.log.1"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _pipes(log):
-        time.sleep(0.1)
-    assert not _pipes(log), "the log pipe ends with its worker"
+    try:
+        wait_for(lambda: log.exists() and "worker line 59" in log.read_text(), 10, what="the worker's lines")
+        assert sorted(p.name for p in log.parent.iterdir()) == ["w1.log", "w1.log.1", "w1.log.2"]
+        assert all(p.stat().st_size <= 2000 for p in log.parent.iterdir())
+        _agent(bin_dir, "stop", {"records": str(records), "id": "w1", "grace": 10})
+        wait_for(lambda: "stopped cleanly: last line" in log.read_text(), 10, what="the line written while stopping")
+        tail = _agent(bin_dir, "tail", {"path": str(log), "lines": 25})["text"].splitlines()
+        assert tail[-1] == "stopped cleanly: last line" and tail[-2].startswith("worker line 59 ")
+        assert len(tail) == 21 and tail[0].startswith("worker line 40 "), "the tail continues into w1.log.1"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _pipes(log):
+            time.sleep(0.1)
+        assert not _pipes(log), "the log pipe ends with its worker"
+    finally:  # a failed assertion must not leave the worker and its pipe running
+        _agent(bin_dir, "stop", {"records": str(records), "id": "w1", "grace": 1})
+        for pid in _pipes(log):
+            subprocess.run(["kill", pid], check=False)
 
 
 def _pipes(log: Path) -> list[str]:
