@@ -115,6 +115,18 @@ class QueueStats:
 Listener = Callable[[Job], None]
 
 
+async def _wait_event(events: dict[str, asyncio.Event], key: str, timeout: float) -> None:
+    """Wait until ``events[key]`` (a new event, set by whoever finds it there) is set, or ``timeout`` passes."""
+    event = events[key] = asyncio.Event()
+    try:
+        await asyncio.wait_for(event.wait(), timeout=timeout)
+    except TimeoutError:
+        pass
+    finally:
+        if events.get(key) is event:
+            del events[key]
+
+
 class JobQueue:
     def __init__(self, store: JobRows, timings: GatewayTimings, clock: Callable[[], float] = time.time,
                  budget: MemoryBudget | None = None) -> None:
@@ -379,14 +391,7 @@ class JobQueue:
         """When ``worker_id`` has a take waiting here, wait until that take hands it a job (or ``timeout``)."""
         if not self.polling.get(worker_id):
             return
-        event = self.handed[worker_id] = asyncio.Event()
-        try:
-            await asyncio.wait_for(event.wait(), timeout=timeout)
-        except TimeoutError:
-            pass
-        finally:
-            if self.handed.get(worker_id) is event:
-                del self.handed[worker_id]
+        await _wait_event(self.handed, worker_id, timeout)
 
     def held(self, endpoint: str, worker_id: str) -> int:
         """How many of the endpoint's running jobs ``worker_id`` holds."""
@@ -408,14 +413,7 @@ class JobQueue:
 
     async def _wait_for_slot(self, worker_id: str, timeout: float) -> None:
         """Wait until one of ``worker_id``'s jobs ends (finished, requeued) or ``timeout`` passes."""
-        event = self.slot_freed[worker_id] = asyncio.Event()
-        try:
-            await asyncio.wait_for(event.wait(), timeout=timeout)
-        except TimeoutError:
-            pass
-        finally:
-            if self.slot_freed.get(worker_id) is event:
-                del self.slot_freed[worker_id]
+        await _wait_event(self.slot_freed, worker_id, timeout)
 
     def _freed(self, job: Job) -> None:
         """``job`` no longer holds a slot of its worker: a take held for that slot goes on."""
