@@ -14,9 +14,14 @@ PACKAGES=(
   iproute2 util-linux rsync procps psmisc curl ca-certificates sqlite3
   python3 python3-venv                      # the test hosts share this machine's /usr
   postgresql                                # state backend and gateway store tests (own cluster)
-  chromium chromium-driver fonts-liberation nodejs npm   # the console's browser tests (Playwright drives chromium; npm: axe-core)
+  chromium chromium-driver fonts-liberation   # the console's browser tests (Playwright drives chromium)
   prometheus                                # promtool and prometheus: examples/observability tests
 )
+# npm (axe-core for the browser tests): Debian's nodejs and npm, unless a node that brings its own npm is
+# already installed (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
+if ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 
 # (dpkg-query reads the same status database as dpkg -s; no pipe, so no SIGPIPE under pipefail)
 installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
