@@ -74,10 +74,6 @@ def test_docker_images_containers_warm_restarts_and_eviction(tmp_path: Path, cle
     cleanup.append(s.workdir)
     _apply(s, s.config(min_workers=0).replace("idle_timeout: 30s", "idle_timeout: 2s"))
     lineage = json.loads((s.workdir / "state" / "gpuform.state.json").read_text())["lineage"]
-    runtime = _docker("10.77.0.11", "images", "--filter", "label=gpuform.runtime=1", "--format", "{{.ID}}").split()
-    assert runtime and runtime == _docker("10.77.0.12", "images", "--filter", "label=gpuform.runtime=1",
-                                          "--format", "{{.ID}}").split(), "the same image (by id) on every host"
-
     first = _run(s, {"n": 1})
     assert first["status"] == "COMPLETED"
     host = next(w["host"] for w in _status(s)["worker_list"] if w["id"] == first["workerId"])
@@ -89,6 +85,10 @@ def test_docker_images_containers_warm_restarts_and_eviction(tmp_path: Path, cle
     mounts = {m["Destination"]: m for m in inspect["Mounts"]}
     assert mounts["/runpod-volume"]["Source"] == s.volume_path and mounts["/runpod-volume"]["RW"] is False
     container_id = inspect["Id"]
+    image = inspect["Image"]  # this deployment's runtime image: the same (by id) on every host
+    for other in ("10.77.0.11", "10.77.0.12"):
+        assert _docker(other, "image", "inspect", "--format", "{{.Id}} {{index .Config.Labels \"gpuform.runtime\"}}",
+                       image).split() == [image, "1"], other
 
     wait_for(lambda: not _live(s), 60, what="scale to zero")
     wait_for(lambda: "gpuform-warm-" in _docker(address, "ps", "-a", "--filter", f"label=gpuform.lineage={lineage}",
