@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,7 +190,15 @@ def _load_cache(path: Path | None) -> dict[str, str]:
 
 
 def _save_cache(path: Path, cache: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache), encoding="utf-8")
-    tmp.replace(path)
+    """Best effort, safe from concurrent writers (refresh scans volumes on several threads and processes):
+    each writes its own temporary file and renames it into place; the last rename wins."""
+    tmp = ""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(cache))
+        os.replace(tmp, path)
+    except OSError:  # a cache that cannot be written only costs re-hashing next time
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)

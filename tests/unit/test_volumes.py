@@ -4,6 +4,7 @@ manifest, a tainted volume resumes rather than being replaced, the staging key's
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from gpuform.providers.common.peers import authorized_line
 from gpuform.providers.common.staging import _batches
 from gpuform.resources.desired import build
 from gpuform.state.model import ResourceState, State
-from gpuform.util.manifests import PRESENT, checksums_digest, parse_checksums
+from gpuform.util.manifests import PRESENT, checksums_digest, parse_checksums, scan_source
 from gpuform.util.volume_checks import HashCache, HostCheck, check_host, verdict
 from tests.conftest import write_config
 
@@ -165,3 +166,29 @@ def test_batches_bound_files_and_bytes() -> None:
     source = {f"f{i}": (40 << 20, A) for i in range(3)} | {f"s{i}": (1, A) for i in range(20)}
     batches = _batches(sorted(source), source)
     assert [len(b) for b in batches] == [1, 1, 16, 5]
+
+
+def test_scanning_sources_on_many_threads_shares_the_hash_cache_without_failing(tmp_path: Path) -> None:
+    """Refresh scans volumes on several threads (and apply and destroy in separate processes): writers of
+    the hash cache once collided on one temporary file name and the loser crashed destroy."""
+    for v in range(4):
+        (tmp_path / f"src{v}").mkdir()
+        (tmp_path / f"src{v}" / "w.bin").write_bytes(bytes([v]) * 1000)
+    cache = tmp_path / "state" / ".cache" / "volume-sources.json"
+    errors: list[BaseException] = []
+
+    def scan(v: int) -> None:
+        try:
+            for _ in range(30):
+                assert scan_source(tmp_path / f"src{v}", cache).files == 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scan, args=(v,)) for v in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert json.loads(cache.read_text())  # a whole JSON document, never a torn one
+    assert [p.name for p in cache.parent.iterdir()] == ["volume-sources.json"]  # no temporary file left
