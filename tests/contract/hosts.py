@@ -116,8 +116,11 @@ class Setup:
             ssh("10.77.0.11", "sh", "-c", f"docker rm -f $(docker ps -aq --filter label=gpuform.lineage={lineage} "
                                           "--filter label=gpuform.address=gateway.main)")
         else:
-            ssh("10.77.0.11", "sh", "-c", "pkill -f '[g]puform[.]util[.]supervise' ; sleep 1; "
-                                          "pkill -f '[g]puform[.]gateway --config' ; true")
+            # this deployment's supervisor, then its gateway (the test hosts share the machine's processes: a
+            # pattern without the lineage would kill every gateway on it, other test runs' too)
+            ssh("10.77.0.11", "sh", "-c", f"pkill -f '[g]puform[.]lineage={lineage} --label gpuform[.]address=gateway"
+                                          f"[.]main' ; sleep 1; pkill -f '[l]ineage-{lineage[:8]}/gateways/main/"
+                                          "config[.]json' ; true")
 
     def rotated_worker_log(self, worker_id: str) -> bool:
         """Whether the worker's log has a rotated file (NAME.1) beside it, where its provider keeps it."""
