@@ -132,9 +132,11 @@ class Volume(Model):
 class GatewayTimings(Model):
     """Timeouts and intervals of the runtime; every one can be set down to seconds (tests do)."""
 
-    lease_timeout: Duration = Field(30.0, description="A job whose worker sends no heartbeat for this long "
-                                                      "is requeued.")
-    ping_interval: Duration = Field(10.0, description="How often workers send a heartbeat.")
+    lease_timeout: Duration = Field(12.0, description="A job whose worker sends no heartbeat for this long "
+                                                      "is requeued (a lost host's jobs run again elsewhere "
+                                                      "after this; keep it 3-4 heartbeats long).")
+    ping_interval: Duration = Field(3.0, description="How often workers send a heartbeat (renewing the leases "
+                                                     "of the jobs they hold).")
     reconcile_interval: Duration = Field(1.0, description="How often the autoscaler compares desired and "
                                                           "actual workers.")
     result_retention_run: Duration = Field(1800.0, description="How long /run results are kept (RunPod: 30 min).")
