@@ -134,7 +134,7 @@ def _vllm_checks(config: Config, name: str, ep: schema.Endpoint) -> list[Diagnos
         where = config.sources.locate(("endpoints", name, "worker", "env", problem.key), key=True)
         maker = error if problem.severity == "error" else warning
         hint = "See docs/workers-templates.md (LoRA adapters)." if problem.key in ("LORA_MODULES", "ENABLE_LORA") \
-            else "See workers/vllm/vllm_flags.json for the flags of the pinned vLLM."
+            else "See gpuform/workers/vllm/vllm_flags.json for the flags of the pinned vLLM."
         out.append(maker(problem.message, hint, where, f"endpoint.{name}"))
     return out
 

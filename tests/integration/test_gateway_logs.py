@@ -65,7 +65,7 @@ def test_the_host_agent_rotates_a_workers_log_and_keeps_its_last_lines(tmp_path:
     """What the baremetal provider runs on each host (bin/hostagent.py and bin/logpipe.py, the host's Python)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    shutil.copy(REPO / "providers" / "common" / "hostagent.py", bin_dir)
+    shutil.copy(REPO / "gpuform" / "providers" / "common" / "hostagent.py", bin_dir)
     shutil.copy(REPO / "gpuform" / "util" / "logpipe.py", bin_dir)
     records, log = tmp_path / "workers", tmp_path / "logs" / "w1.log"
     request = {"id": "w1", "argv": [sys.executable, "-c", WRITER], "records": str(records), "log": str(log),

@@ -84,7 +84,7 @@ endpoints:
         load(tmp_path, env={})
     assert [d.summary for d in info.value.diagnostics] == [
         "a pytorch worker on a docker pool needs `image:` with torch and gpuform[worker] installed (see "
-        "workers/vllm/ for the vLLM images)"]
+        "gpuform/workers/vllm/ for the vLLM images)"]
 
 
 def _fake_encode(inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.unit
 
 def test_every_alias_names_a_flag_of_the_pinned_vllm() -> None:
     flags = table()
-    assert flags.version == json.loads((REPO / "workers/vllm/vllm_flags.json").read_text())["vllm_version"]
+    assert flags.version == json.loads((REPO / "gpuform/workers/vllm/vllm_flags.json").read_text())["vllm_version"]
     for env, option in ALIASES.items():
         assert option in flags.by_option, f"{env} -> {option} is not a flag of vLLM {flags.version}"
         argv, problems = build_args({env: "x"})

@@ -72,7 +72,7 @@ def check_endpoint(pool: PoolBase, endpoint: Endpoint, config_dir: Path) -> list
     if (template.name == "custom" or template.packages) and not endpoint.worker.image:
         what = f" with {', '.join(template.packages)} and gpuform[worker] installed" if template.packages else ""
         return [(("worker",), f"a {template.name} worker on a docker pool needs `image:`{what} "
-                              "(see workers/vllm/ for the vLLM images)")]
+                              "(see gpuform/workers/vllm/ for the vLLM images)")]
     return []
 
 

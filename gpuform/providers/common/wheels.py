@@ -63,7 +63,7 @@ class Platform:
 def source_root() -> Path | None:
     """The checkout gpuform runs from (editable installs), where its wheel can be built."""
     root = Path(gpuform.__file__).resolve().parent.parent
-    return root if (root / "pyproject.toml").exists() and (root / "setup.py").exists() else None
+    return root if (root / "pyproject.toml").exists() and (root / "gpuform" / "__init__.py").exists() else None
 
 
 def gpuform_requirements() -> list[str]:
@@ -73,13 +73,11 @@ def gpuform_requirements() -> list[str]:
 
 def _source_digest(root: Path) -> str:
     h = hashlib.sha256()
-    for base in ("gpuform", "providers", "workers"):
-        for path in sorted((root / base).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                st = path.stat()
-                h.update(f"{path.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    for name in ("pyproject.toml", "setup.py"):
-        h.update((root / name).read_bytes())
+    for path in sorted((root / "gpuform").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            st = path.stat()
+            h.update(f"{path.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    h.update((root / "pyproject.toml").read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -4,7 +4,7 @@ Only POSIX tools are needed on the host (``find``, ``sha256sum``, ``mkdir``). A 
 manifest (``.gpuform-manifest.json``) lets refresh judge the files by size and modification time; staging
 rewrites it as files are verified, so an interrupted staging resumes with what is already there, and a
 file present with the right size but not recorded is checksummed on the host rather than copied again.
-``providers/common/staging.py`` moves files between this machine and the hosts.
+``gpuform/providers/common/staging.py`` moves files between this machine and the hosts.
 """
 
 from __future__ import annotations
