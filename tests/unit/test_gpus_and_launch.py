@@ -80,3 +80,23 @@ def test_the_gateway_unit_is_enabled_restarts_always_and_quotes_its_command_for_
     assert 'ExecStart=/v/bin/python -m gpuform.gateway --config "/d/my gw/config.json" "100%%$$x"' in lines
     assert {"Restart=always", "EnvironmentFile=/d/gateway.env", "WorkingDirectory=/d"} <= set(lines)
     assert lines[-1] == "WantedBy=multi-user.target", "without [Install] `systemctl enable` cannot start it at boot"
+
+
+def test_docker_workers_mount_the_whole_volume_and_find_the_model_at_its_path_inside() -> None:
+    """A model at ``model.path`` inside its volume: the container sees the volume's root at /runpod-volume (as
+    on RunPod) and GPUFORM_MODEL_PATH points at the model inside it (it once named a directory that did not
+    exist in the container: the mount was the model's directory, the path the model's path below it)."""
+    from gpuform.gateway.fleet import _model_env
+    from gpuform.provider import WorkerLaunch
+    from gpuform.providers.docker.provider import volume_root
+    from tests.gateway_harness import endpoint_spec
+
+    spec = endpoint_spec(model={"name": "tiny", "path": "models/tiny"}, volume_path="/srv/vol/models/tiny")
+    env = _model_env(spec)
+    assert env["GPUFORM_MODEL_PATH_IN_CONTAINER"] == "/runpod-volume/models/tiny"
+    launch = WorkerLaunch("w1", "ep", "l", "echo", None, [], None, None, env, ["cpu"], 0, volume_path=spec.volume_path)
+    assert volume_root(launch) == "/srv/vol"
+    plain = endpoint_spec(model={"name": "tiny"}, volume_path="/srv/vol")
+    launch = WorkerLaunch("w1", "ep", "l", "echo", None, [], None, None, _model_env(plain), ["cpu"], 0,
+                          volume_path=plain.volume_path)
+    assert volume_root(launch) == "/srv/vol" and _model_env(plain)["GPUFORM_MODEL_PATH_IN_CONTAINER"] == "/runpod-volume"

@@ -471,7 +471,7 @@ class DockerProvider:
         directory = self._write_slot(engine, slot, env, launch.named_files())
         volumes = {directory: {"bind": "/gpuform", "mode": "ro"}}
         if launch.volume_path:
-            volumes[launch.volume_path] = {"bind": VOLUME_MOUNT, "mode": "ro"}
+            volumes[volume_root(launch)] = {"bind": VOLUME_MOUNT, "mode": "ro"}
         labels = {"gpuform.lineage": launch.lineage, "gpuform.address": f"endpoint.{launch.endpoint}",
                   "gpuform.endpoint": launch.endpoint, "gpuform.revision": launch.spec_revision,
                   "gpuform.slot": slot, "gpuform.gpu_type": gpu_type, "gpuform.gpu_indices": json.dumps(list(indices)),
@@ -576,3 +576,9 @@ def _default_argv(engine: Engine, image: str) -> list[str]:
 def _quiet(action: Any) -> None:
     with contextlib.suppress(docker.errors.DockerException):
         action()
+
+
+def volume_root(launch: WorkerLaunch) -> str:
+    """The host directory mounted at /runpod-volume: the whole volume (as on RunPod), so a model at
+    ``model.path`` inside it is at ``/runpod-volume/PATH`` (``GPUFORM_MODEL_PATH`` in the container)."""
+    return launch.env.get("GPUFORM_VOLUME_ROOT") or launch.volume_path or ""
