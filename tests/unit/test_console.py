@@ -143,6 +143,38 @@ def test_bad_keys_foreign_origins_and_metrics_keys_cannot_log_in() -> None:
     scenario(body, config=config)
 
 
+def test_wrong_keys_from_one_address_are_throttled_and_the_window_passes() -> None:
+    """Ten wrong keys within five minutes: the eleventh try is refused (429, Retry-After) even with the right
+    key, until the first wrong one is out of the window; a success clears the count."""
+    async def body(h: Harness) -> None:
+        for _ in range(10):
+            assert (await _login(h, "guess")).status_code == 401
+        refused = await _login(h, CLIENT_KEY)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) == 300
+        assert "Too many wrong keys" in refused.text and "set-cookie" not in refused.headers
+        h.clock.advance(301)
+        assert (await _login(h, CLIENT_KEY)).status_code == 303
+        for _ in range(9):
+            assert (await _login(h, "guess")).status_code == 401
+        assert (await _login(h, ADMIN_KEY)).status_code == 303  # cleared: nine more may fail without a refusal
+        for _ in range(9):
+            assert (await _login(h, "guess")).status_code == 401
+        assert (await _login(h, CLIENT_KEY)).status_code == 303
+
+    scenario(body, endpoints=ENDPOINTS)
+
+
+def test_the_login_throttle_forgets_the_least_recent_address_beyond_its_bound() -> None:
+    from gpuform.gateway.console.throttle import LoginThrottle
+
+    throttle = LoginThrottle(failures=2, window=60, max_tracked=3)
+    for peer in ("a", "b", "c", "d"):
+        throttle.failed(peer, 0)
+        throttle.failed(peer, 1)
+    assert throttle.retry_after("a", 2) == 0  # forgotten (bounded memory)
+    assert throttle.retry_after("d", 2) == 58 and throttle.retry_after("d", 60) == 0
+
+
 def test_a_rotated_key_or_a_forged_cookie_sends_the_browser_back_to_login() -> None:
     async def body(h: Harness) -> None:
         await _login(h, CLIENT_KEY)

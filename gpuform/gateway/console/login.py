@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gpuform.gateway.console.html import esc, page
+from gpuform.gateway.console.throttle import LoginThrottle
 from gpuform.gateway.http import (
     HTTPError,
     console_session,
@@ -61,6 +62,12 @@ async def login(request: Request) -> Response:
     if not from_this_gateway(request):
         return login_form("This login did not come from this gateway's login page; open it and try again.", 403,
                           rt.config.name)
+    throttle, peer, now = _throttle(request), request.client.host if request.client else "", rt.clock()
+    wait = throttle.retry_after(peer, now)
+    if wait:
+        response = login_form(f"Too many wrong keys from this address; try again in {wait} s.", 429, rt.config.name)
+        response.headers["Retry-After"] = str(wait)
+        return response
     key = (await _form(request)).get("key", "").strip()
     if rt.keys.is_admin(key):
         cookie, _ = rt.sessions.issue(None, rt.keys.admin_hash, rt.clock())
@@ -68,15 +75,26 @@ async def login(request: Request) -> Response:
         name = rt.keys.client_name(key)
         options = rt.keys.options.get(name or "")
         if name is None or options is None:
+            throttle.failed(peer, now)
             return login_form("That key is not valid on this gateway.", 401, rt.config.name)
         if options.scope != "client":
             return login_form(f"Key {name!r} is a {options.scope} key; log in with a client key or the admin key.",
                               403, rt.config.name)
         cookie, _ = rt.sessions.issue(name, options.key, rt.clock())
+    throttle.succeeded(peer)
     response = RedirectResponse("/console", 303)
     response.set_cookie(COOKIE, cookie, max_age=int(rt.sessions.lifetime), path="/console", httponly=True,
                         samesite="strict", secure=_secure(request))
     return response
+
+
+def _throttle(request: Request) -> LoginThrottle:
+    """The application's failed-login counts (one per gateway process)."""
+    state = request.app.state
+    if not hasattr(state, "login_throttle"):
+        state.login_throttle = LoginThrottle()
+    throttle: LoginThrottle = state.login_throttle
+    return throttle
 
 
 def _secure(request: Request) -> bool:
