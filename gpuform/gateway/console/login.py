@@ -65,9 +65,9 @@ async def login(request: Request) -> Response:
     throttle, peer, now = _throttle(request), request.client.host if request.client else "", rt.clock()
     wait = throttle.retry_after(peer, now)
     if wait:
-        response = login_form(f"Too many wrong keys from this address; try again in {wait} s.", 429, rt.config.name)
-        response.headers["Retry-After"] = str(wait)
-        return response
+        refused = login_form(f"Too many wrong keys from this address; try again in {wait} s.", 429, rt.config.name)
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     key = (await _form(request)).get("key", "").strip()
     if rt.keys.is_admin(key):
         cookie, _ = rt.sessions.issue(None, rt.keys.admin_hash, rt.clock())
