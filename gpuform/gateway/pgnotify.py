@@ -44,6 +44,7 @@ class Listener:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop listening; prompt when a notification follows the call (else within ``POLL`` seconds)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -70,6 +71,8 @@ class Listener:
                 self._call(self.reconnected)
             while not self._stop.is_set():
                 for note in conn.notifies(timeout=POLL):
+                    if self._stop.is_set():
+                        return
                     self._call(self.deliver, note.payload)
 
     def _call(self, func: Callable[..., None], *args: str) -> None:

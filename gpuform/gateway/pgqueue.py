@@ -358,6 +358,9 @@ class PgQueue:
                 self._notify(conn, [("stop", worker_id)])
         self.db.run(work)
 
+    def notify_all(self, note: Note) -> None:
+        self.db.run(lambda conn: self._notify(conn, [note]))
+
     def release(self, worker_id: str) -> None:
         self.db.run(lambda conn: self._notify(conn, [("release", worker_id)]))
 

@@ -24,6 +24,7 @@ from dataclasses import fields
 from typing import Any, TypeVar
 
 from gpuform.config.schema import GatewayTimings
+from gpuform.errors import StoreError
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.pgnotify import Listener
 from gpuform.gateway.pgqueue import Admission, Ending, PgQueue, Refused, channel_of
@@ -75,9 +76,13 @@ class SharedJobQueue(JobQueue):
             self.listener.start()
 
     def dispose(self) -> None:
+        """Stop listening (a notification of no kind ends the listener's wait at once)."""
         if self.listener is not None:
-            self.listener.stop()
-            self.listener = None
+            listener, self.listener = self.listener, None
+            listener.stop(timeout=0)
+            with suppress(StoreError):
+                self.pg.notify_all(("bye",))
+            listener.stop()
 
     def _delivered(self, payload: str) -> None:
         origin, kind, *args = payload.split("\t")
