@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import psycopg
 
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.postgres import Conn, Database
@@ -23,6 +26,7 @@ from gpuform.gateway.states import JobStatus
 
 COLUMNS = JOB_COLUMNS + ", lease_until, progress, chunks_dropped, queue_pos"
 Note = tuple[str, ...]  # a notification: its kind and arguments
+_SAFE = re.compile(r"[a-z0-9_]+")
 
 
 def channel_of(schema: str) -> str:
@@ -73,9 +77,15 @@ class Refused(Exception):
 
 class PgQueue:
     def __init__(self, db: Database, channel: str, origin: str) -> None:
+        if not (_SAFE.fullmatch(channel) and _SAFE.fullmatch(origin)):
+            raise ValueError("the channel and origin are written into SQL: letters, digits and _ only")
         self.db = db
         self.channel = channel
         self.origin = origin
+
+    def _note_sql(self, kind: str, *columns: str) -> str:
+        """A pg_notify call in a statement: the notification ``kind`` with ``columns`` (SQL expressions)."""
+        return f"pg_notify('{self.channel}', concat_ws(E'\\t', '{self.origin}', '{kind}', {', '.join(columns)}))"
 
     def _notify(self, conn: Conn, notes: Sequence[Note]) -> None:
         if notes:
@@ -87,6 +97,9 @@ class PgQueue:
     def insert(self, job: Job, admission: Admission) -> tuple[Job, bool]:
         """Store a new job (after its limits, checked under locks so replicas cannot both pass the last
         place); the owner's earlier job with the same Idempotency-Key instead, if there is one."""
+        if not admission.limited:
+            return self._insert_now(job)
+
         def work(conn: Conn) -> tuple[Job, bool]:
             with conn.transaction():
                 if job.idempotency_key:
@@ -111,6 +124,26 @@ class PgQueue:
                         return first, False
                 self._notify(conn, [("job", job.endpoint)])
                 return job, True
+        return self.db.run(work)
+
+    def _insert_now(self, job: Job) -> tuple[Job, bool]:
+        """A submit without limits: one statement (the endpoint's wake time, the row, the notification)."""
+        values = (job.id, job.endpoint, job.status, json.dumps(job.input), None, None, job.webhook, job.sync,
+                  job.created_at, None, None, job.execution_timeout, job.ttl, job.low_priority, 0, job.retried,
+                  None, job.idempotency_key, None, job.owner)
+        query = ("WITH w AS (INSERT INTO queue_endpoints (endpoint, woke_at) SELECT %s, %s WHERE NOT EXISTS "
+                 f"(SELECT 1 FROM jobs WHERE endpoint = %s AND status IN {OPEN_STATUSES}) "
+                 "ON CONFLICT (endpoint) DO UPDATE SET woke_at = excluded.woke_at), "
+                 f"j AS (INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join(['%s'] * 20)}) ON CONFLICT DO NOTHING "
+                 f"RETURNING id, endpoint) SELECT {self._note_sql('job', 'endpoint')} FROM j")
+
+        def work(conn: Conn) -> tuple[Job, bool]:
+            if conn.execute(query, (job.endpoint, job.created_at, job.endpoint, *values)).fetchone() is not None:
+                return job, True
+            first = self._by_key(conn, job)  # another submit stored the same Idempotency-Key first
+            if first is None:
+                raise psycopg.errors.UniqueViolation(f"job id {job.id} is taken")
+            return first, False
         return self.db.run(work)
 
     def _by_key(self, conn: Conn, job: Job) -> Job | None:
@@ -189,15 +222,11 @@ class PgQueue:
         return [_job(r) for r in sorted(rows, key=lambda r: int(r["queue_pos"]))]
 
     def progress(self, job_id: str, worker_id: str, output: str, lease: float) -> Job | None:
-        def work(conn: Conn) -> Job | None:
-            with conn.transaction():
-                row = conn.execute(f"UPDATE jobs SET progress = %s, lease_until = %s WHERE id = %s AND "
-                                   f"status = 'IN_PROGRESS' AND worker_id = %s RETURNING {COLUMNS}",
-                                   (output, lease, job_id, worker_id)).fetchone()
-                if row is not None:
-                    self._notify(conn, [("chunk", job_id)])
-                return None if row is None else _job(row)
-        return self.db.run(work)
+        row = self.db.row(f"WITH u AS (UPDATE jobs SET progress = %s, lease_until = %s WHERE id = %s AND "
+                          f"status = 'IN_PROGRESS' AND worker_id = %s RETURNING {COLUMNS}) "
+                          f"SELECT *, {self._note_sql('chunk', 'id')} FROM u",
+                          (output, lease, job_id, worker_id))
+        return None if row is None else _job(row)
 
     def chunk(self, job_id: str, worker_id: str, output: str, size: int, per_job: int, total: int, lease: float
               ) -> Job | None:
@@ -207,21 +236,20 @@ class PgQueue:
         params = {"id": job_id, "worker": worker_id, "output": output, "size": size, "per_job": per_job,
                   "total": total, "lease": lease}
 
+        query = ("WITH j AS (UPDATE jobs SET chunk_count = chunk_count + 1, chunk_bytes = chunk_bytes + %(size)s, "
+                 f"lease_until = %(lease)s WHERE {owned} AND chunk_bytes + %(size)s <= %(per_job)s AND "
+                 "(SELECT COALESCE(sum(chunk_bytes), 0) FROM jobs WHERE chunk_bytes > 0) + %(size)s <= %(total)s "
+                 f"RETURNING {COLUMNS}, chunk_count), "
+                 "c AS (INSERT INTO job_chunks (job_id, seq, output) SELECT id, chunk_count, %(output)s FROM j) "
+                 f"SELECT *, {self._note_sql('chunk', 'id')} FROM j")
+
         def work(conn: Conn) -> Job | None:
-            with conn.transaction():
-                row = conn.execute(
-                    "WITH j AS (UPDATE jobs SET chunk_count = chunk_count + 1, chunk_bytes = chunk_bytes + %(size)s, "
-                    f"lease_until = %(lease)s WHERE {owned} AND chunk_bytes + %(size)s <= %(per_job)s AND "
-                    "(SELECT COALESCE(sum(chunk_bytes), 0) FROM jobs WHERE chunk_bytes > 0) + %(size)s <= %(total)s "
-                    f"RETURNING {COLUMNS}, chunk_count), "
-                    "c AS (INSERT INTO job_chunks (job_id, seq, output) SELECT id, chunk_count, %(output)s FROM j) "
-                    "SELECT * FROM j", params).fetchone()
-                if row is None:
-                    conn.execute(f"UPDATE jobs SET chunks_dropped = chunks_dropped + 1, lease_until = %(lease)s "
-                                 f"WHERE {owned}", params)
-                    return None
-                self._notify(conn, [("chunk", job_id)])
-                return _job(row)
+            row = conn.execute(query, params).fetchone()
+            if row is None:
+                conn.execute(f"UPDATE jobs SET chunks_dropped = chunks_dropped + 1, lease_until = %(lease)s "
+                             f"WHERE {owned}", params)
+                return None
+            return _job(row)
         return self.db.run(work)
 
     def drain(self, job_id: str) -> list[Any]:
@@ -277,20 +305,18 @@ class PgQueue:
         error = end.error_sql if end.error_sql is not None else "%s"
         error_params = end.error_params if end.error_sql is not None else (end.error,)
 
-        def work(conn: Conn) -> list[Job]:
-            with conn.transaction():
-                rows = conn.execute(
-                    f"UPDATE jobs SET status = %s, output = %s, error = {error}, completed_at = %s, "
-                    "expires_at = %s + CASE WHEN sync THEN %s ELSE %s END, lease_until = NULL, progress = NULL "
-                    f"WHERE {where} RETURNING {COLUMNS}",
-                    (end.status, end.output, *error_params, now, now, *retention, *params)).fetchall()
-                jobs = [_job(r) for r in rows]
-                running = [(j.worker_id, j.id) for j in jobs if j.worker_id]
-                if signal:
-                    self._signal(conn, running, now)
-                self._notify(conn, [("done", j.id, j.worker_id or "") for j in jobs])
-                return jobs
-        return self.db.run(work)
+        stop = self._note_sql("stop", "worker_id")
+        done = self._note_sql("done", "id", "COALESCE(worker_id, '')")
+        query = (f"WITH u AS (UPDATE jobs SET status = %s, output = %s, error = {error}, completed_at = %s, "
+                 "expires_at = %s + CASE WHEN sync THEN %s ELSE %s END, lease_until = NULL, progress = NULL "
+                 f"WHERE {where} RETURNING {COLUMNS}), "
+                 "s AS (INSERT INTO worker_signals (worker_id, job_id, created_at) SELECT worker_id, id, %s FROM u "
+                 "WHERE %s AND worker_id IS NOT NULL) "
+                 f"SELECT *, {done}, "
+                 f"CASE WHEN %s AND worker_id IS NOT NULL THEN {stop} END FROM u")
+        rows = self.db.run(lambda conn: conn.execute(query, (end.status, end.output, *error_params, now, now,
+                                                             *retention, *params, now, signal, signal)).fetchall())
+        return [_job(r) for r in rows]
 
     def requeue(self, where: str, params: Sequence[Any], max_attempts: int) -> list[tuple[Job, str]]:
         """Put running jobs matching ``where`` (with attempts left) back at the head of their queue; return
