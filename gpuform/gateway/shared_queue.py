@@ -60,6 +60,8 @@ class SharedJobQueue(JobQueue):
         self.recheck = recheck
         self.waiters: dict[str, set[asyncio.Event]] = {}
         self.released: set[str] = set()
+        self.unseen: str | None = None  # the job submitted last, while no job has ended since
+        self.settled: dict[str, Job] = {}  # jobs this replica ended while a wait_done here waited for them
         self.listener: Listener | None = None
 
     # ---- notifications ------------------------------------------------------------------------------
@@ -93,6 +95,7 @@ class SharedJobQueue(JobQueue):
         if kind == "job":
             self._wake(args[0])
         elif kind == "done":
+            self.unseen = None
             self._set(f"done:{args[0]}", f"chunk:{args[0]}")
             self._slot(args[1])
         elif kind == "chunk":
@@ -118,6 +121,7 @@ class SharedJobQueue(JobQueue):
 
     def wake_all(self) -> None:
         """Every waiter looks again (after the listener reconnected: notifications may have been lost)."""
+        self.unseen = None
         for events in self.waiters.values():
             for event in events:
                 event.set()
@@ -179,6 +183,7 @@ class SharedJobQueue(JobQueue):
         except Refused as exc:
             raise QueueFull(str(exc), retry) from None
         if new:
+            self.unseen = job.id
             self._dispatch(endpoint)
         return stored, new
 
@@ -238,13 +243,24 @@ class SharedJobQueue(JobQueue):
                           float(row["woke_at"] or 0.0))
 
     async def wait_done(self, job: Job, timeout: float) -> bool:
+        """As JobQueue's. Reads the database only when it may have news: not for the job this replica has just
+        submitted (runsync; until any job ends or the listener reconnects), nor for one this replica ended
+        (handed over by :meth:`_end`)."""
         if job.terminal:
             return True
+        unseen, self.unseen = self.unseen == job.id, None
 
         def check() -> Job | None:
-            fresh = self.pg.get(job.id)
+            nonlocal unseen
+            if unseen:
+                unseen = False
+                return None
+            fresh = self.settled.pop(job.id, None) or self.pg.get(job.id)
             return fresh if fresh is not None and fresh.terminal else None
-        fresh = await self._until([f"done:{job.id}"], timeout, check)
+        try:
+            fresh = await self._until([f"done:{job.id}"], timeout, check)
+        finally:
+            self.settled.pop(job.id, None)
         if fresh is not None:
             adopt(job, fresh)
         return job.terminal
@@ -374,6 +390,8 @@ class SharedJobQueue(JobQueue):
         jobs = self.pg.finish(where, list(params), ending, self.clock(),
                               (timings.result_retention_sync, timings.result_retention_run), signal)
         for job in jobs:
+            if f"done:{job.id}" in self.waiters:
+                self.settled[job.id] = job
             self._event("done", job.id, job.worker_id or "")
             if signal and job.worker_id:
                 self._event("stop", job.worker_id)
