@@ -230,15 +230,17 @@ class PgQueue:
 
     def chunk(self, job_id: str, worker_id: str, output: str, size: int, per_job: int, total: int, lease: float
               ) -> Job | None:
-        """Append a stream chunk within the budgets; None when the job is not the worker's or it is over a
-        budget (then counted as dropped)."""
+        """Append a stream chunk within the budgets (``per_job`` bytes for this job, ``total`` for the streams
+        of all running jobs; a finished job's chunks stay until its result's retention ends); None when the job
+        is not the worker's or it is over a budget (then counted as dropped)."""
         owned = "id = %(id)s AND status = 'IN_PROGRESS' AND worker_id = %(worker)s"
         params = {"id": job_id, "worker": worker_id, "output": output, "size": size, "per_job": per_job,
                   "total": total, "lease": lease}
 
         query = ("WITH j AS (UPDATE jobs SET chunk_count = chunk_count + 1, chunk_bytes = chunk_bytes + %(size)s, "
                  f"lease_until = %(lease)s WHERE {owned} AND chunk_bytes + %(size)s <= %(per_job)s AND "
-                 "(SELECT COALESCE(sum(chunk_bytes), 0) FROM jobs WHERE chunk_bytes > 0) + %(size)s <= %(total)s "
+                 "(SELECT COALESCE(sum(chunk_bytes), 0) FROM jobs WHERE chunk_bytes > 0 AND status = 'IN_PROGRESS') "
+                 "+ %(size)s <= %(total)s "
                  f"RETURNING {COLUMNS}, chunk_count), "
                  "c AS (INSERT INTO job_chunks (job_id, seq, output) SELECT id, chunk_count, %(output)s FROM j) "
                  f"SELECT *, {self._note_sql('chunk', 'id')} FROM j")

@@ -107,7 +107,7 @@ V_QUEUE = (
     "ADD COLUMN drained integer NOT NULL DEFAULT 0, ADD COLUMN chunks_dropped integer NOT NULL DEFAULT 0",
     "CREATE INDEX jobs_queued ON jobs (endpoint, queue_pos) WHERE status = 'IN_QUEUE'",
     "CREATE INDEX jobs_held ON jobs (worker_id) WHERE status = 'IN_PROGRESS'",
-    "CREATE INDEX jobs_streams ON jobs (chunk_bytes) WHERE chunk_bytes > 0",
+    "CREATE INDEX jobs_streams ON jobs (chunk_bytes) WHERE chunk_bytes > 0 AND status = 'IN_PROGRESS'",
     "CREATE TABLE job_chunks (job_id text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, seq integer NOT NULL, "
     "output text NOT NULL, PRIMARY KEY (job_id, seq))",
     "CREATE TABLE worker_signals (id bigserial PRIMARY KEY, worker_id text NOT NULL, job_id text, control text, "

@@ -107,15 +107,19 @@ def test_stream_chunks_posted_on_one_replica_are_drained_and_followed_on_the_oth
     asyncio.run(main())
 
 
-def test_a_stream_over_its_budget_is_refused(schema: str) -> None:
+def test_streams_over_their_budgets_are_refused(schema: str) -> None:
     async def main() -> None:
         async with replicas(schema) as (a, b):
-            b.budget = type(b.budget)(stream_job=100)
-            job = _submit(a)
-            await b.take("ep", "w1", 1, timeout=1)
+            b.budget = type(b.budget)(stream_job=100, stream_total=150)
+            job, other = _submit(a), _submit(a)
+            await b.take("ep", "w1", 2, timeout=1)
             assert b.chunk(job.id, "w1", "x", 60) is not None
             assert b.chunk(job.id, "w1", "y", 60) is None, "over the job's stream budget"
             assert a.drain_chunks(job) == ["x"] and a.get(job.id).chunks_dropped == 1  # type: ignore[union-attr]
+            assert b.chunk(other.id, "w1", "z", 60) is not None
+            assert b.chunk(other.id, "w1", "z", 40) is None, "over the budget of all running jobs' streams"
+            a.result(job.id, "w1", {"output": "x"})
+            assert b.chunk(other.id, "w1", "z", 40) is not None, "a finished job's stream no longer counts"
 
     asyncio.run(main())
 
