@@ -21,7 +21,8 @@ from psycopg import sql
 log = logging.getLogger("gpuform.gateway")
 
 POLL = 0.5  # how often the thread looks at its stop flag while no notification comes
-RETRY_PAUSE = 0.5  # between connection attempts
+RETRY_PAUSE = 0.5  # between connection attempts, doubling while they fail, up to
+RETRY_PAUSE_MAX = 5.0
 
 
 class Listener:
@@ -35,6 +36,7 @@ class Listener:
         self.deliver = deliver
         self.reconnected = reconnected
         self.connections = 0  # how many times it has started listening (a test's view of reconnects)
+        self.failures = 0  # connection failures in a row
         self.backend_pid: int | None = None
         self.listening = threading.Event()
         self._stop = threading.Event()
@@ -50,15 +52,18 @@ class Listener:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        pause = RETRY_PAUSE
         while not self._stop.is_set():
             try:
                 self._listen()
             except psycopg.Error as exc:
                 self.listening.clear()
-                if not self._stop.is_set():
+                self.failures += 1
+                if self.failures == 1 and not self._stop.is_set():
                     log.warning("the queue's notification listener lost PostgreSQL (%s); reconnecting",
                                 type(exc).__name__)
-            self._stop.wait(RETRY_PAUSE)
+            pause = RETRY_PAUSE if self.failures <= 1 else min(pause * 2, RETRY_PAUSE_MAX)
+            self._stop.wait(pause)
 
     def _listen(self) -> None:
         with psycopg.connect(self.url, autocommit=True, connect_timeout=5, application_name="gpuform-listen",
@@ -67,8 +72,11 @@ class Listener:
             self.backend_pid = conn.info.backend_pid
             self.connections += 1
             self.listening.set()
-            if self.connections > 1:
+            if self.connections > 1 or self.failures:  # notifications may have been sent meanwhile
+                if self.failures > 1:
+                    log.warning("the queue's notification listener reached PostgreSQL again")
                 self._call(self.reconnected)
+            self.failures = 0
             while not self._stop.is_set():
                 for note in conn.notifies(timeout=POLL):
                     if self._stop.is_set():

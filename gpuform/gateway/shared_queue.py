@@ -213,13 +213,16 @@ class SharedJobQueue(JobQueue):
         return self.pg.drain(job.id)
 
     async def follow(self, job: Job, keepalive: float) -> AsyncGenerator[list[Any] | None]:
+        """As JobQueue's, from the database: chunks posted on any replica, and the job's status."""
         sent, quiet = 0, time.monotonic()
         event, keys = self._register([f"chunk:{job.id}", f"done:{job.id}"])
         try:
             while True:
                 event.clear()
-                fresh = self.pg.chunks_since(job.id, sent)
-                latest = self.pg.get(job.id)
+                try:
+                    fresh, latest = self.pg.chunks_since(job.id, sent), self.pg.get(job.id)
+                except StoreError:
+                    return  # the stream ends; the client asks again once the database answers
                 if latest is not None:
                     adopt(job, latest)
                 sent += len(fresh)
@@ -228,6 +231,7 @@ class SharedJobQueue(JobQueue):
                     return
                 try:
                     await asyncio.wait_for(event.wait(), min(keepalive, self.recheck))
+                    quiet = time.monotonic()
                 except TimeoutError:
                     if time.monotonic() - quiet >= keepalive:
                         quiet = time.monotonic()
@@ -255,7 +259,10 @@ class SharedJobQueue(JobQueue):
             if unseen:
                 unseen = False
                 return None
-            fresh = self.settled.pop(job.id, None) or self.pg.get(job.id)
+            try:
+                fresh = self.settled.pop(job.id, None) or self.pg.get(job.id)
+            except StoreError:
+                return None  # the job was accepted: it waits on (the client may ask its status later)
             return fresh if fresh is not None and fresh.terminal else None
         try:
             fresh = await self._until([f"done:{job.id}"], timeout, check)
