@@ -6,8 +6,10 @@ only every 30 s here, so a prompt wake-up is the notification's); claims never h
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, asynccontextmanager
 
 import psycopg
@@ -159,22 +161,39 @@ def test_sleep_and_wake_controls_and_a_release_reach_the_stop_poll_on_another_re
     asyncio.run(main())
 
 
-def test_concurrent_takes_on_both_replicas_hand_every_job_exactly_once(schema: str) -> None:
-    async def main() -> None:
-        async with replicas(schema) as (a, b):
-            submitted = {_submit(a if n % 2 else b, n).id for n in range(200)}
-            taken: list[str] = []
+def test_concurrent_takes_on_four_replicas_in_threads_hand_every_job_exactly_once(schema: str) -> None:
+    """Four replicas, each in a thread with its own event loop and connection (truly concurrent claims), two
+    workers on each: 200 jobs, each handed out once and completed once."""
+    store = PostgresStore(postgres_url(), schema)
+    submitter = SharedJobQueue(store, GatewayTimings())
+    submitted = {_submit(submitter, n).id for n in range(200)}
+    taken: dict[int, list[str]] = {}
+    ready = threading.Barrier(4)
 
-            async def worker(queue: SharedJobQueue, name: str) -> None:
-                while jobs := await queue.take("ep", name, 3, timeout=0.3):
-                    for job in jobs:
-                        taken.append(job.id)
-                        assert queue.result(job.id, name, {"output": job.input}) is not None
+    async def replica(index: int) -> None:
+        queue = SharedJobQueue(PostgresStore(postgres_url(), schema), GatewayTimings(), recheck=SLOW_RECHECK)
+        queue.restore()
+        mine = taken.setdefault(index, [])
 
-            await asyncio.gather(*(worker(a if n % 2 else b, f"w{n}") for n in range(8)))
-            assert len(taken) == 200 and set(taken) == submitted
+        async def worker(name: str) -> None:
+            while jobs := await queue.take("ep", name, 2, timeout=0.3):
+                for job in jobs:
+                    mine.append(job.id)
+                    assert queue.result(job.id, name, {"output": job.input}) is not None
+        await asyncio.to_thread(ready.wait)
+        try:
+            await asyncio.gather(worker(f"r{index}a"), worker(f"r{index}b"))
+        finally:
+            queue.dispose()
+            queue.pg.db.close()
 
-    asyncio.run(main())
+    with ThreadPoolExecutor(4) as pool:
+        for done in [pool.submit(asyncio.run, replica(i)) for i in range(4)]:
+            done.result()
+    store.close()
+    every = [job_id for ids in taken.values() for job_id in ids]
+    assert len(every) == 200 and set(every) == submitted, "every job exactly once"
+    assert sum(1 for ids in taken.values() if ids) >= 2, "the replicas took jobs side by side"
 
 
 def test_jobs_are_taken_in_order_requeued_first_and_a_lapsed_lease_requeues_then_fails(schema: str) -> None:
