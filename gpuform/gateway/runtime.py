@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,9 +122,8 @@ def open_store(config: RuntimeConfig) -> GatewayStore:
 
 def make_queue(store: GatewayStore, timings: GatewayTimings, clock: Clock) -> JobQueue:
     """The job queue for ``store``: shared by every replica in PostgreSQL, else this process's own."""
-    from gpuform.gateway.postgres import PostgresStore
-
-    if isinstance(store, PostgresStore):
+    postgres = sys.modules.get("gpuform.gateway.postgres")  # not imported: the store is not a PostgresStore
+    if postgres is not None and isinstance(store, postgres.PostgresStore):
         from gpuform.gateway.shared_queue import SharedJobQueue
 
         return SharedJobQueue(store, timings, clock)
