@@ -306,3 +306,27 @@ def test_a_killed_listener_reconnects_and_its_waiters_still_wake(schema: str) ->
             assert [j.id for j in await asyncio.wait_for(taking, PROMPT)] == [second.id], "listening again"
 
     asyncio.run(main())
+
+
+def test_a_lost_workers_jobs_go_to_a_taker_waiting_on_the_other_replica_and_a_removed_endpoint_fails_its_jobs(
+        schema: str) -> None:
+    async def main() -> None:
+        async with replicas(schema, max_job_attempts=2) as (a, b):
+            job = _submit(a)
+            await a.take("ep", "w1", 1, timeout=1)
+            taking = asyncio.create_task(b.take("ep", "w2", 1, timeout=20))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            assert [j.id for j in a.worker_lost("w1", "worker w1 stopped: gone")] == [job.id]
+            assert [j.id for j in await asyncio.wait_for(taking, PROMPT)] == [job.id]
+            assert time.monotonic() - started < PROMPT, "the requeue woke B's take by NOTIFY"
+            assert a.jobs_of("w2")[0].id == job.id and a.jobs_of("w1") == []
+            [failed] = b.worker_lost("w2", "worker w2 stopped: gone too")
+            assert failed.status == "FAILED" and "gone too; gave up after 2 attempts" in str(failed.error)
+            running, queued = _submit(b), _submit(b)
+            assert [j.id for j in await a.take("ep", "w3", 1, timeout=1)] == [running.id]
+            assert b.fail_endpoint("ep", "endpoint ep was removed") == 2
+            assert a.get(queued.id).status == a.get(running.id).status == "FAILED"  # type: ignore[union-attr]
+            assert await a.wait_stops("w3", 0) == [running.id], "the running one's worker is told to stop"
+
+    asyncio.run(main())
