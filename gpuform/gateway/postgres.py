@@ -105,6 +105,9 @@ V_QUEUE = (
     "ADD COLUMN lease_until double precision, ADD COLUMN progress text, "
     "ADD COLUMN chunk_count integer NOT NULL DEFAULT 0, ADD COLUMN chunk_bytes bigint NOT NULL DEFAULT 0, "
     "ADD COLUMN drained integer NOT NULL DEFAULT 0, ADD COLUMN chunks_dropped integer NOT NULL DEFAULT 0",
+    "UPDATE jobs SET queue_pos = o.n FROM (SELECT id AS oid, row_number() OVER (ORDER BY created_at) AS n FROM jobs "
+    "WHERE status = 'IN_QUEUE') AS o WHERE id = o.oid",  # jobs queued before the upgrade keep their order
+    "SELECT setval('job_order', GREATEST((SELECT max(queue_pos) FROM jobs), 1))",
     "CREATE INDEX jobs_queued ON jobs (endpoint, queue_pos) WHERE status = 'IN_QUEUE'",
     "CREATE INDEX jobs_held ON jobs (worker_id) WHERE status = 'IN_PROGRESS'",
     "CREATE INDEX jobs_streams ON jobs (chunk_bytes) WHERE chunk_bytes > 0 AND status = 'IN_PROGRESS'",

@@ -330,3 +330,27 @@ def test_a_lost_workers_jobs_go_to_a_taker_waiting_on_the_other_replica_and_a_re
             assert await a.wait_stops("w3", 0) == [running.id], "the running one's worker is told to stop"
 
     asyncio.run(main())
+
+
+def test_a_schema_from_before_the_shared_queue_migrates_with_its_open_jobs_in_order(
+        schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpuform.gateway import postgres
+
+    with monkeypatch.context() as before:  # a gateway of the previous version: schema version 2, its own queue
+        before.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:2])
+        before.setattr(postgres, "SCHEMA_VERSION", 2)
+        old = PostgresStore(postgres_url(), schema)
+        for n, created in enumerate([3.0, 1.0, 2.0]):
+            old.jobs.insert(Job(id=f"j{n}", endpoint="ep", input=n, created_at=created, execution_timeout=60,
+                                ttl=1e9))
+        old.close()
+
+    async def main() -> None:
+        async with replicas(schema) as (a, _):
+            assert a.pg.db.run(postgres._version) == postgres.SCHEMA_VERSION
+            taken = await a.take("ep", "w1", 3, timeout=1)
+            assert [j.id for j in taken] == ["j1", "j2", "j0"], "oldest first, as before the upgrade"
+            new = _submit(a)
+            assert [j.id for j in await a.take("ep", "w1", 1, timeout=1)] == [new.id], "and new ones after them"
+
+    asyncio.run(main())
