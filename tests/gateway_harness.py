@@ -1,12 +1,14 @@
 """The gateway in one process: its ASGI app over a runtime with the fake provider, an in-memory SQLite store
-and a fake clock. Tests play clients (httpx over ASGI) and workers (the worker protocol with the token the
-fleet minted), and drive the reconciler one tick at a time.
+(with GPUFORM_TEST_STORE=postgres: a schema of its own on the tests' PostgreSQL, so the same tests check the
+shared queue) and a fake clock. Tests play clients (httpx over ASGI) and workers (the worker protocol with the
+token the fleet minted), and drive the reconciler one tick at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,12 +17,14 @@ from typing import Any
 import httpx
 
 from gpuform.gateway.app import build_app
+from gpuform.gateway.postgres import PostgresStore
 from gpuform.gateway.runtime import Runtime
 from gpuform.gateway.sqlite import SQLiteStore
 from gpuform.gateway.store import GatewayStore
 from gpuform.providers.fake.provider import FakeProvider, World
 from gpuform.spec import EndpointPut, EndpointSpec, GatewaySettings, RuntimeConfig
 from gpuform.util.hashing import hash_secret
+from tests.pg import drop_schema, fresh_schema, postgres_url
 
 LINEAGE = "00000000-0000-4000-8000-harness00001"
 ADMIN_KEY = "admin-key"
@@ -171,6 +175,10 @@ async def gateway(config: RuntimeConfig | None = None, endpoints: dict[str, Endp
         return httpx.Response(200)
 
     FakeProvider.WORLDS.pop((config.lineage, "gpu"), None)
+    schema = None
+    if store is None and os.environ.get("GPUFORM_TEST_STORE") == "postgres":
+        schema = fresh_schema()  # the whole gateway on PostgreSQL and its shared queue
+        store = PostgresStore(postgres_url(), schema)
     runtime = Runtime(config, store if store is not None else SQLiteStore(":memory:"), clock=clock,
                       webhook_transport=httpx.MockTransport(hook))
     app = build_app(runtime, reconcile=False)
@@ -184,6 +192,8 @@ async def gateway(config: RuntimeConfig | None = None, endpoints: dict[str, Endp
             yield h
         finally:
             await runtime.stop()
+            if schema is not None:
+                drop_schema(schema)
 
 
 def scenario(body: Callable[[Harness], Awaitable[None]], **options: Any) -> None:

@@ -98,7 +98,36 @@ def _v2(conn: Conn) -> None:
     conn.execute("CREATE INDEX requests_completed ON requests (completed_at)")
 
 
-MIGRATIONS: list[Callable[[Conn], None]] = [_v1, _v2]
+V_QUEUE = (
+    # the shared queue (gpuform/gateway/pgqueue.py): queue order, leases, progress, streams, worker signals
+    "CREATE SEQUENCE job_order",
+    "ALTER TABLE jobs ADD COLUMN queue_pos bigint NOT NULL DEFAULT nextval('job_order'), "
+    "ADD COLUMN lease_until double precision, ADD COLUMN progress text, "
+    "ADD COLUMN chunk_count integer NOT NULL DEFAULT 0, ADD COLUMN chunk_bytes bigint NOT NULL DEFAULT 0, "
+    "ADD COLUMN drained integer NOT NULL DEFAULT 0, ADD COLUMN chunks_dropped integer NOT NULL DEFAULT 0",
+    "UPDATE jobs SET queue_pos = o.n FROM (SELECT id AS oid, row_number() OVER (ORDER BY created_at) AS n FROM jobs "
+    "WHERE status = 'IN_QUEUE') AS o WHERE id = o.oid",  # jobs queued before the upgrade keep their order
+    "SELECT setval('job_order', GREATEST((SELECT max(queue_pos) FROM jobs), 1))",
+    "CREATE INDEX jobs_queued ON jobs (endpoint, queue_pos) WHERE status = 'IN_QUEUE'",
+    "CREATE INDEX jobs_held ON jobs (worker_id) WHERE status = 'IN_PROGRESS'",
+    "CREATE INDEX jobs_streams ON jobs (chunk_bytes) WHERE chunk_bytes > 0 AND status = 'IN_PROGRESS'",
+    "CREATE TABLE job_chunks (job_id text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, seq integer NOT NULL, "
+    "output text NOT NULL, PRIMARY KEY (job_id, seq))",
+    "CREATE TABLE worker_signals (id bigserial PRIMARY KEY, worker_id text NOT NULL, job_id text, control text, "
+    "created_at double precision NOT NULL)",
+    "CREATE INDEX worker_signals_of ON worker_signals (worker_id)",
+    "CREATE TABLE queue_endpoints (endpoint text PRIMARY KEY, woke_at double precision NOT NULL DEFAULT 0)",
+)
+
+
+def _v_queue(conn: Conn) -> None:
+    """The shared queue: a job's place in its queue, its lease, progress and stream chunks, and worker signals
+    (stops and sleep/wake controls) that reach a worker on whichever replica it polls."""
+    for statement in V_QUEUE:
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[Conn], None]] = [_v1, _v2, _v_queue]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

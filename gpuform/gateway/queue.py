@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -309,6 +309,23 @@ class JobQueue:
         job.drained = len(job.chunks)
         return fresh
 
+    async def follow(self, job: Job, keepalive: float) -> AsyncGenerator[list[Any] | None]:
+        """A job's stream as it grows: its new chunks each time it changes (possibly none), None after
+        ``keepalive`` seconds without a change; it ends after the chunks of a finished job."""
+        sent = 0
+        while True:
+            event = job.chunk_event()
+            event.clear()
+            fresh = job.chunks[sent:]
+            sent = len(job.chunks)
+            yield fresh
+            if job.terminal:
+                return
+            try:
+                await asyncio.wait_for(event.wait(), timeout=keepalive)
+            except TimeoutError:
+                yield None
+
     def stats(self, endpoint: str) -> QueueStats:
         queue = self._queue(endpoint)
         now = self.clock()
@@ -511,6 +528,13 @@ class JobQueue:
                 stopped = job is not None and job.status in (JobStatus.CANCELLED, JobStatus.TIMED_OUT)
                 if stopped and job is not None and job.worker_id == worker_id:
                     self._signal_stop(job)
+
+    def running_jobs(self) -> list[Job]:
+        """Every job a worker is running."""
+        return [j for table in self.running.values() for j in table.values()]
+
+    def dispose(self) -> None:
+        """The gateway stops: release what the queue holds besides its store (nothing, here)."""
 
     def jobs_of(self, worker_id: str) -> list[Job]:
         return [j for table in self.running.values() for j in table.values() if j.worker_id == worker_id]

@@ -3,9 +3,9 @@ health. Bodies, job states and delayTime/executionTime follow RunPod (reference/
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -133,27 +133,21 @@ async def stream(request: Request) -> Response:
 
 async def _sse(request: Request, job: Job) -> AsyncIterator[bytes]:
     """Chunks as server-sent events the moment they arrive, then the final status."""
-    sent = 0
-    while True:
-        event = job.chunk_event()
-        event.clear()
-        for chunk in job.chunks[sent:]:
-            yield b"data: " + json.dumps({"output": chunk}).encode() + b"\n\n"
-        sent = len(job.chunks)
-        if job.status in TERMINAL:
-            yield b"event: status\ndata: " + json.dumps(job.view()).encode() + b"\n\n"
-            return
-        try:
-            await asyncio.wait_for(event.wait(), timeout=15)
-        except TimeoutError:
-            yield b": keep-alive\n\n"
-        if await request.is_disconnected():
-            return
+    async with aclosing(runtime_of(request).queue.follow(job, 15)) as changes:
+        async for chunks in changes:
+            if chunks is None:
+                yield b": keep-alive\n\n"
+            for chunk in chunks or ():
+                yield b"data: " + json.dumps({"output": chunk}).encode() + b"\n\n"
+            if job.status not in TERMINAL and await request.is_disconnected():
+                return
+    if job.status in TERMINAL:
+        yield b"event: status\ndata: " + json.dumps(job.view()).encode() + b"\n\n"
 
 
 async def cancel(request: Request) -> Response:
     rt, job = _job(request)
-    rt.queue.cancel(job.id)
+    job = rt.queue.cancel(job.id) or job
     return JSONResponse({"id": job.id, "status": job.status})
 
 
@@ -161,7 +155,7 @@ async def retry(request: Request) -> Response:
     rt, job = _job(request)
     if job.status not in (JobStatus.FAILED, JobStatus.TIMED_OUT):
         raise HTTPError(400, f"only FAILED or TIMED_OUT jobs can be retried; job {job.id} is {job.status}")
-    rt.queue.retry(job.id)
+    job = rt.queue.retry(job.id) or job
     return JSONResponse({"id": job.id, "status": job.status})
 
 

@@ -9,10 +9,10 @@ RunPod); with ``stream: true`` the worker's chunks are written to the client as 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -134,23 +134,18 @@ async def _relay(request: Request, rt: Runtime, job: Job) -> AsyncIterator[bytes
     """Forward each chunk as it arrives; chunks are SSE text (``data: …``) or JSON objects."""
     sent, ended = 0, False
     started = time.monotonic()
-    while True:
-        event = job.chunk_event()
-        event.clear()
-        for chunk in job.chunks[sent:]:
-            data = _sse_bytes(chunk)
-            ended = ended or DONE.strip() in data
-            yield data
-        sent = len(job.chunks)
-        if job.status in TERMINAL:
-            break
-        try:
-            await asyncio.wait_for(event.wait(), timeout=10)
-        except TimeoutError:
-            yield b": keep-alive\n\n"
-        if await request.is_disconnected():
-            rt.queue.cancel(job.id)
-            return
+    async with aclosing(rt.queue.follow(job, 10)) as changes:
+        async for chunks in changes:
+            if chunks is None:
+                yield b": keep-alive\n\n"
+            for chunk in chunks or ():
+                data = _sse_bytes(chunk)
+                ended = ended or DONE.strip() in data
+                yield data
+            sent += len(chunks or ())
+            if job.status not in TERMINAL and await request.is_disconnected():
+                rt.queue.cancel(job.id)
+                return
     if job.status != JobStatus.COMPLETED:
         err = {"error": {"message": f"job {job.id} {job.status}: {safe_text(job.error)}", "type": "worker_error"}}
         yield b"data: " + json.dumps(err).encode() + b"\n\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 
 from gpuform import __version__
-from gpuform.config.schema import GATEWAY_RELOADABLE
+from gpuform.config.schema import GATEWAY_RELOADABLE, GatewayTimings
 from gpuform.errors import GatewayError, StoreError
 from gpuform.gateway import backup
 from gpuform.gateway.auth import KeyRing
@@ -119,6 +120,16 @@ def open_store(config: RuntimeConfig) -> GatewayStore:
     return store
 
 
+def make_queue(store: GatewayStore, timings: GatewayTimings, clock: Clock) -> JobQueue:
+    """The job queue for ``store``: shared by every replica in PostgreSQL, else this process's own."""
+    postgres = sys.modules.get("gpuform.gateway.postgres")  # not imported: the store is not a PostgresStore
+    if postgres is not None and isinstance(store, postgres.PostgresStore):
+        from gpuform.gateway.shared_queue import SharedJobQueue
+
+        return SharedJobQueue(store, timings, clock)
+    return JobQueue(store.jobs, timings, clock)
+
+
 def _reason(job: Job) -> str:
     error = job.error.get("error_message", job.error) if isinstance(job.error, dict) else job.error
     return safe_text(str(error or "no reason given"), 300)
@@ -157,7 +168,7 @@ class Runtime:
         self.ledger = Ledger(self.store.ledger, lambda e: self.metrics.billed(e.endpoint, e.gpu_type, e.gpus,
                                                                                e.seconds, e.cost))
         timings = config.timings
-        self.queue = JobQueue(self.store.jobs, timings, clock)
+        self.queue = make_queue(self.store, timings, clock)
         self.history = RequestHistory(self.store.history, timings.request_history, clock)
         settings = FleetSettings(config.lineage, config.advertise_url, timings,
                                  {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()},
@@ -222,7 +233,7 @@ class Runtime:
         self.fleet.restore()
         for ep in self.endpoints.values():  # workers of an earlier revision or connection (TLS turned on) go
             self.fleet.mark_stale(ep)
-        for job in (j for table in self.queue.running.values() for j in table.values()):
+        for job in self.queue.running_jobs():
             if job.worker_id:
                 self.fleet.job_started(job.worker_id, job.id, job.started_at or self.clock())
         log.info("gateway %s up: %d endpoint(s), %d open job(s), %d live worker(s)", self.config.name,
@@ -242,6 +253,7 @@ class Runtime:
             task.cancel()
         if isinstance(self._providers, Providers):
             self._providers.close()
+        self.queue.dispose()
         self.store.close()
 
     # ---- queue listeners ----------------------------------------------------------------------------
