@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gpuform.config.schema import GatewayTimings, LogRotation
 from gpuform.errors import GpuformError, NoCapacity
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gpuform.fleet")
 KEEP_FINISHED = 50
+SYNC_EVERY = 1.0  # replicas: a worker's copy is re-read from the store at most this often, contacts written too
+FOLLOWED = frozenset({WorkerState.INITIALIZING, WorkerState.IDLE, WorkerState.RUNNING})  # states any replica sets
 Clock = Callable[[], float]
 ProviderAccess = Callable[[str], Provider]  # pool name -> its provider (raises GpuformError when unknown)
 
@@ -72,9 +74,34 @@ class FleetSettings:
     logs: LogRotation = field(default_factory=LogRotation)  # workers' logs rotate like the gateway's
 
 
+class SharedWorkerRows(Protocol):
+    """Worker rows that gateway replicas share (:class:`gpuform.gateway.postgres.PostgresWorkers`)."""
+
+    def insert_fenced(self, w: WorkerRecord, epoch: int) -> None: ...
+
+    def by_token(self, token_hash: str) -> WorkerRecord | None: ...
+
+    def current(self) -> list[WorkerRecord]: ...
+
+    def touch(self, worker_id: str, at: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """How a replica's fleet shares workers with the others: their rows, and the epoch of its leadership
+    (every new worker's row is inserted fenced by it)."""
+
+    rows: SharedWorkerRows
+    epoch: Callable[[], int]
+
+
 class Fleet:
+    """The workers, in memory. A replica's fleet (``sharing`` given) also learns workers from the store: one
+    it did not start is found by its token's hash; what other replicas recorded is taken by :meth:`refresh`."""
+
     def __init__(self, settings: FleetSettings, rows: WorkerRows, providers: ProviderAccess, queue: JobQueue,
-                 ledger: Ledger, metrics: Metrics, hash_token: Callable[[str], str], clock: Clock = time.time) -> None:
+                 ledger: Ledger, metrics: Metrics, hash_token: Callable[[str], str], clock: Clock = time.time,
+                 sharing: Sharing | None = None) -> None:
         self.settings = settings
         self.rows = rows
         self.providers = providers
@@ -88,6 +115,9 @@ class Fleet:
         self.conditions: dict[str, Condition] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.starting: dict[str, asyncio.Task[None]] = {}  # worker id -> its start_worker call in flight
+        self.sharing = sharing
+        self._synced: dict[str, float] = {}  # worker id -> when its copy was last read from the store
+        self._touched: dict[str, float] = {}  # worker id -> when its last contact was written
 
     # ---- lookup -----------------------------------------------------------------------------------
 
@@ -119,14 +149,89 @@ class Fleet:
     def authenticate(self, token: str | None) -> WorkerRecord | None:
         if not token:
             return None
-        worker_id = self.by_token.get(self.hash_token(token))
-        return self.records.get(worker_id) if worker_id else None
+        token_hash = self.hash_token(token)
+        worker_id = self.by_token.get(token_hash)
+        record = self.records.get(worker_id) if worker_id else None
+        if self.sharing is None:
+            return record
+        if record is None or self.clock() - self._synced.get(record.id, 0.0) >= SYNC_EVERY:
+            return self._sync(token_hash, record)
+        return record
+
+    def _sync(self, token_hash: str, record: WorkerRecord | None) -> WorkerRecord | None:
+        """A replica's copy of a worker brought up to date from its row (added when it had none)."""
+        assert self.sharing is not None
+        found = self.sharing.rows.by_token(token_hash)
+        if found is None:
+            return record
+        self._synced[found.id] = self.clock()
+        if record is None:
+            self._add(found)
+            return found
+        self.absorb(record, found)
+        return record
+
+    def refresh(self) -> list[WorkerRecord]:
+        """Take what other replicas recorded of every live worker (its contacts, readiness, jobs, start);
+        return the workers this fleet did not know (now added)."""
+        if self.sharing is None:
+            return []
+        now, added = self.clock(), []
+        for found in self.sharing.rows.current():
+            self._synced[found.id] = now
+            mine = self.records.get(found.id)
+            if mine is None:
+                self._add(found)
+                added.append(found)
+            else:
+                self.absorb(mine, found)
+        return added
+
+    def adopt(self) -> None:
+        """On becoming leader: know every live worker the store has (ones an earlier leader started, or was
+        starting), and stop again the ones caught stopping. A lone gateway restored them at start already."""
+        if self.sharing is None:
+            return
+        for record in [*self.refresh(), *self.records.values()]:
+            if record.state == WorkerState.STOPPING and record.id not in self.starting:
+                self.spawn(self._complete_stop(record, record.exit_reason or "stopping when the leader changed",
+                                               self.settings.timings.drain_timeout))
+
+    def absorb(self, mine: WorkerRecord, row: WorkerRecord) -> None:
+        """Merge a worker's row into this fleet's copy: first records (ready, first job, start) and the latest
+        contact win; the row's state wins among the states any replica sets (initializing, idle, running)
+        unless this replica holds the worker's jobs or is waking it, and a state only the leader sets (sleeping,
+        stopping, stopped) is taken as it is."""
+        if row.last_seen is not None and (mine.last_seen or 0.0) < row.last_seen:
+            mine.last_seen = row.last_seen
+        mine.ready_at = mine.ready_at or row.ready_at
+        mine.first_job_at = mine.first_job_at or row.first_job_at
+        for phase, at in row.timeline.items():
+            mine.timeline.setdefault(phase, at)
+        if mine.info is None and row.info is not None:
+            mine.info, mine.host, mine.gpu_type = row.info, row.host, row.gpu_type
+            mine.gpus, mine.price = row.gpus, row.price
+        if row.billed_until is not None and (mine.billed_until or 0.0) < row.billed_until:
+            mine.billed_until = row.billed_until
+        if mine.state in FOLLOWED and row.state in FOLLOWED:
+            if not mine.jobs and not mine.waking and row.state != WorkerState.INITIALIZING:
+                mine.state, mine.idle_since = row.state, row.idle_since
+        elif row.state not in FOLLOWED and mine.state in FOLLOWED and mine.id not in self.starting:
+            mine.state, mine.idle_since, mine.asleep_since = row.state, None, row.asleep_since
+            mine.stopped_at, mine.exit_reason = row.stopped_at, row.exit_reason or mine.exit_reason
 
     def condition(self, endpoint: str) -> Condition:
         return self.conditions.setdefault(endpoint, Condition(since=self.clock()))
 
     def _save(self, record: WorkerRecord) -> None:
         self.rows.save(record)
+        self._touched[record.id] = self.clock()
+
+    def _touch(self, worker: WorkerRecord, now: float) -> None:
+        """Replicas: record a contact in the store, at most once a second per worker (the leader reads it)."""
+        if self.sharing is not None and now - self._touched.get(worker.id, 0.0) >= SYNC_EVERY:
+            self._touched[worker.id] = now
+            self.sharing.rows.touch(worker.id, now)
 
     # ---- events from the worker routes and the queue -------------------------------------------------
 
@@ -134,6 +239,7 @@ class Fleet:
         """A job-take or heartbeat: the worker is alive (and ready, the first time)."""
         worker.last_seen = now
         if worker.state != WorkerState.INITIALIZING or worker.waking:
+            self._touch(worker, now)
             return
         worker.ready_at = now
         worker.mark("ready", now)
@@ -169,6 +275,7 @@ class Fleet:
             self.metrics.cold_start_phase.labels(worker.endpoint, "first_job").observe(now - worker.requested_at)
         if worker.state in (WorkerState.IDLE, WorkerState.INITIALIZING):
             worker.move(WorkerState.RUNNING, now)
+            self._share(worker)
 
     def job_finished(self, worker_id: str | None, job_id: str, now: float) -> None:
         worker = self.records.get(worker_id or "")
@@ -177,6 +284,13 @@ class Fleet:
         worker.jobs.discard(job_id)
         if worker.state == WorkerState.RUNNING and not worker.jobs:
             worker.move(WorkerState.IDLE, now)
+            self._share(worker)
+
+    def _share(self, worker: WorkerRecord) -> None:
+        """Replicas: a worker's change of state through its jobs goes to the store, where the leader (its
+        autoscaler's idle timeout) reads it."""
+        if self.sharing is not None:
+            self._save(worker)
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -187,7 +301,9 @@ class Fleet:
         return task
 
     def start(self, ep: EndpointRecord) -> WorkerRecord:
-        """Record a starting worker now (so the next scaling decision counts it) and launch it in the background."""
+        """Record a starting worker now (so the next scaling decision counts it) and launch it in the background.
+        A replica records it fenced by its epoch first: raises :class:`~gpuform.errors.Fenced`, with nothing
+        started, when it no longer leads."""
         now = self.clock()
         token = new_token()
         record = WorkerRecord(id=f"{ep.name}-{uuid.uuid4().hex[:10]}", endpoint=ep.name, pool=ep.spec.pool,
@@ -196,8 +312,11 @@ class Fleet:
         waiting = self.queue.stats(ep.name)
         if waiting.queued:
             record.mark("job_queued", now - waiting.oldest_wait)
+        if self.sharing is not None:
+            self.sharing.rows.insert_fenced(record, self.sharing.epoch())
+        else:
+            self._save(record)
         self._add(record)
-        self._save(record)
         self.metrics.cold_starts.labels(ep.name).inc()
         task = self.spawn(self._start(ep, record, self._launch(ep, record, token)))
         self.starting[record.id] = task
@@ -333,6 +452,8 @@ class Fleet:
         for old in finished[:-KEEP_FINISHED]:
             self.records.pop(old.id, None)
             self.by_token.pop(old.token_hash, None)
+            self._synced.pop(old.id, None)
+            self._touched.pop(old.id, None)
 
     def _forget(self, record: WorkerRecord, reason: str) -> None:
         """A start that never happened (no capacity): nothing ran, nothing to bill or keep."""
