@@ -1,0 +1,116 @@
+"""Leadership of gateway replicas on the test PostgreSQL: one advisory lock, one leader; a leader whose
+session dies is replaced within 5 s with a higher epoch, and a deposed leader's fenced worker insert fails."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from gpuform.errors import Fenced
+from gpuform.gateway.leader import PostgresLeadership, current_leader
+from gpuform.gateway.postgres import PostgresStore
+from gpuform.gateway.workers import WorkerRecord
+from tests.pg import drop_schema, fresh_schema, postgres_url
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+TAKEOVER = 5.0  # the issue's bound: a new leader within 5 s of the old one dying
+
+
+@pytest.fixture
+def store() -> Iterator[PostgresStore]:
+    schema = fresh_schema()
+    made = PostgresStore(postgres_url(), schema)
+    yield made
+    made.close()
+    drop_schema(schema)
+
+
+class Replica:
+    """One leadership running as a task, with the gains and losses it reported."""
+
+    def __init__(self, store: PostgresStore, name: str) -> None:
+        self.leadership = PostgresLeadership(store.db.url, store.db.schema, name, interval=0.2)
+        self.events: list[str] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(
+            self.leadership.run(lambda: self.events.append("gain"), lambda: self.events.append("loss")))
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def _until(predicate: object, timeout: float, what: str) -> float:
+    """Seconds until ``predicate()`` holds (fails after ``timeout``)."""
+    started = time.monotonic()
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout:g}s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _terminate(store: PostgresStore, replica: str) -> int:
+    """pg_terminate_backend on a replica's lock session (as a server restart or a partition would end it)."""
+    with psycopg.connect(postgres_url(), autocommit=True) as conn:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                            (f"gpuform-leader-{replica}",)).fetchall()
+    return len(rows)
+
+
+def _record(worker_id: str) -> WorkerRecord:
+    return WorkerRecord(id=worker_id, endpoint="ep", pool="gpu", revision="r", token_hash="h-" + worker_id,
+                        requested_at=1000.0)
+
+
+def test_one_leader_and_a_takeover_within_5s_when_its_session_is_terminated(store: PostgresStore) -> None:
+    async def main() -> None:
+        a, b = Replica(store, "a"), Replica(store, "b")
+        a.start()
+        await _until(lambda: a.leadership.leading, 3, "the first replica to lead")
+        b.start()
+        await asyncio.sleep(1.0)  # several of b's attempts
+        assert (a.leadership.leading, b.leadership.leading) == (True, False)
+        first = a.leadership.epoch
+        leader = current_leader(store.leadership())
+        assert leader is not None and (leader.replica_id, leader.epoch) == ("a", first)
+        assert _terminate(store, "a") == 1
+        took = await _until(lambda: b.leadership.leading, TAKEOVER, "the other replica to take over")
+        print(f"takeover after pg_terminate_backend: {took:.2f}s")
+        await _until(lambda: not a.leadership.leading, 3, "the old leader to notice")
+        assert b.leadership.epoch == first + 1
+        assert a.events == ["gain", "loss"] and b.events == ["gain"]
+        leader = current_leader(store.leadership())
+        assert leader is not None and (leader.replica_id, leader.epoch) == ("b", first + 1)
+        await asyncio.sleep(1.0)
+        assert not a.leadership.leading, "the lock is b's: a stays a follower"
+        await asyncio.gather(a.stop(), b.stop())
+
+    asyncio.run(main())
+
+
+def test_a_leader_that_stops_hands_over_and_its_fenced_inserts_fail(store: PostgresStore) -> None:
+    async def main() -> None:
+        a, b = Replica(store, "a"), Replica(store, "b")
+        a.start()
+        await _until(lambda: a.leadership.leading, 3, "a to lead")
+        b.start()
+        old = a.leadership.epoch
+        store.workers.insert_fenced(_record("w-before"), old)  # the leader's own insert goes through
+        await a.stop()
+        took = await _until(lambda: b.leadership.leading, TAKEOVER, "b to take over")
+        print(f"takeover after the leader closed its session: {took:.2f}s")
+        with pytest.raises(Fenced, match="no longer leads"):
+            store.workers.insert_fenced(_record("w-deposed"), old)
+        store.workers.insert_fenced(_record("w-new"), b.leadership.epoch)
+        assert sorted(w.id for w in store.workers.current()) == ["w-before", "w-new"]
+        await b.stop()
+
+    asyncio.run(main())
