@@ -338,6 +338,7 @@ class Runtime:
         failed = self.queue.fail_endpoint(name, f"endpoint {name} was removed (drained for {drain_timeout:g}s)")
         if failed:
             log.info("endpoint %s removed: %d open job(s) failed", name, failed)
+        self.fleet.refresh()  # replicas: every worker the store has, whichever replica leads
         stops = [self.fleet.stop(w, "endpoint removed", grace=5.0) for w in self.fleet.of(name) if w.live]
         await asyncio.gather(*stops)
         self.store.endpoints.delete(name)
