@@ -275,7 +275,6 @@ class Fleet:
             self.metrics.cold_start_phase.labels(worker.endpoint, "first_job").observe(now - worker.requested_at)
         if worker.state in (WorkerState.IDLE, WorkerState.INITIALIZING):
             worker.move(WorkerState.RUNNING, now)
-            self._share(worker)
 
     def job_finished(self, worker_id: str | None, job_id: str, now: float) -> None:
         worker = self.records.get(worker_id or "")
@@ -284,13 +283,6 @@ class Fleet:
         worker.jobs.discard(job_id)
         if worker.state == WorkerState.RUNNING and not worker.jobs:
             worker.move(WorkerState.IDLE, now)
-            self._share(worker)
-
-    def _share(self, worker: WorkerRecord) -> None:
-        """Replicas: a worker's change of state through its jobs goes to the store, where the leader (its
-        autoscaler's idle timeout) reads it."""
-        if self.sharing is not None:
-            self._save(worker)
 
     # ---- lifecycle --------------------------------------------------------------------------------
 

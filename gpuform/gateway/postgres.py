@@ -104,12 +104,15 @@ V_LEADER = (
     "INSERT INTO leadership (id, epoch) VALUES (1, 0)",
     "ALTER TABLE workers ADD COLUMN idle_since double precision, ADD COLUMN billed_until double precision",
     "CREATE INDEX workers_token ON workers (token_hash)",
+    "CREATE INDEX jobs_worker_running ON jobs (worker_id) WHERE status = 'IN_PROGRESS'",
+    "CREATE INDEX jobs_worker_done ON jobs (worker_id, completed_at) WHERE completed_at IS NOT NULL",
 )
 
 
 def _v_leader(conn: Conn) -> None:
-    """Gateway replicas: the leader's epoch (every worker start is fenced by it, gpuform/gateway/leader.py), and
-    what a worker row needs for any replica to carry on from it: since when it idles, up to when it is billed."""
+    """Gateway replicas: the leader's epoch (every worker start is fenced by it, gpuform/gateway/leader.py), what
+    a worker row needs for any replica to carry on from it (since when it idles, up to when it is billed), and
+    the indexes that tell whether a worker runs a job and when its last one ended, whichever replica served it."""
     for statement in V_LEADER:
         conn.execute(statement)
 
@@ -373,6 +376,10 @@ WORKER_UPSERT = (
     "timeline = (COALESCE(workers.timeline, '{}')::jsonb || COALESCE(excluded.timeline, '{}')::jsonb)::text")
 FENCE = "SELECT epoch FROM leadership WHERE id = 1 FOR UPDATE"
 LIVE_STATES = [str(s) for s in (*sorted(LIVE), WorkerState.STOPPING, WorkerState.SLEEPING)]
+WORKERS_WITH_JOBS = (  # each worker row, with whether it runs a job now and when its last job ended
+    "SELECT w.*, EXISTS (SELECT 1 FROM jobs WHERE worker_id = w.id AND status = 'IN_PROGRESS') AS busy, "
+    "(SELECT max(completed_at) FROM jobs WHERE worker_id = w.id AND completed_at IS NOT NULL) AS last_done "
+    "FROM workers w WHERE w.state = ANY(%s)")
 
 
 def _worker_values(w: WorkerRecord) -> tuple[Any, ...]:
@@ -382,13 +389,16 @@ def _worker_values(w: WorkerRecord) -> tuple[Any, ...]:
 
 
 def shared_worker(r: DictRow) -> WorkerRecord:
-    """A worker row as the replicas share it: its state as recorded (running stays running: its jobs live in
-    the shared queue), since when it idles and up to when it is billed."""
+    """A worker row (of :data:`WORKERS_WITH_JOBS`) as the replicas share it: a ready worker runs while a job is in
+    progress on it and idles since its last job ended (the jobs say so, whichever replica served them); billed
+    up to what its row records."""
     w = worker_from_row(r)
     w.state = WorkerState(r["state"])
-    w.idle_since = (r["idle_since"] if r["idle_since"] is not None else w.requested_at) \
-        if w.state == WorkerState.IDLE else None
     w.billed_until = r["billed_until"]
+    if w.state in (WorkerState.IDLE, WorkerState.RUNNING):
+        w.state = WorkerState.RUNNING if r["busy"] else WorkerState.IDLE
+        marks = [t for t in (r["idle_since"], r["last_done"], r["ready_at"]) if t is not None]
+        w.idle_since = None if r["busy"] else max(marks, default=w.requested_at)
     return w
 
 
@@ -422,12 +432,11 @@ class PostgresWorkers:
 
     def current(self) -> list[WorkerRecord]:
         """Every live worker as recorded now (:func:`shared_worker`)."""
-        rows = self.db.rows("SELECT * FROM workers WHERE state = ANY(%s)", (LIVE_STATES,))
-        return [shared_worker(r) for r in rows]
+        return [shared_worker(r) for r in self.db.rows(WORKERS_WITH_JOBS, (LIVE_STATES,))]
 
     def by_token(self, token_hash: str) -> WorkerRecord | None:
         """The live worker whose token hashes to ``token_hash`` (a replica that did not start it)."""
-        row = self.db.row("SELECT * FROM workers WHERE token_hash = %s AND state = ANY(%s)", (token_hash, LIVE_STATES))
+        row = self.db.row(WORKERS_WITH_JOBS + " AND w.token_hash = %s", (LIVE_STATES, token_hash))
         return None if row is None else shared_worker(row)
 
     def touch(self, worker_id: str, at: float) -> None:
