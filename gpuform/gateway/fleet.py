@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from gpuform.config.schema import GatewayTimings, LogRotation
 from gpuform.errors import GpuformError, NoCapacity
@@ -22,6 +22,7 @@ from gpuform.gateway.logs import job_fields, worker_fields
 from gpuform.gateway.metering import Ledger, price_per_second
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
+from gpuform.gateway.sharing import SYNC_EVERY, Sharing, absorb
 from gpuform.gateway.states import WorkerState
 from gpuform.gateway.store import WorkerRows
 from gpuform.gateway.workers import WorkerRecord, new_token
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gpuform.fleet")
 KEEP_FINISHED = 50
-SYNC_EVERY = 1.0  # replicas: a worker's copy is re-read from the store at most this often, contacts written too
-FOLLOWED = frozenset({WorkerState.INITIALIZING, WorkerState.IDLE, WorkerState.RUNNING})  # states any replica sets
 Clock = Callable[[], float]
 ProviderAccess = Callable[[str], Provider]  # pool name -> its provider (raises GpuformError when unknown)
 
@@ -72,27 +71,6 @@ class FleetSettings:
     worker_files: Mapping[str, bytes] = field(default_factory=dict)  # env var -> file content (gateway/tls.py)
     connection: str = ""  # what a worker's link to the gateway depends on beyond its endpoint (gateway/tls.py)
     logs: LogRotation = field(default_factory=LogRotation)  # workers' logs rotate like the gateway's
-
-
-class SharedWorkerRows(Protocol):
-    """Worker rows that gateway replicas share (:class:`gpuform.gateway.postgres.PostgresWorkers`)."""
-
-    def insert_fenced(self, w: WorkerRecord, epoch: int) -> None: ...
-
-    def by_token(self, token_hash: str) -> WorkerRecord | None: ...
-
-    def current(self) -> list[WorkerRecord]: ...
-
-    def touch(self, worker_id: str, at: float) -> None: ...
-
-
-@dataclass(frozen=True)
-class Sharing:
-    """How a replica's fleet shares workers with the others: their rows, and the epoch of its leadership
-    (every new worker's row is inserted fenced by it)."""
-
-    rows: SharedWorkerRows
-    epoch: Callable[[], int]
 
 
 class Fleet:
@@ -168,7 +146,7 @@ class Fleet:
         if record is None:
             self._add(found)
             return found
-        self.absorb(record, found)
+        absorb(record, found, record.id in self.starting, self.clock())
         return record
 
     def refresh(self) -> list[WorkerRecord]:
@@ -184,7 +162,7 @@ class Fleet:
                 self._add(found)
                 added.append(found)
             else:
-                self.absorb(mine, found)
+                absorb(mine, found, mine.id in self.starting, now)
         return added
 
     def adopt(self) -> None:
@@ -196,29 +174,6 @@ class Fleet:
             if record.state == WorkerState.STOPPING and record.id not in self.starting:
                 self.spawn(self._complete_stop(record, record.exit_reason or "stopping when the leader changed",
                                                self.settings.timings.drain_timeout))
-
-    def absorb(self, mine: WorkerRecord, row: WorkerRecord) -> None:
-        """Merge a worker's row into this fleet's copy: first records (ready, first job, start) and the latest
-        contact win; the row's state wins among the states any replica sets (initializing, idle, running)
-        unless this replica holds the worker's jobs or is waking it, and a state only the leader sets (sleeping,
-        stopping, stopped) is taken as it is."""
-        if row.last_seen is not None and (mine.last_seen or 0.0) < row.last_seen:
-            mine.last_seen = row.last_seen
-        mine.ready_at = mine.ready_at or row.ready_at
-        mine.first_job_at = mine.first_job_at or row.first_job_at
-        for phase, at in row.timeline.items():
-            mine.timeline.setdefault(phase, at)
-        if mine.info is None and row.info is not None:
-            mine.info, mine.host, mine.gpu_type = row.info, row.host, row.gpu_type
-            mine.gpus, mine.price = row.gpus, row.price
-        if row.billed_until is not None and (mine.billed_until or 0.0) < row.billed_until:
-            mine.billed_until = row.billed_until
-        if mine.state in FOLLOWED and row.state in FOLLOWED:
-            if not mine.jobs and not mine.waking and row.state != WorkerState.INITIALIZING:
-                mine.state, mine.idle_since = row.state, row.idle_since
-        elif row.state not in FOLLOWED and mine.state in FOLLOWED and mine.id not in self.starting:
-            mine.state, mine.idle_since, mine.asleep_since = row.state, None, row.asleep_since
-            mine.stopped_at, mine.exit_reason = row.stopped_at, row.exit_reason or mine.exit_reason
 
     def condition(self, endpoint: str) -> Condition:
         return self.conditions.setdefault(endpoint, Condition(since=self.clock()))
@@ -518,10 +473,12 @@ class Fleet:
                 if record.state == WorkerState.INITIALIZING:
                     self._failed(record, f"did not become ready within {timeout:g}s", tail)
 
-    async def sweep_orphans(self, endpoint: str, pool: str) -> None:
+    async def sweep_orphans(self, endpoint: str, pool: str, grace: float = 0.0) -> None:
         """After a restart: stop workers of this lineage the gateway has no record of (left by an earlier
         gateway), and settle the ones whose start was in flight when the earlier gateway died — adopted when
-        the provider has them, forgotten when it does not (they never ran, so nothing is billed)."""
+        the provider has them, forgotten when it does not (they never ran, so nothing is billed). A start
+        requested less than ``grace`` seconds ago may still be running in a replica that lost its leadership
+        (it is still counted, so no replacement starts): it is settled by a later sweep."""
         try:
             provider = self.providers(pool)
             infos = await asyncio.to_thread(provider.list_workers, endpoint)
@@ -536,6 +493,8 @@ class Fleet:
             if record.state != WorkerState.INITIALIZING or record.info is not None or record.id in self.starting:
                 continue
             adopted = found.get(record.id)
+            if adopted is None and self.clock() - record.requested_at < grace:
+                continue
             if adopted is not None and adopted.state == "running":
                 record.info, record.host, record.gpu_type = adopted, adopted.host, adopted.gpu_type
                 record.gpus = len(adopted.gpu_indices) or record.gpus or 1

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gpuform.reconciler")
 OBSERVE_EVERY = 2  # ticks between provider listings
+ORPHANS_EVERY = 30  # replicas: ticks between the leader's sweeps for orphans (a deposed leader's late start)
+START_GRACE = 120.0  # replicas: seconds a start adopted from another leader is given before it is settled
 Endpoints = Callable[[], list["EndpointRecord"]]
 
 
@@ -111,6 +113,8 @@ class Reconciler:
                 continue
             if self.ticks % OBSERVE_EVERY == 0:
                 await self.fleet.observe(ep.name)
+            if self.ticks % ORPHANS_EVERY == 0 and self.fleet.sharing is not None:
+                await self.fleet.sweep_orphans(ep.name, ep.spec.pool, START_GRACE)
             await self.fleet.check_readiness(ep, now)
             self.scale(ep, now)
         if self.leading():
@@ -129,9 +133,10 @@ class Reconciler:
         """Leadership gained: every live worker in the store is ours to manage, workers of this lineage no
         record knows are stopped, and starts interrupted by the previous leader are settled."""
         self.fleet.adopt()
+        grace = START_GRACE if self.fleet.sharing is not None else 0.0
         for ep in self.endpoints():
             self.fleet.mark_stale(ep)
-            await self.fleet.sweep_orphans(ep.name, ep.spec.pool)
+            await self.fleet.sweep_orphans(ep.name, ep.spec.pool, grace)
         self._adopt = False
         log.info("adopted %d live worker(s)", sum(1 for w in self.fleet.records.values() if w.live))
 

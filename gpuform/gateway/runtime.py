@@ -26,7 +26,7 @@ from gpuform.config.schema import GATEWAY_RELOADABLE
 from gpuform.errors import GatewayError, StoreError
 from gpuform.gateway import backup
 from gpuform.gateway.auth import KeyRing
-from gpuform.gateway.fleet import Clock, Fleet, FleetSettings, ProviderAccess, Sharing
+from gpuform.gateway.fleet import Clock, Fleet, FleetSettings, ProviderAccess
 from gpuform.gateway.history import RequestHistory
 from gpuform.gateway.hostmetrics import HostMonitor
 from gpuform.gateway.jobs import Job
@@ -38,6 +38,7 @@ from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
 from gpuform.gateway.reconciler import Reconciler
 from gpuform.gateway.session import Sessions, derive_secret
+from gpuform.gateway.sharing import Sharing
 from gpuform.gateway.sqlite import SQLiteStore
 from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.store import GatewayStore, StoredEndpoint

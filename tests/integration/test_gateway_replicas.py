@@ -97,7 +97,7 @@ def test_a_leader_whose_epoch_was_superseded_starts_nothing(schema: str) -> None
     async def main() -> None:
         async with pair(schema, endpoint_spec(scaling={"min_workers": 2, "max_workers": 3})) as (r1, r2):
             await r2.tick()
-            assert r1.calls("start_worker") == [], "the follower starts nothing"
+            assert r1.calls("start_worker") == [] and r2.runtime.reconciler.decisions == {}, "a follower decides nothing"
             await r1.tick()
             assert len(r1.calls("start_worker")) == 2
             rows(schema, "UPDATE leadership SET epoch = epoch + 1 RETURNING epoch")  # another leader's gain
