@@ -94,6 +94,7 @@ class Fleet:
         self.tasks: set[asyncio.Task[None]] = set()
         self.starting: dict[str, asyncio.Task[None]] = {}  # worker id -> its start_worker call in flight
         self.sharing = sharing
+        self.stopping_here: set[str] = set()  # worker ids whose stop runs in this process now
         self._synced: dict[str, float] = {}  # worker id -> when its copy was last read from the store
         self._touched: dict[str, float] = {}  # worker id -> when its last contact was written
 
@@ -154,8 +155,9 @@ class Fleet:
         return the workers this fleet did not know (now added)."""
         if self.sharing is None:
             return []
-        now, added = self.clock(), []
+        now, added, seen = self.clock(), [], set()
         for found in self.sharing.rows.current():
+            seen.add(found.id)
             self._synced[found.id] = now
             mine = self.records.get(found.id)
             if mine is None:
@@ -163,15 +165,29 @@ class Fleet:
                 added.append(found)
             else:
                 absorb(mine, found, mine.id in self.starting, now)
+        for gone in [w for w in self.records.values() if w.id not in seen and self._ended_elsewhere(w)]:
+            self._drop(gone)  # stopped through another replica (an earlier leader): its row says so
         return added
+
+    def _ended_elsewhere(self, record: WorkerRecord) -> bool:
+        unfinished = record.live or record.state in (WorkerState.STOPPING, WorkerState.SLEEPING)
+        return unfinished and record.id not in self.starting and record.id not in self.stopping_here
+
+    def _drop(self, record: WorkerRecord) -> None:
+        self.records.pop(record.id, None)
+        self.by_token.pop(record.token_hash, None)
+        self._synced.pop(record.id, None)
+        self._touched.pop(record.id, None)
 
     def adopt(self) -> None:
         """On becoming leader: know every live worker the store has (ones an earlier leader started, or was
         starting), and stop again the ones caught stopping. A lone gateway restored them at start already."""
         if self.sharing is None:
             return
-        for record in [*self.refresh(), *self.records.values()]:
-            if record.state == WorkerState.STOPPING and record.id not in self.starting:
+        self.refresh()
+        for record in list(self.records.values()):
+            if record.state == WorkerState.STOPPING and record.id not in self.starting and \
+                    record.id not in self.stopping_here:
                 self.spawn(self._complete_stop(record, record.exit_reason or "stopping when the leader changed",
                                                self.settings.timings.drain_timeout))
 
@@ -372,6 +388,13 @@ class Fleet:
 
     async def _complete_stop(self, record: WorkerRecord, reason: str, grace: float) -> None:
         """Stop a ``stopping`` worker on its provider and finalize its record."""
+        self.stopping_here.add(record.id)
+        try:
+            await self._stop_on_provider(record, reason, grace)
+        finally:
+            self.stopping_here.discard(record.id)
+
+    async def _stop_on_provider(self, record: WorkerRecord, reason: str, grace: float) -> None:
         starting = self.starting.get(record.id)
         if starting is not None:  # stopped while its start is in flight: stop what that start creates
             await asyncio.shield(starting)
@@ -397,10 +420,7 @@ class Fleet:
                                                                            WorkerState.UNHEALTHY)),
                           key=lambda w: w.stopped_at or 0)
         for old in finished[:-KEEP_FINISHED]:
-            self.records.pop(old.id, None)
-            self.by_token.pop(old.token_hash, None)
-            self._synced.pop(old.id, None)
-            self._touched.pop(old.id, None)
+            self._drop(old)
 
     def _forget(self, record: WorkerRecord, reason: str) -> None:
         """A start that never happened (no capacity): nothing ran, nothing to bill or keep."""

@@ -159,5 +159,8 @@ def test_a_worker_served_only_by_the_follower_is_not_lost_and_stops_after_its_id
             assert r1.calls("stop_worker") == [], "idle for 3 s of its 5"
             await r1.tick(advance=3)
             assert r1.calls("stop_worker") == [worker.id]
+            await r2.tick(advance=1)
+            assert worker.id not in r2.runtime.fleet.records, "the follower forgets a worker stopped elsewhere"
+            assert (await worker.ping()).status_code == 401, "its token is no longer valid on the follower"
 
     asyncio.run(main())
