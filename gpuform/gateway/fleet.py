@@ -196,7 +196,8 @@ class Fleet:
 
     def _save(self, record: WorkerRecord) -> None:
         self.rows.save(record)
-        self._touched[record.id] = self.clock()
+        if self.sharing is not None:
+            self._touched[record.id] = self.clock()  # the row's contact is as fresh as the copy's
 
     def _touch(self, worker: WorkerRecord, now: float) -> None:
         """Replicas: record a contact in the store, at most once a second per worker (the leader reads it)."""

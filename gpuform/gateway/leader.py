@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gpuform.leader")
 TRY_EVERY = 1.0  # seconds between lock attempts (a follower) or session checks (the leader)
 CHECK_TIMEOUT = 2.0  # a lock attempt or check that takes longer counts as a lost connection
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 2}
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 2,
+             "tcp_user_timeout": 3000}
 SERVER_KEEPALIVE = ("SET tcp_keepalives_idle = 1", "SET tcp_keepalives_interval = 1",
                     "SET tcp_keepalives_count = 2", "SET tcp_user_timeout = 3000")
 BUMP_EPOCH = ("UPDATE leadership SET epoch = epoch + 1, leader = %s, since = extract(epoch FROM now()) "

@@ -4,6 +4,10 @@ session dies is replaced within 5 s with a higher epoch, and a deposed leader's 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -112,5 +116,55 @@ def test_a_leader_that_stops_hands_over_and_its_fenced_inserts_fail(store: Postg
         store.workers.insert_fenced(_record("w-new"), b.leadership.epoch)
         assert sorted(w.id for w in store.workers.current()) == ["w-before", "w-new"]
         await b.stop()
+
+    asyncio.run(main())
+
+
+def _port_of(leadership: PostgresLeadership) -> int:
+    """The local TCP port of a leadership's lock session."""
+    session = leadership._session
+    assert session is not None
+    sock = socket.socket(fileno=session.conn.pgconn.socket)
+    try:
+        return int(sock.getsockname()[1])
+    finally:
+        sock.detach()
+
+
+def _partition(port: int, on: bool) -> None:
+    """Drop every packet of one TCP connection to the test PostgreSQL (from local port ``port``), both ways, as
+    a network partition does: nothing is closed, nothing answers (only this connection is touched)."""
+    rules = [["-p", "tcp", "-i", "lo", "--sport", str(port), "--dport", "55432", "-j", "DROP"],
+             ["-p", "tcp", "-i", "lo", "--sport", "55432", "--dport", str(port), "-j", "DROP"]]
+    for rule in rules:
+        subprocess.run(["iptables", "-I" if on else "-D", "INPUT", *rule], check=on, capture_output=True)
+
+
+def test_a_partitioned_leader_steps_down_and_the_server_releases_its_lock_within_seconds(
+        store: PostgresStore) -> None:
+    usable = shutil.which("iptables") is not None and not subprocess.run(
+        ["iptables", "-L", "INPUT", "-n"], check=False, capture_output=True).returncode
+    if not usable:  # .ci/setup/packages.sh installs it, and CI runs as root
+        assert not os.environ.get("CI"), "iptables (as root) is missing: .ci/setup/packages.sh installs it"
+        pytest.skip("needs iptables (root) to drop one connection's packets")
+
+    async def main() -> None:
+        a, b = Replica(store, "a"), Replica(store, "b")
+        a.start()
+        await _until(lambda: a.leadership.leading, 3, "a to lead")
+        b.start()
+        port, old = _port_of(a.leadership), a.leadership.epoch
+        _partition(port, True)
+        try:
+            stepped = await _until(lambda: not a.leadership.leading, 4, "the partitioned leader to step down")
+            # a's next session goes over a new connection (not dropped): either replica may win the lock
+            took = await _until(lambda: any(r.leadership.leading for r in (a, b)), 8,
+                                "the server to end the partitioned session and release its lock")
+            print(f"partition: the old leader stepped down after {stepped:.2f}s; a new leader {took:.2f}s later")
+        finally:
+            _partition(port, False)
+        leaders = [r for r in (a, b) if r.leadership.leading]
+        assert len(leaders) == 1 and leaders[0].leadership.epoch == old + 1
+        await asyncio.gather(a.stop(), b.stop())
 
     asyncio.run(main())
