@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,7 +134,9 @@ def replica_id(config: RuntimeConfig) -> str:
 def make_leadership(config: RuntimeConfig, store: GatewayStore) -> tuple[Leadership, Sharing | None]:
     """A PostgreSQL store is shared by replicas: leadership by its advisory lock, worker starts fenced by the
     leader's epoch. Any other store has one gateway, which always leads."""
-    from gpuform.gateway.postgres import PostgresStore  # the driver loads only for a postgres store
+    if "gpuform.gateway.postgres" not in sys.modules:  # no postgres store was made: the driver stays unloaded
+        return SoloLeadership(replica_id(config)), None
+    from gpuform.gateway.postgres import PostgresStore
 
     if not isinstance(store, PostgresStore):
         return SoloLeadership(replica_id(config)), None
