@@ -73,9 +73,10 @@ def test_killing_the_leader_hands_over_within_5s_and_the_follower_adopts_its_wor
     assert first is not None and first["leader"], first
     gdir = pool_dir(deployment.workdir) / "gateways/main"
     port = free_port()
-    follower = subprocess.Popen([sys.executable, "-m", "gpuform.gateway", "--config", str(gdir / "config.json"),
-                                 "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                                stderr=open(gdir / "follower.log", "wb"))
+    with open(gdir / "follower.log", "wb") as log:
+        follower = subprocess.Popen([sys.executable, "-m", "gpuform.gateway", "--config",
+                                     str(gdir / "config.json"), "--listen", f"127.0.0.1:{port}"],
+                                    stdout=subprocess.DEVNULL, stderr=log)
     pids = json.loads((gdir / "supervisor.pid").read_text())
     try:
         second = wait_for(lambda: _replica(deployment, port), 30, interval=0.2, what="the second replica to answer")
