@@ -13,7 +13,8 @@
     │   └── NoCapacity         no host has the GPUs asked for
     ├── GatewayError           the gateway's admin API answered an error or is unreachable
     ├── StoreError             the gateway's store (SQLite or PostgreSQL) cannot be opened, migrated or written
-    │   └── StoreFull          its disk is full
+    │   ├── StoreFull          its disk is full
+    │   └── Fenced             a gateway replica that no longer leads tried to start a worker
     └── Interrupted            the operation was cancelled (Ctrl-C)
 
 Transport errors (paramiko, docker, httpx) are translated where they are caught, with
@@ -109,6 +110,11 @@ class StoreError(GpuformError):
 
 class StoreFull(StoreError):
     """The gateway's store ran out of disk."""
+
+
+class Fenced(StoreError):
+    """A gateway replica tried to record a new worker with an epoch that is no longer the leader's: it was
+    deposed, and must not start the worker."""
 
 
 class Interrupted(GpuformError):

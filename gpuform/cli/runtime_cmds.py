@@ -132,8 +132,17 @@ def _print_gateway(gw: str, body: dict[str, Any]) -> None:
     out_console.print(eps)
     out_console.print("workers: idle/running/starting; jobs: queued/running", style="dim")
     out_console.print(workers)
-    for note in notes:
+    for note in [*notes, *_leader_note(gw, body.get("replica") or {})]:
         out_console.print(note, markup=False)
+
+
+def _leader_note(gw: str, replica: dict[str, Any]) -> list[str]:
+    """Who leads the gateway's replicas (a postgres store), as the store records it."""
+    leader = replica.get("current_leader")
+    if replica.get("mode") != "postgres" or not leader:
+        return []
+    return [f"gateway.{gw}: replica {leader['replica_id']} leads (epoch {leader['epoch']}); this answer came from "
+            f"{replica.get('replica_id')}"]
 
 
 PHASE_ORDER = ["job_queued", "start_requested", "process_started", "process_up", "vllm_launch", "vllm_ready",

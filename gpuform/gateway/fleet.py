@@ -22,6 +22,7 @@ from gpuform.gateway.logs import job_fields, worker_fields
 from gpuform.gateway.metering import Ledger, price_per_second
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
+from gpuform.gateway.sharing import SYNC_EVERY, Sharing, absorb
 from gpuform.gateway.states import WorkerState
 from gpuform.gateway.store import WorkerRows
 from gpuform.gateway.workers import WorkerRecord, new_token
@@ -73,8 +74,12 @@ class FleetSettings:
 
 
 class Fleet:
+    """The workers, in memory. A replica's fleet (``sharing`` given) also learns workers from the store: one
+    it did not start is found by its token's hash; what other replicas recorded is taken by :meth:`refresh`."""
+
     def __init__(self, settings: FleetSettings, rows: WorkerRows, providers: ProviderAccess, queue: JobQueue,
-                 ledger: Ledger, metrics: Metrics, hash_token: Callable[[str], str], clock: Clock = time.time) -> None:
+                 ledger: Ledger, metrics: Metrics, hash_token: Callable[[str], str], clock: Clock = time.time,
+                 sharing: Sharing | None = None) -> None:
         self.settings = settings
         self.rows = rows
         self.providers = providers
@@ -88,6 +93,10 @@ class Fleet:
         self.conditions: dict[str, Condition] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.starting: dict[str, asyncio.Task[None]] = {}  # worker id -> its start_worker call in flight
+        self.sharing = sharing
+        self.stopping_here: set[str] = set()  # worker ids whose stop runs in this process now
+        self._synced: dict[str, float] = {}  # worker id -> when its copy was last read from the store
+        self._touched: dict[str, float] = {}  # worker id -> when its last contact was written
 
     # ---- lookup -----------------------------------------------------------------------------------
 
@@ -119,14 +128,82 @@ class Fleet:
     def authenticate(self, token: str | None) -> WorkerRecord | None:
         if not token:
             return None
-        worker_id = self.by_token.get(self.hash_token(token))
-        return self.records.get(worker_id) if worker_id else None
+        token_hash = self.hash_token(token)
+        worker_id = self.by_token.get(token_hash)
+        record = self.records.get(worker_id) if worker_id else None
+        if self.sharing is None:
+            return record
+        if record is None or self.clock() - self._synced.get(record.id, 0.0) >= SYNC_EVERY:
+            return self._sync(token_hash, record)
+        return record
+
+    def _sync(self, token_hash: str, record: WorkerRecord | None) -> WorkerRecord | None:
+        """A replica's copy of a worker brought up to date from its row (added when it had none)."""
+        assert self.sharing is not None
+        found = self.sharing.rows.by_token(token_hash)
+        if found is None:
+            return record
+        self._synced[found.id] = self.clock()
+        if record is None:
+            self._add(found)
+            return found
+        absorb(record, found, record.id in self.starting, self.clock())
+        return record
+
+    def refresh(self) -> list[WorkerRecord]:
+        """Take what other replicas recorded of every live worker (its contacts, readiness, jobs, start);
+        return the workers this fleet did not know (now added)."""
+        if self.sharing is None:
+            return []
+        now, added, seen = self.clock(), [], set()
+        for found in self.sharing.rows.current():
+            seen.add(found.id)
+            self._synced[found.id] = now
+            mine = self.records.get(found.id)
+            if mine is None:
+                self._add(found)
+                added.append(found)
+            else:
+                absorb(mine, found, mine.id in self.starting, now)
+        for gone in [w for w in self.records.values() if w.id not in seen and self._ended_elsewhere(w)]:
+            self._drop(gone)  # stopped through another replica (an earlier leader): its row says so
+        return added
+
+    def _ended_elsewhere(self, record: WorkerRecord) -> bool:
+        unfinished = record.live or record.state in (WorkerState.STOPPING, WorkerState.SLEEPING)
+        return unfinished and record.id not in self.starting and record.id not in self.stopping_here
+
+    def _drop(self, record: WorkerRecord) -> None:
+        self.records.pop(record.id, None)
+        self.by_token.pop(record.token_hash, None)
+        self._synced.pop(record.id, None)
+        self._touched.pop(record.id, None)
+
+    def adopt(self) -> None:
+        """On becoming leader: know every live worker the store has (ones an earlier leader started, or was
+        starting), and stop again the ones caught stopping. A lone gateway restored them at start already."""
+        if self.sharing is None:
+            return
+        self.refresh()
+        for record in list(self.records.values()):
+            if record.state == WorkerState.STOPPING and record.id not in self.starting and \
+                    record.id not in self.stopping_here:
+                self.spawn(self._complete_stop(record, record.exit_reason or "stopping when the leader changed",
+                                               self.settings.timings.drain_timeout))
 
     def condition(self, endpoint: str) -> Condition:
         return self.conditions.setdefault(endpoint, Condition(since=self.clock()))
 
     def _save(self, record: WorkerRecord) -> None:
         self.rows.save(record)
+        if self.sharing is not None:
+            self._touched[record.id] = self.clock()  # the row's contact is as fresh as the copy's
+
+    def _touch(self, worker: WorkerRecord, now: float) -> None:
+        """Replicas: record a contact in the store, at most once a second per worker (the leader reads it)."""
+        if self.sharing is not None and now - self._touched.get(worker.id, 0.0) >= SYNC_EVERY:
+            self._touched[worker.id] = now
+            self.sharing.rows.touch(worker.id, now)
 
     # ---- events from the worker routes and the queue -------------------------------------------------
 
@@ -134,6 +211,7 @@ class Fleet:
         """A job-take or heartbeat: the worker is alive (and ready, the first time)."""
         worker.last_seen = now
         if worker.state != WorkerState.INITIALIZING or worker.waking:
+            self._touch(worker, now)
             return
         worker.ready_at = now
         worker.mark("ready", now)
@@ -187,7 +265,9 @@ class Fleet:
         return task
 
     def start(self, ep: EndpointRecord) -> WorkerRecord:
-        """Record a starting worker now (so the next scaling decision counts it) and launch it in the background."""
+        """Record a starting worker now (so the next scaling decision counts it) and launch it in the background.
+        A replica records it fenced by its epoch first: raises :class:`~gpuform.errors.Fenced`, with nothing
+        started, when it no longer leads."""
         now = self.clock()
         token = new_token()
         record = WorkerRecord(id=f"{ep.name}-{uuid.uuid4().hex[:10]}", endpoint=ep.name, pool=ep.spec.pool,
@@ -196,8 +276,11 @@ class Fleet:
         waiting = self.queue.stats(ep.name)
         if waiting.queued:
             record.mark("job_queued", now - waiting.oldest_wait)
+        if self.sharing is not None:
+            self.sharing.rows.insert_fenced(record, self.sharing.epoch())
+        else:
+            self._save(record)
         self._add(record)
-        self._save(record)
         self.metrics.cold_starts.labels(ep.name).inc()
         task = self.spawn(self._start(ep, record, self._launch(ep, record, token)))
         self.starting[record.id] = task
@@ -306,6 +389,13 @@ class Fleet:
 
     async def _complete_stop(self, record: WorkerRecord, reason: str, grace: float) -> None:
         """Stop a ``stopping`` worker on its provider and finalize its record."""
+        self.stopping_here.add(record.id)
+        try:
+            await self._stop_on_provider(record, reason, grace)
+        finally:
+            self.stopping_here.discard(record.id)
+
+    async def _stop_on_provider(self, record: WorkerRecord, reason: str, grace: float) -> None:
         starting = self.starting.get(record.id)
         if starting is not None:  # stopped while its start is in flight: stop what that start creates
             await asyncio.shield(starting)
@@ -331,8 +421,7 @@ class Fleet:
                                                                            WorkerState.UNHEALTHY)),
                           key=lambda w: w.stopped_at or 0)
         for old in finished[:-KEEP_FINISHED]:
-            self.records.pop(old.id, None)
-            self.by_token.pop(old.token_hash, None)
+            self._drop(old)
 
     def _forget(self, record: WorkerRecord, reason: str) -> None:
         """A start that never happened (no capacity): nothing ran, nothing to bill or keep."""
@@ -405,10 +494,12 @@ class Fleet:
                 if record.state == WorkerState.INITIALIZING:
                     self._failed(record, f"did not become ready within {timeout:g}s", tail)
 
-    async def sweep_orphans(self, endpoint: str, pool: str) -> None:
+    async def sweep_orphans(self, endpoint: str, pool: str, grace: float = 0.0) -> None:
         """After a restart: stop workers of this lineage the gateway has no record of (left by an earlier
         gateway), and settle the ones whose start was in flight when the earlier gateway died — adopted when
-        the provider has them, forgotten when it does not (they never ran, so nothing is billed)."""
+        the provider has them, forgotten when it does not (they never ran, so nothing is billed). A start
+        requested less than ``grace`` seconds ago may still be running in a replica that lost its leadership
+        (it is still counted, so no replacement starts): it is settled by a later sweep."""
         try:
             provider = self.providers(pool)
             infos = await asyncio.to_thread(provider.list_workers, endpoint)
@@ -423,6 +514,8 @@ class Fleet:
             if record.state != WorkerState.INITIALIZING or record.info is not None or record.id in self.starting:
                 continue
             adopted = found.get(record.id)
+            if adopted is None and self.clock() - record.requested_at < grace:
+                continue
             if adopted is not None and adopted.state == "running":
                 record.info, record.host, record.gpu_type = adopted, adopted.host, adopted.gpu_type
                 record.gpus = len(adopted.gpu_indices) or record.gpus or 1

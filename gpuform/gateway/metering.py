@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from gpuform.gateway.store import LedgerEntry, LedgerRows
 from gpuform.gateway.workers import WorkerRecord
@@ -39,6 +39,15 @@ def _split_by_day(start: float, end: float) -> list[tuple[str, float]]:
 Accrued = Callable[[LedgerEntry], None]
 
 
+@runtime_checkable
+class SettledLedgerRows(Protocol):
+    """Ledger rows that replicas share (PostgreSQL): seconds are added together with the worker's billed-until
+    mark, only when it still stands where this replica read it, so no second is counted twice or dropped
+    when accrual moves from one replica to another."""
+
+    def settle(self, worker_id: str, start: float, until: float, entries: list[LedgerEntry]) -> float: ...
+
+
 class Ledger:
     """Accrues workers' billed seconds into :class:`~gpuform.gateway.store.LedgerRows`; ``on_accrue`` hears
     of every row added (the metrics' GPU-seconds and cost counters)."""
@@ -58,10 +67,18 @@ class Ledger:
         start = worker.billed_until if worker.billed_until is not None else worker.requested_at
         if until <= start:
             return
-        for day, seconds in _split_by_day(start, until):
-            cost = None if worker.price is None else seconds * worker.price
-            entry = LedgerEntry(worker.id, worker.endpoint, day, worker.gpu_type or "cpu", worker.gpus, seconds, cost)
-            self.rows.add(entry)
+        entries = [LedgerEntry(worker.id, worker.endpoint, day, worker.gpu_type or "cpu", worker.gpus, seconds,
+                               None if worker.price is None else seconds * worker.price)
+                   for day, seconds in _split_by_day(start, until)]
+        if isinstance(self.rows, SettledLedgerRows):
+            settled = self.rows.settle(worker.id, start, until, entries)
+            if settled != until:  # another replica billed it meanwhile: carry on from there next time
+                worker.billed_until = settled
+                return
+        else:
+            for entry in entries:
+                self.rows.add(entry)
+        for entry in entries:
             if self.on_accrue is not None:
                 self.on_accrue(entry)
         worker.billed_until = until

@@ -29,7 +29,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
-from gpuform.errors import StoreError, StoreFull
+from gpuform.errors import Fenced, StoreError, StoreFull
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.rows import (
     HISTORY_COLUMNS,
@@ -127,7 +127,26 @@ def _v_queue(conn: Conn) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[Conn], None]] = [_v1, _v2, _v_queue]
+V_LEADER = (
+    "CREATE TABLE leadership (id integer PRIMARY KEY CHECK (id = 1), epoch bigint NOT NULL, leader text, "
+    "since double precision)",
+    "INSERT INTO leadership (id, epoch) VALUES (1, 0)",
+    "ALTER TABLE workers ADD COLUMN idle_since double precision, ADD COLUMN billed_until double precision",
+    "CREATE INDEX workers_token ON workers (token_hash)",
+    # (jobs (worker_id) WHERE status = 'IN_PROGRESS' is the queue's step's jobs_held)
+    "CREATE INDEX jobs_worker_done ON jobs (worker_id, completed_at) WHERE completed_at IS NOT NULL",
+)
+
+
+def _v_leader(conn: Conn) -> None:
+    """Gateway replicas: the leader's epoch (every worker start is fenced by it, gpuform/gateway/leader.py), what
+    a worker row needs for any replica to carry on from it (since when it idles, up to when it is billed), and
+    the indexes that tell whether a worker runs a job and when its last one ended, whichever replica served it."""
+    for statement in V_LEADER:
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[Conn], None]] = [_v1, _v2, _v_queue, _v_leader]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -268,6 +287,11 @@ class PostgresStore:
     def schema_version(self) -> int:
         return self.db.run(_version)
 
+    def leadership(self) -> dict[str, Any] | None:
+        """The leadership row: the current epoch, who leads and since when (epoch seconds)."""
+        row = self.db.row("SELECT epoch, leader, since FROM leadership WHERE id = 1")
+        return None if row is None else dict(row)
+
     def get_meta(self, key: str) -> str | None:
         row = self.db.row("SELECT value FROM meta WHERE key = %s", (key,))
         return None if row is None else str(row["value"])
@@ -360,25 +384,93 @@ class PostgresJobs:
         return out
 
 
+WORKER_COLUMNS = ("id, endpoint, pool, host, state, gpu_type, gpus, price, token_hash, spec_revision, requested_at, "
+                  "started_at, ready_at, first_job_at, stopped_at, last_seen, exit_reason, timeline, idle_since")
+# Any replica may write a worker's row (the leader starts, sleeps and stops it; every replica records its contacts
+# and jobs), each from its own copy: a write never takes a stopped worker back, never clears what another
+# replica recorded first (ready, first job, stop), and keeps the latest contact.
+WORKER_UPSERT = (
+    f"INSERT INTO workers ({WORKER_COLUMNS}) VALUES ({', '.join(['%s'] * 19)}) ON CONFLICT (id) DO UPDATE SET "
+    "host = COALESCE(NULLIF(excluded.host, ''), workers.host), "
+    "state = CASE WHEN workers.state IN ('stopped', 'unhealthy') OR (workers.state = 'stopping' AND "
+    "excluded.state NOT IN ('stopped', 'unhealthy')) THEN workers.state ELSE excluded.state END, "
+    "idle_since = excluded.idle_since, "
+    "gpu_type = COALESCE(NULLIF(excluded.gpu_type, ''), workers.gpu_type), "
+    "gpus = GREATEST(excluded.gpus, workers.gpus), price = COALESCE(excluded.price, workers.price), "
+    "ready_at = COALESCE(workers.ready_at, excluded.ready_at), "
+    "first_job_at = COALESCE(workers.first_job_at, excluded.first_job_at), "
+    "stopped_at = COALESCE(workers.stopped_at, excluded.stopped_at), "
+    "last_seen = GREATEST(workers.last_seen, excluded.last_seen), "
+    "exit_reason = COALESCE(NULLIF(excluded.exit_reason, ''), workers.exit_reason), "
+    "timeline = (COALESCE(workers.timeline, '{}')::jsonb || COALESCE(excluded.timeline, '{}')::jsonb)::text")
+FENCE = "SELECT epoch FROM leadership WHERE id = 1 FOR UPDATE"
+LIVE_STATES = [str(s) for s in (*sorted(LIVE), WorkerState.STOPPING, WorkerState.SLEEPING)]
+WORKERS_WITH_JOBS = (  # each worker row, with whether it runs a job now and when its last job ended
+    "SELECT w.*, EXISTS (SELECT 1 FROM jobs WHERE worker_id = w.id AND status = 'IN_PROGRESS') AS busy, "
+    "(SELECT max(completed_at) FROM jobs WHERE worker_id = w.id AND completed_at IS NOT NULL) AS last_done "
+    "FROM workers w WHERE w.state = ANY(%s)")
+
+
+def _worker_values(w: WorkerRecord) -> tuple[Any, ...]:
+    return (w.id, w.endpoint, w.pool, w.host, w.state, w.gpu_type, w.gpus, w.price, w.token_hash, w.revision,
+            w.requested_at, w.requested_at, w.ready_at, w.first_job_at, w.stopped_at, w.last_seen, w.exit_reason,
+            json.dumps(w.timeline), w.idle_since)
+
+
+def shared_worker(r: DictRow) -> WorkerRecord:
+    """A worker row (of :data:`WORKERS_WITH_JOBS`) as the replicas share it: a ready worker runs while a job is in
+    progress on it and idles since its last job ended (the jobs say so, whichever replica served them); billed
+    up to what its row records."""
+    w = worker_from_row(r)
+    w.state = WorkerState(r["state"])
+    w.billed_until = r["billed_until"]
+    if w.state in (WorkerState.IDLE, WorkerState.RUNNING):
+        w.state = WorkerState.RUNNING if r["busy"] else WorkerState.IDLE
+        marks = [t for t in (r["idle_since"], r["last_done"], r["ready_at"]) if t is not None]
+        w.idle_since = None if r["busy"] else max(marks, default=w.requested_at)
+    return w
+
+
 class PostgresWorkers:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def save(self, w: WorkerRecord) -> None:
-        self.db.execute(
-            "INSERT INTO workers (id, endpoint, pool, host, state, gpu_type, gpus, price, token_hash, spec_revision, "
-            f"requested_at, started_at, ready_at, first_job_at, stopped_at, last_seen, exit_reason, timeline) VALUES "
-            f"({', '.join(['%s'] * 18)}) ON CONFLICT (id) DO UPDATE SET host = excluded.host, "
-            "state = excluded.state, gpu_type = excluded.gpu_type, gpus = excluded.gpus, price = excluded.price, "
-            "ready_at = excluded.ready_at, first_job_at = excluded.first_job_at, stopped_at = excluded.stopped_at, "
-            "last_seen = excluded.last_seen, exit_reason = excluded.exit_reason, timeline = excluded.timeline",
-            (w.id, w.endpoint, w.pool, w.host, w.state, w.gpu_type, w.gpus, w.price, w.token_hash, w.revision,
-             w.requested_at, w.requested_at, w.ready_at, w.first_job_at, w.stopped_at, w.last_seen, w.exit_reason,
-             json.dumps(w.timeline)))
+        self.db.execute(WORKER_UPSERT, _worker_values(w))
+
+    def insert_fenced(self, w: WorkerRecord, epoch: int) -> None:
+        """Insert a new worker's row if ``epoch`` is still the leader's (the epoch row locked meanwhile, so a
+        takeover waits for this insert and then sees it); raises :class:`~gpuform.errors.Fenced` otherwise."""
+        def work(conn: Conn) -> None:
+            with conn.transaction():
+                row = conn.execute(FENCE).fetchone()
+                current = int(row["epoch"]) if row else -1
+                if current != epoch:
+                    raise Fenced(f"this gateway replica no longer leads (its epoch {epoch}, the store's {current}): "
+                                 f"worker {w.id} was not started",
+                                 "Nothing to do: the replica that leads now starts the workers.")
+                conn.execute(WORKER_UPSERT, _worker_values(w))
+        self.db.run(work)
 
     def live(self) -> list[WorkerRecord]:
-        states = [str(s) for s in (*sorted(LIVE), WorkerState.STOPPING, WorkerState.SLEEPING)]
-        return [worker_from_row(r) for r in self.db.rows("SELECT * FROM workers WHERE state = ANY(%s)", (states,))]
+        rows = self.db.rows("SELECT * FROM workers WHERE state = ANY(%s)", (LIVE_STATES,))
+        adopted = [worker_from_row(r) for r in rows]
+        for w, r in zip(adopted, rows, strict=True):  # billing carries on from what was recorded
+            w.billed_until = r["billed_until"] if r["billed_until"] is not None else w.billed_until
+        return adopted
+
+    def current(self) -> list[WorkerRecord]:
+        """Every live worker as recorded now (:func:`shared_worker`)."""
+        return [shared_worker(r) for r in self.db.rows(WORKERS_WITH_JOBS, (LIVE_STATES,))]
+
+    def by_token(self, token_hash: str) -> WorkerRecord | None:
+        """The live worker whose token hashes to ``token_hash`` (a replica that did not start it)."""
+        row = self.db.row(WORKERS_WITH_JOBS + " AND w.token_hash = %s", (LIVE_STATES, token_hash))
+        return None if row is None else shared_worker(row)
+
+    def touch(self, worker_id: str, at: float) -> None:
+        """Record a contact (a heartbeat or a job-take) without rewriting the row."""
+        self.db.execute("UPDATE workers SET last_seen = GREATEST(last_seen, %s) WHERE id = %s", (at, worker_id))
 
     def recent(self, endpoint: str | None, limit: int = 50) -> list[dict[str, Any]]:
         if endpoint:
@@ -387,17 +479,37 @@ class PostgresWorkers:
         return self.db.rows("SELECT * FROM workers ORDER BY requested_at DESC LIMIT %s", (limit,))
 
 
+LEDGER_ADD = (
+    "INSERT INTO ledger (worker_id, endpoint, day, gpu_type, gpus, seconds, cost) VALUES (%s, %s, %s, %s, "
+    "%s, %s, %s) ON CONFLICT (worker_id, day) DO UPDATE SET seconds = ledger.seconds + excluded.seconds, "
+    "cost = CASE WHEN ledger.cost IS NULL OR excluded.cost IS NULL THEN NULL "
+    "ELSE ledger.cost + excluded.cost END")
+
+
 class PostgresLedger:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def add(self, e: LedgerEntry) -> None:
-        self.db.execute(
-            "INSERT INTO ledger (worker_id, endpoint, day, gpu_type, gpus, seconds, cost) VALUES (%s, %s, %s, %s, "
-            "%s, %s, %s) ON CONFLICT (worker_id, day) DO UPDATE SET seconds = ledger.seconds + excluded.seconds, "
-            "cost = CASE WHEN ledger.cost IS NULL OR excluded.cost IS NULL THEN NULL "
-            "ELSE ledger.cost + excluded.cost END",
-            (e.worker_id, e.endpoint, e.day, e.gpu_type, e.gpus, e.seconds, e.cost))
+        self.db.execute(LEDGER_ADD, astuple(e))
+
+    def settle(self, worker_id: str, start: float, until: float, entries: list[LedgerEntry]) -> float:
+        """Add ``entries`` (the worker's seconds from ``start`` to ``until``) if the worker's row is billed up to
+        ``start``, and move that to ``until``, in one transaction; return where its billing stands now (``until``,
+        or what another replica recorded: then nothing was added, and no second is counted twice)."""
+        def work(conn: Conn) -> float:
+            with conn.transaction():
+                moved = conn.execute("UPDATE workers SET billed_until = %s WHERE id = %s AND "
+                                     "COALESCE(billed_until, requested_at) = %s", (until, worker_id, start)).rowcount
+                if not moved:
+                    row = conn.execute("SELECT COALESCE(billed_until, requested_at) AS b FROM workers WHERE id = %s",
+                                       (worker_id,)).fetchone()
+                    if row is not None:
+                        return float(row["b"])
+                for e in entries:
+                    conn.execute(LEDGER_ADD, astuple(e))
+            return until
+        return self.db.run(work)
 
     def spent(self, endpoint: str, day: str) -> float:
         row = self.db.row("SELECT COALESCE(SUM(cost), 0) AS c FROM ledger WHERE endpoint = %s AND day = %s",

@@ -1,7 +1,12 @@
 """The reconcile loop: every ``reconcile_interval`` it sweeps the queue's timers, notices dead workers,
 asks the autoscaler what each endpoint needs, carries that decision out through the fleet, and accrues
 billing. Every decision (how many workers, which to wake, sleep or stop, and why) is made by the pure
-:func:`gpuform.gateway.autoscaler.desired_workers`; nothing here decides."""
+:func:`gpuform.gateway.autoscaler.desired_workers`; nothing here decides.
+
+Only the leading replica does any of that (``leading``; :mod:`gpuform.gateway.leader`): on becoming leader it
+first adopts every live worker the store has and settles the ones left by earlier gateways
+(:meth:`lead`), and it stops deciding the moment it no longer leads. A follower's tick only takes what the
+store says of the workers (its status and worker routes read them)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from gpuform.errors import Fenced
 from gpuform.gateway.autoscaler import Decision, Stats, desired_workers, policy_of, remember
 from gpuform.gateway.demand import Demand
 from gpuform.gateway.fleet import Clock, Fleet
@@ -25,12 +31,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gpuform.reconciler")
 OBSERVE_EVERY = 2  # ticks between provider listings
+ORPHANS_EVERY = 30  # replicas: ticks between the leader's sweeps for orphans (a deposed leader's late start)
+START_GRACE = 120.0  # replicas: seconds a start adopted from another leader is given before it is settled
 Endpoints = Callable[[], list["EndpointRecord"]]
 
 
 class Reconciler:
     def __init__(self, endpoints: Endpoints, fleet: Fleet, queue: JobQueue, ledger: Ledger, metrics: Metrics,
-                 interval: float, clock: Clock) -> None:
+                 interval: float, clock: Clock, leading: Callable[[], bool] = lambda: True) -> None:
         self.endpoints = endpoints
         self.fleet = fleet
         self.queue = queue
@@ -45,11 +53,24 @@ class Reconciler:
         self._task: asyncio.Task[None] | None = None
         self.active = False  # decisions are carried out (set by start; a test driving ticks sets it itself)
         self._stopping = False
+        self.leading = leading
+        self._adopt = False  # leadership gained: the next tick adopts the store's workers before deciding
+
+    def lead(self) -> None:
+        """This replica now leads (called by its leadership): adopt, then decide, from the next tick."""
+        self._adopt = True
+
+    def follow(self) -> None:
+        """This replica no longer leads: nothing more is decided (``leading`` already says so)."""
+        self._adopt = False
+
+    def deciding(self) -> bool:
+        return self.leading() and not self._adopt and not self._stopping
 
     def scale_now(self, ep: EndpointRecord) -> None:
         """Scale ``ep`` now (a job arrived and no worker is live) rather than after a tick that may be
         waiting on a provider (listing workers over SSH can take seconds); a cold start can't wait."""
-        if ep.deleting or not self.active or self._stopping:
+        if ep.deleting or not self.active or not self.deciding():
             return
         if self.fleet.condition(ep.name).status != "OK":
             return  # no capacity, backing off or capped: the tick retries at its pace, not once per request
@@ -67,8 +88,6 @@ class Reconciler:
                 await self._task
 
     async def _loop(self) -> None:
-        for ep in self.endpoints():
-            await self.fleet.sweep_orphans(ep.name, ep.spec.pool)
         loop = asyncio.get_running_loop()
         while not self._stopping:
             started = loop.time()
@@ -80,18 +99,46 @@ class Reconciler:
 
     async def tick(self, now: float) -> None:
         self.ticks += 1
+        if not self.leading():
+            self._take_recorded()
+            self._gauges()
+            return
+        if self._adopt:
+            await self._adopt_workers()
+        else:
+            self._take_recorded()
         self.queue.sweep()
         for ep in self.endpoints():
             if ep.deleting:
                 continue
             if self.ticks % OBSERVE_EVERY == 0:
                 await self.fleet.observe(ep.name)
+            if self.ticks % ORPHANS_EVERY == 0 and self.fleet.sharing is not None:
+                await self.fleet.sweep_orphans(ep.name, ep.spec.pool, START_GRACE)
             await self.fleet.check_readiness(ep, now)
             self.scale(ep, now)
-        for worker in list(self.fleet.records.values()):
-            if worker.live or worker.state in (WorkerState.STOPPING, WorkerState.SLEEPING):
-                self.ledger.accrue(worker, now)  # a sleeping worker still holds its GPU
+        if self.leading():
+            for worker in list(self.fleet.records.values()):
+                if worker.live or worker.state in (WorkerState.STOPPING, WorkerState.SLEEPING):
+                    self.ledger.accrue(worker, now)  # a sleeping worker still holds its GPU
         self._gauges()
+
+    def _take_recorded(self) -> None:
+        """Take what other replicas recorded of the workers (nothing to take for a lone gateway)."""
+        if self.fleet.refresh():
+            for ep in self.endpoints():
+                self.fleet.mark_stale(ep)
+
+    async def _adopt_workers(self) -> None:
+        """Leadership gained: every live worker in the store is ours to manage, workers of this lineage no
+        record knows are stopped, and starts interrupted by the previous leader are settled."""
+        self.fleet.adopt()
+        grace = START_GRACE if self.fleet.sharing is not None else 0.0
+        for ep in self.endpoints():
+            self.fleet.mark_stale(ep)
+            await self.fleet.sweep_orphans(ep.name, ep.spec.pool, grace)
+        self._adopt = False
+        log.info("adopted %d live worker(s)", sum(1 for w in self.fleet.records.values() if w.live))
 
     def stats(self, ep: EndpointRecord, now: float) -> Stats:
         q = self.queue.stats(ep.name)
@@ -104,7 +151,7 @@ class Reconciler:
                      woke_at=q.woke_at)
 
     def scale(self, ep: EndpointRecord, now: float) -> Decision:
-        """Decide (purely) and carry the decision out."""
+        """Decide (purely) and carry the decision out (only while this replica leads)."""
         stats, policy = self.stats(ep, now), policy_of(ep.spec)
         demand = remember(self.demand.get(ep.name, Demand()), stats, policy, now)
         self.demand[ep.name] = demand
@@ -115,16 +162,24 @@ class Reconciler:
             cond.status, cond.message = "SPEND_CAP", decision.reasons[0]
         elif cond.status == "SPEND_CAP":
             cond.status, cond.message = "OK", ""
+        if self.leading():
+            self._carry_out(ep, decision)
+        return decision
+
+    def _carry_out(self, ep: EndpointRecord, decision: Decision) -> None:
         records = self.fleet.records
         for worker_id in decision.wake:
             self.fleet.wake(records[worker_id])
         for _ in range(decision.start):
-            self.fleet.start(ep)
+            try:
+                self.fleet.start(ep)
+            except Fenced as exc:  # deposed since it last checked: the new leader decides now
+                log.warning("%s", exc.message)
+                return
         for worker_id in decision.sleep:
             self.fleet.sleep(records[worker_id])
         for worker_id, reason in decision.retire:
             self.fleet.spawn(self.fleet.stop(records[worker_id], reason))
-        return decision
 
     def _gauges(self) -> None:
         for ep in self.endpoints():

@@ -9,7 +9,10 @@ or PostgreSQL) and providers come from the registry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -29,12 +32,14 @@ from gpuform.gateway.history import RequestHistory
 from gpuform.gateway.hostmetrics import HostMonitor
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.jsonbody import safe_text
+from gpuform.gateway.leader import Leadership, PostgresLeadership, SoloLeadership, current_leader
 from gpuform.gateway.logs import job_fields
 from gpuform.gateway.metering import Ledger, today
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
 from gpuform.gateway.reconciler import Reconciler
 from gpuform.gateway.session import Sessions, derive_secret
+from gpuform.gateway.sharing import Sharing
 from gpuform.gateway.sqlite import SQLiteStore
 from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.store import GatewayStore, StoredEndpoint
@@ -130,6 +135,25 @@ def make_queue(store: GatewayStore, timings: GatewayTimings, clock: Clock) -> Jo
     return JobQueue(store.jobs, timings, clock)
 
 
+def replica_id(config: RuntimeConfig) -> str:
+    """This gateway process's name among its replicas (the configuration's, else host and process id)."""
+    declared = getattr(config, "replica_id", None)
+    return str(declared) if declared else f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_leadership(config: RuntimeConfig, store: GatewayStore) -> tuple[Leadership, Sharing | None]:
+    """A PostgreSQL store is shared by replicas: leadership by its advisory lock, worker starts fenced by the
+    leader's epoch. Any other store has one gateway, which always leads."""
+    if "gpuform.gateway.postgres" not in sys.modules:  # no postgres store was made: the driver stays unloaded
+        return SoloLeadership(replica_id(config)), None
+    from gpuform.gateway.postgres import PostgresStore
+
+    if not isinstance(store, PostgresStore):
+        return SoloLeadership(replica_id(config)), None
+    leadership = PostgresLeadership(store.db.url, store.db.schema, replica_id(config))
+    return leadership, Sharing(store.workers, lambda: leadership.epoch)
+
+
 def _reason(job: Job) -> str:
     error = job.error.get("error_message", job.error) if isinstance(job.error, dict) else job.error
     return safe_text(str(error or "no reason given"), 300)
@@ -174,11 +198,13 @@ class Runtime:
                                  {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()},
                                  worker_files(config.tls), connection(config.tls, config.advertise_url),
                                  config.gateway.logs)
+        self.leadership, sharing = make_leadership(config, self.store)
         self.fleet = Fleet(settings, self.store.workers, self._providers, self.queue, self.ledger, self.metrics,
-                           self.keys.token_hash, clock)
+                           self.keys.token_hash, clock, sharing)
+        self._leading: asyncio.Task[None] | None = None
         self.webhooks = Webhooks(timings, config.webhook_secret, webhook_transport, config.gateway.webhooks)
         self.reconciler = Reconciler(lambda: list(self.endpoints.values()), self.fleet, self.queue, self.ledger,
-                                     self.metrics, timings.reconcile_interval, clock)
+                                     self.metrics, timings.reconcile_interval, clock, lambda: self.leadership.leading)
         self.hosts = HostMonitor(config.pools, self._providers, self.fleet, self.metrics,
                                  timings.host_metrics_interval)
         self.queue.on_started.append(self._job_started)
@@ -230,7 +256,8 @@ class Runtime:
         caller drive ticks: the reconciler acts on decisions but has no loop of its own)."""
         self.queue.loop = asyncio.get_running_loop()
         restored = self.queue.restore()
-        self.fleet.restore()
+        if self.fleet.sharing is None:  # replicas: the leader adopts the workers when it leads
+            self.fleet.restore()
         for ep in self.endpoints.values():  # workers of an earlier revision or connection (TLS turned on) go
             self.fleet.mark_stale(ep)
         for job in self.queue.running_jobs():
@@ -239,6 +266,9 @@ class Runtime:
         log.info("gateway %s up: %d endpoint(s), %d open job(s), %d live worker(s)", self.config.name,
                  len(self.endpoints), restored, len(self.fleet.records))
         self.webhooks.start()
+        if reconcile or self.fleet.sharing is not None:  # a test driving ticks still competes for leadership
+            self._leading = asyncio.get_running_loop().create_task(
+                self.leadership.run(self.reconciler.lead, self.reconciler.follow))
         if reconcile:
             self.reconciler.start()
             self.hosts.start()
@@ -248,6 +278,10 @@ class Runtime:
     async def stop(self) -> None:
         await self.hosts.stop()
         await self.reconciler.stop()
+        if self._leading is not None:
+            self._leading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leading
         await self.webhooks.stop()
         for task in list(self.fleet.tasks):
             task.cancel()
@@ -319,6 +353,7 @@ class Runtime:
         failed = self.queue.fail_endpoint(name, f"endpoint {name} was removed (drained for {drain_timeout:g}s)")
         if failed:
             log.info("endpoint %s removed: %d open job(s) failed", name, failed)
+        self.fleet.refresh()  # replicas: every worker the store has, whichever replica leads
         stops = [self.fleet.stop(w, "endpoint removed", grace=5.0) for w in self.fleet.of(name) if w.live]
         await asyncio.gather(*stops)
         self.store.endpoints.delete(name)
@@ -364,4 +399,14 @@ class Runtime:
 
     def status(self) -> dict[str, Any]:
         return {"gateway": self.config.name, "lineage": self.config.lineage, "started_at": self.started_at,
-                "version": __version__, "endpoints": {n: self.endpoint_status(n) for n in sorted(self.endpoints)}}
+                "version": __version__, "replica": self.replica_status(),
+                "endpoints": {n: self.endpoint_status(n) for n in sorted(self.endpoints)}}
+
+    def replica_status(self) -> dict[str, Any]:
+        """This replica (its id, whether it leads, its epoch) and the leader the store records."""
+        out = self.leadership.status()
+        recorded = getattr(self.store, "leadership", None)
+        if callable(recorded):
+            leader = current_leader(recorded())
+            out["current_leader"] = leader.to_json() if leader is not None else None
+        return out
