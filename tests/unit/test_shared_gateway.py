@@ -27,6 +27,11 @@ def schema() -> Iterator[str]:
 
 
 async def _ready_worker(h: Harness) -> FakeWorker:
+    deadline = time.monotonic() + 5
+    while not h.runtime.leadership.leading:  # only the leader starts workers (advisory lock, a moment after start)
+        assert time.monotonic() < deadline, "the first replica did not take the lead"
+        await asyncio.sleep(0.05)
+    await h.tick()  # a new leader adopts the store's workers before it decides anything
     await h.run("warm-up")
     await h.settle()
     worker = h.worker()
