@@ -150,7 +150,9 @@ def test_a_worker_served_only_by_the_follower_is_not_lost_and_stops_after_its_id
             job_id = await r2.run({"via": "follower"})
             taken = await worker.take()
             assert taken is not None and taken["id"] == job_id
-            await r1.tick(advance=40)  # past its ready timeout and its idle timeout: it is running a job
+            for _ in range(10):  # 40 s: past its ready and idle timeouts, running a job it keeps renewing
+                assert (await worker.ping(job_id)).status_code == 200
+                await r1.tick(advance=4)
             assert r1.calls("stop_worker") == []
             assert r1.runtime.fleet.records[worker.id].state == WorkerState.RUNNING
             assert (await worker.done(job_id, {"ok": True})).json() == {"accepted": True}
