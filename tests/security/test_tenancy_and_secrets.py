@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -104,8 +105,9 @@ def test_secrets_at_rest_and_in_processes(tenants: Deployment) -> None:
     assert SECRET.encode() not in stored, "endpoint secrets are sealed in the database"
     assert SECRET.encode() not in (tenants.workdir / "state" / "gpuform.state.json").read_bytes()
     gateway = gateway_pid(tenants.workdir)
-    worker = next(p for p in map(int, filter(str.isdigit, os.listdir("/proc")))
-                  if "gpuform.workers.echo" in " ".join(procs.cmdline(p)))
+    records = sorted((pool_dir(tenants.workdir) / "workers").glob("*.json"))  # this deployment's workers only
+    worker = next(pid for pid in (int(json.loads(r.read_text())["pid"]) for r in records)
+                  if "gpuform.workers.echo" in " ".join(procs.cmdline(pid)))
     for pid, must in [(gateway, None), (worker, SECRET)]:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         assert OPERATOR.encode() not in environ, "the operator's shell environment is not inherited"
