@@ -162,7 +162,7 @@ class Runtime:
         settings = FleetSettings(config.lineage, config.advertise_url, timings,
                                  {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()},
                                  worker_files(config.tls), connection(config.tls, config.advertise_url),
-                                 config.gateway.logs)
+                                 config.gateway.logs, tuple(config.replica_urls))
         self.fleet = Fleet(settings, self.store.workers, self._providers, self.queue, self.ledger, self.metrics,
                            self.keys.token_hash, clock)
         self.webhooks = Webhooks(timings, config.webhook_secret, webhook_transport, config.gateway.webhooks)
