@@ -120,7 +120,7 @@ def test_replicas_on_a_pool_of_hosts_need_as_many_hosts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load(tmp_path, env={"DB": URL})
     (found,) = [d.render() for d in info.value.diagnostics]
-    assert re.search(r"gpuform\.yaml:8:\d+: error: replicas: 2 needs 2 hosts in pool lab, which has 1", found), found
+    assert re.search(r"gpuform\.yaml:6:\d+: error: replicas: 2 needs 2 hosts in pool lab, which has 1", found), found
     write_config(tmp_path, one.replace("HOSTS", "{address: 10.77.0.11, name: h1}, {address: 10.77.0.12, name: h2}"))
     assert load(tmp_path, env={"DB": URL}).gateways["main"].replicas == 2
 
