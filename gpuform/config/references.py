@@ -9,7 +9,7 @@ from gpuform.config import adapters, schema
 from gpuform.config.graph import dependencies, find_cycle
 from gpuform.config.plugins import pool_kinds
 from gpuform.config.volumes import check_volume
-from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error, warning
+from gpuform.diagnostics import Diagnostic, Location, Path, did_you_mean, error, warning
 
 if TYPE_CHECKING:
     from gpuform.config.load import Config

@@ -22,8 +22,8 @@ from gpuform.gateway.logs import job_fields, worker_fields
 from gpuform.gateway.metering import Ledger, price_per_second
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
-from gpuform.gateway.states import WorkerState
 from gpuform.gateway.replicas import worker_urls
+from gpuform.gateway.states import WorkerState
 from gpuform.gateway.store import WorkerRows
 from gpuform.gateway.workers import WorkerRecord, new_token
 from gpuform.provider import Provider, WorkerInfo, WorkerLaunch

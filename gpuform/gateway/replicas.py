@@ -74,3 +74,25 @@ def worker_urls(advertise_url: str, replica_urls: Sequence[str]) -> dict[str, st
     if first not in urls:  # a load balancer in front of the replicas (or no replicas known): it alone
         return {URLS_ENV: first}
     return {URLS_ENV: ",".join([first, *(u for u in urls if u != first)])}
+
+
+def replica_key(name: str, index: int) -> str:
+    """What providers call replica ``index`` of gateway ``name``: ``NAME`` for replica 0 (where a one-replica
+    gateway always ran, so its files, unit and container keep their names), ``NAME.rI`` for the others (a
+    dot, which no declared name has)."""
+    return name if index == 0 else f"{name}.r{index}"
+
+
+def key_index(key: str) -> int:
+    """The replica index of a provider's gateway key (0 for a plain name)."""
+    _, dot, rest = key.rpartition(".r")
+    return int(rest) if dot and rest.isdigit() else 0
+
+
+def recorded(computed: Mapping[str, Any], advertise_url: str) -> list[dict[str, Any]]:
+    """The replicas a state records (``replica_set``), or replica 0 at advertise_url for a gateway recorded
+    before replicas."""
+    rows = computed.get("replica_set")
+    if isinstance(rows, list) and rows:
+        return [dict(r) for r in rows if isinstance(r, dict) and "id" in r and "url" in r]
+    return [{"id": "r0", "host": str(computed.get("host") or "local"), "url": advertise_url.rstrip("/")}]
