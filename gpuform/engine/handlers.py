@@ -72,6 +72,18 @@ class Op:
     def provider(self, pool: str) -> Provider:
         return self.ws.provider(pool, self.pool_attrs(pool), self.lineage)
 
+    def replica_admins(self, gateway: str) -> list[AdminClient]:
+        """An admin client for each replica the state records (the advertised URL alone for one replica):
+        what every replica must hold, such as an endpoint, is sent to each."""
+        res = self.state.resources.get(f"gateway.{gateway}")
+        rows = recorded(res.computed, str(res.attributes["advertise_url"])) if res else []
+        if len(rows) < 2:
+            return [self.admin(gateway)]
+        assert res is not None
+        want = self.desired.get(f"gateway.{gateway}")
+        key = self.ws.admin_key(gateway, want.secrets.get(("admin_key",)) if want else None, create=False)
+        return [self.ws.admin_client(str(r["url"]), key, self.ws.client_tls(res.attributes)) for r in rows]
+
     def admin(self, gateway: str) -> AdminClient:
         res = self.state.resources.get(f"gateway.{gateway}")
         want = self.desired.get(f"gateway.{gateway}")
@@ -365,8 +377,9 @@ class EndpointHandler:
         spec = _spec(want.attributes)
         if environment:
             spec = spec.model_copy(update={"environment": environment})
-        with op.admin(want.attributes["gateway"]) as admin:
-            call(admin.put_endpoint, want.name, spec, secret_env)
+        for replica in op.replica_admins(want.attributes["gateway"]):
+            with replica as admin:
+                call(admin.put_endpoint, want.name, spec, secret_env)
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
         assert want.pool is not None
@@ -401,12 +414,13 @@ class EndpointHandler:
     def delete(self, op: Op, prior: ResourceState) -> None:
         gateway = prior.attributes["gateway"]
         if f"gateway.{gateway}" in op.state.resources:
-            with op.admin(gateway) as admin:
-                try:
-                    call(admin.delete_endpoint, prior.name, 30.0)
-                except GatewayError as exc:
-                    op.ws.on_event(prior.address, f"gateway unreachable while draining ({exc.message}); "
-                                                  "sweeping workers directly")
+            for replica in op.replica_admins(gateway):
+                with replica as admin:
+                    try:
+                        call(admin.delete_endpoint, prior.name, 30.0)
+                    except GatewayError as exc:
+                        op.ws.on_event(prior.address, f"gateway {admin.base_url} unreachable while draining "
+                                                      f"({exc.message}); sweeping workers directly")
         call(op.provider(prior.attributes["pool"]).remove_endpoint, prior.name, _spec(prior.attributes))
 
 
