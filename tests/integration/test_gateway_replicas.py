@@ -1,6 +1,7 @@
 """Two gateway replicas on one PostgreSQL store, applied on the local pool: two supervised processes on
 port and port+1, both healthy as this deployment and answering the RunPod routes; the state lists them;
-a replica that died is planned as a repair and brought back by apply; destroy stops both."""
+a replica that died is planned as a repair and brought back by apply; destroy stops both. The HAProxy of
+examples/ha in front of them answers every request while one is killed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +19,7 @@ import pytest
 
 from gpuform.util import procs
 from gpuform.util.hashing import deployment_id
-from tests.conftest import free_port, local_config, pool_dir, run_gpuform
+from tests.conftest import REPO, free_port, local_config, pool_dir, run_gpuform
 from tests.helpers import KEY, Deployment, wait_for
 from tests.pg import drop_schema, fresh_schema, postgres_url
 
@@ -127,3 +130,54 @@ def test_a_job_submitted_on_one_replica_completes_through_the_other(pair: Deploy
                         == 200 and r.json().get("status") == "COMPLETED" and r.json(), 30, interval=0.3,
                         what="the job to complete through the surviving replica")
     assert done["output"] == {"echo": {"n": 7}}
+
+
+HAPROXY_CFG = REPO / "examples" / "ha" / "haproxy.cfg"
+
+
+def test_the_example_haproxy_configuration_is_valid() -> None:
+    env = {**os.environ, "GPUFORM_R0": "10.77.0.11:8080", "GPUFORM_R1": "10.77.0.12:8080"}
+    checked = subprocess.run(["haproxy", "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True, env=env,
+                             timeout=30, check=False)
+    assert checked.returncode == 0 and "Configuration file is valid" in checked.stdout, checked.stdout + checked.stderr
+    assert "WARNING" not in checked.stderr and "ALERT" not in checked.stderr, checked.stderr
+
+
+@pytest.fixture
+def haproxy(pair: Deployment) -> Iterator[tuple[str, str]]:
+    """The example's HAProxy on loopback in front of the pair's two replicas: its URL and its CSV status."""
+    port, stats = free_port(), free_port()
+    env = {**os.environ, "GPUFORM_LB_BIND": f"127.0.0.1:{port}", "GPUFORM_R0": f"127.0.0.1:{pair.port}",
+           "GPUFORM_R1": f"127.0.0.1:{pair.port + 1}", "GPUFORM_LB_STATS": f"127.0.0.1:{stats}"}
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(HAPROXY_CFG)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=(pair.workdir / "haproxy.log").open("w"))
+    try:
+        yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{stats}/stats;csv"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_haproxy_in_front_of_two_replicas_answers_while_one_is_killed(pair: Deployment, schema: str,
+                                                                      haproxy: tuple[str, str]) -> None:
+    _apply(pair, schema)
+    lineage = _state(pair)["lineage"]
+    url, stats = haproxy
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, trust_env=False,
+                      timeout=10) as http:
+        wait_for(lambda: _up(http, stats) == {"r0", "r1"}, 15, what="haproxy to see both replicas healthy")
+        before = [http.get("/v2/echo/health").status_code for _ in range(10)]
+        supervisor = _supervisor(lineage, "gateway.main")
+        child = json.loads((pool_dir(pair.workdir) / "gateways/main/supervisor.pid").read_text())["child"]
+        os.kill(supervisor, signal.SIGKILL)
+        os.kill(child, signal.SIGKILL)
+        time.sleep(0.2)  # a keep-alive connection to HAProxy in use at the kill may be closed: in flight at the kill
+        after = [http.get("/v2/echo/health").status_code for _ in range(40)]  # r0 is still "up" in HAProxy at first
+        assert _health(f"http://127.0.0.1:{pair.port}") is None, "replica r0 is dead"
+    assert before == [200] * 10 and after == [200] * 40, (before, after)
+
+
+def _up(http: httpx.Client, stats: str) -> set[str]:
+    """The replicas HAProxy's health checks hold UP (from its CSV status page)."""
+    rows = [line.split(",") for line in http.get(stats).text.splitlines()]
+    return {r[1] for r in rows if len(r) > 17 and r[0] == "replicas" and r[1] != "BACKEND" and r[17] == "UP"}
