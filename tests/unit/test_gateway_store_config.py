@@ -147,3 +147,29 @@ def test_a_new_store_url_is_applied_in_place_but_another_schema_replaces_the_gat
     (change,) = [c for c in plan(build(load(tmp_path, env={"DB": URL}), "L"), state, None).changes
                  if c.address == "gateway.main"]
     assert change.action == "replace" and change.replace_paths == [["store", "schema_name"]]
+
+
+def test_a_change_of_replicas_is_a_rolling_update_and_a_dead_replica_a_repair(tmp_path: Path) -> None:
+    from gpuform.gateway.replicas import key_index, recorded, replica_key
+    from gpuform.plan.model import Observed
+
+    _write(tmp_path, 'store: {type: postgres, url: "${env.DB}"}')
+    state = _applied(build(load(tmp_path, env={"DB": URL}), "L"))
+    _write(tmp_path, 'store: {type: postgres, url: "${env.DB}"}\n    replicas: 2')
+    desired = build(load(tmp_path, env={"DB": URL}), "L")
+    (change,) = [c for c in plan(desired, state, None).changes if c.address == "gateway.main"]
+    assert change.action == "update" and change.notes == [
+        "restarts the 2 replicas one at a time, each healthy before the next (requests in flight on a restarting "
+        "replica fail, the others serve) for: replicas"]
+    state = _applied(desired)
+    rows = [{"id": "r0", "host": "local", "url": "http://127.0.0.1:8080"},
+            {"id": "r1", "host": "local", "url": "http://127.0.0.1:8081"}]
+    state.resources["gateway.main"].computed = {"pid": 1, "replica_set": rows}
+    assert recorded(state.resources["gateway.main"].computed, "http://x") == rows
+    assert all(c.action == "no-op" for c in plan(desired, state, None).changes)
+    down = Observed(True, {}, {"replica_set": rows}, repair=["replica r1 on local is not running"])
+    (change,) = [c for c in plan(desired, state, {"gateway.main": down}).changes if c.address == "gateway.main"]
+    assert change.action == "update" and "repair: replica r1 on local is not running" in change.notes
+    assert [replica_key("main", i) for i in range(3)] == ["main", "main.r1", "main.r2"]
+    assert [key_index(k) for k in ("main", "main.r1", "a.b.r12")] == [0, 1, 12]
+    assert recorded({}, "http://gw:8080/") == [{"id": "r0", "host": "local", "url": "http://gw:8080"}]
