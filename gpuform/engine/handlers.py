@@ -36,6 +36,9 @@ from gpuform.util.hashing import deployment_id, hash_secret
 
 T = TypeVar("T")
 GATEWAY_START_TIMEOUT = 60.0
+# Seconds apply waits after a (re)started replica is healthy before it stops the next one: longer than a load
+# balancer takes to see it healthy again (examples/ha/haproxy.cfg: checks every 1 s, up after 2 passes).
+REPLICA_SETTLE = 3.0
 
 
 @dataclass
@@ -264,7 +267,8 @@ class GatewayHandler:
         for replica in replicas:
             found = call(host.start_gateway, replica_key(want.name, replica.index),
                          self._runtime_config(op, want, replica, replicas))
-            self._wait(op, want, replica.url)
+            if self._wait(op, want, replica.url) and replica.index + 1 < len(replicas):
+                time.sleep(REPLICA_SETTLE)  # a load balancer's health checks take it back before the next stops
             rows.append({**replica.to_json(), **found})
         if prior is not None:
             self._stop_beyond(op, prior, len(replicas), remove_data=True)
@@ -322,9 +326,15 @@ class GatewayHandler:
         op.ws.on_event(want.address, f"reloaded without a restart ({', '.join(dict.fromkeys(taken)) or 'no change'})")
         return {**_head(rows[0]), "replica_set": rows}
 
-    def _wait(self, op: Op, want: Desired, url: str) -> None:
+    def _wait(self, op: Op, want: Desired, url: str) -> bool:
+        """Wait until the replica at ``url`` answers as this deployment; True when it did not at first (it
+        started or restarted), False when it already did (adopted)."""
         with self._client(op, want.name, url, want.attributes, want) as admin:
+            first = admin.healthy()
+            if first is not None and first.get("deployment") == deployment_id(op.lineage):
+                return False
             call(admin.wait_healthy, GATEWAY_START_TIMEOUT, op.lineage)
+        return True
 
     def delete(self, op: Op, prior: ResourceState) -> None:
         self._keep_ledger(op, prior)

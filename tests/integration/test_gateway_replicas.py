@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 
 from gpuform.util import procs
 from gpuform.util.hashing import deployment_id
-from tests.conftest import REPO, free_port, local_config, pool_dir, run_gpuform
+from tests.conftest import REPO, free_port, local_config, pool_dir, run_gpuform, write_config
 from tests.helpers import KEY, Deployment, wait_for
 from tests.pg import drop_schema, fresh_schema, postgres_url
 
@@ -181,3 +182,73 @@ def _up(http: httpx.Client, stats: str) -> set[str]:
     """The replicas HAProxy's health checks hold UP (from its CSV status page)."""
     rows = [line.split(",") for line in http.get(stats).text.splitlines()]
     return {r[1] for r in rows if len(r) > 17 and r[0] == "replicas" and r[1] != "BACKEND" and r[17] == "UP"}
+
+
+class Load:
+    """Steady requests through the load balancer on a thread; counts answers and failures."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.ok, self.failed, self.errors = url, 0, 0, []  # type: ignore[var-annotated]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {KEY}"}, trust_env=False,
+                          timeout=10) as http:
+            while not self.stop.is_set():
+                try:
+                    status = http.get("/v2/echo/health").status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__  # type: ignore[assignment]
+                if status == 200:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.errors.append(status)
+                time.sleep(0.01)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def _children(d: Deployment) -> list[int]:
+    return [json.loads((pool_dir(d.workdir) / f"gateways/{key}/supervisor.pid").read_text())["child"]
+            for key in ("main", "main.r1")]
+
+
+def test_a_restart_rolls_replica_by_replica_and_a_reload_restarts_none_with_no_failed_request(
+        pair: Deployment, schema: str, haproxy: tuple[str, str]) -> None:
+    env = _apply(pair, schema)
+    url, stats = haproxy
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        wait_for(lambda: _up(http, stats) == {"r0", "r1"}, 15, what="haproxy to see both replicas healthy")
+    text = (pair.workdir / "gpuform.yaml").read_text()
+    started = _children(pair)
+    with Load(url) as load:
+        write_config(pair.workdir, text.replace("    replicas: 2\n", "    replicas: 2\n    log_level: debug\n"))
+        applied = run_gpuform("-C", str(pair.workdir), "apply", "--auto-approve", env=env)
+        time.sleep(0.5)
+    print(f"\nrolling restart of 2 replicas under load: {load.ok} answered, {load.failed} failed")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "restarts the 2 replicas one at a time" in applied.stdout, applied.stdout
+    restarted = _children(pair)
+    assert all(a != b for a, b in zip(started, restarted, strict=True)), "both replicas restarted"
+    assert load.failed == 0 and load.ok > 50, (load.ok, load.errors[:10])
+
+    text = (pair.workdir / "gpuform.yaml").read_text()
+    with Load(url) as load:
+        write_config(pair.workdir, text.replace("api_keys: {test: test-key}", "api_keys: {test: test-key, ci: ci-key}"))
+        applied = run_gpuform("-C", str(pair.workdir), "apply", "--auto-approve", env=env)
+    print(f"hot reload of 2 replicas under load: {load.ok} answered, {load.failed} failed")
+    assert applied.returncode == 0 and "hot reload, no restart (api_keys)" in applied.stdout, applied.stdout
+    assert _children(pair) == restarted, "a reload restarts no replica"
+    assert load.failed == 0, load.errors[:10]
+    for port in (pair.port, pair.port + 1):
+        answer = httpx.get(f"http://127.0.0.1:{port}/v2/echo/health", headers={"Authorization": "Bearer ci-key"},
+                           trust_env=False)
+        assert answer.status_code == 200, (port, answer.text)
