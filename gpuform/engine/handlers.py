@@ -331,10 +331,8 @@ class GatewayHandler:
         started or restarted), False when it already did (adopted)."""
         with self._client(op, want.name, url, want.attributes, want) as admin:
             first = admin.healthy()
-            if first is not None and first.get("deployment") == deployment_id(op.lineage):
-                return False
             call(admin.wait_healthy, GATEWAY_START_TIMEOUT, op.lineage)
-        return True
+        return first is None or first.get("deployment") != deployment_id(op.lineage)
 
     def delete(self, op: Op, prior: ResourceState) -> None:
         self._keep_ledger(op, prior)
