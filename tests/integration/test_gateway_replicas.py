@@ -128,7 +128,7 @@ def test_a_job_submitted_on_one_replica_completes_through_the_other(pair: Deploy
         os.kill(supervisor, signal.SIGKILL)
         os.kill(child, signal.SIGKILL)
         done = wait_for(lambda: (r := http.get(f"http://127.0.0.1:{pair.port + 1}/v2/echo/status/{job}")).status_code
-                        == 200 and r.json().get("status") == "COMPLETED" and r.json(), 30, interval=0.3,
+                        == 200 and r.json().get("status") == "COMPLETED" and r.json(), 20, interval=0.3,
                         what="the job to complete through the surviving replica")
     assert done["output"] == {"echo": {"n": 7}}
 
