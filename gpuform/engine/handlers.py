@@ -385,9 +385,19 @@ class EndpointHandler:
         spec = _spec(want.attributes)
         if environment:
             spec = spec.model_copy(update={"environment": environment})
-        for replica in op.replica_admins(want.attributes["gateway"]):
+        failures: list[GatewayError] = []
+        replicas = op.replica_admins(want.attributes["gateway"])
+        for replica in replicas:
             with replica as admin:
-                call(admin.put_endpoint, want.name, spec, secret_env)
+                try:
+                    call(admin.put_endpoint, want.name, spec, secret_env)
+                except GatewayError as exc:
+                    failures.append(exc)
+                    if len(replicas) > 1:
+                        op.ws.on_event(want.address, f"the replica at {admin.base_url} did not take the endpoint "
+                                                     f"({exc.message}); it reads it from the store when it starts")
+        if len(failures) == len(replicas):  # no replica took it
+            raise failures[0]
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
         assert want.pool is not None
