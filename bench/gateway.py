@@ -6,7 +6,12 @@ provider; the baseline is the same handler behind uvicorn, called directly.
 (b) jobs per second submit -> complete with N concurrent /runsync clients.
 
 Targets on a 2-core machine: <= 3 ms p50 and <= 10 ms p99 added, >= 500 jobs/s (goal: 1 / 3 ms, 2000 jobs/s).
+With ``--store postgres`` a second deployment follows the default (SQLite) one in the same run: its gateway on
+a PostgreSQL store (``--pg-url``, else $GPUFORM_BENCH_PG_URL, else the test cluster of .ci/setup/postgres.sh)
+with ``--replicas N`` processes (ports port..port+N-1), the clients spread over the replicas; it prints jobs/s
+and p50 added beside SQLite's, with the ratios the issue sets (>= 0.5x SQLite's jobs/s, <= 3 ms p50 added).
 Usage: python bench/gateway.py [--requests 2000] [--clients 32] [--concurrency 32] [--seconds 10]
+                               [--store postgres [--replicas 2] [--pg-url URL]]
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import socket
 import statistics
@@ -41,7 +47,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def config(port: int, concurrency: int) -> str:
+PG_INFO = Path("/var/lib/gpuform-test/postgres.json")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One deployment the bench measures: its store and how many gateway replicas."""
+
+    store: str = "sqlite"
+    replicas: int = 1
+    pg_url: str = ""
+    schema: str = ""
+
+    @property
+    def label(self) -> str:
+        return "sqlite" if self.store == "sqlite" else f"postgres, {self.replicas} replica(s)"
+
+    def yaml(self) -> str:
+        if self.store == "sqlite":
+            return ""
+        return (f'    store: {{type: postgres, url: "${{env.GPUFORM_BENCH_PG_URL}}", schema_name: {self.schema}}}\n'
+                f"    replicas: {self.replicas}\n")
+
+
+def config(port: int, concurrency: int, shape: Shape = Shape()) -> str:
     return textwrap.dedent(f"""
         pools:
           here: {{provider: local, price_per_gpu_second: {{cpu: 0.00001}}}}
@@ -51,17 +80,18 @@ def config(port: int, concurrency: int) -> str:
             listen: 127.0.0.1:{port}
             api_keys: {{bench: {KEY}}}
             log_level: warning
+        GATEWAY_EXTRA
         endpoints:
           bench:
             pool: here
             worker: {{command: [python, {HERE / "bench_worker.py"}], concurrency: {concurrency}}}
             scaling: {{min_workers: 1, max_workers: 1, idle_timeout: 1h}}
-        """)
+        """).replace("GATEWAY_EXTRA\n", shape.yaml())
 
 
-def gpuform(directory: Path, *args: str) -> None:
+def gpuform(directory: Path, *args: str, env: dict[str, str] | None = None) -> None:
     subprocess.run([sys.executable, "-m", "gpuform", "-C", str(directory), *args], check=True,
-                   capture_output=True, env={**os.environ, "NO_COLOR": "1"})
+                   capture_output=True, env={**os.environ, "NO_COLOR": "1", **(env or {})})
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -101,32 +131,51 @@ class Load:
     longest_gap_ms: float  # the longest window in which no response completed
 
 
-async def throughput(url: str, clients: int, seconds: float) -> Load:
-    """``clients`` connections, each posting /runsync back to back (a lean client: see loadgen.py)."""
-    host, _, port = url.removeprefix("http://").partition(":")
+async def throughput(urls: list[str], clients: int, seconds: float) -> Load:
+    """``clients`` connections spread over ``urls`` (the replicas), each posting /runsync back to back (a lean
+    client: see loadgen.py). A request still unanswered 10 s after the run's end counts as not completed."""
     latencies: list[float] = []
     completed_at: list[float] = []
     deadline = time.monotonic() + seconds
 
-    async def one_client() -> None:
+    async def one_client(url: str) -> None:
+        host, _, port = url.removeprefix("http://").partition(":")
         conn = Connection(host, int(port), {"Authorization": f"Bearer {KEY}"})
         body = b'{"input": {"x": 1}}'
         try:
             while time.monotonic() < deadline:
                 sent = time.perf_counter()
-                status, data = await conn.post("/v2/bench/runsync", body)
+                status, data = await asyncio.wait_for(conn.post("/v2/bench/runsync", body),
+                                                      deadline - time.monotonic() + 10)
                 if status == 200 and b'"COMPLETED"' in data:
                     now = time.perf_counter()
                     latencies.append((now - sent) * 1000)
                     completed_at.append(now)
+        except TimeoutError:
+            pass
         finally:
             conn.close()
 
     started = time.monotonic()
-    await asyncio.gather(*(one_client() for _ in range(clients)))
+    await asyncio.gather(*(one_client(urls[i % len(urls)]) for i in range(clients)))
     ordered = sorted(completed_at)
     gap = max((b - a for a, b in itertools.pairwise(ordered)), default=0.0) * 1000
     return Load(len(latencies) / (time.monotonic() - started), len(latencies), latencies, gap)
+
+
+@dataclass
+class Run:
+    """One deployment's figures."""
+
+    shape: Shape
+    direct_ms: list[float]
+    gateway_ms: list[float]
+    hops: list[dict[str, float]]
+    load: Load
+
+    @property
+    def p50_added(self) -> float:
+        return percentile(self.gateway_ms, 0.5) - percentile(self.direct_ms, 0.5)
 
 
 def main() -> None:
@@ -135,23 +184,73 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=32, help="jobs one worker runs at once")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite",
+                        help="postgres: also measure a gateway on PostgreSQL, beside the default SQLite one")
+    parser.add_argument("--replicas", type=int, default=1, help="gateway processes of the postgres run")
+    parser.add_argument("--pg-url", default=os.environ.get("GPUFORM_BENCH_PG_URL", ""))
     args = parser.parse_args()
+    shapes = [Shape()]
+    if args.store == "postgres":
+        shapes.append(Shape("postgres", args.replicas, args.pg_url or _test_cluster_url(),
+                            f"bench_{os.getpid()}"))
+    runs = [measure(shape, args) for shape in shapes]
+    report(runs[0].direct_ms, runs[0].gateway_ms, runs[0].hops, runs[0].load, args)
+    if len(runs) > 1:
+        compare(runs[0], runs[1], args)
+
+
+def _test_cluster_url() -> str:
+    if not PG_INFO.exists():
+        raise SystemExit("--store postgres needs --pg-url (or $GPUFORM_BENCH_PG_URL, or .ci/setup/postgres.sh)")
+    return str(json.loads(PG_INFO.read_text())["url"])
+
+
+def measure(shape: Shape, args: argparse.Namespace) -> Run:
+    """Apply one deployment of ``shape``, measure it, destroy it (and its postgres schema)."""
+    env = {"GPUFORM_BENCH_PG_URL": shape.pg_url} if shape.pg_url else {}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        port, direct_port = free_port(), free_port()
-        (directory / "gpuform.yaml").write_text(config(port, args.concurrency))
+        port, direct_port = free_port_run(shape.replicas), free_port()
+        (directory / "gpuform.yaml").write_text(config(port, args.concurrency, shape))
         direct = subprocess.Popen([sys.executable, str(HERE / "direct_server.py"), str(direct_port)])
+        urls = [f"http://127.0.0.1:{port + i}" for i in range(shape.replicas)]
         try:
-            gpuform(directory, "apply", "--auto-approve")
-            gw, base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{direct_port}"
-            _wait_ready(gw, base)
+            gpuform(directory, "apply", "--auto-approve", env=env)
+            base = f"http://127.0.0.1:{direct_port}"
+            _wait_ready(urls[0], base)
             direct_ms, _ = latency(base, "/", args.requests)
-            gateway_ms, hops = latency(gw, "/v2/bench/runsync", args.requests, timings=True)
-            load = asyncio.run(throughput(gw, args.clients, args.seconds))
+            gateway_ms, hops = latency(urls[0], "/v2/bench/runsync", args.requests, timings=True)
+            load = asyncio.run(throughput(urls, args.clients, args.seconds))
         finally:
             direct.terminate()
-            gpuform(directory, "destroy", "--auto-approve")
-    report(direct_ms, gateway_ms, hops, load, args)
+            gpuform(directory, "destroy", "--auto-approve", env=env)
+            if shape.schema:
+                _drop_schema(shape.pg_url, shape.schema)
+    return Run(shape, direct_ms, gateway_ms, hops, load)
+
+
+def free_port_run(count: int) -> int:
+    """A port whose ``count - 1`` successors are free too (replica i binds port + i)."""
+    while True:
+        port = free_port()
+        if all(_free(port + i) for i in range(1, count)):
+            return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _wait_ready(gw: str, base: str) -> None:
@@ -194,6 +293,19 @@ def report(direct_ms: list[float], gateway_ms: list[float], hops: list[dict[str,
         ratio = value / target
         print(f"{name:20s} {value:9.2f} {unit:6s} target {target:7.1f} (ratio {ratio:5.2f}, {'ok' if ok else 'MISSED'})"
               f"   goal {goal:7.1f} ({'reached' if (value >= goal if higher else value <= goal) else 'not yet'})")
+
+
+def compare(sqlite: Run, postgres: Run, args: argparse.Namespace) -> None:
+    """The postgres run beside the SQLite one, with the issue's ratios."""
+    ratio = postgres.load.rate / sqlite.load.rate if sqlite.load.rate else 0.0
+    print()
+    print(f"store comparison, {args.clients} clients (spread over the replicas), one run:")
+    for run in (sqlite, postgres):
+        print(f"    {run.shape.label:28s} {run.load.rate:7.0f} jobs/s   p50 added {run.p50_added:6.2f} ms   "
+              f"p99 under load {percentile(run.load.latencies_ms, 0.99):7.2f} ms")
+    print(f"    postgres / sqlite jobs/s    {ratio:5.2f}  (target >= 0.50, {'ok' if ratio >= 0.5 else 'MISSED'})")
+    print(f"    postgres p50 added          {postgres.p50_added:5.2f} ms (target <= 3.00, "
+          f"{'ok' if postgres.p50_added <= 3.0 else 'MISSED'})")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,21 @@ class RuntimeConfig(Model):
     host_tls: schema.GatewayTls | None = Field(
         None, description="The TLS files as the gateway's host sees them (absolute paths; its provider copies "
                           "them there and rewrites these).")
+    replica_id: str = Field("r0", pattern=r"^r[0-9]{1,2}$", description="This process's replica: r0, r1, … "
+                                                                        "(gateway.replicas of them).")
+    replica_urls: list[str] = Field(default_factory=list, description="Every replica's URL as workers reach them "
+                                                                      "(empty: advertise_url alone).")
+    replica_listen: str | None = Field(None, description="host:port this replica binds (default gateway.listen; "
+                                                         "replicas of a local pool take port, port+1, …).")
+
+    @property
+    def replica_index(self) -> int:
+        return int(self.replica_id[1:])
+
+    @property
+    def listen(self) -> str:
+        """The host:port this process binds."""
+        return self.replica_listen or self.gateway.listen
 
     @property
     def timings(self) -> schema.GatewayTimings:

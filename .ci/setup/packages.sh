@@ -16,6 +16,7 @@ PACKAGES=(
   postgresql                                # state backend and gateway store tests (own cluster)
   chromium chromium-driver fonts-liberation   # the console's browser tests (Playwright drives chromium)
   prometheus                                # promtool and prometheus: examples/observability tests
+  haproxy                                   # examples/ha: the load balancer in front of gateway replicas
 )
 # npm (axe-core for the browser tests): Debian's nodejs and npm, unless a node that brings its own npm is
 # already installed (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).

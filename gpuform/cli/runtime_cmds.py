@@ -210,19 +210,23 @@ def logs_cmd(ctx: typer.Context,
 def _gateway_logs(ws: Workspace, state: State, follow: bool, tail: int) -> None:
     """Each gateway's log, through the provider of the pool it runs on (it answers even when the gateway
     does not)."""
-    gateways = [r for r in state.resources.values() if r.kind == "gateway"]
+    from gpuform.gateway.replicas import recorded, replica_key
+
+    gateways = [(res, replica_key(res.name, int(row["id"][1:])), f"gateway.{res.name}" + (
+                 f" {row['id']}" if len(recorded(res.computed, "")) > 1 else ""))
+                for res in state.resources.values() if res.kind == "gateway" for row in recorded(res.computed, "")]
     if not gateways:
         raise GpuformError("no gateway in the state", "Run `gpuform apply` first.")
     seen: dict[str, list[str]] = {}
     try:
         while True:
-            for res in gateways:
-                lines = _gateway_host(ws, state, res).gateway_logs(res.name, tail).splitlines()
+            for res, key, label in gateways:
+                lines = _gateway_host(ws, state, res).gateway_logs(key, tail).splitlines()
                 if not lines and not follow:
-                    print(f"[gateway.{res.name}] (no output yet)", file=sys.stderr)
-                for line in _new_lines(seen.get(res.name, []), lines):
-                    print(f"[gateway.{res.name}] {line}" if len(gateways) > 1 else line, flush=True)
-                seen[res.name] = lines
+                    print(f"[{label}] (no output yet)", file=sys.stderr)
+                for line in _new_lines(seen.get(label, []), lines):
+                    print(f"[{label}] {line}" if len(gateways) > 1 else line, flush=True)
+                seen[label] = lines
             if not follow:
                 return
             time.sleep(1.0)

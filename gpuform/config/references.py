@@ -9,7 +9,7 @@ from gpuform.config import adapters, schema
 from gpuform.config.graph import dependencies, find_cycle
 from gpuform.config.plugins import pool_kinds
 from gpuform.config.volumes import check_volume
-from gpuform.diagnostics import Diagnostic, Path, did_you_mean, error, warning
+from gpuform.diagnostics import Diagnostic, Location, Path, did_you_mean, error, warning
 
 if TYPE_CHECKING:
     from gpuform.config.load import Config
@@ -36,7 +36,7 @@ def check_references(config: Config, local_files: bool = True) -> list[Diagnosti
 
 def _check_store(config: Config, name: str, gw: schema.Gateway) -> list[Diagnostic]:
     """``queue:`` is deprecated (a warning, or an error when ``store:`` says otherwise); ``replicas > 1`` needs a
-    postgres store, and is not supported yet even with one."""
+    postgres store and, on a pool of hosts, as many hosts as replicas."""
     out: list[Diagnostic] = []
     address, base = f"gateway.{name}", ("gateway", name)
     if gw.queue is not None:
@@ -54,12 +54,20 @@ def _check_store(config: Config, name: str, gw: schema.Gateway) -> list[Diagnost
             out.append(error(f"replicas: {gw.replicas} needs a shared store, but this gateway's store is "
                              f"{gw.store.type}", "Replicas share one database: set `store: {type: postgres, url: "
                              '"${env.GATEWAY_DB_URL}"}`, or set replicas: 1.', where, address))
-        else:
-            out.append(error(f"replicas: {gw.replicas} is not supported yet",
-                             "This gpuform runs one gateway process per gateway; the postgres store works with "
-                             "replicas: 1 (several replicas come in a later version). Set replicas: 1.",
-                             where, address))
+        out += _check_replica_hosts(config, name, gw, where)
     return out
+
+
+def _check_replica_hosts(config: Config, name: str, gw: schema.Gateway, where: Location | None) -> list[Diagnostic]:
+    """Replicas run on distinct hosts of a pool with ``hosts`` (one per host); a single-machine pool runs them
+    on distinct ports (port, port+1, …)."""
+    pool = config.pools.get(gw.pool)
+    hosts = getattr(pool, "hosts", None)
+    if not isinstance(hosts, list) or len(hosts) >= gw.replicas:
+        return []
+    return [error(f"replicas: {gw.replicas} needs {gw.replicas} hosts in pool {gw.pool}, which has {len(hosts)}",
+                  f"Each replica runs on its own host (replica i on the pool's i-th host): add hosts to pool "
+                  f"{gw.pool}, or lower replicas.", where, f"gateway.{name}")]
 
 
 def _capable(config: Config, path: Path, pool: str, capability: str, address: str) -> list[Diagnostic]:

@@ -217,7 +217,7 @@ class GatewayStore(Model):
     """Where a gateway keeps what must survive it: its queue, workers, ledger and endpoints."""
 
     type: Literal["sqlite", "postgres"] = Field("sqlite", description="sqlite: one file in WAL mode on the "
-                                                "gateway's host; postgres: a database (for replicas, later).")
+                                                "gateway's host; postgres: a database (needed for replicas).")
     url: Secret | None = Field(None, description='postgres: the connection URL, e.g. "${env.GATEWAY_DB_URL}"; it '
                                                  "holds a password, so state and plans keep only its hash.")
     schema_name: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="postgres: the schema "
@@ -295,7 +295,8 @@ class Gateway(Model):
                                 "jobs, workers, the ledger and endpoints: {type: sqlite} (default) or {type: "
                                 "postgres, url: ...}.")
     replicas: int = Field(1, ge=1, le=64, description="Gateway processes serving clients and workers; more than "
-                                                      "one needs a postgres store (not supported yet: 1).")
+                                                      "one needs a postgres store. Replica i runs on the pool's "
+                                                      "i-th host (a local pool: on port + i).")
     queue: Literal["sqlite"] | None = Field(None, exclude=True, json_schema_extra={"deprecated": True},
                                             description="Deprecated: write `store: {type: sqlite}`. Still read, "
                                                         "with a warning; never recorded.")

@@ -18,6 +18,7 @@ from gpuform.engine import ledgers
 from gpuform.engine.context import Workspace
 from gpuform.errors import GatewayError, GpuformError
 from gpuform.gateway.client import AdminClient
+from gpuform.gateway.replicas import Replica, layout, pool_hosts, recorded, replica_key
 from gpuform.plan.model import Observed
 from gpuform.provider import (
     GatewayHost,
@@ -35,6 +36,9 @@ from gpuform.util.hashing import deployment_id, hash_secret
 
 T = TypeVar("T")
 GATEWAY_START_TIMEOUT = 60.0
+# Seconds apply waits after a (re)started replica is healthy before it stops the next one: longer than a load
+# balancer takes to see it healthy again (examples/ha/haproxy.cfg: checks every 1 s, up after 2 passes).
+REPLICA_SETTLE = 3.0
 
 
 @dataclass
@@ -70,6 +74,18 @@ class Op:
 
     def provider(self, pool: str) -> Provider:
         return self.ws.provider(pool, self.pool_attrs(pool), self.lineage)
+
+    def replica_admins(self, gateway: str) -> list[AdminClient]:
+        """An admin client for each replica the state records (the advertised URL alone for one replica):
+        what every replica must hold, such as an endpoint, is sent to each."""
+        res = self.state.resources.get(f"gateway.{gateway}")
+        rows = recorded(res.computed, str(res.attributes["advertise_url"])) if res else []
+        if len(rows) < 2:
+            return [self.admin(gateway)]
+        assert res is not None
+        want = self.desired.get(f"gateway.{gateway}")
+        key = self.ws.admin_key(gateway, want.secrets.get(("admin_key",)) if want else None, create=False)
+        return [self.ws.admin_client(str(r["url"]), key, self.ws.client_tls(res.attributes)) for r in rows]
 
     def admin(self, gateway: str) -> AdminClient:
         res = self.state.resources.get(f"gateway.{gateway}")
@@ -169,27 +185,60 @@ class VolumeHandler:
 
 
 class GatewayHandler:
-    """The gateway process is supervised by its pool's provider; its configuration is read back over HTTP."""
+    """The gateway's replicas are supervised by its pool's provider (replica i under
+    :func:`~gpuform.gateway.replicas.replica_key`); their configuration is read back over HTTP. Starts,
+    restarts and reloads go replica by replica, each healthy before the next, so clients behind a load
+    balancer (or workers failing over) always find one answering."""
 
     def _host(self, op: Op, attrs: dict[str, Any]) -> GatewayHost:
         pool = str(attrs["pool"])
         return gateway_host(op.provider(pool), pool)
 
+    def _client(self, op: Op, name: str, url: str, attrs: dict[str, Any], secrets: Desired | None) -> AdminClient:
+        key = op.ws.admin_key(name, secrets.secrets.get(("admin_key",)) if secrets else None, create=False)
+        return op.ws.admin_client(url, key, op.ws.client_tls(attrs))
+
     def read(self, op: Op, prior: ResourceState) -> Observed:
-        found = self._host(op, prior.attributes).read_gateway(prior.name)
-        if found is None:
-            return Observed(False)
-        with op.admin(prior.name) as admin:
-            health = admin.healthy()
-            if health is None or health.get("deployment") != deployment_id(op.lineage):
-                return Observed(False, notes=["the gateway process exists but does not answer /healthz"])
+        """Each recorded replica must run and answer /healthz as this deployment's; one that does not is a
+        repair (the plan restarts it), all of them gone is a gateway gone."""
+        host, rows, down = self._host(op, prior.attributes), [], []
+        for row in recorded(prior.computed, str(prior.attributes["advertise_url"])):
+            found = host.read_gateway(replica_key(prior.name, int(row["id"][1:])))
+            problem = self._problem(op, row, found, prior.attributes)
+            rows.append({**row, **(found or {}), "up": problem is None})
+            down += [problem] if problem else []
+        live = [r for r in rows if r["up"]]
+        if not live:
+            return Observed(False, notes=[d for d in down if "/healthz" in d])
+        with self._client(op, prior.name, live[0]["url"], prior.attributes, op.desired.get(prior.address)) as admin:
             info = admin.info()
         attributes = {k: v for k, v in dict(info.get("attributes") or {}).items() if k in prior.attributes}
-        return Observed(True, attributes, {**found, "version": info.get("version")})
+        computed = {**_head(rows[0]), "version": info.get("version"), "replica_set": rows}
+        return Observed(True, attributes, computed, repair=down)
 
-    def _runtime_config(self, op: Op, want: Desired) -> RuntimeConfig:
+    def _problem(self, op: Op, row: dict[str, Any], found: dict[str, Any] | None, attrs: dict[str, Any]) -> str | None:
+        if found is None:
+            return f"replica {row['id']} on {row.get('host', 'local')} is not running"
+        if not self._answers(op, str(row["url"]), attrs):
+            return f"replica {row['id']} at {row['url']} does not answer /healthz"
+        return None
+
+    def _answers(self, op: Op, url: str, attrs: dict[str, Any]) -> bool:
+        with AdminClient(url, None, tls=op.ws.client_tls(attrs)) as probe:
+            health = probe.healthy()
+        return health is not None and health.get("deployment") == deployment_id(op.lineage)
+
+    def _replicas(self, op: Op, want: Desired) -> list[Replica]:
+        hosts = pool_hosts(op.pool_attrs(str(want.attributes["pool"])))
+        try:
+            return layout(want.attributes, hosts)
+        except ValueError as exc:
+            raise GatewayError(f"{want.address}: {exc}", "Add hosts to the pool, or lower replicas.") from exc
+
+    def _runtime_config(self, op: Op, want: Desired, replica: Replica, replicas: list[Replica]) -> RuntimeConfig:
         key = op.ws.admin_key(want.name, want.secrets.get(("admin_key",)), create=True)
         assert key is not None
+        listen = replica.listen if replica.listen != want.attributes["listen"] else None
         return RuntimeConfig(name=want.name, lineage=op.lineage,
                              gateway=GatewaySettings.model_validate(want.attributes),
                              host_pools=GatewaySettings.model_validate(want.real_attributes()).pools,
@@ -197,7 +246,9 @@ class GatewayHandler:
                              state_dir=str(op.ws.runtime_dir(op.lineage)),
                              config_dir=str(op.ws.config_dir), webhook_secret=want.secrets.get(("webhook_secret",)),
                              store_url=want.secrets.get(("store", "url")),
-                             host_tls=self._tls_here(op, want))
+                             host_tls=self._tls_here(op, want), replica_id=replica.id,
+                             replica_urls=[r.url for r in replicas] if len(replicas) > 1 else [],
+                             replica_listen=listen)
 
     @staticmethod
     def _tls_here(op: Op, want: Desired) -> GatewayTls | None:
@@ -206,11 +257,31 @@ class GatewayHandler:
         return resolved_tls(declared, op.ws.config_dir) if declared else None
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
-        self._refuse_a_stranger(op, want)
-        computed = call(self._host(op, want.attributes).start_gateway, want.name, self._runtime_config(op, want))
-        self._wait(op, want)
+        return self._start(op, want, None)
+
+    def _start(self, op: Op, want: Desired, prior: ResourceState | None) -> dict[str, Any]:
+        """(Re)start every replica in turn, each healthy before the next; then stop replicas no longer wanted."""
+        replicas = self._replicas(op, want)
+        self._refuse_a_stranger(op, want, replicas)
+        host, rows = self._host(op, want.attributes), []
+        for replica in replicas:
+            found = call(host.start_gateway, replica_key(want.name, replica.index),
+                         self._runtime_config(op, want, replica, replicas))
+            if self._wait(op, want, replica.url) and replica.index + 1 < len(replicas):
+                time.sleep(REPLICA_SETTLE)  # a load balancer's health checks take it back before the next stops
+            rows.append({**replica.to_json(), **found})
+        if prior is not None:
+            self._stop_beyond(op, prior, len(replicas), remove_data=True)
         self._restore_ledger(op, want)
-        return computed
+        return {**_head(rows[0]), "replica_set": rows}
+
+    def _stop_beyond(self, op: Op, prior: ResourceState, count: int, remove_data: bool) -> None:
+        """Stop the recorded replicas from index ``count`` on (all of them with 0)."""
+        host = self._host(op, prior.attributes)
+        for row in reversed(recorded(prior.computed, str(prior.attributes["advertise_url"]))):
+            index = int(row["id"][1:])
+            if index >= count:
+                call(host.stop_gateway, replica_key(prior.name, index), remove_data)
 
     def _restore_ledger(self, op: Op, want: Desired) -> None:
         """Give the gateway the ledger its predecessors left (see :mod:`gpuform.engine.ledgers`)."""
@@ -221,49 +292,51 @@ class GatewayHandler:
             if added:
                 op.ws.on_event(want.address, f"took over {added} ledger row(s) of the gateway it replaces")
 
-    def _refuse_a_stranger(self, op: Op, want: Desired) -> None:
+    def _refuse_a_stranger(self, op: Op, want: Desired, replicas: list[Replica]) -> None:
         """A gateway of another deployment (another state lineage) at this URL is never replaced silently:
         its workers would be orphaned, polling with tokens nobody knows."""
-        url = str(want.attributes["advertise_url"])
-        with AdminClient(url, None, tls=op.ws.client_tls(want.attributes)) as probe:
-            found = probe.healthy()
-        if found is not None and found.get("deployment") not in (None, deployment_id(op.lineage)):
-            where = f"{want.source}: " if want.source else ""
-            raise GatewayError(
-                f"{where}a gateway of another gpuform deployment (another state lineage: another workspace, or "
-                f"another clone's state) answers at {url}; this gateway would listen on {want.attributes['listen']}",
-                "Give each workspace its own port (e.g. listen: \"0.0.0.0:${var.port}\" with a --var-file per "
-                "workspace), run this from the configuration and state that created that gateway (or `gpuform "
-                f"import gateway.{want.name} {want.name}` there), or destroy that deployment first.")
+        for url in dict.fromkeys([str(want.attributes["advertise_url"]), *(r.url for r in replicas)]):
+            with AdminClient(url, None, tls=op.ws.client_tls(want.attributes)) as probe:
+                found = probe.healthy()
+            if found is not None and found.get("deployment") not in (None, deployment_id(op.lineage)):
+                raise _stranger(op, want, url)
 
     def update(self, op: Op, prior: ResourceState, want: Desired) -> dict[str, Any]:
-        """A change of reloadable fields only (keys, timings, pools, webhooks) is taken by the running gateway
-        without a restart (hot reload); anything else, or a gateway that cannot reload, restarts it."""
+        """A change of reloadable fields only (keys, timings, pools, webhooks) is taken by the running replicas
+        without a restart (hot reload); anything else, or a replica that cannot reload, restarts them in turn."""
         if reloadable(prior.attributes, want.attributes):
             computed = self._reload(op, want)
             if computed is not None:
                 return computed
-        return self.create(op, want)
+        return self._start(op, want, prior)
 
     def _reload(self, op: Op, want: Desired) -> dict[str, Any] | None:
-        computed = call(self._host(op, want.attributes).reload_gateway, want.name, self._runtime_config(op, want))
-        if computed is None:
-            return None
-        with op.admin(want.name) as admin:
-            taken = call(admin.reload)
-        if taken is None:
-            return None
-        op.ws.on_event(want.address, f"reloaded without a restart ({', '.join(taken) or 'no change'})")
-        return computed
+        replicas, host, rows, taken = self._replicas(op, want), self._host(op, want.attributes), [], []
+        for replica in replicas:
+            computed = call(host.reload_gateway, replica_key(want.name, replica.index),
+                            self._runtime_config(op, want, replica, replicas))
+            if computed is None:
+                return None
+            with self._client(op, want.name, replica.url, want.attributes, want) as admin:
+                fields = call(admin.reload)
+            if fields is None:
+                return None
+            taken += fields
+            rows.append({**replica.to_json(), **computed})
+        op.ws.on_event(want.address, f"reloaded without a restart ({', '.join(dict.fromkeys(taken)) or 'no change'})")
+        return {**_head(rows[0]), "replica_set": rows}
 
-    def _wait(self, op: Op, want: Desired) -> None:
-        key = op.ws.admin_key(want.name, want.secrets.get(("admin_key",)), create=False)
-        with AdminClient(str(want.attributes["advertise_url"]), key, tls=op.ws.client_tls(want.attributes)) as admin:
+    def _wait(self, op: Op, want: Desired, url: str) -> bool:
+        """Wait until the replica at ``url`` answers as this deployment; True when it did not at first (it
+        started or restarted), False when it already did (adopted)."""
+        with self._client(op, want.name, url, want.attributes, want) as admin:
+            first = admin.healthy()
             call(admin.wait_healthy, GATEWAY_START_TIMEOUT, op.lineage)
+        return first is None or first.get("deployment") != deployment_id(op.lineage)
 
     def delete(self, op: Op, prior: ResourceState) -> None:
         self._keep_ledger(op, prior)
-        call(self._host(op, prior.attributes).stop_gateway, prior.name, True)
+        self._stop_beyond(op, prior, 0, remove_data=True)
 
     def _keep_ledger(self, op: Op, prior: ResourceState) -> None:
         """The ledger belongs to the deployment: keep its rows before the gateway and its database go."""
@@ -274,6 +347,21 @@ class GatewayHandler:
             op.ws.on_event(prior.address, f"the gateway's ledger could not be read, so it is not kept ({exc.message})")
             return
         ledgers.keep(op.ws, op.lineage, prior.name, entries)
+
+
+def _head(row: dict[str, Any]) -> dict[str, Any]:
+    """Replica 0's provider attributes, recorded at the top as before replicas (pid, container, unit…)."""
+    return {k: v for k, v in row.items() if k not in ("id", "url", "listen", "up")}
+
+
+def _stranger(op: Op, want: Desired, url: str) -> GatewayError:
+    where = f"{want.source}: " if want.source else ""
+    return GatewayError(
+        f"{where}a gateway of another gpuform deployment (another state lineage: another workspace, or "
+        f"another clone's state) answers at {url}; this gateway would listen on {want.attributes['listen']}",
+        "Give each workspace its own port (e.g. listen: \"0.0.0.0:${var.port}\" with a --var-file per "
+        "workspace), run this from the configuration and state that created that gateway (or `gpuform "
+        f"import gateway.{want.name} {want.name}` there), or destroy that deployment first.")
 
 
 class EndpointHandler:
@@ -297,8 +385,19 @@ class EndpointHandler:
         spec = _spec(want.attributes)
         if environment:
             spec = spec.model_copy(update={"environment": environment})
-        with op.admin(want.attributes["gateway"]) as admin:
-            call(admin.put_endpoint, want.name, spec, secret_env)
+        failures: list[GatewayError] = []
+        replicas = op.replica_admins(want.attributes["gateway"])
+        for replica in replicas:
+            with replica as admin:
+                try:
+                    call(admin.put_endpoint, want.name, spec, secret_env)
+                except GatewayError as exc:
+                    failures.append(exc)
+                    if len(replicas) > 1:
+                        op.ws.on_event(want.address, f"the replica at {admin.base_url} did not take the endpoint "
+                                                     f"({exc.message}); it reads it from the store when it starts")
+        if len(failures) == len(replicas):  # no replica took it
+            raise failures[0]
 
     def create(self, op: Op, want: Desired) -> dict[str, Any]:
         assert want.pool is not None
@@ -333,12 +432,13 @@ class EndpointHandler:
     def delete(self, op: Op, prior: ResourceState) -> None:
         gateway = prior.attributes["gateway"]
         if f"gateway.{gateway}" in op.state.resources:
-            with op.admin(gateway) as admin:
-                try:
-                    call(admin.delete_endpoint, prior.name, 30.0)
-                except GatewayError as exc:
-                    op.ws.on_event(prior.address, f"gateway unreachable while draining ({exc.message}); "
-                                                  "sweeping workers directly")
+            for replica in op.replica_admins(gateway):
+                with replica as admin:
+                    try:
+                        call(admin.delete_endpoint, prior.name, 30.0)
+                    except GatewayError as exc:
+                        op.ws.on_event(prior.address, f"gateway {admin.base_url} unreachable while draining "
+                                                      f"({exc.message}); sweeping workers directly")
         call(op.provider(prior.attributes["pool"]).remove_endpoint, prior.name, _spec(prior.attributes))
 
 

@@ -22,6 +22,7 @@ from gpuform.gateway.logs import job_fields, worker_fields
 from gpuform.gateway.metering import Ledger, price_per_second
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
+from gpuform.gateway.replicas import worker_urls
 from gpuform.gateway.sharing import SYNC_EVERY, Sharing, absorb
 from gpuform.gateway.states import WorkerState
 from gpuform.gateway.store import WorkerRows
@@ -71,6 +72,7 @@ class FleetSettings:
     worker_files: Mapping[str, bytes] = field(default_factory=dict)  # env var -> file content (gateway/tls.py)
     connection: str = ""  # what a worker's link to the gateway depends on beyond its endpoint (gateway/tls.py)
     logs: LogRotation = field(default_factory=LogRotation)  # workers' logs rotate like the gateway's
+    replica_urls: tuple[str, ...] = ()  # every replica's URL (gateway/replicas.py)
 
 
 class Fleet:
@@ -334,6 +336,7 @@ class Fleet:
             "RUNPOD_POD_HOSTNAME": record.id, "RUNPOD_ENDPOINT_ID": ep.name, "RUNPOD_LOG_LEVEL": "INFO",
             "GPUFORM_WORKER_EVENTS": f"{base}/worker-event/{record.id}",
             "GPUFORM_TAKE_TIMEOUT": str(timings.take_timeout),
+            **worker_urls(self.settings.advertise_url, self.settings.replica_urls),
         }
         if ep.spec.worker.concurrency is not None:
             env["GPUFORM_CONCURRENCY"] = str(ep.spec.worker.concurrency)

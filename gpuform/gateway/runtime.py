@@ -137,8 +137,7 @@ def make_queue(store: GatewayStore, timings: GatewayTimings, clock: Clock) -> Jo
 
 def replica_id(config: RuntimeConfig) -> str:
     """This gateway process's name among its replicas (the configuration's, else host and process id)."""
-    declared = getattr(config, "replica_id", None)
-    return str(declared) if declared else f"{socket.gethostname()}:{os.getpid()}"
+    return config.replica_id or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def make_leadership(config: RuntimeConfig, store: GatewayStore) -> tuple[Leadership, Sharing | None]:
@@ -197,7 +196,7 @@ class Runtime:
         settings = FleetSettings(config.lineage, config.advertise_url, timings,
                                  {name: dict(pool.price_per_gpu_second) for name, pool in config.pools.items()},
                                  worker_files(config.tls), connection(config.tls, config.advertise_url),
-                                 config.gateway.logs)
+                                 config.gateway.logs, tuple(config.replica_urls))
         self.leadership, sharing = make_leadership(config, self.store)
         self.fleet = Fleet(settings, self.store.workers, self._providers, self.queue, self.ledger, self.metrics,
                            self.keys.token_hash, clock, sharing)

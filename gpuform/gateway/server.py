@@ -37,7 +37,7 @@ def load_config(path: Path) -> RuntimeConfig:
 
 def serve(config_path: Path, listen: str | None = None) -> int:
     config = load_config(config_path)
-    host, _, port = (listen or config.gateway.listen).rpartition(":")
+    host, _, port = (listen or config.listen).rpartition(":")
     logs.configure(config.gateway.log_level, config.gateway.log_format)
     tls = server_options(config.tls)  # before anything starts: a file that will not load is a clear error
     runtime = Runtime(config, config_path=config_path)

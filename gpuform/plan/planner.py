@@ -163,16 +163,20 @@ def _change(addr: str, want: Desired | None, prior: ResourceState | None, option
         else:
             change.actions = [Action.UPDATE]
             if want.kind == "gateway":
-                change.notes.append(_gateway_update_note(paths))
+                change.notes.append(_gateway_update_note(paths, int(want.attributes.get("replicas") or 1)))
     return change
 
 
-def _gateway_update_note(paths: list[list[str | int]]) -> str:
-    """How a gateway takes an update: a hot reload (no restart) or a restart (a brief outage), and why."""
+def _gateway_update_note(paths: list[list[str | int]], replicas: int = 1) -> str:
+    """How a gateway takes an update: a hot reload (no restart) or a restart (a brief outage; with replicas, one
+    at a time), and why."""
     fields = sorted({str(p[0]) for p in paths if p})
     restart = [f for f in fields if f not in GATEWAY_RELOADABLE]
     if not restart:
         return f"hot reload, no restart ({', '.join(fields)})"
+    if replicas > 1:
+        return (f"restarts the {replicas} replicas one at a time, each healthy before the next (requests in flight "
+                f"on a restarting replica fail, the others serve) for: {', '.join(restart)}")
     return (f"restarts the gateway (requests in flight fail, clients retry; about 1-2 s) for: "
             f"{', '.join(restart)}")
 

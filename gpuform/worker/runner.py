@@ -4,6 +4,7 @@ It speaks RunPod's worker protocol (the ``RUNPOD_WEBHOOK_*`` variables the gatew
 gateway serves workers written with this SDK and with the ``runpod`` package. Over HTTPS it verifies the
 gateway against the system's roots, or ``SSL_CERT_FILE`` when the gateway sets it (a private CA), and presents
 ``GPUFORM_TLS_CLIENT_CERT``/``GPUFORM_TLS_CLIENT_KEY`` when the gateway asks for a client certificate (mTLS).
+With gateway replicas it fails over across ``GPUFORM_GATEWAY_URLS`` (see :mod:`gpuform.worker.failover`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+from gpuform.worker.failover import UNAVAILABLE, Gateways
 
 log = logging.getLogger("gpuform.worker")
 MAX_REFUSALS = 5  # a worker whose token the gateway refuses this many times in a row exits (code 3)
@@ -60,6 +63,7 @@ class Settings:
     aggregate_stream: bool = True
     client_cert: str | None = None
     client_key: str | None = None
+    gateway_urls: str = ""  # GPUFORM_GATEWAY_URLS: every replica's base URL, to fail over across
 
     def tls(self) -> ssl.SSLContext | bool:
         """The TLS context for the gateway: the default one (which reads SSL_CERT_FILE), plus the client
@@ -88,7 +92,8 @@ class Settings:
                    ping_interval=max(1.0, int(env.get("RUNPOD_PING_INTERVAL", "10000")) / 1000),
                    concurrency=concurrency or int(env.get("GPUFORM_CONCURRENCY", "1")),
                    take_timeout=float(env.get("GPUFORM_TAKE_TIMEOUT", "30")), aggregate_stream=aggregate_stream,
-                   client_cert=env.get("GPUFORM_TLS_CLIENT_CERT"), client_key=env.get("GPUFORM_TLS_CLIENT_KEY"))
+                   client_cert=env.get("GPUFORM_TLS_CLIENT_CERT"), client_key=env.get("GPUFORM_TLS_CLIENT_KEY"),
+                   gateway_urls=env.get("GPUFORM_GATEWAY_URLS", ""))
 
 
 @dataclass
@@ -109,6 +114,7 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.control: Callable[[str], Awaitable[None]] | None = None
         self.exit_code = 0
+        self.gateways = Gateways.from_env(settings.take_url, settings.gateway_urls)
 
     def _session(self) -> aiohttp.ClientSession:
         if self.http is None:
@@ -119,9 +125,18 @@ class Worker:
         return self.http
 
     async def _get(self, url: str, timeout: float | None = None) -> tuple[int, bytes]:
+        """GET ``url`` on the current replica; a connection failure or a 502/503 moves to the next one."""
         limit = aiohttp.ClientTimeout(total=timeout) if timeout else None
-        async with self._session().get(url, timeout=limit) as resp:
-            return resp.status, await resp.read()
+        target = self.gateways.url(url)
+        try:
+            async with self._session().get(target, timeout=limit) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            self.gateways.failed(target)
+            raise
+        if resp.status in UNAVAILABLE:
+            self.gateways.failed(target)
+        return resp.status, body
 
     # ---- loops --------------------------------------------------------------------------------------
 
@@ -270,26 +285,33 @@ class Worker:
         return {"output": chunks if self.s.aggregate_stream else [], "_streamed": True}
 
     async def _post(self, template: str, job_id: str, body: dict[str, Any], is_stream: bool) -> None:
-        url = template.replace("$ID", job_id) + f"&isStream={'true' if is_stream else 'false'}"
+        """POST a result or chunk; a replica that fails it passes it to the next one (three tries on each)."""
+        route = template.replace("$ID", job_id) + f"&isStream={'true' if is_stream else 'false'}"
         payload = json.dumps(body, default=str)
-        for attempt in range(3):
+        for attempt in range(self.gateways.attempts(3)):
+            url = self.gateways.url(route)
             try:
                 async with self._session().post(url, data=payload,
                                                 headers={"Content-Type": "application/json"}) as resp:
                     await resp.read()
                     if resp.status < 500:
                         return
+                    if resp.status in UNAVAILABLE:
+                        self.gateways.failed(url)
             except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(1 + attempt)
+                self.gateways.failed(url)
+            await asyncio.sleep(0.2 if self.gateways.url(route) != url else min(5.0, 1.0 + attempt))
         log.error("could not deliver the result of job %s", job_id)
 
     async def report(self, phase: str) -> None:
         if not self.s.events_url:
             return
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with self._session().post(self.s.events_url, json={"phase": phase, "at": time.time()}) as resp:
+        url = self.gateways.url(self.s.events_url)
+        try:
+            async with self._session().post(url, json={"phase": phase, "at": time.time()}) as resp:
                 await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            self.gateways.failed(url)
 
     def progress(self, job: dict[str, Any], value: Any) -> None:
         """Thread-safe: post an IN_PROGRESS update for ``job``."""

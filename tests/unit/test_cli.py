@@ -48,6 +48,7 @@ def test_validate_json_reports_diagnostics_with_ranges(cli, tmp_path: Path) -> N
 def test_validate_success_and_every_example_validates(cli, monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("GPUFORM_API_KEY", "example-key")
     monkeypatch.setenv("HF_TOKEN", "hf-example")
+    monkeypatch.setenv("GATEWAY_DB_URL", "postgresql://gw:example@db.lab:5432/gpuform")  # examples/ha
     examples = sorted(p for p in (REPO / "examples").iterdir() if p.is_dir())
     assert examples
     for found in examples:

@@ -1,6 +1,6 @@
 """The gateway's ``store:`` and ``replicas:`` in the configuration: the deprecated ``queue:`` still loads (a
 located warning, and no plan diff for a deployment made with it), the store's URL is kept only as a hash,
-and replicas are refused where they cannot run."""
+and replicas are refused where they cannot run (no shared store, fewer hosts than replicas)."""
 
 from __future__ import annotations
 
@@ -93,13 +93,36 @@ def test_a_literal_store_url_is_sensitive_too(tmp_path: Path) -> None:
     assert "pg-pass-123" not in json.dumps(gw.attributes) and gw.secrets[("store", "url")] == URL
 
 
-def test_replicas_need_a_postgres_store_and_are_not_supported_yet(tmp_path: Path) -> None:
+def test_replicas_need_a_postgres_store(tmp_path: Path) -> None:
     (found,) = _diagnostics(tmp_path, "replicas: 2")
     assert re.search(r"gpuform\.yaml:6:\d+: error: replicas: 2 needs a shared store", found), found
     assert "type: postgres" in found
-    (found,) = _diagnostics(tmp_path, 'replicas: 2\n    store: {type: postgres, url: "${env.DB}"}')
-    assert re.search(r"gpuform\.yaml:6:\d+: error: replicas: 2 is not supported yet", found), found
-    assert "replicas: 1" in found
+    _write(tmp_path, 'replicas: 2\n    store: {type: postgres, url: "${env.DB}"}')
+    config = load(tmp_path, env={"DB": URL})  # a local pool runs them on distinct ports
+    assert config.gateways["main"].replicas == 2 and not config.warnings
+
+
+HOSTS_CONFIG = """
+pools:
+  lab: {provider: baremetal, known_hosts: KNOWN, hosts: [HOSTS]}
+gateway:
+  main:
+    pool: lab
+    replicas: 2
+    store: {type: postgres, url: "${env.DB}"}
+"""
+
+
+def test_replicas_on_a_pool_of_hosts_need_as_many_hosts(tmp_path: Path) -> None:
+    (tmp_path / "known_hosts").write_text("")
+    one = HOSTS_CONFIG.replace("KNOWN", str(tmp_path / "known_hosts"))
+    write_config(tmp_path, one.replace("HOSTS", "{address: 10.77.0.11, name: h1}"))
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, env={"DB": URL})
+    (found,) = [d.render() for d in info.value.diagnostics]
+    assert re.search(r"gpuform\.yaml:6:\d+: error: replicas: 2 needs 2 hosts in pool lab, which has 1", found), found
+    write_config(tmp_path, one.replace("HOSTS", "{address: 10.77.0.11, name: h1}, {address: 10.77.0.12, name: h2}"))
+    assert load(tmp_path, env={"DB": URL}).gateways["main"].replicas == 2
 
 
 def test_store_fields_are_checked_where_they_are_written(tmp_path: Path) -> None:
@@ -124,3 +147,29 @@ def test_a_new_store_url_is_applied_in_place_but_another_schema_replaces_the_gat
     (change,) = [c for c in plan(build(load(tmp_path, env={"DB": URL}), "L"), state, None).changes
                  if c.address == "gateway.main"]
     assert change.action == "replace" and change.replace_paths == [["store", "schema_name"]]
+
+
+def test_a_change_of_replicas_is_a_rolling_update_and_a_dead_replica_a_repair(tmp_path: Path) -> None:
+    from gpuform.gateway.replicas import key_index, recorded, replica_key
+    from gpuform.plan.model import Observed
+
+    _write(tmp_path, 'store: {type: postgres, url: "${env.DB}"}')
+    state = _applied(build(load(tmp_path, env={"DB": URL}), "L"))
+    _write(tmp_path, 'store: {type: postgres, url: "${env.DB}"}\n    replicas: 2')
+    desired = build(load(tmp_path, env={"DB": URL}), "L")
+    (change,) = [c for c in plan(desired, state, None).changes if c.address == "gateway.main"]
+    assert change.action == "update" and change.notes == [
+        "restarts the 2 replicas one at a time, each healthy before the next (requests in flight on a restarting "
+        "replica fail, the others serve) for: replicas"]
+    state = _applied(desired)
+    rows = [{"id": "r0", "host": "local", "url": "http://127.0.0.1:8080"},
+            {"id": "r1", "host": "local", "url": "http://127.0.0.1:8081"}]
+    state.resources["gateway.main"].computed = {"pid": 1, "replica_set": rows}
+    assert recorded(state.resources["gateway.main"].computed, "http://x") == rows
+    assert all(c.action == "no-op" for c in plan(desired, state, None).changes)
+    down = Observed(True, {}, {"replica_set": rows}, repair=["replica r1 on local is not running"])
+    (change,) = [c for c in plan(desired, state, {"gateway.main": down}).changes if c.address == "gateway.main"]
+    assert change.action == "update" and "repair: replica r1 on local is not running" in change.notes
+    assert [replica_key("main", i) for i in range(3)] == ["main", "main.r1", "main.r2"]
+    assert [key_index(k) for k in ("main", "main.r1", "a.b.r12")] == [0, 1, 12]
+    assert recorded({}, "http://gw:8080/") == [{"id": "r0", "host": "local", "url": "http://gw:8080"}]

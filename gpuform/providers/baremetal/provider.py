@@ -22,6 +22,7 @@ from typing import Any
 
 from gpuform.config.schema import LogRotation
 from gpuform.errors import NoCapacity, SSHError
+from gpuform.gateway.replicas import key_index
 from gpuform.provider import (
     Attrs,
     GpuUsage,
@@ -235,8 +236,13 @@ class BaremetalProvider:
 
     # ---- gateway ----------------------------------------------------------------------------------
 
-    def _gateway_host(self) -> Host:
-        return self.hosts.hosts[0]
+    def _gateway_host(self, name: str) -> Host:
+        """The host of gateway replica ``name`` (replica i on the pool's i-th host, see gateway/replicas.py)."""
+        index = key_index(name)
+        if index >= len(self.hosts.hosts):
+            raise SSHError(f"gateway replica {name} needs host {index + 1} of the pool, which has "
+                           f"{len(self.hosts.hosts)}", "Add hosts to the pool, or lower the gateway's replicas.")
+        return self.hosts.hosts[index]
 
     def _gdir(self, name: str) -> str:
         return posixpath.join(self.data, "gateways", name)
@@ -259,7 +265,7 @@ class BaremetalProvider:
     def start_gateway(self, name: str, config: RuntimeConfig) -> Attrs:
         """(Re)start the gateway with ``config`` (a running one is stopped first: units take no new config)."""
         self.stop_gateway(name, remove_data=False)
-        host = self._gateway_host()
+        host = self._gateway_host(name)
         conn = self.hosts.conn(host)
         self._prepare_host(host)
         python = venvs.ensure(conn, self.pool.python, None, self.data, self.shared,
@@ -290,7 +296,7 @@ class BaremetalProvider:
 
     def read_gateway(self, name: str) -> Attrs | None:
         """The running gateway: under its unit, or under the unit name an earlier gpuform gave it."""
-        host = self._gateway_host()
+        host = self._gateway_host(name)
         for unit in (self._unit(name), self._legacy_unit(host, name)):
             found = self._running_unit(host, unit) if unit else None
             if found is not None:
@@ -310,7 +316,7 @@ class BaremetalProvider:
         found = self.read_gateway(name)
         if found is None or found["unit"] != self._unit(name):
             return None  # not running, or under an earlier gpuform's unit name: a restart migrates it
-        conn = self.hosts.conn(self._gateway_host())
+        conn = self.hosts.conn(self._gateway_host(name))
         gdir = self._gdir(name)
         conn.write_file(posixpath.join(gdir, "config.json"), remote_config(config, conn, gdir).to_file_text().encode(),
                         mode=0o600)
@@ -318,7 +324,7 @@ class BaremetalProvider:
 
     def stop_gateway(self, name: str, remove_data: bool) -> None:
         """Stop the gateway (under its unit, and under an earlier gpuform's unit name: that migrates it)."""
-        host = self._gateway_host()
+        host = self._gateway_host(name)
         conn = self.hosts.conn(host)
         for unit in (self._unit(name), self._legacy_unit(host, name)):
             if unit is None:
@@ -342,7 +348,7 @@ class BaremetalProvider:
 
     def gateway_logs(self, name: str, tail: int = 100) -> str:
         """The unit's journal where systemd runs it, else its log file (through the host agent)."""
-        host = self._gateway_host()
+        host = self._gateway_host(name)
         if self._systemd_on(host.name):
             return self.hosts.conn(host).run(["journalctl", "-u", self._unit(name), "-n", str(tail), "--no-pager",
                                               "--output", "cat"], check=False).text

@@ -29,6 +29,7 @@ from docker.types import DeviceRequest, LogConfig
 
 from gpuform.config.schema import LogRotation
 from gpuform.errors import DockerError, GpuformError, NoCapacity
+from gpuform.gateway.replicas import key_index
 from gpuform.provider import (
     Attrs,
     GpuUsage,
@@ -246,9 +247,17 @@ class DockerProvider:
 
     # ---- gateway ----------------------------------------------------------------------------------
 
+    def _gateway_engine_name(self, name: str) -> str:
+        """The host of gateway replica ``name`` (replica i on the pool's i-th host, see gateway/replicas.py)."""
+        index = key_index(name)
+        if index >= len(self.names):
+            raise DockerError(f"gateway replica {name} needs host {index + 1} of the pool, which has {len(self.names)}",
+                              "Add hosts to the pool, or lower the gateway's replicas.")
+        return self.names[index]
+
     def _gateway_container(self, name: str) -> Container | None:
         try:
-            engine = self.engine(self.names[0])
+            engine = self.engine(self._gateway_engine_name(name))
         except GpuformError:
             return None
         found = engine.client.containers.list(all=True, filters={"label": [f"gpuform.lineage={self.ctx.lineage}",
@@ -267,7 +276,7 @@ class DockerProvider:
         return {"container": container.short_id} if container and container.status == "running" else None
 
     def start_gateway(self, name: str, config: RuntimeConfig) -> Attrs:
-        engine = self.engine(self.names[0])
+        engine = self.engine(self._gateway_engine_name(name))
         tag = self.runtime_image([engine])
         gdir = posixpath.join(self.data, "gateways", name)
         engine.shell.run(["mkdir", "-p", gdir])
@@ -303,7 +312,7 @@ class DockerProvider:
         container = self._gateway_container(name)
         if container is None or container.status != "running":
             return None
-        engine = self.engine(self.names[0])
+        engine = self.engine(self._gateway_engine_name(name))
         gdir = posixpath.join(self.data, "gateways", name)
         body = remote_config(config, engine.shell, gdir).to_file_text().encode()
         engine.shell.write_file(posixpath.join(gdir, "config.json"), body, mode=0o600)
@@ -315,7 +324,8 @@ class DockerProvider:
             _quiet(lambda: container.stop(timeout=30))
             _quiet(lambda: container.remove(force=True))
         if remove_data:
-            self.engine(self.names[0]).shell.run(["rm", "-rf", "--", posixpath.join(self.data, "gateways", name)])
+            self.engine(self._gateway_engine_name(name)).shell.run(["rm", "-rf", "--",
+                                                                    posixpath.join(self.data, "gateways", name)])
 
     # ---- endpoints --------------------------------------------------------------------------------
 
