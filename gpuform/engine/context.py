@@ -51,7 +51,7 @@ class Workspace:
     no_wait: bool = False  # apply does not wait for endpoints' min_workers to be ready
     wait_timeout: float | None = None  # how long it waits (default: the worker's ready_timeout + 30 s)
     _providers: dict[str, Provider] = field(default_factory=dict)
-    _admins: dict[tuple[str, str | None, ClientTls | None], AdminClient] = field(default_factory=dict)
+    _admins: dict[tuple[str, str | None, ClientTls | None, tuple[str, ...]], AdminClient] = field(default_factory=dict)
     _secrets: dict[str, str] = field(default_factory=dict)  # generated secrets read once per operation
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,15 +66,17 @@ class Workspace:
                 self._providers[pool] = make_provider(pool, pool_attrs, ctx)
             return self._providers[pool]
 
-    def admin_client(self, url: str, key: str | None, tls: ClientTls | None = None) -> AdminClient:
+    def admin_client(self, url: str, key: str | None, tls: ClientTls | None = None,
+                     fallbacks: tuple[str, ...] = ()) -> AdminClient:
         """One admin client (one connection pool) per gateway, key and TLS setting for the whole operation: an
         apply of 1,000 endpoints makes 1,000 calls over a few kept-alive connections."""
         from gpuform.gateway.client import AdminClient  # httpx: only for operations that reach a gateway
 
         with self._lock:
-            if (url, key, tls) not in self._admins:
-                self._admins[(url, key, tls)] = AdminClient(url, key, shared=True, tls=tls)
-            return self._admins[(url, key, tls)]
+            if (url, key, tls, fallbacks) not in self._admins:
+                self._admins[(url, key, tls, fallbacks)] = AdminClient(url, key, shared=True, tls=tls,
+                                                                       fallbacks=fallbacks)
+            return self._admins[(url, key, tls, fallbacks)]
 
     def client_tls(self, attributes: Mapping[str, Any]) -> ClientTls | None:
         """How this machine verifies a gateway with these recorded attributes over HTTPS."""

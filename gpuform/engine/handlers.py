@@ -95,7 +95,9 @@ class Op:
             raise GatewayError(f"gateway.{gateway} is not in the state", "Run `gpuform apply` to create it.")
         configured = want.secrets.get(("admin_key",)) if want else None
         key = self.ws.admin_key(gateway, configured, create=False)
-        return self.ws.admin_client(str(attrs["advertise_url"]), key, self.ws.client_tls(attrs))
+        replicas = recorded(res.computed, str(attrs["advertise_url"])) if res else []
+        return self.ws.admin_client(str(attrs["advertise_url"]), key, self.ws.client_tls(attrs),
+                                    tuple(str(r["url"]) for r in replicas))  # a replica down: another answers
 
 
 def call(fn: Callable[..., T], *args: Any) -> T:

@@ -68,8 +68,9 @@ class AdminClient:
 
     def __init__(self, base_url: str, admin_key: str | None, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None, shared: bool = False,
-                 tls: ClientTls | None = None) -> None:
+                 tls: ClientTls | None = None, fallbacks: tuple[str, ...] = ()) -> None:
         self.base_url = base_url.rstrip("/")
+        self.fallbacks = tuple(u.rstrip("/") for u in fallbacks if u.rstrip("/") != self.base_url)
         self.shared = shared
         headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, trust_env=False,
@@ -87,12 +88,25 @@ class AdminClient:
             self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise tls_refusal(self.base_url, exc) or GatewayError(
-                f"cannot reach the gateway at {self.base_url} ({type(exc).__name__}: {exc})",
-                "Check that it runs (`gpuform status`); `gpuform apply` starts it again.") from exc
+        """One call; a connection the gateway refused (or that timed out connecting: nothing was sent) is tried
+        again at each fallback URL in turn (the gateway's other replicas)."""
+        bases = (self.base_url, *self.fallbacks)
+        for i, base in enumerate(bases):
+            try:
+                return self._http.request(method, path if i == 0 else base + path, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if i + 1 < len(bases) and tls_refusal(base, exc) is None:
+                    continue
+                raise self._unreachable(base, exc) from exc
+            except httpx.HTTPError as exc:
+                raise self._unreachable(base, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _unreachable(self, base: str, exc: httpx.HTTPError) -> GatewayError:
+        tried = f" (and its other replicas {', '.join(self.fallbacks)})" if self.fallbacks else ""
+        return tls_refusal(base, exc) or GatewayError(
+            f"cannot reach the gateway at {self.base_url}{tried} ({type(exc).__name__}: {exc})",
+            "Check that it runs (`gpuform status`); `gpuform apply` starts it again.")
 
     def _json(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         return self._checked(self._request(method, path, **kwargs), method, path, ok)

@@ -48,6 +48,21 @@ def find_by_labels(labels: dict[str, str]) -> Iterator[int]:
             yield int(entry)
 
 
+def find_by_environ(variables: dict[str, str]) -> Iterator[int]:
+    """Pids whose environment holds every ``KEY=VALUE`` in ``variables`` (processes of this user, or any as
+    root; others' environments are unreadable and skipped)."""
+    wanted = {f"{k}={v}".encode() for k, v in variables.items()}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = set(Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if wanted <= environ and alive(int(entry)):
+            yield int(entry)
+
+
 def terminate(pid: int, grace: float, group: bool = False) -> None:
     """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Never raises for a process already gone."""
     def send(sig: signal.Signals) -> None:

@@ -113,8 +113,6 @@ def test_two_replicas_on_distinct_ports_serve_and_a_dead_one_is_repaired(pair: D
     assert not list(procs.find_by_labels({"gpuform.lineage": state["lineage"]}))
 
 
-@pytest.mark.xfail(strict=False, reason="needs the shared Postgres queue (helper A, w12queue) and leadership "
-                                        "(helper B, w12lead): on this branch each replica keeps its own queue")
 def test_a_job_submitted_on_one_replica_completes_through_the_other(pair: Deployment, schema: str) -> None:
     """Replica r0 takes the job and dies at once: r1 hands it to a worker (or takes the result of the worker
     that holds it, failing over from r0) and answers its status."""

@@ -164,6 +164,10 @@ class LocalProvider:
         for worker in self.list_workers(name):
             self.stop_worker(worker, grace_s=5.0)
             self._forget(worker.worker_id)
+        # a worker whose starter died between spawning it and writing its record (a gateway killed mid-start)
+        # has no record: found by the variables every worker of this deployment and endpoint carries
+        for pid in procs.find_by_environ({"GPUFORM_LINEAGE": self.ctx.lineage, "RUNPOD_ENDPOINT_ID": name}):
+            procs.terminate(pid, 5.0, group=True)
         self._env_link(name).unlink(missing_ok=True)
 
     # ---- gateway daemon -----------------------------------------------------------------------------
@@ -279,7 +283,7 @@ class LocalProvider:
             raise NoCapacity(f"no free GPU of type {' or '.join(launch.gpu_types)} on this machine",
                              "Free GPUs, add a type to gpu.types, or lower max_workers.", f"pool.{self.pool_name}")
         self.workers_dir.mkdir(parents=True, exist_ok=True)
-        env = built_environment({**launch.env, "GPUFORM_GPU_TYPE": spot.gpu_type})
+        env = built_environment({**launch.env, "GPUFORM_GPU_TYPE": spot.gpu_type, "GPUFORM_LINEAGE": launch.lineage})
         if spot.indices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spot.indices)
         if launch.volume_path:
