@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gpuform.errors import Fenced
 from gpuform.gateway.autoscaler import Decision, Stats, desired_workers, policy_of, remember
@@ -55,6 +55,7 @@ class Reconciler:
         self._stopping = False
         self.leading = leading
         self._adopt = False  # leadership gained: the next tick adopts the store's workers before deciding
+        self._observing: dict[str, asyncio.Task[None]] = {}  # what -> its provider listing in flight
 
     def lead(self) -> None:
         """This replica now leads (called by its leadership): adopt, then decide, from the next tick."""
@@ -112,9 +113,9 @@ class Reconciler:
             if ep.deleting:
                 continue
             if self.ticks % OBSERVE_EVERY == 0:
-                await self.fleet.observe(ep.name)
+                self._observe(ep.name)
             if self.ticks % ORPHANS_EVERY == 0 and self.fleet.sharing is not None:
-                await self.fleet.sweep_orphans(ep.name, ep.spec.pool, START_GRACE)
+                self._background(f"orphans:{ep.name}", self.fleet.sweep_orphans(ep.name, ep.spec.pool, START_GRACE))
             await self.fleet.check_readiness(ep, now)
             self.scale(ep, now)
         if self.leading():
@@ -122,6 +123,19 @@ class Reconciler:
                 if worker.live or worker.state in (WorkerState.STOPPING, WorkerState.SLEEPING):
                     self.ledger.accrue(worker, now)  # a sleeping worker still holds its GPU
         self._gauges()
+
+    def _observe(self, endpoint: str) -> None:
+        self._background(f"observe:{endpoint}", self.fleet.observe(endpoint))
+
+    def _background(self, key: str, work: Coroutine[Any, Any, None]) -> None:
+        """Provider listings run in the background, one per ``key`` at a time: a host that does not answer (SSH
+        waits out its connect timeout) must not hold up the sweep of lapsed leases or the starts of replacements
+        in the ticks meanwhile."""
+        running = self._observing.get(key)
+        if running is None or running.done():
+            self._observing[key] = self.fleet.spawn(work)
+        else:
+            work.close()  # the previous one is still waiting on its provider
 
     def _take_recorded(self) -> None:
         """Take what other replicas recorded of the workers (nothing to take for a lone gateway)."""
