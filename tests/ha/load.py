@@ -31,12 +31,14 @@ class Load:
     clients: int = 4
     payload: dict[str, Any] = field(default_factory=lambda: {"sleep": 0.05})
     route: str = "run"
+    limit: int | None = None  # requests to send in all (None: until stopped)
     answers: list[Answer] = field(default_factory=list)
     accepted: dict[str, str] = field(default_factory=dict)  # job id -> its Idempotency-Key
     unanswered: list[str] = field(default_factory=list)  # Idempotency-Keys of requests that got no 2xx
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _issued: int = 0
 
     def start(self) -> Load:
         for _ in range(self.clients):
@@ -54,8 +56,11 @@ class Load:
         headers = {"Authorization": f"Bearer {self.key}"}
         with httpx.Client(base_url=self.base_url, headers=headers, timeout=30) as http:
             while not self._stop.is_set():
-                idem = uuid.uuid4().hex
-                self._send(http, idem)
+                with self._lock:
+                    if self.limit is not None and self._issued >= self.limit:
+                        return
+                    self._issued += 1
+                self._send(http, uuid.uuid4().hex)
 
     def _send(self, http: httpx.Client, idem: str) -> int:
         try:

@@ -1,0 +1,145 @@
+"""examples/ha for real under faults: replica r0 on h1, r1 on h2 (a baremetal pool), the HA tier's own
+PostgreSQL, the example's HAProxy in front on this machine, echo workers on both hosts.
+
+1. h2 is lost (its link cut) with 200 jobs in flight: the replica and the workers on h2 are gone at once.
+   Every accepted job completes through r0; clients see errors only for requests in flight to r1 at the cut,
+   and sending those again with their Idempotency-Key is accepted; the jobs h2's workers held run again on h1
+   within 15 s.
+2. PostgreSQL restarts under a steady load: the replicas answer 503 with Retry-After meanwhile (never a 500),
+   reconnect by themselves, and every acknowledged job completes.
+Each phase prints its figures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, destroy_after_test, free_port, run_gpuform
+from tests.contract.hosts import load_hosts, ssh
+from tests.ha.conftest import HaPostgres
+from tests.ha.load import Load, wait_all_done
+from tests.helpers import wait_for
+
+pytestmark = [pytest.mark.ha, pytest.mark.slow]
+KEY = "ha-hosts-key"
+H2_LINK = "gpf-h2"
+
+
+def _stats(stats_url: str) -> set[str]:
+    rows = [line.split(",") for line in httpx.get(stats_url, trust_env=False).text.splitlines()]
+    return {r[1] for r in rows if len(r) > 17 and r[0] == "replicas" and r[1] != "BACKEND" and r[17] == "UP"}
+
+
+def _workers(http: httpx.Client, admin: str) -> list[dict]:  # type: ignore[type-arg]
+    answer = http.get("/admin/endpoints/echo/status", headers={"Authorization": f"Bearer {admin}"})
+    rows: list[dict] = answer.json()["worker_list"] if answer.status_code == 200 else []  # type: ignore[type-arg]
+    return [w for w in rows if w["state"] in ("idle", "running")]
+
+
+def test_h2_lost_under_200_jobs_then_postgres_restarted_under_load(tmp_path: Path, ha_postgres: HaPostgres) -> None:
+    info = load_hosts()
+    directory = tmp_path / "ha"
+    shutil.copytree(REPO / "examples" / "ha", directory)
+    config = directory / "gpuform.yaml"
+    text = config.read_text().replace("scaling: {min_workers: 0, max_workers: 8", "scaling: {min_workers: 4, "
+                                      "max_workers: 8").replace("gpu: {types: [H100-80GB, A100-80GB, cpu]}",
+                                                                "gpu: {types: [cpu]}")  # spread over both hosts
+    assert "min_workers: 4" in text and "types: [cpu]" in text
+    config.write_text(text)
+    port, lb_port, stats = free_port(), free_port(), free_port()
+    lb = info["gateway"]
+    variables = ["host1=10.77.0.11", "host2=10.77.0.12", f"ssh_key={info['ssh']['identity_file']}",
+                 f"known_hosts={info['ssh']['known_hosts']}", f"port={port}", f"lb={lb}", f"lb_port={lb_port}"]
+    args = [a for v in variables for a in ("--var", v)]
+    env = {"GPUFORM_API_KEY": KEY, "GATEWAY_DB_URL": ha_postgres.url()}
+    balancer = subprocess.Popen(["haproxy", "-db", "-f", str(directory / "haproxy.cfg")], stdout=subprocess.DEVNULL,
+                                stderr=(tmp_path / "haproxy.log").open("w"),
+                                env={**os.environ, "GPUFORM_LB_BIND": f"{lb}:{lb_port}",
+                                     "GPUFORM_LB_STATS": f"127.0.0.1:{stats}",
+                                     "GPUFORM_R0": f"10.77.0.11:{port}", "GPUFORM_R1": f"10.77.0.12:{port}"})
+    base, stats_url = f"http://{lb}:{lb_port}", f"http://127.0.0.1:{stats}/stats;csv"
+    try:
+        applied = run_gpuform("-C", str(directory), *args, "apply", "--auto-approve", env=env, timeout=900)
+        assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+        admin = (directory / "state" / "secrets" / "gateway.main.admin_key").read_text()
+        with httpx.Client(base_url=base, trust_env=False, timeout=30) as http:
+            wait_for(lambda: _stats(stats_url) == {"r0", "r1"}, 30, what="haproxy to see both replicas")
+            def spread() -> list[dict]:  # type: ignore[type-arg]
+                ws = _workers(http, admin)
+                return ws if len(ws) >= 4 and {w["host"] for w in ws} == {"gpu1", "gpu2"} else []
+
+            try:
+                hosts = wait_for(spread, 180, what="echo workers on both hosts")
+            except AssertionError:
+                print(http.get("/admin/endpoints/echo/status", headers={"Authorization": f"Bearer {admin}"}).text)
+                raise
+            on_h2 = {w["id"] for w in hosts if w["host"] == "gpu2"}
+            _lose_h2_under_load(base, on_h2)
+            wait_for(lambda: ssh("10.77.0.12", "true", check=False).returncode == 0, 30, what="h2 back")
+            wait_for(lambda: _stats(stats_url) == {"r0", "r1"}, 60, what="r1 back in haproxy after the link")
+            _restart_postgres_under_load(base, ha_postgres)
+    finally:
+        subprocess.run(["ip", "link", "set", H2_LINK, "up"], check=False)
+        balancer.terminate()
+        balancer.wait(10)
+        wait_for(lambda: ssh("10.77.0.12", "true", check=False).returncode == 0, 30, what="h2 back")
+        destroy_after_test(directory, *args, env=env)
+
+
+def _lose_h2_under_load(base: str, on_h2: set[str]) -> None:
+    load = Load(base, KEY, clients=8, payload={"sleep": 0.5}, limit=260).start()
+    wait_for(lambda: len(load.accepted) >= 200, 60, interval=0.02, what="200 jobs accepted")
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, trust_env=False, timeout=10) as http:
+        held = {j for j in list(load.accepted) if (s := http.get(f"/v2/echo/status/{j}").json()).get("status") ==
+                "IN_PROGRESS" and s.get("workerId") in on_h2}
+    subprocess.run(["ip", "link", "set", H2_LINK, "down"], check=True)  # the other 60 go out across the cut
+    cut = time.monotonic()
+    try:
+        wait_for(lambda: not any(t.is_alive() for t in load._threads), 120, what="the clients to finish")
+        failed = load.failed()
+        retried = load.resend_unanswered()
+        final = wait_all_done(base, KEY, list(load.accepted), timeout=240)
+        answered = time.monotonic() - cut
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, trust_env=False,
+                          timeout=10) as http:
+            rerun = {j: http.get(f"/v2/echo/status/{j}").json().get("workerId") for j in held}
+    finally:
+        subprocess.run(["ip", "link", "set", H2_LINK, "up"], check=True)
+    counts = Counter(final.values())
+    print(f"\nh2 lost under load: 200 jobs accepted before the cut ({len(held)} running on h2's workers), "
+          f"{len(load.answers)} requests in all, {len(failed)} failed ({dict(Counter(a.status for a in failed))}), "
+          f"{retried} resent with their Idempotency-Key and accepted; all {len(load.accepted)} accepted jobs "
+          f"answered {answered:.1f} s after the cut: {dict(counts)}")
+    assert counts == Counter({"COMPLETED": len(load.accepted)}), counts
+    assert len(load.accepted) == 260 and retried == len(failed), "every request that failed at the cut is accepted " \
+                                                                  "when sent again"
+    assert all(w not in on_h2 for w in rerun.values()), rerun
+    assert len(failed) <= 16, f"only requests in flight to r1 at the cut fail (8 clients): {len(failed)}"
+
+
+def _restart_postgres_under_load(base: str, pg: HaPostgres) -> None:
+    load = Load(base, KEY, clients=4, payload={"sleep": 0.05})
+    load.start()
+    time.sleep(2)
+    started = time.monotonic()
+    pg.restart()
+    restarted = time.monotonic() - started
+    time.sleep(4)
+    load.stop()
+    statuses = load.statuses()
+    final = wait_all_done(base, KEY, list(load.accepted), timeout=120)
+    unavailable = [a for a in load.answers if a.status == 503]
+    print(f"\nPostgreSQL restarted under load ({restarted:.1f} s): answers {dict(statuses)}, 503s over "
+          f"{(unavailable[-1].at - unavailable[0].at) if unavailable else 0:.1f} s, every one with Retry-After: "
+          f"{all(a.retry_after for a in unavailable)}; acknowledged jobs {dict(Counter(final.values()))}")
+    assert set(statuses) <= {200, 503}, statuses
+    assert all(a.retry_after for a in unavailable)
+    assert set(final.values()) == {"COMPLETED"}, Counter(final.values())
+    assert statuses[200] > 0
