@@ -556,5 +556,16 @@ class PostgresEndpoints:
                                           open_env(self.key, r["name"], r["secret_env"], self.db.where),
                                           r["revision"]) for r in rows}
 
+    def revisions(self) -> dict[str, str]:
+        """Every endpoint's revision (what a replica compares with its own each tick: gateway/shared_state.py)."""
+        return {r["name"]: r["revision"] for r in self.db.rows("SELECT name, revision FROM endpoints")}
+
+    def get(self, name: str) -> StoredEndpoint | None:
+        r = self.db.row("SELECT spec, secret_env, revision FROM endpoints WHERE name = %s", (name,))
+        if r is None:
+            return None
+        return StoredEndpoint(EndpointSpec.model_validate_json(r["spec"]),
+                              open_env(self.key, name, r["secret_env"], self.db.where), r["revision"])
+
     def delete(self, name: str) -> None:
         self.db.execute("DELETE FROM endpoints WHERE name = %s", (name,))

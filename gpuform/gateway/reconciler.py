@@ -55,6 +55,10 @@ class Reconciler:
         self._stopping = False
         self.leading = leading
         self._adopt = False  # leadership gained: the next tick adopts the store's workers before deciding
+        # replicas (set by the runtime): each tick first takes what other replicas stored (endpoints; on a
+        # follower, the leader's view), and the leader's tick ends by publishing its view (gateway/shared_state.py)
+        self.pull: Callable[[bool], None] = lambda leading: None
+        self.publish: Callable[[], None] = lambda: None
 
     def lead(self) -> None:
         """This replica now leads (called by its leadership): adopt, then decide, from the next tick."""
@@ -99,6 +103,7 @@ class Reconciler:
 
     async def tick(self, now: float) -> None:
         self.ticks += 1
+        self.pull(self.leading())
         if not self.leading():
             self._take_recorded()
             self._gauges()
@@ -121,6 +126,7 @@ class Reconciler:
             for worker in list(self.fleet.records.values()):
                 if worker.live or worker.state in (WorkerState.STOPPING, WorkerState.SLEEPING):
                     self.ledger.accrue(worker, now)  # a sleeping worker still holds its GPU
+            self.publish()
         self._gauges()
 
     def _take_recorded(self) -> None:

@@ -181,7 +181,7 @@ def test_scanning_sources_on_many_threads_shares_the_hash_cache_without_failing(
         try:
             for _ in range(30):
                 assert scan_source(tmp_path / f"src{v}", cache).files == 1
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=scan, args=(v,)) for v in range(4)]

@@ -1,0 +1,116 @@
+"""Endpoints changed through one replica reach the others (two runtimes on one PostgreSQL schema, the fake
+provider, ticks driven by the test): a put on either is served by the other after its next tick, a new revision
+rolls the workers over once (the leader retires them, whichever replica took the put), a delete through the
+follower removes the endpoint from the leader, which fails its open jobs and stops the workers once; and the
+leader's view of an endpoint (a spending cap, its decision) is what a follower's /health and status show."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gpuform.gateway.states import JobStatus, WorkerState
+from tests.gateway_harness import ADMIN_KEY, Harness, endpoint_spec
+from tests.integration.test_gateway_replicas import on, pair, rows, schema
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+__all__ = ["schema"]  # the fixture, shared with test_gateway_replicas
+
+
+async def health(h: Harness, name: str) -> int:
+    return (await h.call("GET", f"/v2/{name}/health")).status_code
+
+
+def test_an_endpoint_put_on_one_replica_is_served_by_the_other_after_one_tick(schema: str) -> None:
+    async def main() -> None:
+        async with pair(schema, endpoint_spec()) as (r1, r2):
+            await r1.tick()
+            await r1.put(endpoint_spec("fresh"), name="fresh")
+            assert await health(r2, "fresh") == 404, "not taken before the follower's tick"
+            await r2.tick()
+            assert await health(r2, "fresh") == 200
+            job_id = await r2.run({"via": "follower"}, endpoint="fresh")
+            assert (await r2.status(job_id, endpoint="fresh"))["status"] == JobStatus.IN_QUEUE
+            assert r2.calls("start_worker") == [], "the follower starts nothing (one world: both replicas' calls)"
+
+            await r2.put(endpoint_spec("other", scaling={"min_workers": 1, "max_workers": 1}), name="other")
+            await r1.tick()
+            assert await health(r1, "other") == 200
+            started = r1.calls("start_worker")
+            assert [r1.world.launches[w].endpoint for w in started] == ["other"], "the leader starts its workers"
+            await r2.tick()
+            await r1.tick()
+            assert r1.calls("start_worker") == started, "no second start for it"
+
+    asyncio.run(main())
+
+
+def test_a_new_revision_through_the_follower_rolls_the_workers_over_once(schema: str) -> None:
+    async def main() -> None:
+        async with pair(schema, endpoint_spec(scaling={"min_workers": 2, "max_workers": 2})) as (r1, r2):
+            await r1.tick()
+            old = sorted(r1.calls("start_worker"))
+            assert len(old) == 2
+            for worker_id in old:
+                assert (await on(r2, r1.worker(worker_id)).ping()).status_code == 200
+            await r2.tick()
+            await r1.tick()
+            await r2.put(endpoint_spec(scaling={"min_workers": 2, "max_workers": 2},
+                                       worker={"template": "echo", "env": {"RELEASE": "2"}}))
+            revision = r2.runtime.endpoints["ep"].revision
+            assert r1.runtime.endpoints["ep"].revision != revision
+            for _ in range(4):
+                await r2.tick(advance=1)
+                await r1.tick(advance=1)
+            assert r1.runtime.endpoints["ep"].revision == revision
+            assert sorted(r1.calls("stop_worker")) == old, "each old worker stopped once (one world: both replicas')"
+            new = [w for w in r1.calls("start_worker") if w not in old]
+            assert len(new) == 2, "two replacements in all"
+            live = rows(schema, "SELECT id, spec_revision FROM workers WHERE state NOT IN ('stopped', 'unhealthy')")
+            assert sorted(live) == sorted((w, revision) for w in new)
+
+    asyncio.run(main())
+
+
+def test_a_delete_through_the_follower_removes_the_endpoint_from_the_leader(schema: str) -> None:
+    async def main() -> None:
+        async with pair(schema, endpoint_spec(scaling={"min_workers": 1, "max_workers": 1})) as (r1, r2):
+            await r1.tick()
+            [worker_id] = r1.calls("start_worker")
+            open_job = await r1.run({"waits": True})  # queued on the leader; its worker never takes it
+            deleting = asyncio.create_task(r2.call("DELETE", "/admin/endpoints/ep?drain_timeout=0", ADMIN_KEY))
+            while not deleting.done():  # the follower waits for the leader to stop the endpoint's workers
+                await r1.tick(advance=1)
+                await asyncio.sleep(0.1)
+            assert (await deleting).status_code == 200
+            assert await health(r1, "ep") == 404 and await health(r2, "ep") == 404
+            assert (await r1.call("GET", f"/v2/ep/status/{open_job}")).status_code == 404
+            assert rows(schema, f"SELECT status FROM jobs WHERE id = '{open_job}'") == [(JobStatus.FAILED,)]
+            for _ in range(3):
+                await r1.tick(advance=1)
+                await r2.tick(advance=1)
+            assert r1.calls("stop_worker") == [worker_id], "stopped once, by the leader"
+            assert r1.runtime.fleet.records[worker_id].state == WorkerState.STOPPED
+            assert rows(schema, "SELECT count(*) FROM endpoints") == [(0,)]
+
+    asyncio.run(main())
+
+
+def test_a_follower_shows_the_leaders_spending_cap_and_decision(schema: str) -> None:
+    spec = endpoint_spec(scaling={"min_workers": 0, "max_workers": 2}, spend_limit_per_day=0)
+    async def main() -> None:
+        async with pair(schema, spec) as (r1, r2):
+            await r1.tick()
+            await r1.run({"capped": True})  # queued on the leader: it would scale up but for the cap
+            await r1.tick()
+            assert (await r1.call("GET", "/v2/ep/health")).json()["status"] == "SPEND_CAP"
+            assert (await r2.call("GET", "/v2/ep/health")).json()["status"] == "OK", "not before its tick"
+            await r2.tick()
+            body = (await r2.call("GET", "/v2/ep/health")).json()
+            assert body["status"] == "SPEND_CAP" and "spending cap" in body["condition"]["message"]
+            status = (await r2.call("GET", "/admin/endpoints/ep/status", ADMIN_KEY)).json()
+            assert status["status"] == "SPEND_CAP" and any("spending cap" in n for n in status["scaling_notes"])
+            assert r1.calls("start_worker") == []
+
+    asyncio.run(main())
