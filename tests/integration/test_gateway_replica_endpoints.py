@@ -12,7 +12,7 @@ import pytest
 
 from gpuform.gateway.states import JobStatus, WorkerState
 from tests.gateway_harness import ADMIN_KEY, Harness, endpoint_spec
-from tests.integration.test_gateway_replicas import on, pair, rows, schema
+from tests.integration.test_gateway_replicas import on, pair, rows, schema, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 __all__ = ["schema"]  # the fixture, shared with test_gateway_replicas
@@ -112,5 +112,22 @@ def test_a_follower_shows_the_leaders_spending_cap_and_decision(schema: str) -> 
             status = (await r2.call("GET", "/admin/endpoints/ep/status", ADMIN_KEY)).json()
             assert status["status"] == "SPEND_CAP" and any("spending cap" in n for n in status["scaling_notes"])
             assert r1.calls("start_worker") == []
+
+    asyncio.run(main())
+
+
+def test_with_running_reconcile_loops_a_put_reaches_the_other_replica_within_about_a_second(schema: str) -> None:
+    async def main() -> None:
+        async with pair(schema, endpoint_spec()) as (r1, r2):
+            for h in (r1, r2):
+                h.runtime.reconciler.interval = 1.0  # the default reconcile_interval
+                h.runtime.reconciler.start()
+            waits: list[float] = []
+            for name, (source, other) in (("a", (r1, r2)), ("b", (r2, r1)), ("c", (r1, r2))):
+                await source.put(endpoint_spec(name), name=name)
+                waits.append(await until(lambda n=name, o=other: n in o.runtime.endpoints, 3, f"{name} on the other"))
+                assert await health(other, name) == 200
+            print("put -> served by the other replica: " + ", ".join(f"{w:.2f}s" for w in waits))
+            assert max(waits) <= 1.5
 
     asyncio.run(main())
