@@ -104,8 +104,9 @@ class Reconciler:
     async def tick(self, now: float) -> None:
         self.ticks += 1
         self.pull(self.leading())
-        if not self.leading():
+        if not self.leading():  # a follower (replicas only: a lone gateway always leads)
             self._take_recorded()
+            self._read_spend(now)
             self._gauges()
             return
         if self._adopt:
@@ -128,6 +129,12 @@ class Reconciler:
                     self.ledger.accrue(worker, now)  # a sleeping worker still holds its GPU
             self.publish()
         self._gauges()
+
+    def _read_spend(self, now: float) -> None:
+        """A follower's spend gauges: today's spend of each capped endpoint, from the ledger in the store."""
+        for ep in self.endpoints():
+            if ep.spec.spend_limit_per_day is not None:
+                self.spent[ep.name] = self.ledger.spent(ep.name, today(now))
 
     def _take_recorded(self) -> None:
         """Take what other replicas recorded of the workers (nothing to take for a lone gateway)."""

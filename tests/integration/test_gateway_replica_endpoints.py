@@ -10,7 +10,9 @@ import asyncio
 
 import pytest
 
+from gpuform.gateway.metering import today
 from gpuform.gateway.states import JobStatus, WorkerState
+from gpuform.gateway.store import LedgerEntry
 from tests.gateway_harness import ADMIN_KEY, Harness, endpoint_spec
 from tests.integration.test_gateway_replicas import on, pair, rows, schema, until
 
@@ -106,7 +108,10 @@ def test_a_follower_shows_the_leaders_spending_cap_and_decision(schema: str) -> 
             await r1.tick()
             assert (await r1.call("GET", "/v2/ep/health")).json()["status"] == "SPEND_CAP"
             assert (await r2.call("GET", "/v2/ep/health")).json()["status"] == "OK", "not before its tick"
+            r1.runtime.store.ledger.add(LedgerEntry("w0", "ep", today(r1.clock()), "cpu", 1, 10.0, 0.25))
             await r2.tick()
+            gauge = r2.runtime.metrics.registry.get_sample_value("gpuform_spend_today_dollars", {"endpoint": "ep"})
+            assert gauge == 0.25, "the follower's gauge reads the ledger in the store"
             body = (await r2.call("GET", "/v2/ep/health")).json()
             assert body["status"] == "SPEND_CAP" and "spending cap" in body["condition"]["message"]
             status = (await r2.call("GET", "/admin/endpoints/ep/status", ADMIN_KEY)).json()
