@@ -207,6 +207,7 @@ class Runtime:
         self.queue.on_sweep.append(self.history.prune)
         self._shared: SharedEndpointRows | None = sharing.endpoints if sharing is not None else None
         self._view = ""  # replicas: the leader's view as this replica last published or took it
+        self._removing: set[str] = set()  # replicas: endpoints this replica's admin API is removing now
         if self._shared is not None:  # a lone gateway's ticks read nothing more from its store
             self.reconciler.pull, self.reconciler.publish = self._pull, self._publish
 
@@ -347,8 +348,18 @@ class Runtime:
         """Stop taking work, let running jobs finish for up to ``drain_timeout``, fail the rest, stop workers.
         A follower leaves the stops to the leader (it sees the endpoint gone at its next tick) and waits for
         them."""
-        ep = self.endpoints[name]
-        ep.deleting = True
+        self.endpoints[name].deleting = True
+        if self._shared is None:
+            await self._remove(name, drain_timeout)
+            return
+        self._removing.add(name)
+        try:
+            self._shared.mark_deleting(name)  # every replica stops taking work for it at its next tick
+            await self._remove(name, drain_timeout)
+        finally:
+            self._removing.discard(name)
+
+    async def _remove(self, name: str, drain_timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_timeout
         while self.queue.stats(name).running and loop.time() < deadline:
@@ -403,14 +414,16 @@ class Runtime:
         read. The leader also stops the workers of endpoints that are gone (removed through a follower)."""
         if self._shared is None:
             return
-        deleting = {n for n, ep in self.endpoints.items() if ep.deleting}
-        known = {n: ep.revision for n, ep in self.endpoints.items()}
-        changes = endpoint_changes(known, self._shared.revisions(), deleting)
+        stored = self._shared.revisions()
+        known = {n: (ep.revision, ep.deleting) for n, ep in self.endpoints.items()}
+        changes = endpoint_changes(known, stored, self._removing)
         for name in changes.load:
             found = self._shared.get(name)
             if found is not None:
                 self._take_endpoint(name, found)
-                log.info("endpoint %s taken at revision %s (stored through another replica)", name, found.revision)
+                self.endpoints[name].deleting = stored[name][1]  # being removed through another replica
+                log.info("endpoint %s taken at revision %s%s (stored through another replica)", name,
+                         found.revision, ", being removed," if stored[name][1] else "")
         for name in changes.removed:
             self._removed_elsewhere(name)
         if leading:

@@ -26,15 +26,19 @@ VIEW_KEY = "leader_view"  # the metadata row the leader's view is kept in
 
 @dataclass(frozen=True)
 class EndpointChanges:
-    load: tuple[str, ...]  # new, or stored with another revision: read and take
+    load: tuple[str, ...]  # new, stored with another revision, or now being removed: read and take
     removed: tuple[str, ...]  # no longer stored: removed through another replica
 
 
-def endpoint_changes(known: Mapping[str, str], stored: Mapping[str, str], deleting: Set[str]) -> EndpointChanges:
-    """What differs between this replica's endpoints (``known``: name -> revision) and the store's; an endpoint
-    this replica is removing itself (``deleting``) is left to that removal."""
-    load = tuple(sorted(n for n, rev in stored.items() if known.get(n) != rev and n not in deleting))
-    removed = tuple(sorted(n for n in known if n not in stored and n not in deleting))
+Revision = tuple[str, bool]  # an endpoint's revision, and whether a replica is removing it
+
+
+def endpoint_changes(known: Mapping[str, Revision], stored: Mapping[str, Revision],
+                     removing: Set[str]) -> EndpointChanges:
+    """What differs between this replica's endpoints and the store's; an endpoint this replica is removing
+    itself (``removing``) is left to that removal."""
+    load = tuple(sorted(n for n, rev in stored.items() if known.get(n) != rev and n not in removing))
+    removed = tuple(sorted(n for n in known if n not in stored and n not in removing))
     return EndpointChanges(load, removed)
 
 

@@ -35,11 +35,15 @@ class SharedWorkerRows(Protocol):
 class SharedEndpointRows(Protocol):
     """Endpoint rows that replicas share (:class:`gpuform.gateway.postgres.PostgresEndpoints`)."""
 
-    def revisions(self) -> dict[str, str]:
-        """Every stored endpoint's revision, by name."""
+    def revisions(self) -> dict[str, tuple[str, bool]]:
+        """Every stored endpoint's revision and whether a replica is removing it, by name."""
         ...
 
     def get(self, name: str) -> StoredEndpoint | None: ...
+
+    def mark_deleting(self, name: str) -> None:
+        """Every replica stops taking work for the endpoint (it is being removed)."""
+        ...
 
 
 @dataclass(frozen=True)

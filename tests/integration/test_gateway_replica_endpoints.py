@@ -80,15 +80,24 @@ def test_a_delete_through_the_follower_removes_the_endpoint_from_the_leader(sche
         async with pair(schema, endpoint_spec(scaling={"min_workers": 1, "max_workers": 1})) as (r1, r2):
             await r1.tick()
             [worker_id] = r1.calls("start_worker")
+            worker = on(r2, r1.worker(worker_id))
+            running = await r2.run({"runs": "on the follower"})
+            taken = await worker.take()
+            assert taken is not None and taken["id"] == running
             open_job = await r1.run({"waits": True})  # queued on the leader; its worker never takes it
-            deleting = asyncio.create_task(r2.call("DELETE", "/admin/endpoints/ep?drain_timeout=0", ADMIN_KEY))
+            deleting = asyncio.create_task(r2.call("DELETE", "/admin/endpoints/ep?drain_timeout=1", ADMIN_KEY))
+            await asyncio.sleep(0.3)  # draining the follower's running job
+            await r1.tick()
+            assert await health(r1, "ep") == 404, "the leader takes no more work for it while the follower drains"
+            assert await worker.take() is None and r1.calls("stop_worker") == []
             while not deleting.done():  # the follower waits for the leader to stop the endpoint's workers
                 await r1.tick(advance=1)
                 await asyncio.sleep(0.1)
             assert (await deleting).status_code == 200
             assert await health(r1, "ep") == 404 and await health(r2, "ep") == 404
             assert (await r1.call("GET", f"/v2/ep/status/{open_job}")).status_code == 404
-            assert rows(schema, f"SELECT status FROM jobs WHERE id = '{open_job}'") == [(JobStatus.FAILED,)]
+            assert rows(schema, f"SELECT status FROM jobs WHERE id IN ('{open_job}', '{running}')") == [
+                (JobStatus.FAILED,), (JobStatus.FAILED,)]
             for _ in range(3):
                 await r1.tick(advance=1)
                 await r2.tick(advance=1)

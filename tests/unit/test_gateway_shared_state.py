@@ -12,12 +12,14 @@ from gpuform.gateway.shared_state import endpoint_changes, take_view, view_of
 pytestmark = pytest.mark.unit
 
 
-def test_new_and_changed_endpoints_are_loaded_and_missing_ones_removed_unless_being_deleted_here() -> None:
-    known = {"same": "r1", "changed": "r1", "gone": "r1", "deleting": "r1"}
-    stored = {"same": "r1", "changed": "r2", "new": "r1", "deleting": "r1"}
-    changes = endpoint_changes(known, stored, {"deleting"})
-    assert changes.load == ("changed", "new") and changes.removed == ("gone",)
-    assert endpoint_changes(known, {}, {"deleting"}).removed == ("changed", "gone", "same")
+def test_new_changed_and_removing_endpoints_are_loaded_and_missing_ones_removed_unless_removed_here() -> None:
+    known = {"same": ("r1", False), "changed": ("r1", False), "gone": ("r1", False), "mine": ("r1", True),
+             "removed elsewhere": ("r1", False)}
+    stored = {"same": ("r1", False), "changed": ("r2", False), "new": ("r1", False), "mine": ("r1", True),
+              "removed elsewhere": ("r1", True)}
+    changes = endpoint_changes(known, stored, {"mine"})
+    assert changes.load == ("changed", "new", "removed elsewhere") and changes.removed == ("gone",)
+    assert endpoint_changes(known, {}, {"mine"}).removed == ("changed", "gone", "removed elsewhere", "same")
 
 
 def test_a_follower_takes_the_leaders_conditions_and_decisions_and_drops_stale_decisions() -> None:
