@@ -38,9 +38,9 @@ from gpuform.gateway.metering import Ledger, today
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
 from gpuform.gateway.reconciler import Reconciler
+from gpuform.gateway.replication import Replication
 from gpuform.gateway.session import Sessions, derive_secret
-from gpuform.gateway.shared_state import VIEW_KEY, endpoint_changes, take_view, view_of
-from gpuform.gateway.sharing import SharedEndpointRows, Sharing
+from gpuform.gateway.sharing import Sharing
 from gpuform.gateway.sqlite import SQLiteStore
 from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.store import GatewayStore, StoredEndpoint
@@ -50,7 +50,6 @@ from gpuform.provider import Provider, ProviderContext, make_provider
 from gpuform.spec import EndpointSpec, RuntimeConfig
 
 log = logging.getLogger("gpuform.gateway")
-STOP_WAIT = 30.0  # replicas: how long a follower removing an endpoint waits for the leader to stop its workers
 
 
 @dataclass
@@ -205,11 +204,10 @@ class Runtime:
         self.queue.condition_of = self._condition_text
         self.queue.on_unserved.append(self._unserved)
         self.queue.on_sweep.append(self.history.prune)
-        self._shared: SharedEndpointRows | None = sharing.endpoints if sharing is not None else None
-        self._view = ""  # replicas: the leader's view as this replica last published or took it
-        self._removing: set[str] = set()  # replicas: endpoints this replica's admin API is removing now
-        if self._shared is not None:  # a lone gateway's ticks read nothing more from its store
-            self.reconciler.pull, self.reconciler.publish = self._pull, self._publish
+        self.replication: Replication | None = None  # replicas: what this one takes from the others' records
+        if sharing is not None and sharing.endpoints is not None:  # a lone gateway's ticks read nothing more
+            self.replication = Replication(self, sharing.endpoints)
+            self.reconciler.pull, self.reconciler.publish = self.replication.pull, self.replication.publish
 
     def reload(self, config: RuntimeConfig) -> list[str]:
         """Take ``config`` without a restart: keys, timings, the pools driven and the webhook policy.
@@ -336,9 +334,9 @@ class Runtime:
     def put_endpoint(self, name: str, spec: EndpointSpec, secret_env: dict[str, str], revision: str) -> None:
         stored = StoredEndpoint(spec, secret_env, revision)
         self.store.endpoints.put(name, stored)
-        self._take_endpoint(name, stored)
+        self.take_endpoint(name, stored)
 
-    def _take_endpoint(self, name: str, stored: StoredEndpoint) -> None:
+    def take_endpoint(self, name: str, stored: StoredEndpoint) -> None:
         """Serve ``name`` as stored (put here, or through another replica). Only the leader acts on the stale
         flags: it retires the workers of an earlier revision, once."""
         self.endpoints[name] = EndpointRecord(name, stored.spec, stored.secret_env, stored.revision)
@@ -349,15 +347,16 @@ class Runtime:
         A follower leaves the stops to the leader (it sees the endpoint gone at its next tick) and waits for
         them."""
         self.endpoints[name].deleting = True
-        if self._shared is None:
+        replication = self.replication
+        if replication is None:
             await self._remove(name, drain_timeout)
             return
-        self._removing.add(name)
+        replication.removing.add(name)
         try:
-            self._shared.mark_deleting(name)  # every replica stops taking work for it at its next tick
+            replication.rows.mark_deleting(name)  # every replica stops taking work for it at its next tick
             await self._remove(name, drain_timeout)
         finally:
-            self._removing.discard(name)
+            replication.removing.discard(name)
 
     async def _remove(self, name: str, drain_timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -367,9 +366,9 @@ class Runtime:
         failed = self.queue.fail_endpoint(name, f"endpoint {name} was removed (drained for {drain_timeout:g}s)")
         if failed:
             log.info("endpoint %s removed: %d open job(s) failed", name, failed)
-        if self._shared is not None and not self.leadership.leading:
+        if self.replication is not None and not self.leadership.leading:
             self.store.endpoints.delete(name)
-            await self._stopped_by_leader(name)
+            await self.replication.stopped_by_leader(name)
         else:
             self.fleet.refresh()  # replicas: every worker the store has, whichever replica started it
             stops = [self.fleet.stop(w, "endpoint removed", grace=5.0) for w in self.fleet.of(name) if w.live]
@@ -377,72 +376,6 @@ class Runtime:
             self.store.endpoints.delete(name)
         self.endpoints.pop(name, None)
         self.metrics.forget_endpoint(name)
-
-    async def _stopped_by_leader(self, name: str) -> None:
-        assert self.fleet.sharing is not None
-        rows, loop = self.fleet.sharing.rows, asyncio.get_running_loop()
-        deadline = loop.time() + STOP_WAIT
-        while any(w.endpoint == name for w in rows.current()):
-            if loop.time() > deadline:
-                log.warning("endpoint %s removed; the leader has not stopped all its workers after %gs", name,
-                            STOP_WAIT)
-                return
-            await asyncio.sleep(0.2)
-
-    # ---- replicas: what other replicas stored ---------------------------------------------------------
-
-    def _pull(self, leading: bool) -> None:
-        """Each tick of a replica: take the endpoints other replicas put or removed; a follower also takes the
-        leader's view (conditions, decisions) when it changed."""
-        self.take_endpoints(leading)
-        if leading:
-            return
-        text = self.store.get_meta(VIEW_KEY)
-        if text and text != self._view:
-            take_view(text, self.fleet.conditions, self.reconciler.decisions)
-            self._view = text
-
-    def _publish(self) -> None:
-        """The leader's tick: publish its view of the endpoints when it changed."""
-        text = view_of(list(self.endpoints), self.fleet.conditions, self.reconciler.decisions)
-        if text != self._view:
-            self.store.set_meta(VIEW_KEY, text)
-            self._view = text
-
-    def take_endpoints(self, leading: bool) -> None:
-        """Take what other replicas' admin APIs stored: one query compares revisions, changed endpoints are
-        read. The leader also stops the workers of endpoints that are gone (removed through a follower)."""
-        if self._shared is None:
-            return
-        stored = self._shared.revisions()
-        known = {n: (ep.revision, ep.deleting) for n, ep in self.endpoints.items()}
-        changes = endpoint_changes(known, stored, self._removing)
-        for name in changes.load:
-            found = self._shared.get(name)
-            if found is not None:
-                self._take_endpoint(name, found)
-                self.endpoints[name].deleting = stored[name][1]  # being removed through another replica
-                log.info("endpoint %s taken at revision %s%s (stored through another replica)", name,
-                         found.revision, ", being removed," if stored[name][1] else "")
-        for name in changes.removed:
-            self._removed_elsewhere(name)
-        if leading:
-            self._stop_unowned()
-
-    def _removed_elsewhere(self, name: str) -> None:
-        ep = self.endpoints.pop(name)
-        ep.deleting = True  # a request still holding the record stops using it
-        failed = self.queue.fail_endpoint(name, f"endpoint {name} was removed")
-        self.reconciler.decisions.pop(name, None)
-        self.metrics.forget_endpoint(name)
-        log.info("endpoint %s removed through another replica: %d open job(s) here failed", name, failed)
-
-    def _stop_unowned(self) -> None:
-        """The leader stops the workers of endpoints no replica serves any more."""
-        for worker in list(self.fleet.records.values()):
-            held = worker.live or worker.state == WorkerState.SLEEPING
-            if held and worker.endpoint not in self.endpoints and worker.id not in self.fleet.stopping_here:
-                self.fleet.spawn(self.fleet.stop(worker, "endpoint removed", grace=5.0))
 
     def endpoint_by_model(self, model: str) -> EndpointRecord | None:
         """The endpoint serving ``model``: its model's name, or one of its LoRA adapters."""
