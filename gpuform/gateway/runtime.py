@@ -336,6 +336,12 @@ class Runtime:
         self.store.endpoints.put(name, stored)
         self.take_endpoint(name, stored)
 
+    def sync_endpoints(self) -> None:
+        """Replicas: take the endpoint changes other replicas stored, now (one query; the admin API's endpoint
+        routes call it, so `gpuform apply` and `plan` see one gateway whichever replica answers them)."""
+        if self.replication is not None:
+            self.replication.take_endpoints(self.leadership.leading)
+
     def take_endpoint(self, name: str, stored: StoredEndpoint) -> None:
         """Serve ``name`` as stored (put here, or through another replica). Only the leader acts on the stale
         flags: it retires the workers of an earlier revision, once."""

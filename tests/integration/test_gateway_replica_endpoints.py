@@ -32,6 +32,13 @@ def test_an_endpoint_put_on_one_replica_is_served_by_the_other_after_one_tick(sc
             assert await health(r2, "fresh") == 404, "not taken before the follower's tick"
             await r2.tick()
             assert await health(r2, "fresh") == 200
+            await r1.put(endpoint_spec("planned"), name="planned")
+            listed = (await r2.call("GET", "/admin/endpoints", ADMIN_KEY)).json()["endpoints"]
+            assert "planned" in listed, "the admin API (apply, plan) reads the store's endpoints at once"
+            deleted = await r2.call("DELETE", "/admin/endpoints/planned?drain_timeout=0", ADMIN_KEY)
+            assert deleted.status_code == 200
+            await r1.tick()
+            assert await health(r1, "planned") == 404
             job_id = await r2.run({"via": "follower"}, endpoint="fresh")
             assert (await r2.status(job_id, endpoint="fresh"))["status"] == JobStatus.IN_QUEUE
             assert r2.calls("start_worker") == [], "the follower starts nothing (one world: both replicas' calls)"
