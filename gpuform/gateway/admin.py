@@ -76,6 +76,7 @@ def _endpoint_name(request: Request) -> str:
 async def get_endpoint(request: Request) -> Response:
     rt = require_admin(request)
     name = _endpoint_name(request)
+    rt.sync_endpoints()
     ep = rt.endpoints.get(name)
     if ep is None:
         raise HTTPError(404, f"no endpoint named {name}")
@@ -86,6 +87,7 @@ async def get_endpoint(request: Request) -> Response:
 async def list_endpoints(request: Request) -> Response:
     """Every endpoint's spec and revision in one answer (what `gpuform plan` refreshes: one call per gateway)."""
     rt = require_admin(request)
+    rt.sync_endpoints()
     return JSONResponse({"endpoints": {name: {"spec": ep.spec.model_dump(mode="json"), "revision": ep.revision}
                                        for name, ep in sorted(rt.endpoints.items())}})
 
@@ -93,6 +95,7 @@ async def list_endpoints(request: Request) -> Response:
 async def delete_endpoint(request: Request) -> Response:
     rt = require_admin(request)
     name = _endpoint_name(request)
+    rt.sync_endpoints()
     if name not in rt.endpoints:
         raise HTTPError(404, f"no endpoint named {name}")
     try:
@@ -104,12 +107,15 @@ async def delete_endpoint(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    return JSONResponse(require_admin(request).status())
+    rt = require_admin(request)
+    rt.sync_endpoints()
+    return JSONResponse(rt.status())
 
 
 async def endpoint_status(request: Request) -> Response:
     rt = require_admin(request)
     name = _endpoint_name(request)
+    rt.sync_endpoints()
     if name not in rt.endpoints:
         raise HTTPError(404, f"no endpoint named {name}")
     return JSONResponse(rt.endpoint_status(name))

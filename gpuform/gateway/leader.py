@@ -193,8 +193,9 @@ class PostgresLeadership:
         """One attempt (a follower) or check (the leader); a failure or a hang is a loss."""
         import psycopg
 
-        try:
-            epoch = await asyncio.wait_for(asyncio.to_thread(self._attempt), CHECK_TIMEOUT)
+        try:  # not asyncio.wait_for: on 3.11 it swallows a cancel that comes as the call ends (the gateway's
+            async with asyncio.timeout(CHECK_TIMEOUT):  # stop then waits for this loop forever)
+                epoch = await asyncio.to_thread(self._attempt)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             self._drop()
             self.step_down(on_loss, f"lost its database session: {_text(exc)}")

@@ -135,13 +135,15 @@ V_LEADER = (
     "CREATE INDEX workers_token ON workers (token_hash)",
     # (jobs (worker_id) WHERE status = 'IN_PROGRESS' is the queue's step's jobs_held)
     "CREATE INDEX jobs_worker_done ON jobs (worker_id, completed_at) WHERE completed_at IS NOT NULL",
+    "ALTER TABLE endpoints ADD COLUMN deleting boolean NOT NULL DEFAULT false",
 )
 
 
 def _v_leader(conn: Conn) -> None:
     """Gateway replicas: the leader's epoch (every worker start is fenced by it, gpuform/gateway/leader.py), what
     a worker row needs for any replica to carry on from it (since when it idles, up to when it is billed), and
-    the indexes that tell whether a worker runs a job and when its last one ended, whichever replica served it."""
+    the indexes that tell whether a worker runs a job and when its last one ended, whichever replica served it;
+    and which endpoints a replica is removing (every replica stops taking work for them)."""
     for statement in V_LEADER:
         conn.execute(statement)
 
@@ -575,7 +577,7 @@ class PostgresEndpoints:
         self.db.execute(
             "INSERT INTO endpoints (name, spec, secret_env, revision, updated_at) VALUES (%s, %s, %s, %s, %s) "
             "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, secret_env = excluded.secret_env, "
-            "revision = excluded.revision, updated_at = excluded.updated_at",
+            "revision = excluded.revision, updated_at = excluded.updated_at, deleting = false",
             (name, endpoint.spec.model_dump_json(), seal_env(self.key, name, endpoint.secret_env), endpoint.revision,
              time.time()))
 
@@ -584,6 +586,22 @@ class PostgresEndpoints:
         return {r["name"]: StoredEndpoint(EndpointSpec.model_validate_json(r["spec"]),
                                           open_env(self.key, r["name"], r["secret_env"], self.db.where),
                                           r["revision"]) for r in rows}
+
+    def revisions(self) -> dict[str, tuple[str, bool]]:
+        """Every endpoint's revision and whether it is being removed (what a replica compares with its own each
+        tick: gateway/shared_state.py)."""
+        return {r["name"]: (r["revision"], r["deleting"])
+                for r in self.db.rows("SELECT name, revision, deleting FROM endpoints")}
+
+    def mark_deleting(self, name: str) -> None:
+        self.db.execute("UPDATE endpoints SET deleting = true WHERE name = %s", (name,))
+
+    def get(self, name: str) -> StoredEndpoint | None:
+        r = self.db.row("SELECT spec, secret_env, revision FROM endpoints WHERE name = %s", (name,))
+        if r is None:
+            return None
+        return StoredEndpoint(EndpointSpec.model_validate_json(r["spec"]),
+                              open_env(self.key, name, r["secret_env"], self.db.where), r["revision"])
 
     def delete(self, name: str) -> None:
         self.db.execute("DELETE FROM endpoints WHERE name = %s", (name,))

@@ -56,6 +56,10 @@ class Reconciler:
         self.leading = leading
         self._adopt = False  # leadership gained: the next tick adopts the store's workers before deciding
         self._observing: dict[str, asyncio.Task[None]] = {}  # what -> its provider listing in flight
+        # replicas (set by the runtime): each tick first takes what other replicas stored (endpoints; on a
+        # follower, the leader's view), and the leader's tick ends by publishing its view (gateway/shared_state.py)
+        self.pull: Callable[[bool], None] = lambda leading: None
+        self.publish: Callable[[], None] = lambda: None
 
     def lead(self) -> None:
         """This replica now leads (called by its leadership): adopt, then decide, from the next tick."""
@@ -100,8 +104,10 @@ class Reconciler:
 
     async def tick(self, now: float) -> None:
         self.ticks += 1
-        if not self.leading():
+        self.pull(self.leading())
+        if not self.leading():  # a follower (replicas only: a lone gateway always leads)
             self._take_recorded()
+            self._read_spend(now)
             self._gauges()
             return
         if self._adopt:
@@ -122,6 +128,7 @@ class Reconciler:
             for worker in list(self.fleet.records.values()):
                 if worker.live or worker.state in (WorkerState.STOPPING, WorkerState.SLEEPING):
                     self.ledger.accrue(worker, now)  # a sleeping worker still holds its GPU
+            self.publish()
         self._gauges()
 
     def _observe(self, endpoint: str) -> None:
@@ -136,6 +143,12 @@ class Reconciler:
             self._observing[key] = self.fleet.spawn(work)
         else:
             work.close()  # the previous one is still waiting on its provider
+
+    def _read_spend(self, now: float) -> None:
+        """A follower's spend gauges: today's spend of each capped endpoint, from the ledger in the store."""
+        for ep in self.endpoints():
+            if ep.spec.spend_limit_per_day is not None:
+                self.spent[ep.name] = self.ledger.spent(ep.name, today(now))
 
     def _take_recorded(self) -> None:
         """Take what other replicas recorded of the workers (nothing to take for a lone gateway)."""

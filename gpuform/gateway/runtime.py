@@ -38,6 +38,7 @@ from gpuform.gateway.metering import Ledger, today
 from gpuform.gateway.metrics import Metrics
 from gpuform.gateway.queue import JobQueue
 from gpuform.gateway.reconciler import Reconciler
+from gpuform.gateway.replication import Replication
 from gpuform.gateway.session import Sessions, derive_secret
 from gpuform.gateway.sharing import Sharing
 from gpuform.gateway.sqlite import SQLiteStore
@@ -150,7 +151,7 @@ def make_leadership(config: RuntimeConfig, store: GatewayStore) -> tuple[Leaders
     if not isinstance(store, PostgresStore):
         return SoloLeadership(replica_id(config)), None
     leadership = PostgresLeadership(store.db.url, store.db.schema, replica_id(config))
-    return leadership, Sharing(store.workers, lambda: leadership.epoch)
+    return leadership, Sharing(store.workers, lambda: leadership.epoch, store.endpoints)
 
 
 def _reason(job: Job) -> str:
@@ -212,6 +213,10 @@ class Runtime:
         self.queue.condition_of = self._condition_text
         self.queue.on_unserved.append(self._unserved)
         self.queue.on_sweep.append(self.history.prune)
+        self.replication: Replication | None = None  # replicas: what this one takes from the others' records
+        if sharing is not None and sharing.endpoints is not None:  # a lone gateway's ticks read nothing more
+            self.replication = Replication(self, sharing.endpoints)
+            self.reconciler.pull, self.reconciler.publish = self.replication.pull, self.replication.publish
 
     def reload(self, config: RuntimeConfig) -> list[str]:
         """Take ``config`` without a restart: keys, timings, the pools driven and the webhook policy.
@@ -337,14 +342,39 @@ class Runtime:
     # ---- endpoints ----------------------------------------------------------------------------------
 
     def put_endpoint(self, name: str, spec: EndpointSpec, secret_env: dict[str, str], revision: str) -> None:
-        self.store.endpoints.put(name, StoredEndpoint(spec, secret_env, revision))
-        self.endpoints[name] = EndpointRecord(name, spec, secret_env, revision)
+        stored = StoredEndpoint(spec, secret_env, revision)
+        self.store.endpoints.put(name, stored)
+        self.take_endpoint(name, stored)
+
+    def sync_endpoints(self) -> None:
+        """Replicas: take the endpoint changes other replicas stored, now (one query; the admin API's endpoint
+        routes call it, so `gpuform apply` and `plan` see one gateway whichever replica answers them)."""
+        if self.replication is not None:
+            self.replication.take_endpoints(self.leadership.leading)
+
+    def take_endpoint(self, name: str, stored: StoredEndpoint) -> None:
+        """Serve ``name`` as stored (put here, or through another replica). Only the leader acts on the stale
+        flags: it retires the workers of an earlier revision, once."""
+        self.endpoints[name] = EndpointRecord(name, stored.spec, stored.secret_env, stored.revision)
         self.fleet.mark_stale(self.endpoints[name])  # rolling release: idle ones go now, busy ones after their job
 
     async def delete_endpoint(self, name: str, drain_timeout: float) -> None:
-        """Stop taking work, let running jobs finish for up to ``drain_timeout``, fail the rest, stop workers."""
-        ep = self.endpoints[name]
-        ep.deleting = True
+        """Stop taking work, let running jobs finish for up to ``drain_timeout``, fail the rest, stop workers.
+        A follower leaves the stops to the leader (it sees the endpoint gone at its next tick) and waits for
+        them."""
+        self.endpoints[name].deleting = True
+        replication = self.replication
+        if replication is None:
+            await self._remove(name, drain_timeout)
+            return
+        replication.removing.add(name)
+        try:
+            replication.rows.mark_deleting(name)  # every replica stops taking work for it at its next tick
+            await self._remove(name, drain_timeout)
+        finally:
+            replication.removing.discard(name)
+
+    async def _remove(self, name: str, drain_timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_timeout
         while self.queue.stats(name).running and loop.time() < deadline:
@@ -352,10 +382,14 @@ class Runtime:
         failed = self.queue.fail_endpoint(name, f"endpoint {name} was removed (drained for {drain_timeout:g}s)")
         if failed:
             log.info("endpoint %s removed: %d open job(s) failed", name, failed)
-        self.fleet.refresh()  # replicas: every worker the store has, whichever replica leads
-        stops = [self.fleet.stop(w, "endpoint removed", grace=5.0) for w in self.fleet.of(name) if w.live]
-        await asyncio.gather(*stops)
-        self.store.endpoints.delete(name)
+        if self.replication is not None and not self.leadership.leading:
+            self.store.endpoints.delete(name)
+            await self.replication.stopped_by_leader(name)
+        else:
+            self.fleet.refresh()  # replicas: every worker the store has, whichever replica started it
+            stops = [self.fleet.stop(w, "endpoint removed", grace=5.0) for w in self.fleet.of(name) if w.live]
+            await asyncio.gather(*stops)
+            self.store.endpoints.delete(name)
         self.endpoints.pop(name, None)
         self.metrics.forget_endpoint(name)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gpuform.gateway.states import WorkerState
+from gpuform.gateway.store import StoredEndpoint
 from gpuform.gateway.workers import WorkerRecord
 
 SYNC_EVERY = 1.0  # a worker's copy is re-read from the store at most this often; its contacts written as often
@@ -31,13 +32,29 @@ class SharedWorkerRows(Protocol):
     def touch(self, worker_id: str, at: float) -> None: ...
 
 
+class SharedEndpointRows(Protocol):
+    """Endpoint rows that replicas share (:class:`gpuform.gateway.postgres.PostgresEndpoints`)."""
+
+    def revisions(self) -> dict[str, tuple[str, bool]]:
+        """Every stored endpoint's revision and whether a replica is removing it, by name."""
+        ...
+
+    def get(self, name: str) -> StoredEndpoint | None: ...
+
+    def mark_deleting(self, name: str) -> None:
+        """Every replica stops taking work for the endpoint (it is being removed)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Sharing:
     """How a replica's fleet shares workers with the others: their rows, and the epoch of its leadership
-    (every new worker's row is inserted fenced by it)."""
+    (every new worker's row is inserted fenced by it); and the endpoint rows every replica takes changes from
+    (gateway/shared_state.py)."""
 
     rows: SharedWorkerRows
     epoch: Callable[[], int]
+    endpoints: SharedEndpointRows | None = None
 
 
 def absorb(mine: WorkerRecord, row: WorkerRecord, starting: bool, now: float) -> None:
