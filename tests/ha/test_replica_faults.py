@@ -1,0 +1,71 @@
+"""Faults under load with two real gateway replicas on PostgreSQL (tests/ha/replicas.py): kill -9 of the
+leading replica while jobs are in flight, and PostgreSQL restarted under a steady load. Figures are printed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+import signal
+import time
+
+import pytest
+
+from tests.ha.conftest import HaPostgres
+from tests.ha.load import Load, wait_all_done
+from tests.ha.replicas import Proxy, resume_supervisor, two_replicas
+from tests.helpers import Deployment, wait_for
+
+pytestmark = [pytest.mark.ha, pytest.mark.postgres]
+JOBS = 200
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    """Asked for before ``deployment``: closed after its destroy, which reaches the gateway through it."""
+    made = Proxy()
+    yield made
+    made.close()
+
+
+def test_kill_9_of_the_leading_replica_loses_no_accepted_job(proxy: Proxy, deployment: Deployment,
+                                                            ha_postgres: HaPostgres) -> None:
+    with two_replicas(deployment, ha_postgres, proxy) as replicas:
+        first = replicas.replica(0)
+        assert first is not None and first["leader"], first
+        payload = {"sleep": 0.3}
+        doomed = Load(replicas.urls[0], "test-key", clients=2, payload=payload).start()
+        survivor = Load(replicas.urls[1], "test-key", clients=2, payload=payload).start()
+        wait_for(lambda: len(doomed.accepted) + len(survivor.accepted) >= JOBS // 2, 60, interval=0.02,
+                 what="half the jobs accepted")
+        pids = replicas.supervisor()
+        os.kill(pids["pid"], signal.SIGSTOP)  # its supervisor does not restart it meanwhile
+        try:
+            os.kill(pids["child"], signal.SIGKILL)
+            killed = time.monotonic()
+            doomed.stop()  # its clients' requests in flight at the kill get no answer; they send no more
+            wait_for(lambda: (replicas.replica(1) or {}).get("leader"), 10, interval=0.05,
+                     what="the survivor to lead")
+            leads = time.monotonic() - killed
+            wait_for(lambda: len(doomed.accepted) + len(survivor.accepted) >= JOBS, 60, interval=0.02,
+                     what=f"{JOBS} jobs accepted")
+            survivor.stop()
+            lost = list(doomed.unanswered)
+            doomed.base_url = replicas.urls[1]
+            resent = doomed.resend_unanswered()
+            accepted = {**doomed.accepted, **survivor.accepted}
+            final = wait_all_done(replicas.urls[1], "test-key", list(accepted), timeout=90)
+            done = time.monotonic() - killed
+        finally:
+            resume_supervisor(replicas)
+        completed = sum(1 for s in final.values() if s == "COMPLETED")
+        print(f"\nkill -9 of the leader: {len(accepted)} jobs accepted ({len(doomed.accepted)} through the killed "
+              f"replica), {completed} completed; {len(lost)} requests failed (all on the killed replica, in flight "
+              f"at the kill), {resent} accepted when resent with their Idempotency-Key; the survivor served "
+              f"throughout ({len(survivor.failed())} failed answers) and led {leads:.2f} s after the kill; every "
+              f"job final {done:.1f} s after it")
+        assert not survivor.failed(), survivor.statuses()
+        assert all(a.status == 0 for a in doomed.failed()) and len(lost) <= doomed.clients, doomed.statuses()
+        assert resent == len(lost)
+        assert completed == len(accepted) >= JOBS, {s: n for s, n in final.items() if n != "COMPLETED"}
+        assert len(set(doomed.accepted.values()) | set(survivor.accepted.values())) == len(accepted), \
+            "a resent request made a second job"
