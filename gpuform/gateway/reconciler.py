@@ -17,12 +17,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gpuform.errors import Fenced
+from gpuform.errors import Fenced, StoreError
 from gpuform.gateway.autoscaler import Decision, Stats, desired_workers, policy_of, remember
 from gpuform.gateway.demand import Demand
 from gpuform.gateway.fleet import Clock, Fleet
 from gpuform.gateway.metering import Ledger, today
 from gpuform.gateway.metrics import WORKER_STATES, Metrics
+from gpuform.gateway.outage import RepeatedFailure
 from gpuform.gateway.queue import JobQueue
 from gpuform.gateway.states import WorkerState
 
@@ -55,6 +56,7 @@ class Reconciler:
         self._stopping = False
         self.leading = leading
         self._adopt = False  # leadership gained: the next tick adopts the store's workers before deciding
+        self._store_failed = RepeatedFailure(log, logging.WARNING)
 
     def lead(self) -> None:
         """This replica now leads (called by its leadership): adopt, then decide, from the next tick."""
@@ -93,6 +95,8 @@ class Reconciler:
             started = loop.time()
             try:
                 await self.tick(self.clock())
+            except StoreError as exc:  # the database is down: the next tick tries again (no traceback per tick)
+                self._store_failed("reconcile tick: %s", exc.message)
             except Exception:  # the loop must survive anything one tick hits; it is logged
                 log.exception("reconcile tick failed")
             await asyncio.sleep(max(0.05, self.interval - (loop.time() - started)))

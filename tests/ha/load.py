@@ -31,6 +31,7 @@ class Load:
     clients: int = 4
     payload: dict[str, Any] = field(default_factory=lambda: {"sleep": 0.05})
     route: str = "run"
+    limit: int | None = None  # stop once this many jobs are accepted (by this load)
     answers: list[Answer] = field(default_factory=list)
     accepted: dict[str, str] = field(default_factory=dict)  # job id -> its Idempotency-Key
     unanswered: list[str] = field(default_factory=list)  # Idempotency-Keys of requests that got no 2xx
@@ -53,7 +54,7 @@ class Load:
     def _client(self) -> None:
         headers = {"Authorization": f"Bearer {self.key}"}
         with httpx.Client(base_url=self.base_url, headers=headers, timeout=30) as http:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and (self.limit is None or len(self.accepted) < self.limit):
                 idem = uuid.uuid4().hex
                 self._send(http, idem)
 

@@ -4,9 +4,10 @@ leading replica while jobs are in flight, and PostgreSQL restarted under a stead
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 import signal
 import time
+from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 
@@ -34,7 +35,7 @@ def test_kill_9_of_the_leading_replica_loses_no_accepted_job(proxy: Proxy, deplo
         assert first is not None and first["leader"], first
         payload = {"sleep": 0.3}
         doomed = Load(replicas.urls[0], "test-key", clients=2, payload=payload).start()
-        survivor = Load(replicas.urls[1], "test-key", clients=2, payload=payload).start()
+        survivor = Load(replicas.urls[1], "test-key", clients=2, payload=payload, limit=JOBS).start()
         wait_for(lambda: len(doomed.accepted) + len(survivor.accepted) >= JOBS // 2, 60, interval=0.02,
                  what="half the jobs accepted")
         pids = replicas.supervisor()
@@ -48,7 +49,7 @@ def test_kill_9_of_the_leading_replica_loses_no_accepted_job(proxy: Proxy, deplo
             leads = time.monotonic() - killed
             wait_for(lambda: len(doomed.accepted) + len(survivor.accepted) >= JOBS, 60, interval=0.02,
                      what=f"{JOBS} jobs accepted")
-            survivor.stop()
+            survivor.stop()  # it sent at most JOBS
             lost = list(doomed.unanswered)
             doomed.base_url = replicas.urls[1]
             resent = doomed.resend_unanswered()
@@ -69,3 +70,37 @@ def test_kill_9_of_the_leading_replica_loses_no_accepted_job(proxy: Proxy, deplo
         assert completed == len(accepted) >= JOBS, {s: n for s, n in final.items() if n != "COMPLETED"}
         assert len(set(doomed.accepted.values()) | set(survivor.accepted.values())) == len(accepted), \
             "a resent request made a second job"
+
+
+@pytest.mark.parametrize("down", [0.0, 3.0], ids=["restart", "down-3s"])
+def test_postgres_restarted_under_load_answers_only_2xx_or_503_and_every_acknowledged_job_completes(
+        down: float, proxy: Proxy, deployment: Deployment, ha_postgres: HaPostgres) -> None:
+    with two_replicas(deployment, ha_postgres, proxy) as replicas:
+        loads = [Load(url, "test-key", clients=2, payload={"sleep": 0.1}).start() for url in replicas.urls]
+        wait_for(lambda: all(len(load.accepted) >= 20 for load in loads), 60, interval=0.05,
+                 what="the load to run on both replicas")
+        began = time.monotonic()
+        ha_postgres.stop()
+        time.sleep(down)
+        ha_postgres.start()
+        restarted = time.monotonic() - began
+        wait_for(lambda: all(len(load.answers) and 200 <= load.answers[-1].status < 300 for load in loads), 60,
+                 interval=0.05, what="both replicas to accept jobs again")
+        serving = time.monotonic() - began
+        wait_for(lambda: any((replicas.replica(i) or {}).get("leader") for i in (0, 1)), 30, interval=0.1,
+                 what="a replica to lead again")
+        leads = time.monotonic() - began
+        time.sleep(1)
+        for load in loads:
+            load.stop()
+        accepted = {job: idem for load in loads for job, idem in load.accepted.items()}
+        final = wait_all_done(replicas.urls[1], "test-key", list(accepted), timeout=90)
+        statuses = sum((load.statuses() for load in loads), start=Counter[int]())
+        refusals = [a for load in loads for a in load.failed()]
+        print(f"\npostgres restarted under load: it was down {restarted:.2f} s; both replicas accepted jobs again "
+              f"{serving:.2f} s after the stop began, one led {leads:.2f} s after it; answers {dict(statuses)} "
+              f"(refusals over {max(load.outage() for load in loads):.2f} s); {len(accepted)} jobs acknowledged, "
+              f"{sum(1 for s in final.values() if s == 'COMPLETED')} completed")
+        assert set(statuses) <= {200, 503}, statuses
+        assert all(a.retry_after for a in refusals), "a 503 without Retry-After"
+        assert all(s == "COMPLETED" for s in final.values()), {j: s for j, s in final.items() if s != "COMPLETED"}
