@@ -72,12 +72,13 @@ class Listener:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self.backend_pid = conn.info.backend_pid
             self.connections += 1
-            self.listening.set()
             if self.failures > 1:
                 log.warning("the queue's notification listener reached PostgreSQL again")
             # Notifications sent before this LISTEN (while reconnecting, or at start, when a request may already
-            # wait: a runsync submitted the moment the replica listened on HTTP) are lost: every waiter looks again.
+            # wait: a runsync submitted the moment the replica listened on HTTP) are lost: every waiter looks again
+            # (scheduled before ``listening`` is set, so whoever waits for that is not woken by it).
             self._call(self.reconnected)
+            self.listening.set()
             self.failures = 0
             while not self._stop.is_set():
                 for note in conn.notifies(timeout=POLL):

@@ -368,7 +368,7 @@ def test_a_listener_that_starts_listening_makes_every_waiter_look_again(schema: 
         listener.start()
         try:
             await asyncio.wait_for(woken.wait(), 10)
-            assert listener.connections == 1 and listener.listening.is_set()
+            assert listener.listening.wait(5) and listener.connections == 1
         finally:
             listener.stop()
 
