@@ -34,42 +34,55 @@ def test_kill_9_of_the_leading_replica_loses_no_accepted_job(proxy: Proxy, deplo
         first = replicas.replica(0)
         assert first is not None and first["leader"], first
         payload = {"sleep": 0.3}
-        doomed = Load(replicas.urls[0], "test-key", clients=2, payload=payload).start()
+        # on the replica to be killed: /run clients, and /runsync ones that always have a request in flight
+        doomed = [Load(replicas.urls[0], "test-key", clients=2, payload=payload, limit=JOBS // 2).start(),
+                  Load(replicas.urls[0], "test-key", clients=2, payload=payload, route="runsync").start()]
         survivor = Load(replicas.urls[1], "test-key", clients=2, payload=payload, limit=JOBS).start()
-        wait_for(lambda: len(doomed.accepted) + len(survivor.accepted) >= JOBS // 2, 60, interval=0.02,
-                 what="half the jobs accepted")
+        loads = [*doomed, survivor]
+
+        def accepted() -> dict[str, str]:
+            return {job: idem for load in loads for job, idem in load.accepted.items()}
+
+        wait_for(lambda: len(accepted()) >= JOBS // 2 and doomed[0].accepted, 60, interval=0.02,
+                 what="half the jobs accepted, through both replicas")
         pids = replicas.supervisor()
         os.kill(pids["pid"], signal.SIGSTOP)  # its supervisor does not restart it meanwhile
         try:
+            for load in doomed:
+                load.halt()  # its clients send no more: only the requests in flight at the kill fail
             os.kill(pids["child"], signal.SIGKILL)
             killed = time.monotonic()
-            doomed.stop()  # its clients' requests in flight at the kill get no answer; they send no more
+            for load in doomed:
+                load.stop()
             wait_for(lambda: (replicas.replica(1) or {}).get("leader"), 10, interval=0.05,
                      what="the survivor to lead")
             leads = time.monotonic() - killed
-            wait_for(lambda: len(doomed.accepted) + len(survivor.accepted) >= JOBS, 60, interval=0.02,
-                     what=f"{JOBS} jobs accepted")
-            survivor.stop()  # it sent at most JOBS
-            lost = list(doomed.unanswered)
-            doomed.base_url = replicas.urls[1]
-            resent = doomed.resend_unanswered()
-            accepted = {**doomed.accepted, **survivor.accepted}
-            final = wait_all_done(replicas.urls[1], "test-key", list(accepted), timeout=90)
+            wait_for(lambda: len(accepted()) >= JOBS, 60, interval=0.02, what=f"{JOBS} jobs accepted")
+            survivor.stop()
+            lost = [idem for load in doomed for idem in load.unanswered]
+            through_killed = sum(len(load.accepted) for load in doomed)
+            failed = [a for load in doomed for a in load.failed()]
+            resent = 0
+            for load in doomed:
+                load.base_url = replicas.urls[1]
+                resent += load.resend_unanswered()
+            final = wait_all_done(replicas.urls[1], "test-key", list(accepted()), timeout=90)
             done = time.monotonic() - killed
         finally:
             resume_supervisor(replicas)
         completed = sum(1 for s in final.values() if s == "COMPLETED")
-        print(f"\nkill -9 of the leader: {len(accepted)} jobs accepted ({len(doomed.accepted)} through the killed "
-              f"replica), {completed} completed; {len(lost)} requests failed (all on the killed replica, in flight "
-              f"at the kill), {resent} accepted when resent with their Idempotency-Key; the survivor served "
-              f"throughout ({len(survivor.failed())} failed answers) and led {leads:.2f} s after the kill; every "
-              f"job final {done:.1f} s after it")
+        print(f"\nkill -9 of the leader: {len(final)} jobs accepted ({through_killed} through the killed replica "
+              f"before it died), {completed} completed; {len(lost)} requests failed (all on the killed replica, in "
+              f"flight at the kill), {resent} accepted when resent to the survivor with their Idempotency-Key; "
+              f"the survivor served throughout ({len(survivor.failed())} failed answers) and led {leads:.2f} s "
+              f"after the kill; every job final {done:.1f} s after it")
         assert not survivor.failed(), survivor.statuses()
-        assert all(a.status == 0 for a in doomed.failed()) and len(lost) <= doomed.clients, doomed.statuses()
+        in_flight = sum(load.clients for load in doomed)
+        assert all(a.status == 0 for a in failed) and doomed[1].clients <= len(lost) <= in_flight, lost
         assert resent == len(lost)
-        assert completed == len(accepted) >= JOBS, {s: n for s, n in final.items() if n != "COMPLETED"}
-        assert len(set(doomed.accepted.values()) | set(survivor.accepted.values())) == len(accepted), \
-            "a resent request made a second job"
+        assert completed == len(final) >= JOBS, {s: n for s, n in final.items() if n != "COMPLETED"}
+        keys = [idem for load in loads for idem in load.accepted.values()]
+        assert len(set(keys)) == len(keys), "a resent request made a second job"
 
 
 @pytest.mark.parametrize("down", [0.0, 3.0], ids=["restart", "down-3s"])
