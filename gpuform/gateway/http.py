@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from gpuform.config.schema import ApiKey
 from gpuform.errors import StoreError, StoreFull
 from gpuform.gateway.jsonbody import BadJSON, loads_strict
+from gpuform.gateway.outage import RepeatedFailure
 from gpuform.gateway.session import COOKIE, CSRF_HEADER, Session, same_origin
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from gpuform.gateway.workers import WorkerRecord
 
 log = logging.getLogger("gpuform.gateway")
+store_failed = RepeatedFailure(log)  # a database outage fails every request alike: a line per 10 s, not each
+STORE_RETRY_AFTER = "5"  # seconds: the store is unreachable (PostgreSQL restarting or failing over)
+FULL_RETRY_AFTER = "30"  # seconds: the disk is full, which takes an operator
 CONSOLE_PREFIX = "/console/"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
@@ -62,10 +66,11 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
 async def handle_store_error(request: Request, exc: Exception) -> Response:
     """The store failed (a full disk above all): nothing was acknowledged; the client may retry later."""
     assert isinstance(exc, StoreError)
-    log.error("store error on %s %s: %s", request.method, request.url.path, exc.message)
-    status = 507 if isinstance(exc, StoreFull) else 503
-    return error_response(request, status, f"the gateway cannot store this right now ({exc.message}); nothing "
-                                           "was accepted, retry later", {"Retry-After": "30"})
+    store_failed("store error on %s %s: %s", request.method, request.url.path, exc.message)
+    full = isinstance(exc, StoreFull)
+    return error_response(request, 507 if full else 503, f"the gateway cannot store this right now ({exc.message}); "
+                                                         "nothing was accepted, retry later",
+                          {"Retry-After": FULL_RETRY_AFTER if full else STORE_RETRY_AFTER})
 
 
 async def handle_starlette_error(request: Request, exc: Exception) -> Response:

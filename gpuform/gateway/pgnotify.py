@@ -2,8 +2,9 @@
 
 The listening connection is dedicated (the store's connection runs statements; a LISTEN there would only see
 notifications between them). When it breaks (the database restarted, the backend was terminated, the network
-failed) the thread connects again, pausing between attempts; once listening again it calls ``reconnected`` in
-the loop, because notifications sent meanwhile are lost: every waiter should look again. TCP keepalives make
+failed) the thread connects again, pausing between attempts; each time it is listening (the first time too:
+requests may wait before it is) it calls ``reconnected`` in the loop, because notifications sent before are
+lost: every waiter should look again. TCP keepalives make
 a silently dead connection fail within about 15 seconds; waiters re-check on a short timeout anyway, so a
 lost notification costs latency, never a stuck request.
 """
@@ -71,11 +72,13 @@ class Listener:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self.backend_pid = conn.info.backend_pid
             self.connections += 1
+            if self.failures > 1:
+                log.warning("the queue's notification listener reached PostgreSQL again")
+            # Notifications sent before this LISTEN (while reconnecting, or at start, when a request may already
+            # wait: a runsync submitted the moment the replica listened on HTTP) are lost: every waiter looks again
+            # (scheduled before ``listening`` is set, so whoever waits for that is not woken by it).
+            self._call(self.reconnected)
             self.listening.set()
-            if self.connections > 1 or self.failures:  # notifications may have been sent meanwhile
-                if self.failures > 1:
-                    log.warning("the queue's notification listener reached PostgreSQL again")
-                self._call(self.reconnected)
             self.failures = 0
             while not self._stop.is_set():
                 for note in conn.notifies(timeout=POLL):

@@ -17,12 +17,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from gpuform.errors import Fenced
+from gpuform.errors import Fenced, StoreError
 from gpuform.gateway.autoscaler import Decision, Stats, desired_workers, policy_of, remember
 from gpuform.gateway.demand import Demand
 from gpuform.gateway.fleet import Clock, Fleet
 from gpuform.gateway.metering import Ledger, today
 from gpuform.gateway.metrics import WORKER_STATES, Metrics
+from gpuform.gateway.outage import RepeatedFailure
 from gpuform.gateway.queue import JobQueue
 from gpuform.gateway.states import WorkerState
 
@@ -60,6 +61,7 @@ class Reconciler:
         # follower, the leader's view), and the leader's tick ends by publishing its view (gateway/shared_state.py)
         self.pull: Callable[[bool], None] = lambda leading: None
         self.publish: Callable[[], None] = lambda: None
+        self._store_failed = RepeatedFailure(log, logging.WARNING)
 
     def lead(self) -> None:
         """This replica now leads (called by its leadership): adopt, then decide, from the next tick."""
@@ -98,6 +100,8 @@ class Reconciler:
             started = loop.time()
             try:
                 await self.tick(self.clock())
+            except StoreError as exc:  # the database is down: the next tick tries again (no traceback per tick)
+                self._store_failed("reconcile tick: %s", exc.message)
             except Exception:  # the loop must survive anything one tick hits; it is logged
                 log.exception("reconcile tick failed")
             await asyncio.sleep(max(0.05, self.interval - (loop.time() - started)))

@@ -47,6 +47,10 @@ class Load:
             self._threads.append(thread)
         return self
 
+    def halt(self) -> None:
+        """Send no more requests; those in flight go on (:meth:`stop` waits for them)."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:

@@ -32,6 +32,8 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
         queue = SharedJobQueue(PostgresStore(postgres_url(), schema), GatewayTimings())
         queue.restore()
         made.append(queue)
+        # listening, its wake-up of every waiter already scheduled: it wakes none of the test's takes
+        assert queue.listener is not None and queue.listener.listening.wait(10)
         return queue
     yield shared
     for queue in made:

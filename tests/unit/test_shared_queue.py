@@ -354,3 +354,22 @@ def test_a_schema_from_before_the_shared_queue_migrates_with_its_open_jobs_in_or
             assert [j.id for j in await a.take("ep", "w1", 1, timeout=1)] == [new.id], "and new ones after them"
 
     asyncio.run(main())
+
+
+def test_a_listener_that_starts_listening_makes_every_waiter_look_again(schema: str) -> None:
+    """A request can wait before the listener is listening (a runsync sent the moment a replica serves HTTP):
+    a notification sent before LISTEN is lost, so the first LISTEN wakes every waiter too (else it waited
+    out its recheck, 30 s here)."""
+    from gpuform.gateway.pgnotify import Listener
+
+    async def main() -> None:
+        woken = asyncio.Event()
+        listener = Listener(postgres_url(), f"{schema}_test", asyncio.get_running_loop(), lambda _: None, woken.set)
+        listener.start()
+        try:
+            await asyncio.wait_for(woken.wait(), 10)
+            assert listener.listening.wait(5) and listener.connections == 1
+        finally:
+            listener.stop()
+
+    asyncio.run(main())
