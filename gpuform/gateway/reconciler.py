@@ -167,7 +167,9 @@ class Reconciler:
         grace = START_GRACE if self.fleet.sharing is not None else 0.0
         for ep in self.endpoints():
             self.fleet.mark_stale(ep)
-            await self.fleet.sweep_orphans(ep.name, ep.spec.pool, grace)
+            # in the background: the records come from the store, so deciding need not wait for a listing that
+            # may hang on the host the old leader was lost with
+            self._background(f"orphans:{ep.name}", self.fleet.sweep_orphans(ep.name, ep.spec.pool, grace))
         self._adopt = False
         log.info("adopted %d live worker(s)", sum(1 for w in self.fleet.records.values() if w.live))
 
