@@ -21,7 +21,7 @@ import psycopg
 
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.postgres import Conn, Database
-from gpuform.gateway.rows import JOB_COLUMNS, OPEN_STATUSES, job_from_row
+from gpuform.gateway.rows import HISTORY_COLUMNS, JOB_COLUMNS, OPEN_STATUSES, job_from_row
 from gpuform.gateway.states import JobStatus
 
 COLUMNS = JOB_COLUMNS + ", lease_until, progress, chunks_dropped, queue_pos"
@@ -69,6 +69,20 @@ class Ending:
     error: str | None = None
     error_sql: str | None = None  # instead of ``error``: an expression with the row's columns, e.g. attempts
     error_params: tuple[Any, ...] = ()
+
+
+_HISTORY_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in HISTORY_COLUMNS.split(", ")[1:])
+# What a finish writes besides the jobs (CTEs over ``u``, the ended rows), as the runtime's finish listener does
+# through the store for a gateway's own queue: the key's usage of the day (UTC) and the request-history row.
+RECORDS = (
+    "k AS (INSERT INTO key_usage (owner, endpoint, day, jobs, failed, execution_seconds) "
+    "SELECT COALESCE(owner, ''), endpoint, to_char(to_timestamp(completed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
+    "count(*), count(*) FILTER (WHERE status <> 'COMPLETED'), COALESCE(sum(completed_at - started_at), 0) "
+    "FROM u GROUP BY 1, 2, 3 ON CONFLICT (owner, endpoint, day) DO UPDATE SET jobs = key_usage.jobs + excluded.jobs, "
+    "failed = key_usage.failed + excluded.failed, "
+    "execution_seconds = key_usage.execution_seconds + excluded.execution_seconds), "
+    f"r AS (INSERT INTO requests ({HISTORY_COLUMNS}) SELECT id, endpoint, owner, status, worker_id, created_at, "
+    f"started_at, completed_at FROM u ON CONFLICT (job_id) DO UPDATE SET {_HISTORY_UPDATES})")
 
 
 class Refused(Exception):
@@ -307,7 +321,9 @@ class PgQueue:
     def finish(self, where: str, params: Sequence[Any], end: Ending, now: float, retention: tuple[float, float],
                signal: bool) -> list[tuple[Job, int]]:
         """End the open jobs matching ``where``; with ``signal`` the workers running them are told to stop.
-        ``retention``: (sync, async) seconds the results are kept. Each job comes with how many of its endpoint's
+        ``retention``: (sync, async) seconds the results are kept. The same statement counts the jobs in their
+        keys' usage and adds their request-history rows (what the runtime's finish listener writes for a
+        gateway's own queue). Each job comes with how many of its endpoint's
         jobs its worker ran before this statement (it included), read by the same statement."""
         error = end.error_sql if end.error_sql is not None else "%s"
         error_params = end.error_params if end.error_sql is not None else (end.error,)
@@ -318,7 +334,7 @@ class PgQueue:
                  "expires_at = %s + CASE WHEN sync THEN %s ELSE %s END, lease_until = NULL, progress = NULL "
                  f"WHERE {where} RETURNING {COLUMNS}), "
                  "s AS (INSERT INTO worker_signals (worker_id, job_id, created_at) SELECT worker_id, id, %s FROM u "
-                 "WHERE %s AND worker_id IS NOT NULL) "
+                 f"WHERE %s AND worker_id IS NOT NULL), {RECORDS} "
                  "SELECT *, (SELECT count(*) FROM jobs h WHERE h.worker_id = u.worker_id AND "
                  "h.status = 'IN_PROGRESS' AND h.endpoint = u.endpoint) AS held_before, "
                  f"{done}, "

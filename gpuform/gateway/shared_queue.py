@@ -51,6 +51,8 @@ def adopt(job: Job, fresh: Job) -> None:
 
 
 class SharedJobQueue(JobQueue):
+    records_finish = True  # the finish statement writes the key usage and history rows (no extra round trips)
+
     def __init__(self, store: PostgresStore, timings: GatewayTimings, clock: Callable[[], float] = time.time,
                  budget: MemoryBudget | None = None, recheck: float = RECHECK) -> None:
         super().__init__(store.jobs, timings, clock, budget)
