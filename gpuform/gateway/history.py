@@ -3,7 +3,9 @@ endpoint and key; never the input or output), kept for ``timings.request_history
 retention, so ``gpuform requests``, the console and ``gpuform simulate`` can read past traffic.
 
 Recording is best effort: a store failure while recording is logged and the job's own flow (its result, its
-webhook) goes on. Pruning runs from the queue's sweep, at most once a minute, in batches.
+webhook) goes on. On the queue shared by replicas the row is written by the job's finish statement itself
+(:meth:`gpuform.gateway.pgqueue.PgQueue.finish`), which saves a round trip and fails only with it.
+Pruning runs from the queue's sweep, at most once a minute, in batches.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import psycopg
 
 from gpuform.gateway.jobs import Job
 from gpuform.gateway.postgres import Conn, Database
-from gpuform.gateway.rows import JOB_COLUMNS, OPEN_STATUSES, job_from_row
+from gpuform.gateway.rows import HISTORY_COLUMNS, JOB_COLUMNS, OPEN_STATUSES, job_from_row
 from gpuform.gateway.states import JobStatus
 
 COLUMNS = JOB_COLUMNS + ", lease_until, progress, chunks_dropped, queue_pos"
@@ -69,6 +69,20 @@ class Ending:
     error: str | None = None
     error_sql: str | None = None  # instead of ``error``: an expression with the row's columns, e.g. attempts
     error_params: tuple[Any, ...] = ()
+
+
+_HISTORY_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in HISTORY_COLUMNS.split(", ")[1:])
+# What a finish writes besides the jobs (CTEs over ``u``, the ended rows), as the runtime's finish listener does
+# through the store for a gateway's own queue: the key's usage of the day (UTC) and the request-history row.
+RECORDS = (
+    "k AS (INSERT INTO key_usage (owner, endpoint, day, jobs, failed, execution_seconds) "
+    "SELECT COALESCE(owner, ''), endpoint, to_char(to_timestamp(completed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
+    "count(*), count(*) FILTER (WHERE status <> 'COMPLETED'), COALESCE(sum(completed_at - started_at), 0) "
+    "FROM u GROUP BY 1, 2, 3 ON CONFLICT (owner, endpoint, day) DO UPDATE SET jobs = key_usage.jobs + excluded.jobs, "
+    "failed = key_usage.failed + excluded.failed, "
+    "execution_seconds = key_usage.execution_seconds + excluded.execution_seconds), "
+    f"r AS (INSERT INTO requests ({HISTORY_COLUMNS}) SELECT id, endpoint, owner, status, worker_id, created_at, "
+    f"started_at, completed_at FROM u ON CONFLICT (job_id) DO UPDATE SET {_HISTORY_UPDATES})")
 
 
 class Refused(Exception):
@@ -204,22 +218,26 @@ class PgQueue:
     # ---- workers take and post ------------------------------------------------------------------------
 
     def claim(self, endpoint: str, worker_id: str, count: int, limit: int | None, now: float, lease: float
-              ) -> list[Job]:
+              ) -> tuple[list[Job], int]:
         """Hand up to ``count`` queued jobs (requeued ones first, then oldest) to ``worker_id``, which may hold
-        at most ``limit`` at once; rows another replica is claiming are skipped, never handed twice."""
-        room = "%(count)s" if limit is None else (
-            "GREATEST(0, LEAST(%(count)s, %(limit)s - (SELECT count(*) FROM jobs WHERE worker_id = %(worker)s "
-            "AND status = 'IN_PROGRESS' AND endpoint = %(endpoint)s)))")
+        at most ``limit`` at once; rows another replica is claiming are skipped, never handed twice. Also
+        returns how many of the endpoint's jobs the worker held before (the same statement: no second trip)."""
+        room = "%(count)s" if limit is None else "GREATEST(0, LEAST(%(count)s, %(limit)s - (SELECT n FROM h)))"
         params = {"endpoint": endpoint, "worker": worker_id, "count": count, "limit": limit, "now": now,
                   "lease": lease}
         query = (
-            f"WITH pick AS (SELECT id AS pid FROM jobs WHERE endpoint = %(endpoint)s AND status = 'IN_QUEUE' "
-            f"ORDER BY queue_pos LIMIT {room} FOR UPDATE SKIP LOCKED) "
-            "UPDATE jobs SET status = 'IN_PROGRESS', started_at = %(now)s, worker_id = %(worker)s, "
+            "WITH h AS (SELECT count(*) AS n FROM jobs WHERE worker_id = %(worker)s AND status = 'IN_PROGRESS' "
+            "AND endpoint = %(endpoint)s), "
+            f"pick AS (SELECT id AS pid FROM jobs WHERE endpoint = %(endpoint)s AND status = 'IN_QUEUE' "
+            f"ORDER BY queue_pos LIMIT {room} FOR UPDATE SKIP LOCKED), "
+            "u AS (UPDATE jobs SET status = 'IN_PROGRESS', started_at = %(now)s, worker_id = %(worker)s, "
             "attempts = attempts + 1, lease_until = %(lease)s FROM pick WHERE id = pid AND status = 'IN_QUEUE' "
-            f"RETURNING {COLUMNS}")
+            f"RETURNING {COLUMNS}) "
+            "SELECT u.*, h.n AS held_before FROM h LEFT JOIN u ON true")
         rows = self.db.run(lambda conn: conn.execute(query, params).fetchall())
-        return [_job(r) for r in sorted(rows, key=lambda r: int(r["queue_pos"]))]
+        held = int(rows[0]["held_before"]) if rows else 0
+        taken = [r for r in rows if r["id"] is not None]
+        return [_job(r) for r in sorted(taken, key=lambda r: int(r["queue_pos"]))], held
 
     def progress(self, job_id: str, worker_id: str, output: str, lease: float) -> Job | None:
         row = self.db.row(f"WITH u AS (UPDATE jobs SET progress = %s, lease_until = %s WHERE id = %s AND "
@@ -301,9 +319,12 @@ class PgQueue:
     # ---- ending and requeueing ----------------------------------------------------------------------
 
     def finish(self, where: str, params: Sequence[Any], end: Ending, now: float, retention: tuple[float, float],
-               signal: bool) -> list[Job]:
+               signal: bool) -> list[tuple[Job, int]]:
         """End the open jobs matching ``where``; with ``signal`` the workers running them are told to stop.
-        ``retention``: (sync, async) seconds the results are kept."""
+        ``retention``: (sync, async) seconds the results are kept. The same statement counts the jobs in their
+        keys' usage and adds their request-history rows (what the runtime's finish listener writes for a
+        gateway's own queue). Each job comes with how many of its endpoint's
+        jobs its worker ran before this statement (it included), read by the same statement."""
         error = end.error_sql if end.error_sql is not None else "%s"
         error_params = end.error_params if end.error_sql is not None else (end.error,)
 
@@ -313,12 +334,14 @@ class PgQueue:
                  "expires_at = %s + CASE WHEN sync THEN %s ELSE %s END, lease_until = NULL, progress = NULL "
                  f"WHERE {where} RETURNING {COLUMNS}), "
                  "s AS (INSERT INTO worker_signals (worker_id, job_id, created_at) SELECT worker_id, id, %s FROM u "
-                 "WHERE %s AND worker_id IS NOT NULL) "
-                 f"SELECT *, {done}, "
+                 f"WHERE %s AND worker_id IS NOT NULL), {RECORDS} "
+                 "SELECT *, (SELECT count(*) FROM jobs h WHERE h.worker_id = u.worker_id AND "
+                 "h.status = 'IN_PROGRESS' AND h.endpoint = u.endpoint) AS held_before, "
+                 f"{done}, "
                  f"CASE WHEN %s AND worker_id IS NOT NULL THEN {stop} END FROM u")
         rows = self.db.run(lambda conn: conn.execute(query, (end.status, end.output, *error_params, now, now,
                                                              *retention, *params, now, signal, signal)).fetchall())
-        return [_job(r) for r in rows]
+        return [(_job(r), int(r["held_before"])) for r in rows]
 
     def requeue(self, where: str, params: Sequence[Any], max_attempts: int) -> list[tuple[Job, str]]:
         """Put running jobs matching ``where`` (with attempts left) back at the head of their queue; return

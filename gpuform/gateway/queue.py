@@ -128,6 +128,8 @@ async def _wait_event(events: dict[str, asyncio.Event], key: str, timeout: float
 
 
 class JobQueue:
+    records_finish = False  # True: ending a job also writes its key usage and request-history rows (shared queue)
+
     def __init__(self, store: JobRows, timings: GatewayTimings, clock: Callable[[], float] = time.time,
                  budget: MemoryBudget | None = None) -> None:
         self.store = store

@@ -311,15 +311,17 @@ class Runtime:
             execution = (job.completed_at or 0) - job.started_at
             self.metrics.execution.labels(job.endpoint).observe(execution)
             self.metrics.observe(job.endpoint, "execution", execution)
-        self.store.jobs.count_usage(job.owner or "", job.endpoint, today(job.completed_at or self.clock()),
-                                    job.status != JobStatus.COMPLETED, execution)
+        if not self.queue.records_finish:  # a shared queue wrote both rows in its finish statement
+            self.store.jobs.count_usage(job.owner or "", job.endpoint, today(job.completed_at or self.clock()),
+                                        job.status != JobStatus.COMPLETED, execution)
         if job.status != JobStatus.COMPLETED:
             log.info("job %s on %s ended %s: %s", job.id, job.endpoint, job.status, _reason(job), extra=job_fields(job))
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("job %s on %s completed in %.3fs", job.id, job.endpoint, execution, extra=job_fields(job))
         if job.webhook:
             self.webhooks.deliver(job.webhook, job.view(), job_fields(job))
-        self.history.record(job)
+        if not self.queue.records_finish:
+            self.history.record(job)
 
     def _unserved(self, endpoint: str) -> None:
         ep = self.endpoints.get(endpoint)

@@ -51,6 +51,8 @@ def adopt(job: Job, fresh: Job) -> None:
 
 
 class SharedJobQueue(JobQueue):
+    records_finish = True  # the finish statement writes the key usage and history rows (no extra round trips)
+
     def __init__(self, store: PostgresStore, timings: GatewayTimings, clock: Callable[[], float] = time.time,
                  budget: MemoryBudget | None = None, recheck: float = RECHECK) -> None:
         super().__init__(store.jobs, timings, clock, budget)
@@ -63,6 +65,8 @@ class SharedJobQueue(JobQueue):
         self.unseen: str | None = None  # the job submitted last, while no job has ended since
         self.settled: dict[str, Job] = {}  # jobs this replica ended while a wait_done here waited for them
         self.listener: Listener | None = None
+        self.held_after: dict[tuple[str, str], int] = {}  # (endpoint, worker): its jobs left after result()
+        self.held_before: dict[str, int] = {}  # job id -> its worker's jobs before the last _end (it included)
 
     # ---- notifications ------------------------------------------------------------------------------
 
@@ -280,13 +284,13 @@ class SharedJobQueue(JobQueue):
         deadline = time.monotonic() + timeout
         woken = False
         while not self.closing and eligible():
-            jobs = self._claim(endpoint, worker_id, count, limit)
+            jobs, held = self._claim(endpoint, worker_id, count, limit)
             if jobs:
                 return jobs
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            if limit is None or self.pg.held(endpoint, worker_id) < limit:
+            if limit is None or held < limit:
                 woken = await self._wait_for_work(endpoint, eligible, min(remaining, self.recheck))
             else:
                 woken = False
@@ -297,9 +301,10 @@ class SharedJobQueue(JobQueue):
             self._dispatch(endpoint)  # woken for a job this worker will not take: pass it on
         return []
 
-    def _claim(self, endpoint: str, worker_id: str, count: int, limit: int | None) -> list[Job]:
+    def _claim(self, endpoint: str, worker_id: str, count: int, limit: int | None) -> tuple[list[Job], int]:
+        """The jobs taken, and how many the worker held before (read by the same statement)."""
         now = self.clock()
-        taken = self.pg.claim(endpoint, worker_id, count, limit, now, now + self.timings.lease_timeout)
+        taken, held = self.pg.claim(endpoint, worker_id, count, limit, now, now + self.timings.lease_timeout)
         if taken:
             handed = self.handed.get(worker_id)
             if handed is not None:
@@ -307,10 +312,13 @@ class SharedJobQueue(JobQueue):
             for job in taken:
                 for listener in self.on_started:
                     listener(job)
-        return taken
+        return taken, held
 
     def held(self, endpoint: str, worker_id: str) -> int:
-        return self.pg.held(endpoint, worker_id)
+        """As JobQueue's; right after :meth:`result` ended one of the worker's jobs, the count its finish
+        statement read (the done route asks just then: no second round trip)."""
+        known = self.held_after.pop((endpoint, worker_id), None)
+        return known if known is not None else self.pg.held(endpoint, worker_id)
 
     def result(self, job_id: str, worker_id: str, body: dict[str, Any]) -> Job | None:
         if body.get("status") == JobStatus.IN_PROGRESS:
@@ -324,6 +332,7 @@ class SharedJobQueue(JobQueue):
                           Ending(status, output, json.dumps(error or None)), signal=False)
         if not ended:
             return None  # a late post for a job that finished, was cancelled or was handed to another worker
+        self.held_after[(ended[0].endpoint, worker_id)] = max(0, self.held_before.pop(job_id, 1) - 1)
         if body.get("stopPod"):
             for listener in self.on_stop_worker:
                 listener(worker_id, "the handler asked for a fresh worker (refresh_worker)")
@@ -394,8 +403,10 @@ class SharedJobQueue(JobQueue):
     def _end(self, where: str, params: Iterable[Any], ending: Ending, signal: bool = True) -> list[Job]:
         """End the jobs matching ``where`` (conditionally: only this call's matches), then tell the listeners."""
         timings = self.timings
-        jobs = self.pg.finish(where, list(params), ending, self.clock(),
-                              (timings.result_retention_sync, timings.result_retention_run), signal)
+        ended = self.pg.finish(where, list(params), ending, self.clock(),
+                               (timings.result_retention_sync, timings.result_retention_run), signal)
+        self.held_before = {job.id: held for job, held in ended}
+        jobs = [job for job, _ in ended]
         for job in jobs:
             if f"done:{job.id}" in self.waiters:
                 self.settled[job.id] = job

@@ -20,6 +20,7 @@ from gpuform.gateway.jobs import Job
 from gpuform.gateway.postgres import PostgresStore
 from gpuform.gateway.queue import QueueFull, Quota
 from gpuform.gateway.shared_queue import SharedJobQueue
+from gpuform.gateway.store import HistoryQuery
 from tests.gateway_harness import FakeClock
 from tests.pg import drop_schema, fresh_schema, postgres_url
 
@@ -371,5 +372,37 @@ def test_a_listener_that_starts_listening_makes_every_waiter_look_again(schema: 
             assert listener.listening.wait(5) and listener.connections == 1
         finally:
             listener.stop()
+
+    asyncio.run(main())
+
+
+def test_a_finish_counts_key_usage_and_records_history_in_its_statement_and_held_needs_no_query(
+        schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(1_767_225_500.0)  # 2025-12-31 23:58:20 UTC: the finishes fall on the next day (UTC)
+
+    async def main() -> None:
+        async with replicas(schema, clock) as (a, b):
+            done, other, cancelled = _submit(a, 1, owner="k1"), _submit(a, 2, owner="k1"), _submit(a, 3)
+            assert len(await b.take("ep", "w1", 2, timeout=1, limit=4)) == 2
+            clock.advance(120.0)
+            a.cancel(cancelled.id)
+            assert b.result(done.id, "w1", {"output": 1}) is not None
+            with monkeypatch.context() as patched:  # right after result(), held() answers from the finish's count
+                patched.setattr(b.pg, "held", lambda *_: pytest.fail("held() queried the database"))
+                assert b.held("ep", "w1") == 1
+            assert a.result(other.id, "w1", {"error": "boom"}) is not None
+            assert a.held("ep", "w1") == 0
+            usage = {(r["owner"], r["day"]): (r["jobs"], r["failed"], r["execution_seconds"])
+                     for r in a.store.usage_by_key()}  # type: ignore[attr-defined]
+            assert usage == {("k1", "2026-01-01"): (2, 1, 240.0), ("", "2026-01-01"): (1, 1, 0.0)}
+            history = PostgresStore(postgres_url(), schema)
+            try:
+                rows = {e.job_id: e for e in history.history.query(HistoryQuery(endpoint="ep"))}
+            finally:
+                history.db.close()
+            assert {j: (e.status, e.owner, e.worker_id) for j, e in rows.items()} == {
+                done.id: ("COMPLETED", "k1", "w1"), other.id: ("FAILED", "k1", "w1"),
+                cancelled.id: ("CANCELLED", None, None)}
+            assert rows[done.id].execution == 120.0 and rows[cancelled.id].started_at is None
 
     asyncio.run(main())
