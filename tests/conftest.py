@@ -132,3 +132,14 @@ def deployment(workdir: Path):  # type: ignore[no-untyped-def]
     deployment = Deployment(workdir, free_port())
     yield deployment
     destroy_after_test(workdir, env=deployment.env)
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A PostgreSQL schema of its own on the tests' cluster (tests/pg.py), dropped afterwards (after a deployment
+    that uses it is destroyed, when the test asks for the deployment first: fixtures end in reverse order)."""
+    from tests.pg import drop_schema, fresh_schema
+
+    name = fresh_schema()
+    yield name
+    drop_schema(name)

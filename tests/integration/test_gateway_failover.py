@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,7 +19,7 @@ import pytest
 
 from tests.conftest import free_port, local_config, pool_dir
 from tests.helpers import Deployment, wait_for
-from tests.pg import drop_schema, fresh_schema, postgres_url
+from tests.pg import postgres_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -31,13 +30,6 @@ ENDPOINT = """
         worker: {template: echo}
         scaling: {min_workers: 2, max_workers: 4, idle_timeout: 60s}
     """
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = fresh_schema()
-    yield name
-    drop_schema(name)
 
 
 def _apply(d: Deployment, schema: str) -> None:

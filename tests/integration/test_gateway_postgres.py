@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import stat
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -17,7 +16,7 @@ import pytest
 from gpuform.util import procs
 from tests.conftest import local_config, pool_dir, run_gpuform
 from tests.helpers import Deployment, wait_for
-from tests.pg import drop_schema, fresh_schema, postgres_url
+from tests.pg import postgres_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -28,14 +27,6 @@ ENDPOINT = """
         worker: {template: echo}
         scaling: {min_workers: 1, max_workers: 2, idle_timeout: 60s}
     """
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    """The gateway's schema, dropped after the deployment is destroyed (fixtures end in reverse order)."""
-    name = fresh_schema()
-    yield name
-    drop_schema(name)
 
 
 def _apply(d: Deployment, schema: str) -> dict[str, str]:

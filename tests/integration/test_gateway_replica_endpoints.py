@@ -14,10 +14,9 @@ from gpuform.gateway.metering import today
 from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.store import LedgerEntry
 from tests.gateway_harness import ADMIN_KEY, Harness, endpoint_spec
-from tests.integration.test_gateway_replicas import on, pair, rows, schema, until
+from tests.integration.test_gateway_replicas import on, pair, rows, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
-__all__ = ["schema"]  # the fixture, shared with test_gateway_replicas
 
 
 async def health(h: Harness, name: str) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,16 +23,9 @@ from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.providers.fake.provider import FakeProvider
 from gpuform.spec import EndpointSpec
 from tests.gateway_harness import FakeClock, FakeWorker, Harness, endpoint_spec, runtime_config
-from tests.pg import drop_schema, fresh_schema, postgres_url
+from tests.pg import postgres_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = fresh_schema()
-    yield name
-    drop_schema(name)
 
 
 @asynccontextmanager

@@ -22,16 +22,9 @@ from gpuform.util import procs
 from gpuform.util.hashing import deployment_id
 from tests.conftest import REPO, free_port, local_config, pool_dir, run_gpuform, write_config
 from tests.helpers import KEY, Deployment, wait_for
-from tests.pg import drop_schema, fresh_schema, postgres_url
+from tests.pg import postgres_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = fresh_schema()
-    yield name
-    drop_schema(name)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -18,16 +17,9 @@ from gpuform.gateway.postgres import PostgresStore, default_schema
 from gpuform.gateway.runtime import open_store
 from gpuform.gateway.store import StoredEndpoint
 from tests.gateway_harness import Harness, endpoint_spec, gateway, runtime_config
-from tests.pg import drop_schema, fresh_schema, postgres_url
+from tests.pg import postgres_url
 
 pytestmark = [pytest.mark.unit, pytest.mark.postgres]
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = fresh_schema()
-    yield name
-    drop_schema(name)
 
 
 def _job(job_id: str) -> Job:

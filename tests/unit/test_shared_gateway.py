@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,16 +13,9 @@ import pytest
 from gpuform.gateway.postgres import PostgresStore
 from gpuform.gateway.shared_queue import SharedJobQueue
 from tests.gateway_harness import CLIENT_KEY, FakeWorker, Harness, gateway
-from tests.pg import drop_schema, fresh_schema, postgres_url
+from tests.pg import postgres_url
 
 pytestmark = [pytest.mark.unit, pytest.mark.postgres]
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = fresh_schema()
-    yield name
-    drop_schema(name)
 
 
 async def _ready_worker(h: Harness) -> FakeWorker:

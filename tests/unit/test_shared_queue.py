@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, asynccontextmanager
 
@@ -22,18 +22,11 @@ from gpuform.gateway.queue import QueueFull, Quota
 from gpuform.gateway.shared_queue import SharedJobQueue
 from gpuform.gateway.store import HistoryQuery
 from tests.gateway_harness import FakeClock
-from tests.pg import drop_schema, fresh_schema, postgres_url
+from tests.pg import postgres_url
 
 pytestmark = [pytest.mark.unit, pytest.mark.postgres]
 SLOW_RECHECK = 30.0  # longer than any wait below: a waiter that wakes in time was woken by a notification
 PROMPT = 1.0  # a notification's wake-up, loosely (it takes milliseconds)
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = fresh_schema()
-    yield name
-    drop_schema(name)
 
 
 @asynccontextmanager
