@@ -108,11 +108,14 @@ def test_two_replicas_on_distinct_ports_serve_and_a_dead_one_is_repaired(pair: D
 
 def test_a_job_submitted_on_one_replica_completes_through_the_other(pair: Deployment, schema: str) -> None:
     """Replica r0 takes the job and dies at once: r1 hands it to a worker (or takes the result of the worker
-    that holds it, failing over from r0) and answers its status."""
+    that holds it, failing over from r0) and answers its status. A worker is ready first: a start in flight
+    when the leader dies is given START_GRACE before the new leader replaces it (docs/ha.md)."""
     _apply(pair, schema)
     lineage = _state(pair)["lineage"]
     headers = {"Authorization": f"Bearer {KEY}"}
     with httpx.Client(headers=headers, trust_env=False, timeout=60) as http:
+        warm = http.post(f"http://127.0.0.1:{pair.port}/v2/echo/runsync", json={"input": {"warm": 1}}).json()
+        assert warm["status"] == "COMPLETED", warm
         job = http.post(f"http://127.0.0.1:{pair.port}/v2/echo/run", json={"input": {"n": 7}}).json()["id"]
         supervisor = _supervisor(lineage, "gateway.main")
         child = json.loads((pool_dir(pair.workdir) / "gateways/main/supervisor.pid").read_text())["child"]
