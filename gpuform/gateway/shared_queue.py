@@ -433,14 +433,6 @@ class SharedJobQueue(JobQueue):
         for also in self.on_sweep:
             also(now)
 
-    def _expire_results(self, now: float) -> None:
-        while True:
-            gone = self.store.expired(now, SWEEP_BATCH)
-            if gone:
-                self.store.delete(gone)
-            if len(gone) < SWEEP_BATCH:
-                return
-
     def _expire_ttl(self, now: float) -> None:
         by_endpoint: dict[str, list[str]] = {}
         for job_id, endpoint in self.pg.ttl_expired(now, SWEEP_BATCH):
