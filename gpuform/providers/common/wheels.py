@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,12 +130,17 @@ def _copy_gpuform_wheel(cache: Path, root: Path, version: str, target: Path) -> 
 
 
 def _build_from_source(root: Path, target: Path) -> None:
-    """``pip wheel`` of the checkout. It builds inside the checkout (``build/``), so builds for different
-    caches (two workspaces applying at once have two) take the checkout's own lock too."""
-    (root / "build").mkdir(exist_ok=True)
-    with open(root / "build" / ".gpuform-wheel.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        _pip(["wheel", "--no-deps", "--wheel-dir", str(target), str(root)], "build gpuform's wheel")
+    """``pip wheel`` of a copy of the checkout's package (its ``gpuform/``, ``pyproject.toml`` and README).
+    Building in the checkout itself reuses setuptools' ``build/lib``, which keeps modules deleted from the
+    source since: the wheel would then carry them, and the gateway it runs would report another build id."""
+    with tempfile.TemporaryDirectory(prefix="gpuform-wheel-") as tmp:
+        staged = Path(tmp)
+        shutil.copytree(root / "gpuform", staged / "gpuform", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in ("pyproject.toml", "README.md"):
+            if (root / name).exists():
+                shutil.copy2(root / name, staged / name)
+        _pip(["wheel", "--no-deps", "--wheel-dir", str(target), str(staged)],
+             "build gpuform's wheel")
 
 
 def _pip(args: list[str], what: str) -> None:
