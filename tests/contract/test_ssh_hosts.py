@@ -3,6 +3,8 @@ GPU inventory from nvidia-smi, and the warnings plan derives from it."""
 
 from __future__ import annotations
 
+import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,36 @@ def test_commands_are_argv_and_failures_carry_output() -> None:
         conn.run(["ls", "/no/such/dir"])
     assert "exited 2" in info.value.message and "No such file" in info.value.message
     conn.close()
+
+
+def test_connections_writing_one_file_at_once_all_succeed() -> None:
+    """The CLI and a gateway write the same host agent file on one host at once (several connections): each
+    write goes through its own temporary file, so neither finds its temporary file renamed away."""
+    conns = [Connection(_target()) for _ in range(4)]
+    path = f"/tmp/gpuform-write-race-{uuid.uuid4().hex[:8]}"
+    errors: list[BaseException] = []
+
+    def write(conn: Connection, byte: bytes) -> None:
+        try:
+            for _ in range(30):
+                conn.write_file(path, byte * 5_000)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(c, b)) for c, b in zip(conns, (b"a", b"b", b"c", b"d"), strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == []
+        written = conns[0].run(["cat", path]).stdout
+        assert written in [b * 5_000 for b in (b"a", b"b", b"c", b"d")]  # one whole write, never a mix
+        assert conns[0].run(["sh", "-c", f"ls {path}.gpuform-tmp* 2>/dev/null | wc -l"]).text.strip() == "0"
+    finally:
+        conns[0].run(["rm", "-f", path])
+        for c in conns:
+            c.close()
 
 
 def test_an_unreachable_host_is_reported_and_the_others_proceed() -> None:

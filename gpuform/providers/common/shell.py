@@ -7,6 +7,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Protocol
@@ -66,7 +67,7 @@ class LocalShell:
             callback(size, size)
 
     def write_file(self, remote: str, data: bytes, mode: int = 0o644) -> None:
-        tmp = remote + ".gpuform-tmp"
+        tmp = f"{remote}.gpuform-tmp-{uuid.uuid4().hex[:12]}"  # writers of one file (the CLI, a gateway) never share it
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

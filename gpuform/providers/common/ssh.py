@@ -18,6 +18,7 @@ import os
 import shlex
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +222,7 @@ class Connection:
                            "Check free disk space and permissions on the host.", self.target.label) from exc
 
     def write_file(self, remote: str, data: bytes, mode: int = 0o644) -> None:
-        tmp = remote + ".gpuform-tmp"
+        tmp = f"{remote}.gpuform-tmp-{uuid.uuid4().hex[:12]}"  # writers of one file (the CLI, a gateway) never share it
         try:
             with self.sftp_lock:
                 with self.sftp().open(tmp, "wb") as fh:
