@@ -3,6 +3,7 @@ GPU inventory from nvidia-smi, and the warnings plan derives from it."""
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ from gpuform.providers.common.hosts import SSHHosts
 from gpuform.providers.common.ssh import Connection, Target
 from tests.conftest import free_port, run_gpuform, write_config
 from tests.contract.hosts import Setup, load_hosts
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +89,30 @@ def test_connections_writing_one_file_at_once_all_succeed() -> None:
         conns[0].run(["rm", "-f", path])
         for c in conns:
             c.close()
+
+
+def test_a_connection_dropped_by_the_host_is_made_again_for_commands_and_sftp() -> None:
+    """The host ends the connection (its sshd restarted, a NAT forgot it): the next command and the next SFTP
+    write connect again instead of failing with the dead session."""
+    conn, other = Connection(_target()), Connection(_target())
+    path = f"/tmp/gpuform-reconnect-{uuid.uuid4().hex[:8]}"
+    try:
+        conn.write_file(path, b"before")
+        transport = conn.client.get_transport()
+        assert transport is not None
+        port = transport.sock.getsockname()[1]  # type: ignore[union-attr]
+        # the sshd process serving this connection, found by the client's port
+        listing = other.run(["ss", "-tnpH", "state", "established", f"( sport = :22 and dport = :{port} )"]).text
+        pids = {int(p) for p in re.findall(r"pid=(\d+)", listing)}
+        assert pids, listing
+        other.run(["kill", "-9", *map(str, pids)])
+        wait_for(lambda: not transport.is_active(), 10, what="the dropped connection to be seen")
+        conn.write_file(path, b"after")
+        assert conn.run(["cat", path]).stdout == b"after"
+    finally:
+        other.run(["rm", "-f", path])
+        conn.close()
+        other.close()
 
 
 def test_an_unreachable_host_is_reported_and_the_others_proceed() -> None:

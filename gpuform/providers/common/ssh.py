@@ -29,6 +29,7 @@ import paramiko
 from gpuform.errors import SSHError
 
 logging.getLogger("paramiko").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Connection:
         self.client = paramiko.SSHClient()
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
+        self._reconnecting = threading.RLock()
         self.sftp_lock = threading.RLock()  # paramiko's SFTP client is not safe for concurrent requests
         self._jumps = jumps
         self._own_jump: Connection | None = None
@@ -176,7 +178,7 @@ class Connection:
         if env:
             command = shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), *argv])
         try:
-            chan = self._transport().open_session(timeout=self.target.connect_timeout)
+            chan = self._open_session()
             chan.settimeout(timeout)
             chan.exec_command(command)
             if stdin is not None:
@@ -196,16 +198,35 @@ class Connection:
 
     def exec_channel(self, command: str) -> paramiko.Channel:
         """An open channel running ``command`` (for byte streams such as ``docker system dial-stdio``)."""
-        chan = self._transport().open_session(timeout=self.target.connect_timeout)
+        chan = self._open_session()
         chan.exec_command(command)
         return chan
 
+    def _open_session(self) -> paramiko.Channel:
+        """A new session channel. A connection that drops while the channel opens (nothing ran on it yet) is
+        made again once: the host's sshd restarting, or a connection an idle NAT forgot, costs one reconnect."""
+        transport = self._transport()
+        try:
+            return transport.open_session(timeout=self.target.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if transport.is_active():
+                raise
+            log.info("SSH connection to %s dropped (%s); connecting again", self.target.label, exc or type(exc))
+            return self._transport().open_session(timeout=self.target.connect_timeout)
+
     def sftp(self) -> paramiko.SFTPClient:
         with self._lock:
+            transport = self._transport()  # a dropped connection is made again (and its SFTP session with it)
             if self._sftp is None:
                 try:
-                    self._sftp = self.client.open_sftp()
-                except (paramiko.SSHException, OSError) as exc:
+                    try:
+                        self._sftp = self.client.open_sftp()
+                    except (paramiko.SSHException, OSError, EOFError):
+                        if transport.is_active():
+                            raise
+                        self._transport()
+                        self._sftp = self.client.open_sftp()
+                except (paramiko.SSHException, OSError, EOFError) as exc:
                     raise SSHError(f"SFTP to {self.target.label} failed: {exc}", "Check that the host runs an "
                                    "sftp subsystem.", self.target.label) from exc
             return self._sftp
@@ -242,15 +263,17 @@ class Connection:
                            self.target.label) from exc
 
     def _transport(self) -> paramiko.Transport:
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            self.client.close()
-            self.client = paramiko.SSHClient()
-            self._sftp = None
-            self._connect()
+        """The live transport, connecting again if it dropped (one thread reconnects; the others wait for it)."""
+        with self._reconnecting:
             transport = self.client.get_transport()
-        assert transport is not None
-        return transport
+            if transport is None or not transport.is_active():
+                self.client.close()
+                self.client = paramiko.SSHClient()
+                self._sftp = None
+                self._connect()
+                transport = self.client.get_transport()
+            assert transport is not None
+            return transport
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
