@@ -152,6 +152,11 @@ class GatewayTimings(Model):
                                                       "each time.")
     start_backoff_max: Duration = Field(300.0, description="Longest back-off between failed worker starts.")
     drain_timeout: Duration = Field(30.0, description="How long a stopping worker may finish its jobs.")
+    shutdown_delay: Duration | None = Field(None, description="How long a stopping gateway replica keeps serving "
+                                            "with /healthz answering 503 (draining) before it closes its port, so "
+                                            "a load balancer's health checks take it out first and no request is "
+                                            "sent to a closing port. Default: 3 s with replicas (HAProxy checking "
+                                            "every 1 s, down after 2, as in examples/ha), 0 for one gateway.")
     request_history: Duration = Field(7 * 86400.0, gt=0, description="How long the request history keeps each "
                                       "finished request (arrival, delay, execution, status, worker, key; never "
                                       "its input or output), long after its result is deleted.")

@@ -42,9 +42,13 @@ _HOST_SERIES = ("gpuform_host_", "gpuform_gpu_", "# HELP gpuform_host_", "# TYPE
 
 
 async def healthz(request: Request) -> Response:
+    """200 while serving; 503 while a stopping replica drains (its load balancer takes it out)."""
     rt = runtime_of(request)
-    return JSONResponse({"ok": True, "deployment": deployment_id(rt.config.lineage), "name": rt.config.name,
-                         "version": __version__})
+    body = {"ok": not rt.draining, "deployment": deployment_id(rt.config.lineage), "name": rt.config.name,
+            "version": __version__}
+    if rt.draining:
+        return JSONResponse({**body, "draining": True}, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse(body)
 
 
 async def metrics(request: Request) -> Response:

@@ -35,6 +35,8 @@ async def take(request: Request) -> Response:
             count = max(1, min(int(request.query_params.get("batch_size", "1")), MAX_BATCH))
         except ValueError:
             count = 1
+    if rt.draining:  # a stopping replica: the worker takes from another one (its failover moves on a 503)
+        raise HTTPError(503, "this gateway replica is stopping; take from another", headers={"Retry-After": "1"})
     rt.fleet.contact(worker, rt.clock())
     ep = rt.endpoints.get(worker.endpoint)
     hold = rt.config.timings.take_timeout

@@ -50,6 +50,9 @@ from gpuform.provider import Provider, ProviderContext, make_provider
 from gpuform.spec import EndpointSpec, RuntimeConfig
 
 log = logging.getLogger("gpuform.gateway")
+# Seconds a stopping replica drains by default: HAProxy (examples/ha) checks every 1 s and marks a replica down
+# after 2 failed checks, so after 3 s no new request is sent to it.
+REPLICA_SHUTDOWN_DELAY = 3.0
 
 
 @dataclass
@@ -178,6 +181,7 @@ class Runtime:
         self.config = config
         self.config_path = config_path  # where the configuration was read from (re-read by a hot reload)
         self.on_restart: Callable[[], None] | None = None  # set by the server: exit for the supervisor to restart
+        self.draining = False  # stopping: /healthz answers 503 until the port closes
         self.clock = clock
         self.started_at = clock()
         self.store: GatewayStore = store if store is not None else open_store(config)
@@ -248,6 +252,20 @@ class Runtime:
         self.webhooks.timings, self.webhooks.secret = timings, config.webhook_secret
         self.webhooks.policy = config.gateway.webhooks
         self.reconciler.interval = timings.reconcile_interval
+
+    def shutdown_delay(self) -> float:
+        """Seconds a stopping replica drains before its port closes (``timings.shutdown_delay``)."""
+        delay = self.config.timings.shutdown_delay
+        if delay is not None:
+            return delay
+        return REPLICA_SHUTDOWN_DELAY if self.config.replica_urls else 0.0
+
+    def begin_draining(self) -> None:
+        """Called from the signal handler of a replica that is stopping: /healthz answers 503 so the load
+        balancer takes it out, long-polls answer now and workers' takes are sent to another replica; requests
+        are still served until the port closes."""
+        self.draining = True
+        self.begin_shutdown()
 
     def begin_shutdown(self) -> None:
         """Called from the signal handler: wake every long-poll so connections close promptly."""

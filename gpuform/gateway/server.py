@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import resource
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -21,6 +23,8 @@ from gpuform.gateway.edge import BodyLimit, guarded_protocol
 from gpuform.gateway.runtime import Runtime
 from gpuform.gateway.tls import server_options
 from gpuform.spec import GatewaySettings, RuntimeConfig
+
+log = logging.getLogger("gpuform.gateway")
 
 
 def load_config(path: Path) -> RuntimeConfig:
@@ -55,8 +59,16 @@ def serve(config_path: Path, listen: str | None = None) -> int:
     exit_handler = server.handle_exit
 
     def handle_exit(sig: int, frame: FrameType | None) -> None:
-        runtime.begin_shutdown()  # long-polls answer now, so the graceful shutdown is quick
-        exit_handler(sig, frame)
+        delay = runtime.shutdown_delay()
+        if runtime.draining or delay <= 0:  # a second signal while draining stops at once
+            runtime.begin_shutdown()  # long-polls answer now, so the graceful shutdown is quick
+            exit_handler(sig, frame)
+            return
+        runtime.begin_draining()  # the load balancer takes this replica out before its port closes
+        log.info("draining for %gs before closing the port (timings.shutdown_delay)", delay)
+        timer = threading.Timer(delay, exit_handler, (sig, None))
+        timer.daemon = True
+        timer.start()
 
     server.handle_exit = handle_exit  # type: ignore[method-assign]
     runtime.on_restart = lambda: os.kill(os.getpid(), signal.SIGTERM)  # its supervisor starts it again

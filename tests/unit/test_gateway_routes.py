@@ -287,3 +287,30 @@ def test_a_worker_state_change_the_state_machine_forbids_raises() -> None:
     assert worker.stopped_at == 4.0 and worker.exit_reason == "idle timeout"
     with pytest.raises(IllegalTransition):
         worker.move(WorkerState.IDLE, 5.0)
+
+
+def test_a_draining_replica_answers_healthz_503_sends_takes_elsewhere_and_still_serves_clients() -> None:
+    async def body(h: Harness) -> None:
+        worker = await _ready_worker(h)
+        h.runtime.config = h.runtime.config.model_copy(update={"replica_urls": ["http://r0:8080", "http://r1:8080"]})
+        assert h.runtime.shutdown_delay() == 3.0  # replicas: a load balancer needs ~2 checks to take one out
+        h.runtime.begin_draining()
+        health = await h.call("GET", "/healthz", key=None)
+        assert health.status_code == 503 and health.json()["draining"] is True and health.json()["ok"] is False
+        take = await h.call("GET", f"/v2/ep/job-take/{worker.id}", worker.token)
+        assert take.status_code == 503 and take.headers["retry-after"] == "1", take.text
+        assert (await h.call("POST", "/v2/ep/run", json={"input": 1})).status_code == 200  # until the port closes
+
+    scenario(body)
+
+
+def test_one_gateway_stops_without_a_drain_and_the_delay_can_be_set() -> None:
+    async def body(h: Harness) -> None:
+        assert h.runtime.shutdown_delay() == 0.0
+        timings = h.runtime.config.timings.model_copy(update={"shutdown_delay": 7.5})
+        gateway = h.runtime.config.gateway.model_copy(update={"timings": timings})
+        h.runtime.config = h.runtime.config.model_copy(update={"gateway": gateway})
+        assert h.runtime.shutdown_delay() == 7.5
+        assert (await h.call("GET", "/healthz", key=None)).status_code == 200
+
+    scenario(body)
