@@ -4,7 +4,14 @@ with delay, execution and status; `--export` writes a trace `gpuform simulate --
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
@@ -58,3 +65,23 @@ def test_requests_lists_exports_and_simulates_and_logs_show_the_gateway(deployme
     assert "gateway main up" in logs.stdout, logs.stdout[-2000:] + logs.stderr
     neither = run_gpuform(*where, "logs")
     assert neither.returncode != 0 and "--gateway" in neither.stderr
+
+    # -f keeps printing: a job that fails after it started shows up while it runs
+    follow = subprocess.Popen([sys.executable, "-m", "gpuform", *where, "logs", "--gateway", "-f", "--tail", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "NO_COLOR": "1"})
+    try:
+        seen: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [seen.put(line) for line in follow.stdout or []], daemon=True).start()
+        time.sleep(2.0)  # the tail is printed; what comes next is new
+        with deployment.http() as http:
+            late = http.post("/v2/echo/runsync", json={"input": {"fail": "while following"}}).json()
+        deadline, lines = time.monotonic() + 20, []
+        while time.monotonic() < deadline and not any(late["id"] in line for line in lines):
+            with contextlib.suppress(queue.Empty):
+                lines.append(seen.get(timeout=0.5))
+        assert any(late["id"] in line and "while following" in line for line in lines), lines[-20:]
+        assert follow.poll() is None, "still following"
+    finally:
+        follow.terminate()
+        follow.wait(10)

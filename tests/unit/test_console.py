@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gpuform.gateway.console import ROUTES as CONSOLE_ROUTES
 from gpuform.gateway.console import charts
 from gpuform.gateway.console import series as S
 from gpuform.gateway.console.logtail import LogTail
@@ -121,6 +122,51 @@ def test_login_sets_a_strict_httponly_cookie_and_the_overview_lists_only_the_key
         assert (await h.client.get("/console/api/v2/secret-ep/requests")).status_code == 403
 
     scenario(body, endpoints=ENDPOINTS)
+
+
+def test_only_the_login_page_and_static_assets_answer_without_a_session() -> None:
+    """Every other console path sends the browser to the login page (pages) or answers 401 (the API), and
+    carries no endpoint data; the static assets and the login form are the only open ones."""
+    async def body(h: Harness) -> None:
+        open_paths = {"/console/login", "/console/static/console.js", "/console/static/console.css"}
+        for path in sorted(open_paths):
+            assert (await h.client.get(path)).status_code == 200, path
+        job_id = await h.run({"secret": "input"})
+        closed = [("GET", "/console"), ("GET", "/console/"), ("GET", "/console/endpoints/ep"),
+                  ("GET", "/console/endpoints/ep/charts"), ("GET", "/console/endpoints/ep/workers"),
+                  ("POST", "/console/api/v2/ep/run"), ("POST", "/console/api/v2/ep/runsync"),
+                  ("GET", f"/console/api/v2/ep/status/{job_id}"), ("GET", f"/console/api/v2/ep/stream/{job_id}"),
+                  ("POST", f"/console/api/v2/ep/cancel/{job_id}"), ("GET", "/console/api/v2/ep/requests"),
+                  ("GET", f"/console/api/v2/ep/jobs/{job_id}"), ("GET", "/console/api/workers/w1/log"),
+                  ("GET", "/console/api/gateway/log")]
+        for method, path in closed:
+            resp = await h.client.request(method, path, headers=ORIGIN, json={"input": 1} if method == "POST" else None)
+            assert resp.status_code in (303, 308, 401, 403), (method, path, resp.status_code, resp.text[:200])
+            if resp.status_code in (303, 308):  # a page: to the login form (/console/ to /console first)
+                assert resp.headers["location"] in ("/console/login", "/console"), (method, path)
+            assert "secret" not in resp.text and job_id not in resp.text, (method, path)
+        routes = {getattr(r, "path", "") for r in CONSOLE_ROUTES}
+        tried = {p for _, p in closed} | open_paths | {"/console/logout", "/console/static"}
+        untried = {r for r in routes if not any(re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", r), t) for t in tried)}
+        assert untried == set(), f"console routes this test does not try without a session: {untried}"
+
+    scenario(body, endpoints=ENDPOINTS)
+
+
+def test_a_login_over_https_or_behind_a_tls_proxy_sets_a_secure_cookie() -> None:
+    async def body(h: Harness) -> None:
+        plain = await _login(h, ADMIN_KEY)
+        assert "Secure" not in plain.headers["set-cookie"]  # plain http on a trusted network: the browser drops Secure
+        h.client.cookies.clear()
+        proxied = await h.client.post("/console/login", content=f"key={ADMIN_KEY}", headers={
+            **ORIGIN, "Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-Proto": "https"})
+        assert proxied.status_code == 303 and "Secure" in proxied.headers["set-cookie"]
+        h.client.cookies.clear()
+        direct = await h.client.post("https://gateway.test/console/login", content=f"key={ADMIN_KEY}", headers={
+            "Origin": "https://gateway.test", "Content-Type": "application/x-www-form-urlencoded"})
+        assert direct.status_code == 303 and "Secure" in direct.headers["set-cookie"]
+
+    scenario(body)
 
 
 def test_bad_keys_foreign_origins_and_metrics_keys_cannot_log_in() -> None:

@@ -185,3 +185,17 @@ def test_include_is_read_and_match_exec_blocks_left_out(tmp_path: Path) -> None:
     main.write_text(f"Match exec \"touch {marker}\"\n  User ubuntu\nHost gpu-7\n  Port 2200\n")
     t = sshconfig.resolve(SSHHost(address="gpu-7"), sshconfig.load(main), DEFAULTS)
     assert (t.user, t.port) == ("root", 2200) and not marker.exists(), "the block is skipped, its command not run"
+
+
+def test_a_pool_without_ssh_config_reads_the_users_own_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    assert sshconfig.config_path(None, tmp_path) is None, "no ~/.ssh/config: no file"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text("Host gpu-9\n  HostName 10.9.9.9\n  User alice\n  Port 2200\n"
+                                          "  ProxyJump ops@bastion.lab\n")
+    path = sshconfig.config_path(None, tmp_path)
+    assert path == home / ".ssh" / "config"
+    t = sshconfig.resolve(SSHHost(address="gpu-9"), sshconfig.load(path), DEFAULTS)
+    assert (t.address, t.port, t.user) == ("10.9.9.9", 2200, "alice")
+    assert t.jump is not None and (t.jump.address, t.jump.user) == ("bastion.lab", "ops")
