@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gpuform.util import procs
+from tests.conftest import pool_dir
 
 HOSTS_JSON = Path("/var/lib/gpuform-test/hosts.json")
 PROVIDERS = ["local", "baremetal", "docker"]
@@ -121,6 +122,18 @@ class Setup:
             ssh("10.77.0.11", "sh", "-c", f"pkill -f '[g]puform[.]lineage={lineage} --label gpuform[.]address=gateway"
                                           f"[.]main' ; sleep 1; pkill -f '[l]ineage-{lineage[:8]}/gateways/main/"
                                           "config[.]json' ; true")
+
+    def rotated_gateway_log(self) -> bool:
+        """Whether the gateway's log has a rotated file beside it, where its provider keeps it."""
+        lineage = json.loads((self.workdir / "state" / "gpuform.state.json").read_text())["lineage"]
+        if self.provider == "local":
+            return (pool_dir(self.workdir, "p") / "gateways" / "main" / "gateway.log.1").exists()
+        if self.provider == "docker":
+            path = ssh("10.77.0.11", "docker", "inspect", "-f", "{{.LogPath}}", f"gpuform-gateway-{lineage[:8]}-main",
+                       check=False).stdout.strip()
+        else:
+            path = f"/var/lib/gpuform/lineage-{lineage[:8]}/gateways/main/gateway.log"
+        return bool(path) and ssh("10.77.0.11", "test", "-e", f"{path}.1", check=False).returncode == 0
 
     def rotated_worker_log(self, worker_id: str) -> bool:
         """Whether the worker's log has a rotated file (NAME.1) beside it, where its provider keeps it."""

@@ -84,6 +84,15 @@ def test_provider_contract(setup: Setup) -> None:
     shown = run_gpuform("-C", str(s.workdir), "logs", "echo", "--worker", answer["workerId"], "--tail", "5")
     assert shown.returncode == 0 and "echo log line 119 ..." in shown.stdout, shown.stdout + shown.stderr
 
+    # so does the gateway's: each failed job is a line of its log; `gpuform logs --gateway` still reads it
+    with httpx.Client(base_url=s.url, headers={"Authorization": "Bearer test-key"}, timeout=120) as http:
+        for i in range(40):
+            failed = http.post("/v2/echo/runsync", json={"input": {"fail": f"gateway log filler {i:02d} " + "x" * 80}})
+            assert failed.json()["status"] == "FAILED", failed.text
+    wait_for(s.rotated_gateway_log, 20, what="the gateway's log to pass 4 KB and rotate")
+    shown = run_gpuform("-C", str(s.workdir), "logs", "--gateway", "--tail", "5")
+    assert shown.returncode == 0 and "gateway log filler 39" in shown.stdout, shown.stdout + shown.stderr
+
     # update: workers follow min_workers (start and stop through the provider)
     _apply(s, min_workers=2)
     wait_for(lambda: len(_workers(s)) == 2, 120, what="a second worker")
