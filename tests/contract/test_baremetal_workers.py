@@ -128,8 +128,8 @@ def test_requirements_txt_on_the_hosts_builds_the_workers_environment(tmp_path: 
     ssh(H2, "mv", f"{appdir}/handler.py", f"{appdir}/handler.py.away")
     code, text = _plan(workdir)
     assert code == 0, text
-    assert (f"Warning: endpoint.app: endpoint app: {appdir}/requirements.txt lists different requirements on "
-            "different hosts (h1: six==1.16.0; h2: six==1.17.0)") in text, text
+    assert (f"Warning: endpoint.app: {appdir}/requirements.txt lists different requirements on different hosts "
+            "(h1: six==1.16.0; h2: six==1.17.0): apply fails until it is fixed") in text, text
     assert f"Warning: endpoint.app: the handler {appdir}/handler.py does not exist on h2: put it there" in text, text
 
     # the same change on both hosts: a repair; apply refuses while the handler is missing on h2

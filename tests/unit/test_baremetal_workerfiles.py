@@ -88,8 +88,8 @@ def test_what_apply_would_refuse_is_a_note() -> None:
         "`python` out",
         "the handler /srv/app/handler.py does not exist on h2: put it there (gpuform does not copy it; apply fails "
         "until it exists), or fix worker.command or worker.workdir",
-        f"endpoint app: {REQS} lists different requirements on different hosts (h1: six==1.16.0; h2: six): apply "
-        "fails until it is fixed"]
+        f"{REQS} lists different requirements on different hosts (h1: six==1.16.0; h2: six): apply fails until "
+        "it is fixed"]
     assert seen.repair == [], "with requirements that cannot be merged, nothing says what the environment should hold"
 
 

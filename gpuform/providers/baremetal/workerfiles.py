@@ -15,8 +15,8 @@ from gpuform.providers.common import venvs
 from gpuform.providers.common.shell import Shell
 from gpuform.workerspec import handler_file, requirement_lines
 
-# run by the pool's Python on each host: {"exists": [path...], "read": [path...]} on stdin -> whether each of
-# "exists" is there, and the text of each of "read" (null when it is not a readable file)
+# run by the pool's Python on each host: {"exists": {key: path}, "read": {key: path}} on stdin -> whether each
+# "exists" path is there, and the text of each "read" path (null when it is not a readable file)
 PROBE = """
 import json, os, sys
 q = json.load(sys.stdin)
@@ -26,7 +26,8 @@ def text(p):
             return f.read(1 << 20)
     except OSError:
         return None
-print(json.dumps({"exists": [os.path.exists(p) for p in q["exists"]], "read": [text(p) for p in q["read"]]}))
+print(json.dumps({"exists": {k: os.path.exists(p) for k, p in q["exists"].items()},
+                  "read": {k: text(p) for k, p in q["read"].items()}}))
 """
 
 
@@ -61,13 +62,14 @@ def paths(command: list[str] | None, workdir: str | None, default_dir: str) -> P
 
 def look(conn: Shell, python: str, env_root: str, where: Paths, worker_python: str | None) -> HostFiles:
     """One host's files, in one command run by the pool's ``python``."""
-    exists = [posixpath.join(env_root, venvs.STAMP_FILE), where.handler or "/", worker_python or "/"]
-    read = [posixpath.join(env_root, venvs.REQUIREMENTS_FILE), where.requirements or ""]
-    found = json.loads(conn.run([python, "-c", PROBE], stdin=json.dumps({"exists": exists, "read": read}).encode()
-                                ).text)
-    built = found["read"][0]
-    return HostFiles(found["exists"][0], venvs.parse_built(built) if built is not None else None,
-                     found["exists"][1], found["read"][1], found["exists"][2])
+    exists = {"stamp": posixpath.join(env_root, venvs.STAMP_FILE), "handler": where.handler, "python": worker_python}
+    read = {"built": posixpath.join(env_root, venvs.REQUIREMENTS_FILE), "requirements": where.requirements}
+    query = {"exists": {k: p for k, p in exists.items() if p}, "read": {k: p for k, p in read.items() if p}}
+    found = json.loads(conn.run([python, "-c", PROBE], stdin=json.dumps(query).encode()).text)
+    there, text = found["exists"], found["read"]
+    built = venvs.parse_built(text["built"]) if text["built"] is not None else None
+    return HostFiles(there["stamp"], built, there.get("handler", True), text.get("requirements"),
+                     there.get("python", True))
 
 
 def host_requirements(endpoint: str, path: str | None, texts: dict[str, str | None]) -> list[str]:
@@ -108,7 +110,7 @@ def observe(endpoint: str, requirements: list[str], where: Paths, python: str | 
         extra = host_requirements(endpoint, where.requirements, {h: f.requirements for h, f in found.items()})
         wanted = venvs.worker_requirements([*requirements, *extra])
     except ProviderError as exc:
-        notes.append(f"{exc.message}: apply fails until it is fixed")
+        notes.append(f"{exc.message.removeprefix(f'endpoint {endpoint}: ')}: apply fails until it is fixed")
     missing = sorted(h for h, f in found.items() if not f.ready)
     # an environment an earlier gpuform built records nothing: stale only when requirements.txt adds lines
     stale = sorted(h for h, f in found.items() if f.ready and wanted is not None
