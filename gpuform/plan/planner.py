@@ -53,6 +53,7 @@ def plan(desired: Mapping[str, Desired], state: State, observed: Mapping[str, Ob
     _add_costs(changes, desired, refreshed)
     result.changes = changes
     result.warnings += capacity_warnings(desired, observed or {})
+    result.warnings += [f"{c.address}: {note}" for c in changes if not c.shown for note in c.notes]  # unlisted
     return result
 
 

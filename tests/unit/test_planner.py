@@ -69,6 +69,17 @@ def test_applied_state_plans_no_changes_and_computed_values_never_diff(tmp_path:
     assert set(actions(p).values()) == {"no-op"} and not p.drift and not p.has_changes
 
 
+def test_notes_of_an_unchanged_resource_are_warnings(tmp_path: Path) -> None:
+    """A note refresh found on a resource the plan does not list (a worker's handler gone from a host) is shown."""
+    desired = desired_of(tmp_path)
+    observed = {"endpoint.chat": Observed(True, notes=["the handler /srv/app/handler.py does not exist on h2"])}
+    p = plan(desired, applied(desired), observed)
+    assert not p.has_changes and p.warnings == ["endpoint.chat: the handler /srv/app/handler.py does not exist on h2"]
+    assert "Warning: endpoint.chat: the handler /srv/app/handler.py does not exist on h2" in render_text(p)
+    updated = plan(desired, applied(desired), {"endpoint.chat": Observed(True, notes=["n"], repair=["r"])})
+    assert updated.warnings == [] and "    n" in render_text(updated), "a listed change shows its notes itself"
+
+
 def test_update_in_place_names_changed_fields(tmp_path: Path) -> None:
     state = applied(desired_of(tmp_path))
     p = plan(desired_of(tmp_path, BASE.replace("max_workers: 4", "max_workers: 8")), state, None)

@@ -33,7 +33,7 @@ from gpuform.provider import (
     WorkerInfo,
     WorkerLaunch,
 )
-from gpuform.providers.baremetal import BaremetalPool
+from gpuform.providers.baremetal import BaremetalPool, workerfiles
 from gpuform.providers.common import existing_volume, remote_volume, sshconfig, staging, venvs
 from gpuform.providers.common.gpus import occupancy, place
 from gpuform.providers.common.hosts import Host, SSHHosts
@@ -185,20 +185,30 @@ class BaremetalProvider:
     # ---- endpoints --------------------------------------------------------------------------------
 
     def read_endpoint(self, name: str, spec: EndpointSpec) -> Observation:
-        """Which hosts have the worker's environment; a host without it is repaired by the next apply."""
-        venv = spec.worker.python or posixpath.join(self.data, "venvs", f"endpoint-{name}")
-        stamp = posixpath.join(venv if not venv.endswith("python") else posixpath.dirname(posixpath.dirname(venv)),
-                               ".gpuform-stamp")
+        """Which hosts have the worker's environment, built with today's requirements (``worker.requirements``
+        and the requirements.txt beside the handler on the hosts); a host without it is repaired by the next
+        apply. A handler or ``worker.python`` missing on a host is a note (apply fails until it is there)."""
         self._refuse_gateway_env(name, spec.worker.python)
-        ready, _ = self.hosts.each(lambda h: self.hosts.conn(h).run(["test", "-f", stamp], check=False).code == 0,
-                                   [h for h in self.hosts.hosts if not h.spec.cordon])
-        missing = sorted(h for h, ok in ready.items() if not ok)
-        python = spec.worker.python
-        gone = [h for h in missing if python and self.hosts.conn(h).run(["test", "-e", python], check=False).code]
-        notes = [f"worker.python {python} does not exist on {', '.join(gone)}: create it there (apply fails "
-                 "until it exists), or leave `python` out"] if gone else []
-        return Observation({"hosts_ready": sorted(h for h, ok in ready.items() if ok)}, notes=notes,
-                           repair=[f"worker environment missing on {', '.join(missing)}"] if missing else [])
+        found, _ = self.hosts.each(lambda h: self._look(h, name, spec), self._serving())
+        return workerfiles.observe(name, list(spec.worker.requirements), self._files(spec), spec.worker.python,
+                                   found)
+
+    def _serving(self) -> list[Host]:
+        return [h for h in self.hosts.hosts if not h.spec.cordon]
+
+    def _files(self, spec: EndpointSpec) -> workerfiles.Paths:
+        """The handler and its requirements.txt on the hosts, as the worker's process finds them (see _launch)."""
+        return workerfiles.paths(spec.worker.command, spec.worker.workdir, self.data)
+
+    def _env_root(self, name: str, python: str | None) -> str:
+        """The root of the endpoint's environment on its hosts (``worker.python``'s, when it names one)."""
+        venv = python or posixpath.join(self.data, "venvs", f"endpoint-{name}")
+        is_interpreter = posixpath.basename(posixpath.dirname(venv)) == "bin"  # ENV/bin/python3, /usr/bin/python3
+        return posixpath.dirname(posixpath.dirname(venv)) if is_interpreter else venv
+
+    def _look(self, host: Host, name: str, spec: EndpointSpec) -> workerfiles.HostFiles:
+        return workerfiles.look(self.hosts.conn(host), self.pool.python, self._env_root(name, spec.worker.python),
+                                self._files(spec), spec.worker.python)
 
     def _refuse_gateway_env(self, name: str, python: str | None) -> None:
         """The gateway's own virtualenv is not a worker's: installing into it would replace gpuform there."""
@@ -209,24 +219,33 @@ class BaremetalProvider:
                            "`requirements`) or name another virtualenv.", f"endpoint.{name}")
 
     def prepare_endpoint(self, name: str, spec: EndpointSpec) -> Attrs:
+        """The endpoint's virtualenv on each host, with ``worker.requirements`` and the requirements.txt beside
+        the handler there (the same on every host); raises ProviderError when the handler is missing on a host."""
         worker = spec.worker
         self._refuse_gateway_env(name, worker.python)
+        found, unreachable = self.hosts.each(lambda h: self._look(h, name, spec), self._serving())
+        where = self._files(spec)
+        lost = sorted(h for h, f in found.items() if not f.handler)
+        if where.handler and lost:
+            raise workerfiles.missing_handler(name, where.handler, lost)
+        extra = workerfiles.host_requirements(name, where.requirements, {h: f.requirements for h, f in found.items()})
+        reqs = [*worker.requirements, *extra]
 
         def prepare(host: Host) -> str:
             self._prepare_host(host)
             conn = self.hosts.conn(host)
-            if worker.python and conn.run(["test", "-e", worker.python], check=False).code != 0:
+            if worker.python and not found[host.name].python:
                 raise SSHError(f"endpoint {name}: worker.python {worker.python} does not exist on {host.name}",
                                "Create that environment on every host of the pool, or leave `python` out.",
                                f"endpoint.{name}")
             return venvs.ensure(conn, self.pool.python, worker.python, self.data, self.shared,
-                                self.ctx.state_dir / "wheelhouse", f"endpoint-{name}", list(worker.requirements),
-                                with_deps=False, progress=lambda m: self.ctx.progress(f"endpoint {name} on "
-                                                                                      f"{host.name}: {m}"))
+                                self.ctx.state_dir / "wheelhouse", f"endpoint-{name}", reqs, with_deps=False,
+                                progress=lambda m: self.ctx.progress(f"endpoint {name} on {host.name}: {m}"))
 
-        pythons, errors = self.hosts.each(prepare, [h for h in self.hosts.hosts if not h.spec.cordon])
-        self._fail_if_all(errors, f"preparing the worker environment of endpoint {name}")
-        return {"python": pythons, "unreachable": errors}
+        pythons, errors = self.hosts.each(prepare, [h for h in self._serving() if h.name in found])
+        self._fail_if_all({**unreachable, **errors}, f"preparing the worker environment of endpoint {name}")
+        attrs: Attrs = {"python": pythons, "unreachable": {**unreachable, **errors}}
+        return {**attrs, "environment": workerfiles.environment(reqs)} if extra else attrs
 
     def remove_endpoint(self, name: str, spec: EndpointSpec) -> None:
         for worker in self.list_workers(name):

@@ -16,6 +16,8 @@ from gpuform.providers.common import wheels
 from gpuform.providers.common.shell import Shell as Connection
 
 WORKER_REQUIREMENTS = ["aiohttp>=3.9"]
+REQUIREMENTS_FILE = ".gpuform-requirements"  # in an environment's root: the requirements it was built with
+STAMP_FILE = ".gpuform-stamp"  # ... and the wheelhouse it was installed from (written last)
 Progress = Callable[[str], None]
 BASE_PROBE = ("import json, platform, sys, sysconfig; v = platform.libc_ver()[1] or '2.17'; p = sysconfig.get_paths(); "
               "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'machine': platform.machine(), "
@@ -93,8 +95,6 @@ def worker_env(conn: Connection, base: str, data_dir: str, shared_dir: str, cach
     interpreter = posixpath.join(data_dir, "venvs", f"env-{key}", "bin", "python")
     with _lock(interpreter):
         _install(conn, Target(base, interpreter, True, layer), platform, shared_dir, cache, reqs, progress)
-        conn.write_file(posixpath.join(data_dir, "venvs", f"env-{key}", ".gpuform-requirements"),
-                        json.dumps(reqs).encode())
     return interpreter
 
 
@@ -106,8 +106,16 @@ def worker_requirements(requirements: list[str]) -> list[str]:
 def built_with(root: str) -> list[str] | None:
     """The requirements the worker environment at ``root`` (on this machine) was built with; None if none was."""
     try:
-        found = json.loads(Path(root, ".gpuform-requirements").read_text())
-    except (OSError, ValueError):
+        return parse_built(Path(root, REQUIREMENTS_FILE).read_text())
+    except OSError:
+        return None
+
+
+def parse_built(text: str) -> list[str] | None:
+    """The requirements an environment's ``.gpuform-requirements`` records (None when it is not a list)."""
+    try:
+        found = json.loads(text)
+    except ValueError:
         return None
     return [str(r) for r in found] if isinstance(found, list) else None
 
@@ -124,12 +132,14 @@ def _lock(path: str) -> threading.Lock:
 
 def _install(conn: Connection, target: Target, platform: wheels.Platform, shared_dir: str, cache: Path,
              reqs: list[str], progress: Progress) -> str:
-    stamp_path = posixpath.join(target.root, ".gpuform-stamp")
+    stamp_path = posixpath.join(target.root, STAMP_FILE)
     started = time.monotonic()
     house = wheels.build(cache, platform, reqs, lambda: progress(f"preparing wheels for {platform.tag}: "
                                                                  f"{', '.join(reqs)}"))
     stamp = hashlib.sha256(f"{house.name}".encode()).hexdigest()[:16]
+    built = posixpath.join(target.root, REQUIREMENTS_FILE)  # what refresh compares (read_endpoint)
     if conn.run(["cat", stamp_path], check=False).text.strip() == stamp:
+        conn.write_file(built, json.dumps(reqs).encode())  # an environment an earlier gpuform built has none
         return target.interpreter
     remote_house = upload_wheelhouse(conn, house, shared_dir)
     if target.create:
@@ -144,6 +154,7 @@ def _install(conn: Connection, target: Target, platform: wheels.Platform, shared
                "--find-links", remote_house, "--upgrade"]
     conn.run([*install, "--no-deps", "--force-reinstall", posixpath.join(remote_house, gpuform_wheel)], timeout=900)
     conn.run([*install, *reqs], timeout=900)
+    conn.write_file(built, json.dumps(reqs).encode())
     conn.write_file(stamp_path, stamp.encode())
     progress(f"{target.root} ready ({time.monotonic() - started:.1f} s)")
     return target.interpreter
