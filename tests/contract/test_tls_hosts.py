@@ -68,7 +68,7 @@ def _modes(*paths: str) -> list[str]:
     return out
 
 
-def _baremetal_files(lineage: str, worker_id: str) -> None:
+def _baremetal_files(lineage: str, worker_id: str, pki: dict[str, Path]) -> None:
     """The gateway's TLS directory and the workers' files directory: 0700, the keys and worker files 0600."""
     base = f"/var/lib/gpuform/lineage-{lineage[:8]}"
     tls = f"{base}/gateways/main/tls"
@@ -76,9 +76,10 @@ def _baremetal_files(lineage: str, worker_id: str) -> None:
                                                                                                 "700"]
     worker_files = ssh(H1, "sh", "-c", f"stat -c %a {base}/workers/files/*.pem | sort -u").stdout.split()
     assert worker_files == ["600"], worker_files
+    assert pki["ca"].read_text().strip() in ssh(H1, "sh", "-c", f"cat {base}/workers/files/*.pem").stdout
 
 
-def _docker_files(lineage: str, worker_id: str) -> None:
+def _docker_files(lineage: str, worker_id: str, pki: dict[str, Path]) -> None:
     """The gateway container's bind-mounted TLS directory, and the worker container's directory (mounted at
     /gpuform: its CA bundle, client certificate and key, named by its environment file): 0700, files 0600."""
     base = f"/var/lib/gpuform/lineage-{lineage[:8]}"
@@ -91,8 +92,10 @@ def _docker_files(lineage: str, worker_id: str) -> None:
     env = dict(line.split("=", 1) for line in ssh(H1, "cat", f"{slot}/env").stdout.splitlines())
     named = {var: env[var].strip("'") for var in ("SSL_CERT_FILE", "GPUFORM_TLS_CLIENT_CERT", "GPUFORM_TLS_CLIENT_KEY")}
     assert all(path.startswith("/gpuform/") for path in named.values()), named
-    files = [f"{slot}/{path.removeprefix('/gpuform/')}" for path in named.values()]
-    assert _modes(slot, *files, f"{slot}/env") == ["700", "600", "600", "600", "600"]
+    on_host = {var: f"{slot}/{path.removeprefix('/gpuform/')}" for var, path in named.items()}
+    assert _modes(slot, *on_host.values(), f"{slot}/env") == ["700", "600", "600", "600", "600"]
+    assert pki["ca"].read_text().strip() in ssh(H1, "cat", on_host["SSL_CERT_FILE"]).stdout
+    assert ssh(H1, "cat", on_host["GPUFORM_TLS_CLIENT_CERT"]).stdout == pki["client_cert"].read_text()
 
 
 def _leftovers(lineage: str) -> list[str]:
@@ -124,7 +127,7 @@ def test_mtls_gateway_on_a_host(provider: str, workdir: Path) -> None:
 
     lineage = json.loads((workdir / "state" / "gpuform.state.json").read_text())["lineage"]
     check = _docker_files if provider == "docker" else _baremetal_files
-    check(lineage, answer["workerId"])
+    check(lineage, answer["workerId"], files)
 
     assert run_gpuform("-C", str(workdir), "plan", "-detailed-exitcode", timeout=300).returncode == 0
     reissue_server(files, names=(H1,))
