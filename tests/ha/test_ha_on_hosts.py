@@ -7,10 +7,14 @@ PostgreSQL, the example's HAProxy in front on this machine, echo workers on both
    within 15 s with the default timings (61 s before: 30 s leases, and a tick blocked on the lost host).
 2. PostgreSQL restarts under a steady load: the replicas answer 503 with Retry-After meanwhile (never a 500),
    reconnect by themselves, and every acknowledged job completes.
+3. kill -9 of the leading replica (its supervisor and gateway) with 200 jobs on their way: every accepted job
+   completes through the survivor, which leads within seconds; only requests in flight to the killed replica
+   fail, and are accepted when resent; `plan` shows the dead replica as a repair and apply brings it back.
 Each phase prints its figures."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +34,7 @@ from tests.helpers import wait_for
 pytestmark = [pytest.mark.ha, pytest.mark.slow]
 KEY = "ha-hosts-key"
 H2_LINK = "gpf-h2"
+HOSTS = ("10.77.0.11", "10.77.0.12")  # r0 on h1, r1 on h2
 
 
 def _stats(stats_url: str) -> set[str]:
@@ -85,6 +90,8 @@ def test_h2_lost_under_200_jobs_then_postgres_restarted_under_load(tmp_path: Pat
             wait_for(lambda: ssh("10.77.0.12", "true", check=False).returncode == 0, 30, what="h2 back")
             wait_for(lambda: _stats(stats_url) == {"r0", "r1"}, 60, what="r1 back in haproxy after the link")
             _restart_postgres_under_load(base, ha_postgres)
+            _kill_the_leader_under_load(base, admin, port, directory, args, env)
+            wait_for(lambda: _stats(stats_url) == {"r0", "r1"}, 60, what="the repaired replica back in haproxy")
     finally:
         subprocess.run(["ip", "link", "set", H2_LINK, "up"], check=False)
         balancer.terminate()
@@ -137,6 +144,58 @@ def _lose_h2_under_load(base: str, on_h2: set[str]) -> None:
                                                                   "when sent again"
     assert all(w not in on_h2 for w in rerun.values()), rerun
     assert len(failed) <= 16, f"only requests in flight to r1 at the cut fail (8 clients): {len(failed)}"
+
+
+def _leader(port: int, admin: str) -> int | None:
+    """Which replica leads (0 on h1, 1 on h2), asked of each replica directly; None while none does."""
+    for index, host in enumerate(HOSTS):
+        try:
+            answer = httpx.get(f"http://{host}:{port}/admin/status", headers={"Authorization": f"Bearer {admin}"},
+                               trust_env=False, timeout=5)
+        except httpx.HTTPError:
+            continue
+        if answer.status_code == 200 and (answer.json().get("replica") or {}).get("leader"):
+            return index
+    return None
+
+
+def _kill_the_leader_under_load(base: str, admin: str, port: int, directory: Path, args: list[str],
+                                env: dict[str, str]) -> None:
+    """kill -9 of the leading replica's supervisor and gateway on its host with 200 jobs on their way: no
+    accepted job is lost, the survivor answers every id, only requests in flight to the killed one fail (and
+    are accepted when resent with their Idempotency-Key); then plan shows the repair and apply makes it."""
+    lineage = json.loads((directory / "state" / "gpuform.state.json").read_text())["lineage"]
+    [index] = wait_for(lambda: [i for i in [_leader(port, admin)] if i is not None], 30, interval=0.2,
+                       what="a leader (after the restart)")
+    host, key = HOSTS[index], "main" if index == 0 else f"main.r{index}"
+    pids = json.loads(ssh(host, "cat", f"/var/lib/gpuform/lineage-{lineage[:8]}/gateways/{key}/supervisor.pid").stdout)
+    load = Load(base, KEY, clients=8, payload={"sleep": 0.3}, limit=200).start()
+    wait_for(lambda: len(load.accepted) >= 100, 60, interval=0.02, what="100 jobs accepted")
+    ssh(host, "kill", "-9", str(pids["pid"]), str(pids["child"]))
+    killed = time.monotonic()
+    wait_for(lambda: _leader(port, admin) not in (None, index), 30, interval=0.1, what="the survivor to lead")
+    leads = time.monotonic() - killed
+    wait_for(lambda: not any(t.is_alive() for t in load._threads), 120, what="the clients to finish")
+    failed = load.failed()
+    retried = load.resend_unanswered()
+    final = wait_all_done(base, KEY, list(load.accepted), timeout=240)
+    done = time.monotonic() - killed
+    counts = Counter(final.values())
+    print(f"\nkill -9 of the leader r{index} on {host} under load: {len(load.accepted)} jobs accepted, "
+          f"{dict(counts)}; {len(failed)} requests failed ({dict(Counter(a.status for a in failed))}), {retried} "
+          f"resent with their Idempotency-Key and accepted; the survivor led {leads:.2f} s after the kill; every "
+          f"job final {done:.1f} s after it")
+    assert counts == Counter({"COMPLETED": len(load.accepted)}), counts
+    assert len(load.accepted) == 200 and retried == len(failed)
+    assert len(failed) <= 8, f"only requests in flight to the killed replica fail (8 clients): {len(failed)}"
+
+    planned = run_gpuform("-C", str(directory), *args, "plan", "-detailed-exitcode", env=env, timeout=300)
+    assert planned.returncode == 2 and f"replica r{index}" in planned.stdout and "not running" in planned.stdout, \
+        planned.stdout[-3000:] + planned.stderr[-2000:]
+    applied = run_gpuform("-C", str(directory), *args, "apply", "--auto-approve", env=env, timeout=600)
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    assert run_gpuform("-C", str(directory), *args, "plan", "-detailed-exitcode", env=env,
+                       timeout=300).returncode == 0
 
 
 def _restart_postgres_under_load(base: str, pg: HaPostgres) -> None:
