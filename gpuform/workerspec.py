@@ -25,7 +25,8 @@ class Template:
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template("custom", None, "Your handler: `command:` (local and bare-metal pools) or `image:` (docker pools).",
-             "worker.command or worker.image; your handler's packages in worker.python"),
+             "worker.command (its packages: worker.requirements or a requirements.txt beside the handler) or "
+             "worker.image (packages built in)"),
     Template("echo", "gpuform.workers.echo", "Returns its input (streams, sleeps or fails when asked); for trying "
              "things and tests.", "nothing", examples=("quickstart",)),
     Template("vllm", "gpuform.workers.vllm", "The official vLLM OpenAI server (chat, completions, LoRA adapters) "

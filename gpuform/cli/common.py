@@ -18,6 +18,7 @@ from gpuform.config.types import parse_duration
 from gpuform.diagnostics import Diagnostic
 from gpuform.engine.context import Workspace
 from gpuform.engine.operations import workspace
+from gpuform.errors import GpuformError
 from gpuform.state.store import StateStore, locked
 
 JsonFlag = Annotated[bool, typer.Option("--json", "-json", help="Machine-readable JSON.")]
@@ -79,6 +80,13 @@ def globals_of(ctx: typer.Context) -> Globals:
     if isinstance(found, Globals):
         return found
     return Globals()
+
+
+def no_gateway(ws: Workspace) -> GpuformError:
+    """The error of a command that needs a gateway when the state has none: where it looked, and -C."""
+    return GpuformError(f"no gateway in the state of {ws.config_dir} ({ws.store.describe()})",
+                        "Run `gpuform apply` there first, or name the directory you applied with -C (for "
+                        "example: gpuform -C examples/quickstart console).")
 
 
 def use_colour(g: Globals) -> bool:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 import webbrowser
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gpuform.cli.common import globals_of
+from gpuform.cli.common import globals_of, no_gateway
+from gpuform.engine.context import Workspace
 from gpuform.errors import GpuformError
 
 
@@ -22,10 +24,11 @@ GatewayArg = Annotated[str | None, typer.Argument(help="The gateway (default: ev
 
 def console_cmd(ctx: typer.Context, gateway: GatewayArg = None, open_it: OpenFlag = False) -> None:
     """Print the web console's URL; log in there with the admin key or a client key."""
-    state = globals_of(ctx).workspace().store.read()
+    ws = globals_of(ctx).workspace()
+    state = ws.store.read()
     gateways = {r.name: r for r in state.resources.values() if r.kind == "gateway"}
     if not gateways:
-        raise GpuformError("no gateway in the state", "Run `gpuform apply` first.")
+        raise no_gateway(ws)
     if gateway is not None and gateway not in gateways:
         raise GpuformError(f"no gateway named {gateway!r} in the state",
                            f"Name one of: {', '.join(sorted(gateways))}.")
@@ -34,5 +37,14 @@ def console_cmd(ctx: typer.Context, gateway: GatewayArg = None, open_it: OpenFla
         print(url)
         if open_it and not webbrowser.open(url):
             print(f"(no web browser to open here; open {url} yourself)")
-    print("Log in with a client API key, or the admin key (the gateway's `admin_key`; a generated one is in "
-          "state/secrets/gateway.NAME.admin_key with the local backend).", file=sys.stderr)
+    print(f"Log in with a client API key, or the admin key: the gateway's `admin_key`, or the one gpuform "
+          f"generated, {_key_file(ws, gateway or sorted(gateways)[0])}.", file=sys.stderr)
+
+
+def _key_file(ws: Workspace, gateway: str) -> str:
+    """Where the gateway's generated admin key is kept: the file (local backend) or the backend's secrets."""
+    name = f"gateway.{gateway}.admin_key"
+    path = getattr(ws.store, "directory", None)
+    if path is not None and (Path(path) / "secrets" / name).exists():
+        return f"in {Path(path) / 'secrets' / name}"
+    return f"kept as the secret {name} of the state backend {ws.store.describe()}"

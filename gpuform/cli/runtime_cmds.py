@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpuform.cli.common import JsonFlag, globals_of, out_console
+from gpuform.cli.common import JsonFlag, globals_of, no_gateway, out_console
 from gpuform.cli.gateway_cmds import gateway_app
 from gpuform.engine.context import Workspace
 from gpuform.errors import GatewayError, GpuformError
@@ -28,7 +28,7 @@ def _admins(ws: Workspace, state: State) -> list[tuple[str, AdminClient]]:
             out.append((res.name, AdminClient(str(res.attributes["advertise_url"]), key,
                                               tls=ws.client_tls(res.attributes))))
     if not out:
-        raise GpuformError("no gateway in the state", "Run `gpuform apply` first.")
+        raise no_gateway(ws)
     return out
 
 
@@ -216,7 +216,7 @@ def _gateway_logs(ws: Workspace, state: State, follow: bool, tail: int) -> None:
                  f" {row['id']}" if len(recorded(res.computed, "")) > 1 else ""))
                 for res in state.resources.values() if res.kind == "gateway" for row in recorded(res.computed, "")]
     if not gateways:
-        raise GpuformError("no gateway in the state", "Run `gpuform apply` first.")
+        raise no_gateway(ws)
     seen: dict[str, list[str]] = {}
     try:
         while True:

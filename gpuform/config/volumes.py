@@ -35,8 +35,9 @@ def _check_source(config: Config, name: str, source: str) -> list[Diagnostic]:
     if not where.is_dir():
         what = "is not a directory" if where.exists() else "does not exist"
         return [_error(config, name, "source", f'volume source "{source}" {what} on this machine ({where})',
-                       "Put the model files there, fix `source` (it is relative to the configuration directory), "
-                       "or remove `source` if the files are already on every host at `path`.")]
+                       "Put the model files there (the examples say how in the comment at the top of their "
+                       "gpuform.yaml), fix `source` (it is relative to the configuration directory), or remove "
+                       "`source` if the files are already on every host at `path`.")]
     if config_dir.is_relative_to(where):
         problem = "is the configuration directory" if where == config_dir else "contains the configuration directory"
     elif where.is_relative_to(state_dir):

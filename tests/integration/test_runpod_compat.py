@@ -173,12 +173,12 @@ async def handler(job):
         active -= 1
     return {"peak": peak}
 
-runpod.serverless.start({"handler": handler, "concurrency_modifier": lambda current: 3})
+runpod.serverless.start({"handler": handler, "concurrency_modifier": lambda current: 4})
 '''
 
 
 def test_endpoint_concurrency_caps_a_runpod_worker_that_asks_for_more(rp_client: Deployment) -> None:
-    """concurrency_modifier=3 (the fix for the SDK's 1 s sleep at its limit) on an endpoint that says
+    """concurrency_modifier=4 (the fix for the SDK's 1 s sleep at its limit) on an endpoint that says
     concurrency 1: the gateway holds the worker's extra takes, so jobs run one at a time; the same worker on
     an endpoint without a concurrency runs several at once (as on RunPod)."""
     (rp_client.workdir / "overlap.py").write_text(OVERLAP_HANDLER)
