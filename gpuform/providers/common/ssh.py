@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import paramiko
 
@@ -30,6 +30,7 @@ from gpuform.errors import SSHError
 
 logging.getLogger("paramiko").setLevel(logging.WARNING)
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -203,29 +204,28 @@ class Connection:
         return chan
 
     def _open_session(self) -> paramiko.Channel:
-        """A new session channel. A connection that drops while the channel opens (nothing ran on it yet) is
-        made again once: the host's sshd restarting, or a connection an idle NAT forgot, costs one reconnect."""
+        """A new session channel (see :meth:`_on_live_transport`)."""
+        return self._on_live_transport(lambda t: t.open_session(timeout=self.target.connect_timeout))
+
+    def _on_live_transport(self, open_: Callable[[paramiko.Transport], T]) -> T:
+        """``open_`` (a channel or an SFTP session) on the live transport. A connection that drops while it
+        opens (nothing ran on it yet) is made again once: the host's sshd restarting, or a connection an idle
+        NAT forgot, costs one reconnect."""
         transport = self._transport()
         try:
-            return transport.open_session(timeout=self.target.connect_timeout)
+            return open_(transport)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             if transport.is_active():
                 raise
             log.info("SSH connection to %s dropped (%s); connecting again", self.target.label, exc or type(exc))
-            return self._transport().open_session(timeout=self.target.connect_timeout)
+            return open_(self._transport())
 
     def sftp(self) -> paramiko.SFTPClient:
         with self._lock:
-            transport = self._transport()  # a dropped connection is made again (and its SFTP session with it)
+            self._transport()  # a dropped connection is made again (and its SFTP session with it)
             if self._sftp is None:
                 try:
-                    try:
-                        self._sftp = self.client.open_sftp()
-                    except (paramiko.SSHException, OSError, EOFError):
-                        if transport.is_active():
-                            raise
-                        self._transport()
-                        self._sftp = self.client.open_sftp()
+                    self._sftp = self._on_live_transport(_sftp_client)
                 except (paramiko.SSHException, OSError, EOFError) as exc:
                     raise SSHError(f"SFTP to {self.target.label} failed: {exc}", "Check that the host runs an "
                                    "sftp subsystem.", self.target.label) from exc
@@ -282,6 +282,14 @@ class Connection:
         self.client.close()
         if self._own_jump is not None:
             self._own_jump.close()
+
+
+def _sftp_client(transport: paramiko.Transport) -> paramiko.SFTPClient:
+    """An SFTP session on ``transport`` (what ``SSHClient.open_sftp`` opens)."""
+    client = paramiko.SFTPClient.from_transport(transport)
+    if client is None:
+        raise paramiko.SSHException("the sftp subsystem did not start")
+    return client
 
 
 def _drain(chan: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
