@@ -22,6 +22,15 @@ class Answer:
 
 
 @dataclass
+class Settled:
+    """A finished load: its failed answers, how many were accepted when resent, each accepted job's status."""
+
+    failed: list[Answer]
+    resent: int
+    final: dict[str, str]
+
+
+@dataclass
 class Load:
     """``clients`` threads, each sending ``POST /v2/{endpoint}/run`` (or ``runsync``) back to back until stopped."""
 
@@ -88,6 +97,18 @@ class Load:
         headers = {"Authorization": f"Bearer {self.key}"}
         with httpx.Client(base_url=self.base_url, headers=headers, timeout=30) as http:
             return sum(1 for idem in keys if self._send(http, idem) < 300)
+
+    def settle(self, timeout: float = 240) -> Settled:
+        """Once every client has sent its ``limit`` (within 120 s): the failed answers, how many of those were
+        accepted when sent again with their Idempotency-Key, and every accepted job's final status."""
+        deadline = time.monotonic() + 120
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        assert not any(t.is_alive() for t in self._threads), "the clients did not finish within 120 s"
+        failed = self.failed()
+        resent = self.resend_unanswered()
+        return Settled(failed, resent, wait_all_done(self.base_url, self.key, list(self.accepted), self.endpoint,
+                                                     timeout))
 
     def statuses(self) -> Counter[int]:
         return Counter(a.status for a in self.answers)

@@ -123,10 +123,8 @@ def _lose_h2_under_load(base: str, on_h2: set[str]) -> None:
             held = [j for j in list(load.accepted) if stuck(j)]  # jobs h2's workers held: they can't answer
             wait_for(lambda: not any(stuck(j) for j in held), 60, interval=0.2, what="h2's jobs to be requeued")
             requeued = time.monotonic() - cut
-            wait_for(lambda: not any(t.is_alive() for t in load._threads), 120, what="the clients to finish")
-            failed = load.failed()
-            retried = load.resend_unanswered()
-            final = wait_all_done(base, KEY, list(load.accepted), timeout=240)
+            settled = load.settle()
+            failed, retried, final = settled.failed, settled.resent, settled.final
             answered = time.monotonic() - cut
             rerun = {j: status(j).get("workerId") for j in held}
     finally:
@@ -175,10 +173,8 @@ def _kill_the_leader_under_load(base: str, admin: str, port: int, directory: Pat
     killed = time.monotonic()
     wait_for(lambda: _leader(port, admin) not in (None, index), 30, interval=0.1, what="the survivor to lead")
     leads = time.monotonic() - killed
-    wait_for(lambda: not any(t.is_alive() for t in load._threads), 120, what="the clients to finish")
-    failed = load.failed()
-    retried = load.resend_unanswered()
-    final = wait_all_done(base, KEY, list(load.accepted), timeout=240)
+    settled = load.settle()
+    failed, retried, final = settled.failed, settled.resent, settled.final
     done = time.monotonic() - killed
     counts = Counter(final.values())
     print(f"\nkill -9 of the leader r{index} on {host} under load: {len(load.accepted)} jobs accepted, "
