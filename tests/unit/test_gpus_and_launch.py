@@ -7,7 +7,7 @@ import pytest
 from gpuform.provider import GpuInfo, HostInventory
 from gpuform.providers.baremetal.provider import env_file_text, systemd_run_argv, unit_file_text
 from gpuform.providers.common.gpus import gpu_type, parse_nvidia_smi, place
-from gpuform.providers.docker.provider import device_requests, env_text
+from gpuform.providers.docker.provider import device_requests, env_text, reusable_indices
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -53,6 +53,22 @@ def test_placement_skips_unreachable_and_cordoned_hosts_and_spreads_cpu_workers(
     assert place(hosts, {}, {}, ["H100-80GB"], 1) is None
     spot = place(hosts, {}, {"c": 2, "d": 1}, ["cpu"], 1)
     assert spot is not None and spot.host == "d" and spot.indices == ()
+
+
+def test_placement_prefers_hosts_with_a_kept_container_and_its_gpus() -> None:
+    hosts = [_host("a", ["H100-80GB"] * 2), _host("b", ["H100-80GB"] * 2)]
+    spot = place(hosts, {}, {}, ["H100-80GB"], 1, prefer={"b"})
+    assert spot is not None and spot.host == "b"
+    spot = place(hosts, {"b": {0, 1}}, {}, ["H100-80GB"], 1, prefer={"b"})  # the kept one's host is full
+    assert spot is not None and spot.host == "a"
+    spot = place([_host("c", []), _host("d", [])], {}, {}, ["cpu"], 1, prefer={"d"})
+    assert spot is not None and spot.host == "d"
+    spot = place([_host("c", []), _host("d", [])], {}, {"d": 1}, ["cpu"], 1, prefer={"d"})  # least busy first
+    assert spot is not None and spot.host == "c"
+    slots = [("A100-80GB", (1,)), ("H100-80GB", (0, 1)), ("H100-80GB", (1,))]
+    assert reusable_indices(slots, "H100-80GB", 1, {0}) == (1,)
+    assert reusable_indices(slots, "H100-80GB", 2, set()) == (0, 1)
+    assert reusable_indices(slots, "H100-80GB", 1, {1}) is None
 
 
 def test_docker_device_requests_name_gpus_by_index() -> None:

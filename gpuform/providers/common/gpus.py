@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from gpuform.provider import GpuInfo, GpuUsage, HostInventory, WorkerInfo
@@ -91,16 +91,19 @@ def occupancy(workers: Iterable[WorkerInfo]) -> tuple[dict[str, set[int]], dict[
 
 
 def place(hosts: Sequence[HostInventory], used: dict[str, set[int]], workers_on: dict[str, int],
-          types: Iterable[str], count: int) -> Placement | None:
-    """First host that fits, trying GPU types in priority order; CPU workers go to the least busy host."""
+          types: Iterable[str], count: int, prefer: Collection[str] = ()) -> Placement | None:
+    """First host that fits, trying GPU types in priority order; CPU workers go to the least busy host.
+
+    Hosts in ``prefer`` (those holding a kept container that can restart) come first among those that fit.
+    """
     usable = [h for h in hosts if h.reachable and not h.cordoned]
     for wanted in types:
         if wanted == "cpu":
             if usable:
-                host = min(usable, key=lambda h: (workers_on.get(h.host, 0), h.host))
+                host = min(usable, key=lambda h: (workers_on.get(h.host, 0), h.host not in prefer, h.host))
                 return Placement(host.host, "cpu", ())
             continue
-        for host in sorted(usable, key=lambda h: h.host):
+        for host in sorted(usable, key=lambda h: (h.host not in prefer, h.host)):
             free = [g.index for g in host.gpus if g.type == wanted and g.index not in used.get(host.host, set())]
             if len(free) >= count:
                 return Placement(host.host, wanted, tuple(sorted(free)[:count]))

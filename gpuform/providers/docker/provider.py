@@ -429,20 +429,26 @@ class DockerProvider:
     def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
         with self._placing:
             used, count = occupancy(self.list_workers())
-            inventory = self.inventory()
-            warm_hosts = self._hosts_with_warm(launch)
-            preferred = [h for h in inventory if h.host in warm_hosts] + [h for h in inventory
-                                                                           if h.host not in warm_hosts]
-            spot = place(preferred, used, count, launch.gpu_types, launch.gpu_count)
+            warm = self._warm_slots(launch)
+            spot = place(self.inventory(), used, count, launch.gpu_types, launch.gpu_count, prefer=set(warm))
             if spot is None:
                 raise NoCapacity(f"no host in pool {self.pool_name} has a free GPU of type "
                                  f"{' or '.join(launch.gpu_types)}", "Free GPUs, add hosts or types, or lower "
                                  "max_workers.", f"pool.{self.pool_name}")
-            return self._run_worker(launch, spot.host, spot.gpu_type, spot.indices)
+            indices = reusable_indices(warm.get(spot.host, []), spot.gpu_type, len(spot.indices),
+                                    used.get(spot.host, set())) or spot.indices
+            return self._run_worker(launch, spot.host, spot.gpu_type, indices)
 
-    def _hosts_with_warm(self, launch: WorkerLaunch) -> set[str]:
+    def _warm_slots(self, launch: WorkerLaunch) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+        """Per host, the (GPU type, GPU indices) of each kept container this launch could restart."""
         found, _ = self.engines(self._usable())
-        return {n for n, e in found.items() if self._warm(e, launch.endpoint, launch.spec_revision)}
+        out = {}
+        for name, engine in found.items():
+            slots = [(c.labels.get("gpuform.gpu_type", ""), _indices(c))
+                     for c in self._warm(engine, launch.endpoint, launch.spec_revision)]
+            if slots:
+                out[name] = slots
+        return out
 
     def _run_worker(self, launch: WorkerLaunch, host: str, gpu_type: str, indices: tuple[int, ...]) -> WorkerInfo:
         engine = self.engine(host)
@@ -452,7 +458,7 @@ class DockerProvider:
             env["RUNPOD_VOLUME_PATH"] = env["GPUFORM_VOLUME_ROOT"] = VOLUME_MOUNT
         env.update(launch.file_env("/gpuform"))
         warm = [c for c in self._warm(engine, launch.endpoint, launch.spec_revision)
-                if json.loads(c.labels.get("gpuform.gpu_indices", "[]")) == list(indices)]
+                if _indices(c) == tuple(indices)]
         try:
             container = self._restart_warm(engine, warm[0], launch, env) if warm else \
                 self._create(engine, launch, env, gpu_type, indices)
@@ -557,7 +563,7 @@ class DockerProvider:
                 state = {"running": "running", "restarting": "running", "created": "stopped"}.get(c.status, "exited")
                 code = c.attrs.get("State", {}).get("ExitCode") if state == "exited" else None
                 worker_id = (c.name or "").removeprefix("gpuform-w-")
-                indices = tuple(json.loads(c.labels.get("gpuform.gpu_indices", "[]")))
+                indices = _indices(c)
                 out.append(WorkerInfo(worker_id, c.labels.get("gpuform.endpoint", ""), name, state,
                                       c.labels.get("gpuform.gpu_type", "cpu"), indices, exit_code=code,
                                       ref=c.short_id, spec_revision=c.labels.get("gpuform.revision", "")))
@@ -582,6 +588,19 @@ def _default_argv(engine: Engine, image: str) -> list[str]:
     if not argv:
         raise DockerError(f"image {image} has no command", "Set worker.command on the endpoint.", engine.name)
     return argv
+
+
+def _indices(container: Container) -> tuple[int, ...]:
+    return tuple(json.loads(container.labels.get("gpuform.gpu_indices", "[]")))
+
+
+def reusable_indices(slots: list[tuple[str, tuple[int, ...]]], gpu_type: str, count: int,
+                  used: set[int]) -> tuple[int, ...] | None:
+    """The GPUs of a kept container of this type and size whose GPUs are all free: restarting it beats a new one."""
+    for kept_type, indices in slots:
+        if kept_type == gpu_type and len(indices) == count and not used & set(indices):
+            return indices
+    return None
 
 
 def _quiet(action: Any) -> None:
