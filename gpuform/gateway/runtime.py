@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -86,7 +87,8 @@ class Providers:
             if attrs is None:
                 raise GatewayError(f"the gateway has no configuration for pool {pool}",
                                    "Run `gpuform apply` so the gateway learns its pools.")
-            ctx = ProviderContext(self.config.lineage, Path(self.config.state_dir), Path(self.config.config_dir))
+            ctx = ProviderContext(self.config.lineage, Path(self.config.state_dir), Path(self.config.config_dir),
+                                  progress=functools.partial(log.info, "pool %s: %s", pool))
             self._made[pool] = make_provider(pool, attrs, ctx)
         return self._made[pool]
 

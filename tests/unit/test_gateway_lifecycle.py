@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from gpuform.errors import GatewayError, GpuformError
 from gpuform.gateway.client import AdminClient
-from gpuform.gateway.runtime import Runtime
+from gpuform.gateway.runtime import Providers, Runtime
 from gpuform.gateway.server import load_config
 from gpuform.gateway.sqlite import SQLiteStore
 from gpuform.gateway.states import JobStatus, WorkerState
@@ -263,3 +264,13 @@ def test_starts_in_flight_when_the_gateway_died_are_adopted_or_forgotten(tmp_pat
 
     FakeProvider.WORLDS.pop((config.lineage, "gpu"), None)
     asyncio.run(main())
+
+
+def test_what_a_provider_reports_in_the_gateway_reaches_its_log(caplog: pytest.LogCaptureFixture) -> None:
+    providers = Providers(runtime_config())
+    try:
+        with caplog.at_level(logging.INFO, logger="gpuform.gateway"):
+            providers("gpu").ctx.progress("h1: removing kept container gpuform-warm-x: 4.0% disk free")  # type: ignore[attr-defined]
+    finally:
+        providers.close()
+    assert "pool gpu: h1: removing kept container gpuform-warm-x: 4.0% disk free" in caplog.text

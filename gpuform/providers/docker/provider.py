@@ -538,8 +538,10 @@ class DockerProvider:
         for container in warm:
             container.reload()  # list() gives a summary; the stop time is in the full inspection
         warm.sort(key=lambda c: str(c.attrs["State"].get("FinishedAt", "")))
-        while warm and self._free_percent(engine) < self.pool.min_free_disk_percent:
+        while warm and (free := self._free_percent(engine)) < self.pool.min_free_disk_percent:
             victim = warm.pop(0)
+            self.ctx.progress(f"{engine.name}: removing kept container {victim.name}: {free:.1f}% disk free, under "
+                              f"min_free_disk_percent ({self.pool.min_free_disk_percent:g}%)")
             _quiet(lambda c=victim: c.remove(force=True))
             slot = posixpath.join(self.data, "containers", victim.labels["gpuform.slot"])
             engine.shell.run(["rm", "-rf", "--", slot])
