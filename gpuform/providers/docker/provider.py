@@ -471,8 +471,7 @@ class DockerProvider:
     def _write_slot(self, engine: Engine, slot: str, env: dict[str, str], files: dict[str, bytes]) -> str:
         """The container's directory (mounted at /gpuform): entry script, environment, files (TLS)."""
         directory = posixpath.join(self.data, "containers", slot)
-        engine.shell.run(["mkdir", "-p", directory])
-        engine.shell.run(["chmod", "700", directory])  # like its 0600 files (keys, token)
+        engine.shell.run(["install", "-d", "-m", "700", directory])  # 0700 like its files (keys, token), kept ones too
         engine.shell.write_file(posixpath.join(directory, "entry.sh"), ENTRY.encode(), mode=0o755)
         engine.shell.write_file(posixpath.join(directory, "env"), env_text(env).encode(), mode=0o600)
         for name, data in files.items():
