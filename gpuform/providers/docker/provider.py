@@ -436,7 +436,7 @@ class DockerProvider:
                                  f"{' or '.join(launch.gpu_types)}", "Free GPUs, add hosts or types, or lower "
                                  "max_workers.", f"pool.{self.pool_name}")
             indices = reusable_indices(warm.get(spot.host, []), spot.gpu_type, len(spot.indices),
-                                    used.get(spot.host, set())) or spot.indices
+                                       used.get(spot.host, set())) or spot.indices
             return self._run_worker(launch, spot.host, spot.gpu_type, indices)
 
     def _warm_slots(self, launch: WorkerLaunch) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
@@ -596,7 +596,7 @@ def _indices(container: Container) -> tuple[int, ...]:
 
 
 def reusable_indices(slots: list[tuple[str, tuple[int, ...]]], gpu_type: str, count: int,
-                  used: set[int]) -> tuple[int, ...] | None:
+                     used: set[int]) -> tuple[int, ...] | None:
     """The GPUs of a kept container of this type and size whose GPUs are all free: restarting it beats a new one."""
     for kept_type, indices in slots:
         if kept_type == gpu_type and len(indices) == count and not used & set(indices):
