@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import webbrowser
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +11,7 @@ import typer
 from gpuform.cli.common import globals_of, no_gateway
 from gpuform.engine.context import Workspace
 from gpuform.errors import GpuformError
+from gpuform.state.store import LocalStateStore
 
 
 def console_url(advertise_url: str) -> str:
@@ -44,7 +44,6 @@ def console_cmd(ctx: typer.Context, gateway: GatewayArg = None, open_it: OpenFla
 def _key_file(ws: Workspace, gateway: str) -> str:
     """Where the gateway's generated admin key is kept: the file (local backend) or the backend's secrets."""
     name = f"gateway.{gateway}.admin_key"
-    path = getattr(ws.store, "directory", None)
-    if path is not None and (Path(path) / "secrets" / name).exists():
-        return f"in {Path(path) / 'secrets' / name}"
+    if isinstance(ws.store, LocalStateStore) and (path := ws.store.secret_path(name)).exists():
+        return f"in {path}"
     return f"kept as the secret {name} of the state backend {ws.store.describe()}"

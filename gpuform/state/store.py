@@ -223,18 +223,25 @@ class LocalStateStore:
         raise StateError(f"serial {serial} is not kept in {self.directory}", f"Kept serials: {kept} (the local "
                          "backend keeps two; the postgres backend keeps the last 20).")
 
+    @property
+    def secrets_dir(self) -> Path:
+        return self.directory / "secrets"
+
+    def secret_path(self, name: str) -> Path:
+        """The file that holds the secret ``name`` (it may not exist yet)."""
+        return self.secrets_dir / name
+
     def secret(self, name: str) -> str | None:
-        path = self.directory / "secrets" / name
+        path = self.secret_path(name)
         return path.read_text(encoding="utf-8").strip() if path.exists() else None
 
     def secret_names(self) -> list[str]:
-        directory = self.directory / "secrets"
+        directory = self.secrets_dir
         return sorted(p.name for p in directory.iterdir() if not p.name.endswith(".tmp")) if directory.is_dir() else []
 
     def put_secret(self, name: str, value: str) -> None:
-        directory = self.directory / "secrets"
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = directory / name
+        self.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.secret_path(name)
         if path.exists():
             return
         tmp = path.with_name(path.name + ".tmp")
