@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
 from gpuform.provider import GpuInfo, HostInventory
 from gpuform.providers.baremetal.provider import env_file_text, systemd_run_argv, unit_file_text
 from gpuform.providers.common.gpus import gpu_type, parse_nvidia_smi, place
-from gpuform.providers.docker.provider import device_requests, env_text, reusable_indices
+from gpuform.providers.docker.provider import device_requests, env_text, reusable
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -65,10 +69,16 @@ def test_placement_prefers_hosts_with_a_kept_container_and_its_gpus() -> None:
     assert spot is not None and spot.host == "d"
     spot = place([_host("c", []), _host("d", [])], {}, {"d": 1}, ["cpu"], 1, prefer={"d"})  # least busy first
     assert spot is not None and spot.host == "c"
-    slots = [("A100-80GB", (1,)), ("H100-80GB", (0, 1)), ("H100-80GB", (1,))]
-    assert reusable_indices(slots, "H100-80GB", 1, {0}) == (1,)
-    assert reusable_indices(slots, "H100-80GB", 2, set()) == (0, 1)
-    assert reusable_indices(slots, "H100-80GB", 1, {1}) is None
+    kept = [_kept("A100-80GB", [1]), _kept("H100-80GB", [0, 1]), _kept("H100-80GB", [1])]
+    assert reusable(kept, "H100-80GB", 1, {0}) is kept[2]
+    assert reusable(kept, "H100-80GB", 2, set()) is kept[1]
+    assert reusable(kept, "H100-80GB", 1, {1}) is None
+    assert reusable([_kept("cpu", [])], "cpu", 0, set()) is not None
+
+
+def _kept(gpu_type: str, indices: list[int]) -> Any:
+    """A kept container as the docker SDK lists it: what placement reads is its labels."""
+    return SimpleNamespace(labels={"gpuform.gpu_type": gpu_type, "gpuform.gpu_indices": json.dumps(indices)})
 
 
 def test_docker_device_requests_name_gpus_by_index() -> None:

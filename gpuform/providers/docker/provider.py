@@ -21,6 +21,7 @@ import posixpath
 import shlex
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import docker.errors
@@ -429,38 +430,32 @@ class DockerProvider:
     def start_worker(self, launch: WorkerLaunch) -> WorkerInfo:
         with self._placing:
             used, count = occupancy(self.list_workers())
-            warm = self._warm_slots(launch)
-            spot = place(self.inventory(), used, count, launch.gpu_types, launch.gpu_count, prefer=set(warm))
+            kept = self._kept_for(launch)
+            spot = place(self.inventory(), used, count, launch.gpu_types, launch.gpu_count, prefer=set(kept))
             if spot is None:
                 raise NoCapacity(f"no host in pool {self.pool_name} has a free GPU of type "
                                  f"{' or '.join(launch.gpu_types)}", "Free GPUs, add hosts or types, or lower "
                                  "max_workers.", f"pool.{self.pool_name}")
-            indices = reusable_indices(warm.get(spot.host, []), spot.gpu_type, len(spot.indices),
-                                       used.get(spot.host, set())) or spot.indices
-            return self._run_worker(launch, spot.host, spot.gpu_type, indices)
+            restart = reusable(kept.get(spot.host, []), spot.gpu_type, len(spot.indices), used.get(spot.host, set()))
+            indices = _indices(restart) if restart is not None else spot.indices
+            return self._run_worker(launch, spot.host, spot.gpu_type, indices, restart)
 
-    def _warm_slots(self, launch: WorkerLaunch) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
-        """Per host, the (GPU type, GPU indices) of each kept container this launch could restart."""
+    def _kept_for(self, launch: WorkerLaunch) -> dict[str, list[Container]]:
+        """Per usable host, the kept containers this launch could restart (hosts without any left out)."""
         found, _ = self.engines(self._usable())
-        out = {}
-        for name, engine in found.items():
-            slots = [(c.labels.get("gpuform.gpu_type", ""), _indices(c))
-                     for c in self._warm(engine, launch.endpoint, launch.spec_revision)]
-            if slots:
-                out[name] = slots
-        return out
+        kept = {name: self._warm(engine, launch.endpoint, launch.spec_revision) for name, engine in found.items()}
+        return {name: containers for name, containers in kept.items() if containers}
 
-    def _run_worker(self, launch: WorkerLaunch, host: str, gpu_type: str, indices: tuple[int, ...]) -> WorkerInfo:
+    def _run_worker(self, launch: WorkerLaunch, host: str, gpu_type: str, indices: tuple[int, ...],
+                    restart: Container | None) -> WorkerInfo:
         engine = self.engine(host)
         env = {**launch.env, "GPUFORM_GPU_TYPE": gpu_type}
         if launch.volume_path:
             env["GPUFORM_MODEL_PATH"] = env.get("GPUFORM_MODEL_PATH_IN_CONTAINER", VOLUME_MOUNT)
             env["RUNPOD_VOLUME_PATH"] = env["GPUFORM_VOLUME_ROOT"] = VOLUME_MOUNT
         env.update(launch.file_env("/gpuform"))
-        warm = [c for c in self._warm(engine, launch.endpoint, launch.spec_revision)
-                if _indices(c) == tuple(indices)]
         try:
-            container = self._restart_warm(engine, warm[0], launch, env) if warm else \
+            container = self._restart_warm(engine, restart, launch, env) if restart is not None else \
                 self._create(engine, launch, env, gpu_type, indices)
         except docker.errors.DockerException as exc:
             raise DockerError(f"starting worker {launch.worker_id} on {host} failed: {exc}",
@@ -595,12 +590,12 @@ def _indices(container: Container) -> tuple[int, ...]:
     return tuple(json.loads(container.labels.get("gpuform.gpu_indices", "[]")))
 
 
-def reusable_indices(slots: list[tuple[str, tuple[int, ...]]], gpu_type: str, count: int,
-                     used: set[int]) -> tuple[int, ...] | None:
-    """The GPUs of a kept container of this type and size whose GPUs are all free: restarting it beats a new one."""
-    for kept_type, indices in slots:
-        if kept_type == gpu_type and len(indices) == count and not used & set(indices):
-            return indices
+def reusable(kept: Sequence[Container], gpu_type: str, count: int, used: set[int]) -> Container | None:
+    """A kept container of this GPU type and count whose GPUs are all free: restarting it beats a new one."""
+    for container in kept:
+        indices = _indices(container)
+        if container.labels.get("gpuform.gpu_type") == gpu_type and len(indices) == count and not used & set(indices):
+            return container
     return None
 
 
