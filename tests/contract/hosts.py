@@ -29,6 +29,11 @@ def load_hosts() -> dict:  # type: ignore[type-arg]
     return data
 
 
+def host_dir(lineage: str) -> str:
+    """A deployment's directory on a test host (the pools' default data_dir, one directory per lineage)."""
+    return f"/var/lib/gpuform/lineage-{lineage[:8]}"
+
+
 def ssh(host: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     info = load_hosts()
     return subprocess.run(["ssh", "-F", info["ssh"]["config"], f"root@{host}", shlex.join(argv)],
@@ -132,7 +137,7 @@ class Setup:
             path = ssh("10.77.0.11", "docker", "inspect", "-f", "{{.LogPath}}", f"gpuform-gateway-{lineage[:8]}-main",
                        check=False).stdout.strip()
         else:
-            path = f"/var/lib/gpuform/lineage-{lineage[:8]}/gateways/main/gateway.log"
+            path = f"{host_dir(lineage)}/gateways/main/gateway.log"
         return bool(path) and ssh("10.77.0.11", "test", "-e", f"{path}.1", check=False).returncode == 0
 
     def rotated_worker_log(self, worker_id: str) -> bool:
@@ -169,8 +174,8 @@ class Setup:
                 pattern = f"[l]ineage-{lineage[:8]}"  # every process gpuform started runs from the lineage's dir
                 out = ssh(host, "sh", "-c", f"pgrep -af '{pattern}' || true").stdout.strip()
                 found += [f"{host}: {line}" for line in out.splitlines() if line]
-                if ssh(host, "test", "-e", f"/var/lib/gpuform/lineage-{lineage[:8]}", check=False).returncode == 0:
-                    found.append(f"{host}: /var/lib/gpuform/lineage-{lineage[:8]}")
+                if ssh(host, "test", "-e", host_dir(lineage), check=False).returncode == 0:
+                    found.append(f"{host}: {host_dir(lineage)}")
         for host in self.hosts():
             if self.staged(host, "weights.bin"):
                 found.append(f"staged file on {host}")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import destroy_after_test, free_port, run_gpuform, write_config
-from tests.contract.hosts import load_hosts, ssh
+from tests.contract.hosts import host_dir, load_hosts, ssh
 from tests.tlsfiles import make_pki, reissue_server
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
@@ -70,7 +70,7 @@ def _modes(*paths: str) -> list[str]:
 
 def _baremetal_files(lineage: str, worker_id: str, pki: dict[str, Path]) -> None:
     """The gateway's TLS directory and the workers' files directory: 0700, the keys and worker files 0600."""
-    base = f"/var/lib/gpuform/lineage-{lineage[:8]}"
+    base = host_dir(lineage)
     tls = f"{base}/gateways/main/tls"
     assert _modes(tls, f"{tls}/key.pem", f"{tls}/client-key.pem", f"{base}/workers/files") == ["700", "600", "600",
                                                                                                 "700"]
@@ -82,7 +82,7 @@ def _baremetal_files(lineage: str, worker_id: str, pki: dict[str, Path]) -> None
 def _docker_files(lineage: str, worker_id: str, pki: dict[str, Path]) -> None:
     """The gateway container's bind-mounted TLS directory, and the worker container's directory (mounted at
     /gpuform: its CA bundle, client certificate and key, named by its environment file): 0700, files 0600."""
-    base = f"/var/lib/gpuform/lineage-{lineage[:8]}"
+    base = host_dir(lineage)
     tls = f"{base}/gateways/main/tls"
     assert _modes(tls, f"{tls}/key.pem", f"{tls}/client-key.pem") == ["700", "600", "600"]
     mounts = json.loads(ssh(H1, "docker", "inspect", "-f", "{{json .Mounts}}",
@@ -102,7 +102,7 @@ def _leftovers(lineage: str) -> list[str]:
     """This deployment's containers (running or kept), processes and files still on h1."""
     containers = ssh(H1, "docker", "ps", "-aq", "--filter", f"label=gpuform.lineage={lineage}").stdout.split()
     processes = ssh(H1, "sh", "-c", f"pgrep -af '[l]ineage-{lineage[:8]}' || true").stdout.splitlines()
-    data = ssh(H1, "sh", "-c", f"ls -d /var/lib/gpuform/lineage-{lineage[:8]} 2>/dev/null || true").stdout.split()
+    data = ssh(H1, "sh", "-c", f"ls -d {host_dir(lineage)} 2>/dev/null || true").stdout.split()
     return [f"container {c}" for c in containers] + [f"process {p}" for p in processes] + data
 
 

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, destroy_after_test, free_port, run_gpuform
-from tests.contract.hosts import load_hosts, ssh
+from tests.contract.hosts import host_dir, load_hosts, ssh
 from tests.ha.conftest import HaPostgres
 from tests.ha.load import Load, wait_all_done
 from tests.helpers import wait_for
@@ -166,7 +166,7 @@ def _kill_the_leader_under_load(base: str, admin: str, port: int, directory: Pat
     [index] = wait_for(lambda: [i for i in [_leader(port, admin)] if i is not None], 30, interval=0.2,
                        what="a leader (after the restart)")
     host, key = HOSTS[index], "main" if index == 0 else f"main.r{index}"
-    pids = json.loads(ssh(host, "cat", f"/var/lib/gpuform/lineage-{lineage[:8]}/gateways/{key}/supervisor.pid").stdout)
+    pids = json.loads(ssh(host, "cat", f"{host_dir(lineage)}/gateways/{key}/supervisor.pid").stdout)
     load = Load(base, KEY, clients=8, payload={"sleep": 0.3}, limit=200).start()
     wait_for(lambda: len(load.accepted) >= 100, 60, interval=0.02, what="100 jobs accepted")
     ssh(host, "kill", "-9", str(pids["pid"]), str(pids["child"]))
