@@ -8,9 +8,12 @@ since when; a worker start is fenced by that epoch (:meth:`PostgresWorkers.inser
 <gpuform.gateway.postgres.PostgresWorkers.insert_fenced>`), so a deposed leader never starts a worker.
 
 The lock connection is checked every second; a check that fails or does not answer within
-:data:`CHECK_TIMEOUT` is a loss, at once. Short TCP keepalives on both ends make the server end a
-partitioned leader's session (and release its lock) within a few seconds; a killed leader's socket closes
-at once, and a follower takes over at its next try (within about a second).
+:data:`CHECK_TIMEOUT` is a loss, at once. Checks run on threads of their own (:data:`THREADS`), never on the
+event loop's shared pool: there, provider calls to a lost host (each waiting out its SSH timeout) had queued a
+healthy leader's check past that limit, and it stepped down for seconds while the lost host's jobs waited.
+Short TCP keepalives on both ends make the server end a partitioned leader's session (and release its lock)
+within a few seconds; a killed leader's socket closes at once, and a follower takes over at its next try
+(within about a second).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gpuform.leader")
 TRY_EVERY = 1.0  # seconds between lock attempts (a follower) or session checks (the leader)
 CHECK_TIMEOUT = 2.0  # a lock attempt or check that takes longer counts as a lost connection
+THREADS = 4  # leadership's own threads: a hung call (abandoned) holds one until it ends; the next attempt takes another
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 2,
              "tcp_user_timeout": 3000}
 SERVER_KEEPALIVE = ("SET tcp_keepalives_idle = 1", "SET tcp_keepalives_interval = 1",
@@ -168,6 +173,7 @@ class PostgresLeadership:
         self._epoch = 0
         self._leading = False
         self.changes = 0  # how many gains and losses so far (status, tests)
+        self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix=f"gpuform-leader-{replica_id}")
 
     @property
     def leading(self) -> bool:
@@ -195,7 +201,7 @@ class PostgresLeadership:
 
         try:  # not asyncio.wait_for: on 3.11 it swallows a cancel that comes as the call ends (the gateway's
             async with asyncio.timeout(CHECK_TIMEOUT):  # stop then waits for this loop forever)
-                epoch = await asyncio.to_thread(self._attempt)
+                epoch = await asyncio.get_running_loop().run_in_executor(self._threads, self._attempt)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             self._drop()
             self.step_down(on_loss, f"lost its database session: {_text(exc)}")
@@ -233,6 +239,7 @@ class PostgresLeadership:
 
     def close(self) -> None:
         self._drop()
+        self._threads.shutdown(wait=False)
 
 
 def _text(exc: BaseException) -> str:

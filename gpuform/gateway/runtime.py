@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ log = logging.getLogger("gpuform.gateway")
 # Seconds a stopping replica drains by default: HAProxy (examples/ha) checks every 1 s and marks a replica down
 # after 2 failed checks, so after 3 s no new request is sent to it.
 REPLICA_SHUTDOWN_DELAY = 3.0
+# Threads for blocking provider calls (SSH, Docker, logs): each call to a lost host holds one for its connect
+# timeout, so the default pool (cores + 4) let a few of them queue the starts on the healthy hosts behind them.
+IO_THREADS = 32
 
 
 @dataclass
@@ -279,6 +283,7 @@ class Runtime:
         """Restore open jobs and workers, then run the reconcile loop (or, with ``reconcile=False``, let the
         caller drive ticks: the reconciler acts on decisions but has no loop of its own)."""
         self.queue.loop = asyncio.get_running_loop()
+        self.queue.loop.set_default_executor(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="gpuform-io"))
         restored = self.queue.restore()
         if self.fleet.sharing is None:  # replicas: the leader adopts the workers when it leads
             self.fleet.restore()

@@ -8,14 +8,16 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 
 from gpuform.errors import Fenced
-from gpuform.gateway.leader import PostgresLeadership, current_leader
+from gpuform.gateway.leader import CHECK_TIMEOUT, PostgresLeadership, current_leader
 from gpuform.gateway.postgres import PostgresStore
 from gpuform.gateway.workers import WorkerRecord
 from tests.pg import drop_schema, fresh_schema, postgres_url
@@ -166,5 +168,29 @@ def test_a_partitioned_leader_steps_down_and_the_server_releases_its_lock_within
         leaders = [r for r in (a, b) if r.leadership.leading]
         assert len(leaders) == 1 and leaders[0].leadership.epoch == old + 1
         await asyncio.gather(a.stop(), b.stop())
+
+    asyncio.run(main())
+
+
+def test_a_leader_keeps_leading_while_the_loops_shared_threads_are_all_blocked(store: PostgresStore) -> None:
+    """Provider calls to a lost host hold the loop's shared threads for their SSH timeouts: the leadership's
+    checks do not queue behind them (they did, and a healthy leader stepped down while the lost host's jobs
+    waited for the sweep it runs)."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a = Replica(store, "a")
+        a.start()
+        await _until(lambda: a.leadership.leading, 3, "a to lead")
+        release = threading.Event()
+        shared = ThreadPoolExecutor(2)  # like the default pool of a small host, every thread taken
+        loop.set_default_executor(shared)
+        blocked = [loop.run_in_executor(None, release.wait, 30) for _ in range(4)]
+        try:
+            await asyncio.sleep(4 * CHECK_TIMEOUT)  # several checks, each longer than the limit had it queued
+            assert a.leadership.leading and a.events == ["gain"], a.events
+        finally:
+            release.set()
+            await asyncio.gather(*blocked)
+        await a.stop()
 
     asyncio.run(main())
