@@ -4,7 +4,9 @@ GPU inventory from nvidia-smi, and the warnings plan derives from it."""
 from __future__ import annotations
 
 import re
+import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -125,6 +127,33 @@ def test_an_unreachable_host_is_reported_and_the_others_proceed() -> None:
     assert inventory["h1"].gpu_types == {"H100-80GB"}
     assert not inventory["gone"].reachable and "cannot reach root@10.77.0.99:22" in inventory["gone"].reason
     pool.close()
+
+
+def test_a_host_lost_under_an_open_connection_is_unreachable_and_the_others_proceed() -> None:
+    """h2's link is cut while the pool holds an open connection to it: the next command gets no answer (the
+    connection still looks open), is reported as an unreachable host within the connect timeout, and the
+    inventory goes on with h1 (it raised before, so placement and listings failed while any host was lost)."""
+    info = load_hosts()
+    hosts = [SSHHost(address=a, identity_file=info["ssh"]["identity_file"], name=n)
+             for a, n in (("10.77.0.11", "h1"), ("10.77.0.12", "h2"))]
+    pool = SSHHosts(hosts, info["ssh"]["known_hosts"], False, 2.0)
+    try:
+        assert all(h.reachable for h in pool.inventory(fresh=True))
+        subprocess.run(["ip", "link", "set", "gpf-h2", "down"], check=True)
+        try:
+            started = time.monotonic()
+            with pytest.raises(SSHError) as lost:
+                pool.conn("h2").run(["true"])
+            assert lost.value.unreachable and "no answer on the open SSH connection" in lost.value.message
+            assert time.monotonic() - started < 5
+            inventory = {h.host: h for h in pool.inventory(fresh=True)}
+            assert inventory["h1"].reachable and not inventory["h2"].reachable, inventory
+            assert "cannot reach root@10.77.0.12:22" in inventory["h2"].reason
+        finally:
+            subprocess.run(["ip", "link", "set", "gpf-h2", "up"], check=True)
+        wait_for(lambda: pool.conn("h2").run(["true"], check=False).code == 0, 30, what="h2 back")
+    finally:
+        pool.close()
 
 
 def test_gpu_inventory_of_real_hosts_feeds_plan_warnings(tmp_path: Path) -> None:

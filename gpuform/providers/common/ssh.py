@@ -215,6 +215,14 @@ class Connection:
         try:
             return open_(transport)
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            if transport.is_active() and _timed_out(exc):
+                # the host stopped answering on a connection that looks open (its link cut, or it froze):
+                # drop the connection, so the next call connects again and fails fast, and say it is unreachable
+                self.client.close()
+                raise SSHError(f"cannot reach {self.target.route}: no answer on the open SSH connection "
+                               f"within {self.target.connect_timeout:g}s ({exc})",
+                               "Check that the host is up and reachable.", self.target.label,
+                               unreachable=True) from exc
             if transport.is_active():
                 raise
             log.info("SSH connection to %s dropped (%s); connecting again", self.target.label, exc or type(exc))
@@ -282,6 +290,11 @@ class Connection:
         self.client.close()
         if self._own_jump is not None:
             self._own_jump.close()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether opening a channel ran out of time (paramiko says so only in its message)."""
+    return isinstance(exc, TimeoutError) or (isinstance(exc, paramiko.SSHException) and "Timeout" in str(exc))
 
 
 def _sftp_client(transport: paramiko.Transport) -> paramiko.SFTPClient:
