@@ -97,6 +97,7 @@ class Fleet:
         self.starting: dict[str, asyncio.Task[None]] = {}  # worker id -> its start_worker call in flight
         self.sharing = sharing
         self.stopping_here: set[str] = set()  # worker ids whose stop runs in this process now
+        self.lost_with_host: dict[str, str] = {}  # worker id -> pool: written off while its host did not answer
         self._synced: dict[str, float] = {}  # worker id -> when its copy was last read from the store
         self._touched: dict[str, float] = {}  # worker id -> when its last contact was written
 
@@ -454,6 +455,7 @@ class Fleet:
         pools = {w.pool for w in self.of(endpoint)}
         seen: dict[str, WorkerInfo] = {}
         cordoned: set[str] = set()
+        unreachable: dict[str, str] = {}  # host -> why
         for pool in pools:
             try:
                 provider = self.providers(pool)
@@ -464,13 +466,39 @@ class Fleet:
                 return
             seen.update({i.worker_id: i for i in infos})
             cordoned |= {h.host for h in hosts if h.cordoned}
+            unreachable |= {h.host: h.reason for h in hosts if not h.reachable}
         for record in mine:
             if record.host in cordoned and not record.stale:
                 record.stale = True  # drains like a rolling release: idle now, busy after their job
+        for worker_id in [w for w in self.lost_with_host if w in seen]:  # its host answers again
+            pool = self.lost_with_host.pop(worker_id)
+            if seen[worker_id].state == "running":
+                log.info("stopping worker %s: written off with its host, which answers again", worker_id)
+                try:
+                    await asyncio.to_thread(self.providers(pool).stop_worker, seen[worker_id], 5.0)
+                except GpuformError as exc:
+                    self.lost_with_host[worker_id] = pool  # the next listing tries again
+                    log.warning("cannot stop worker %s yet: %s", worker_id, exc.message)
         for record in mine:
             info = seen.get(record.id)
-            if info is None or info.state != "running":
+            if info is not None and info.state == "running":
+                continue
+            if info is None and record.host in unreachable:
+                self._host_lost(record, unreachable[record.host])
+            else:
                 await self._crashed(record, info)
+
+    def _host_lost(self, record: WorkerRecord, why: str) -> None:
+        """A worker on a host that does not answer the provider: alive while its heartbeats still come (it may
+        be only the host's SSH that fails), lost with its host once they have stopped for a lease. Not a crash:
+        nothing says its process ended; if the host answers again, the next listing stops it."""
+        silent = self.clock() - (record.last_seen or record.requested_at)
+        if silent < self.settings.timings.lease_timeout:
+            return
+        reason = f"lost with its host {record.host}, which does not answer ({why}); no heartbeat for {silent:.0f}s"
+        log.warning("worker %s %s", record.id, reason, extra=worker_fields(record.id, record.endpoint))
+        self._finalize(record, WorkerState.STOPPED, reason)
+        self.lost_with_host[record.id] = record.pool
 
     async def _crashed(self, record: WorkerRecord, info: WorkerInfo | None) -> None:
         tail = ""

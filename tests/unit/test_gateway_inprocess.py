@@ -203,3 +203,34 @@ def test_webhooks_are_delivered_signed_when_a_job_ends() -> None:
         assert request.headers["X-Gpuform-Signature"].startswith("t=")
 
     scenario(body)
+
+
+def test_a_worker_whose_host_stops_answering_is_written_off_after_a_lease_not_counted_as_a_crash() -> None:
+    """The provider's listing skips a host that does not answer. Its worker is kept while heartbeats still
+    come (only the host's SSH may be failing), written off with its host once they have stopped for a lease
+    (its job requeued, a replacement started, no crash counted), and stopped if the host answers again."""
+    async def body(h: Harness) -> None:
+        job_id = await h.run(1)
+        await h.settle()
+        worker = h.worker()
+        lost = h.world.workers[worker.id]
+        assert (await worker.take() or {}).get("id") == job_id
+        h.world.lost_hosts.add(lost.host)
+        for _ in range(4):  # heartbeats keep coming: only the host's SSH fails
+            await worker.ping(job_id)
+            await h.tick(advance=4)
+        assert states(h)[worker.id] == WorkerState.RUNNING
+        for _ in range(4):  # silent for 16 s, past the 12 s lease
+            await h.tick(advance=4)
+        record = h.runtime.fleet.records[worker.id]
+        assert record.state == WorkerState.STOPPED and "lost with its host h1" in record.exit_reason
+        assert "does not answer (fake)" in record.exit_reason
+        assert h.runtime.metrics.crashes.labels("ep")._value.get() == 0
+        assert (await h.status(job_id))["status"] == JobStatus.IN_QUEUE, "requeued for another worker"
+        assert h.calls("stop_worker") == []
+        h.world.lost_hosts.clear()  # the host answers again, its worker still running: stopped
+        await h.tick(advance=1)
+        await h.tick(advance=1)
+        assert h.calls("stop_worker") == [worker.id] and lost.state != "running"
+
+    scenario(body)

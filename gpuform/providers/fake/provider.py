@@ -41,6 +41,7 @@ class World:
     logs: dict[str, str] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (operation, subject)
     fail_starts: int = 0
+    lost_hosts: set[str] = field(default_factory=set)  # hosts that stopped answering (their workers run on)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def crash(self, worker_id: str, exit_code: int = 1, log: str = "") -> None:
@@ -87,7 +88,9 @@ class FakeProvider:
         self.WORLDS.pop((self.ctx.lineage, self.pool_name), None)
 
     def inventory(self) -> list[HostInventory]:
-        return [HostInventory(h.name, h.reachable, "" if h.reachable else "down (fake)",
+        return [HostInventory(h.name, h.reachable and h.name not in self.world.lost_hosts,
+                              "down (fake)" if not h.reachable else "does not answer (fake)"
+                              if h.name in self.world.lost_hosts else "",
                               tuple(GpuInfo(i, t, t, 0, f"FAKE-{h.name}-{i}") for i, t in enumerate(h.gpus)),
                               h.cordon) for h in self.pool.hosts]
 
@@ -172,7 +175,9 @@ class FakeProvider:
             found.state = "stopped"
 
     def list_workers(self, endpoint: str | None = None) -> list[WorkerInfo]:
-        return [w for w in self.world.workers.values() if endpoint in (None, w.endpoint)]
+        """Workers on the hosts that answer (a real provider skips an unreachable host the same way)."""
+        return [w for w in self.world.workers.values()
+                if endpoint in (None, w.endpoint) and w.host not in self.world.lost_hosts]
 
     def worker_logs(self, worker: WorkerInfo, tail: int = 50) -> str:
         return "\n".join(self.world.logs.get(worker.worker_id, "").splitlines()[-tail:])
