@@ -4,7 +4,8 @@ PostgreSQL, the example's HAProxy in front on this machine, echo workers on both
 1. h2 is lost (its link cut) with 200 jobs in flight: the replica and the workers on h2 are gone at once.
    Every accepted job completes through r0; clients see errors only for requests in flight to r1 at the cut,
    and sending those again with their Idempotency-Key is accepted; the jobs h2's workers held run again on h1
-   within 15 s with the default timings (61 s before: 30 s leases, and a tick blocked on the lost host).
+   within 15 s with the default timings (61 s before: 30 s leases, and a tick blocked on the lost host), and
+   r0, when it leads, keeps leading throughout.
 2. PostgreSQL restarts under a steady load: the replicas answer 503 with Retry-After meanwhile (never a 500),
    reconnect by themselves, and every acknowledged job completes.
 3. kill -9 of the leading replica (its supervisor and gateway) with 200 jobs on their way: every accepted job
@@ -86,7 +87,10 @@ def test_h2_lost_under_200_jobs_then_postgres_restarted_under_load(tmp_path: Pat
                 print(http.get("/admin/endpoints/echo/status", headers={"Authorization": f"Bearer {admin}"}).text)
                 raise
             on_h2 = {w["id"] for w in hosts if w["host"] == "gpu2"}
+            before = _leadership(port, admin)
             _lose_h2_under_load(base, on_h2)
+            if before is not None and before[0] == 0:  # losing h2 (its workers and r1) is no reason for r0 to
+                assert _leadership(port, admin) == before, "r0 on h1 led, and kept leading while h2 was lost"
             wait_for(lambda: ssh("10.77.0.12", "true", check=False).returncode == 0, 30, what="h2 back")
             wait_for(lambda: _stats(stats_url) == {"r0", "r1"}, 60, what="r1 back in haproxy after the link")
             _restart_postgres_under_load(base, ha_postgres)
@@ -146,14 +150,21 @@ def _lose_h2_under_load(base: str, on_h2: set[str]) -> None:
 
 def _leader(port: int, admin: str) -> int | None:
     """Which replica leads (0 on h1, 1 on h2), asked of each replica directly; None while none does."""
+    found = _leadership(port, admin)
+    return None if found is None else found[0]
+
+
+def _leadership(port: int, admin: str) -> tuple[int, int] | None:
+    """The leading replica and its epoch, asked of each replica directly; None while none does."""
     for index, host in enumerate(HOSTS):
         try:
             answer = httpx.get(f"http://{host}:{port}/admin/status", headers={"Authorization": f"Bearer {admin}"},
                                trust_env=False, timeout=5)
         except httpx.HTTPError:
             continue
-        if answer.status_code == 200 and (answer.json().get("replica") or {}).get("leader"):
-            return index
+        replica = (answer.json().get("replica") or {}) if answer.status_code == 200 else {}
+        if replica.get("leader"):
+            return index, int(replica["epoch"])
     return None
 
 
