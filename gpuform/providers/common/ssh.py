@@ -217,8 +217,8 @@ class Connection:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             if transport.is_active() and _timed_out(exc):
                 # the host stopped answering on a connection that looks open (its link cut, or it froze):
-                # drop the connection, so the next call connects again and fails fast, and say it is unreachable
-                self.client.close()
+                # drop that connection, so the next call connects again and fails fast, and say it is unreachable
+                transport.close()
                 raise SSHError(f"cannot reach {self.target.route}: no answer on the open SSH connection "
                                f"within {self.target.connect_timeout:g}s ({exc})",
                                "Check that the host is up and reachable.", self.target.label,
