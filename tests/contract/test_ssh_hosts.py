@@ -151,7 +151,13 @@ def test_a_host_lost_under_an_open_connection_is_unreachable_and_the_others_proc
             assert "cannot reach root@10.77.0.12:22" in inventory["h2"].reason
         finally:
             subprocess.run(["ip", "link", "set", "gpf-h2", "up"], check=True)
-        wait_for(lambda: pool.conn("h2").run(["true"], check=False).code == 0, 30, what="h2 back")
+
+        def back() -> bool:
+            try:
+                return pool.conn("h2").run(["true"], check=False).code == 0
+            except SSHError:  # the link is still coming up
+                return False
+        wait_for(back, 30, interval=0.5, what="h2 back")
     finally:
         pool.close()
 
