@@ -89,7 +89,7 @@ def test_h2_lost_under_200_jobs_then_postgres_restarted_under_load(tmp_path: Pat
             on_h2 = {w["id"] for w in hosts if w["host"] == "gpu2"}
             before = _leadership(port, admin)
             _lose_h2_under_load(base, on_h2)
-            if before is not None and before[0] == 0:  # losing h2 (its workers and r1) is no reason for r0 to
+            if before is not None and before[0] == 0:  # r0 on h1 led: losing h2 (its workers, r1) must not depose it
                 assert _leadership(port, admin) == before, "r0 on h1 led, and kept leading while h2 was lost"
             wait_for(lambda: ssh("10.77.0.12", "true", check=False).returncode == 0, 30, what="h2 back")
             wait_for(lambda: _stats(stats_url) == {"r0", "r1"}, 60, what="r1 back in haproxy after the link")

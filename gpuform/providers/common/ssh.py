@@ -215,7 +215,9 @@ class Connection:
         try:
             return open_(transport)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            if transport.is_active() and _timed_out(exc):
+            if transport.is_active():
+                if not _timed_out(exc):
+                    raise
                 # the host stopped answering on a connection that looks open (its link cut, or it froze):
                 # drop that connection, so the next call connects again and fails fast, and say it is unreachable
                 transport.close()
@@ -223,8 +225,6 @@ class Connection:
                                f"within {self.target.connect_timeout:g}s ({exc})",
                                "Check that the host is up and reachable.", self.target.label,
                                unreachable=True) from exc
-            if transport.is_active():
-                raise
             log.info("SSH connection to %s dropped (%s); connecting again", self.target.label, exc or type(exc))
             return open_(self._transport())
 
