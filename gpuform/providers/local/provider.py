@@ -345,8 +345,10 @@ class LocalProvider:
 
     def _info(self, worker_id: str, record: dict[str, Any]) -> WorkerInfo:
         child = self._children.get(worker_id)
+        alive = procs.alive(int(record["pid"]), record.get("started"))
+        # Poll after the liveness check: a child that exits between the two still shows its exit code.
         code = child.poll() if child is not None else None
-        running = code is None and procs.alive(int(record["pid"]), record.get("started"))
+        running = code is None and alive
         state = "running" if running else ("stopped" if record.get("stopped") else "exited")
         return WorkerInfo(worker_id, str(record["endpoint"]), HOST, state, str(record.get("gpu_type", "cpu")),
                           tuple(record.get("gpu_indices") or ()), exit_code=code, ref=str(record["pid"]),
