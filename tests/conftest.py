@@ -86,6 +86,8 @@ def destroy_after_test(directory: Path, *args: str, env: dict[str, str] | None =
         return
     result = run_gpuform("-C", str(directory), *args, "destroy", "--auto-approve", env=env, timeout=timeout)
     assert result.returncode == 0, f"destroy after the test failed (it leaks):\n{result.stdout}\n{result.stderr}"
+    left = [r.address for r in LocalStateStore(directory / "state").read().resources]
+    assert not left, f"destroy after the test left {left} in the state:\n{result.stdout}\n{result.stderr}"
 
 
 def pool_dir(workdir: Path, pool: str = "here") -> Path:
