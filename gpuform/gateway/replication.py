@@ -26,6 +26,7 @@ class Replication:
         self.rows = rows
         self.view = ""  # the leader's view as this replica last published or took it
         self.removing: set[str] = set()  # endpoints this replica's admin API is removing now
+        self.removed_here: set[str] = set()  # of those, the ones it removed from the store as a follower
 
     def pull(self, leading: bool) -> None:
         """Each tick of a replica: take the endpoints other replicas put or removed; a follower also takes the
@@ -63,7 +64,7 @@ class Replication:
         for name in changes.removed:
             self._removed_elsewhere(name)
         if leading:
-            self._stop_unowned()
+            self._stop_unowned(frozenset(self.removed_here))
 
     def _removed_elsewhere(self, name: str) -> None:
         rt = self.rt
@@ -74,12 +75,14 @@ class Replication:
         rt.metrics.forget_endpoint(name)
         log.info("endpoint %s removed through another replica: %d open job(s) here failed", name, failed)
 
-    def _stop_unowned(self) -> None:
-        """The leader stops the workers of endpoints no replica serves any more."""
+    def _stop_unowned(self, gone: frozenset[str] = frozenset()) -> None:
+        """The leader stops the workers of endpoints no replica serves any more, and of ``gone``: removed from the
+        store by this replica's admin API while it followed (it leads now, so no other replica will)."""
         fleet = self.rt.fleet
         for worker in list(fleet.records.values()):
             held = worker.live or worker.state == WorkerState.SLEEPING
-            if held and worker.endpoint not in self.rt.endpoints and worker.id not in fleet.stopping_here:
+            unowned = worker.endpoint not in self.rt.endpoints or worker.endpoint in gone
+            if held and unowned and worker.id not in fleet.stopping_here:
                 fleet.spawn(fleet.stop(worker, "endpoint removed", grace=5.0))
 
     async def stopped_by_leader(self, name: str) -> None:
@@ -88,9 +91,13 @@ class Replication:
         assert sharing is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_WAIT
-        while any(w.endpoint == name for w in sharing.rows.current()):
-            if loop.time() > deadline:
-                log.warning("endpoint %s removed; the leader has not stopped all its workers after %gs", name,
-                            STOP_WAIT)
-                return
-            await asyncio.sleep(0.2)
+        self.removed_here.add(name)  # if this replica comes to lead meanwhile, its own tick stops them
+        try:
+            while any(w.endpoint == name for w in sharing.rows.current()):
+                if loop.time() > deadline:
+                    log.warning("endpoint %s removed; the leader has not stopped all its workers after %gs", name,
+                                STOP_WAIT)
+                    return
+                await asyncio.sleep(0.2)
+        finally:
+            self.removed_here.discard(name)

@@ -7,14 +7,16 @@ leader's view of an endpoint (a spending cap, its decision) is what a follower's
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from gpuform.gateway.metering import today
+from gpuform.gateway.replication import STOP_WAIT
 from gpuform.gateway.states import JobStatus, WorkerState
 from gpuform.gateway.store import LedgerEntry
 from tests.gateway_harness import ADMIN_KEY, Harness, endpoint_spec
-from tests.integration.test_gateway_replicas import on, pair, rows, until
+from tests.integration.test_gateway_replicas import kill_leadership, on, pair, rows, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -111,6 +113,30 @@ def test_a_delete_through_the_follower_removes_the_endpoint_from_the_leader(sche
             assert r1.calls("stop_worker") == [worker_id], "stopped once, by the leader"
             assert r1.runtime.fleet.records[worker_id].state == WorkerState.STOPPED
             assert rows(schema, "SELECT count(*) FROM endpoints") == [(0,)]
+
+    asyncio.run(main())
+
+
+def test_a_follower_that_comes_to_lead_while_it_removes_an_endpoint_stops_the_workers_itself(schema: str) -> None:
+    async def main() -> None:
+        async with pair(schema, endpoint_spec(scaling={"min_workers": 1, "max_workers": 1})) as (r1, r2):
+            await r1.tick()
+            [worker_id] = r1.calls("start_worker")
+            await r2.tick()
+            await kill_leadership(r1)  # the leader is gone before it stops the removed endpoint's workers
+            started = time.monotonic()
+            deleting = asyncio.create_task(r2.call("DELETE", "/admin/endpoints/ep?drain_timeout=0", ADMIN_KEY))
+            await asyncio.sleep(0.3)
+            assert not deleting.done(), "the follower waits for a leader to stop the workers"
+            await until(lambda: r2.runtime.leadership.leading, 15, "r2 to lead")
+            while not deleting.done() and time.monotonic() - started < STOP_WAIT:
+                await r2.tick(advance=1)
+                await asyncio.sleep(0.1)
+            took = time.monotonic() - started
+            assert (await deleting).status_code == 200
+            assert took < STOP_WAIT / 2, f"the delete waited {took:.1f}s for a leader that was itself"
+            assert r2.calls("stop_worker") == [worker_id], "stopped once, by the new leader"
+            assert r2.runtime.fleet.records[worker_id].state == WorkerState.STOPPED
 
     asyncio.run(main())
 
