@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from gpuform.config.schema import SSHHost
@@ -61,6 +62,27 @@ def test_commands_are_argv_and_failures_carry_output() -> None:
         conn.run(["ls", "/no/such/dir"])
     assert "exited 2" in info.value.message and "No such file" in info.value.message
     conn.close()
+
+
+def test_a_command_without_input_reads_dev_null_and_its_channel_gets_no_eof(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An EOF sent just as a command exits can reach sshd after the channel is gone, and sshd then drops the
+    whole connection (paramiko#1705): a command given no input reads /dev/null instead, so none is sent."""
+    eofs: list[int] = []
+    send_eof = paramiko.Channel.shutdown_write
+
+    def counted(chan: paramiko.Channel) -> None:
+        eofs.append(chan.chanid)
+        send_eof(chan)
+
+    monkeypatch.setattr(paramiko.Channel, "shutdown_write", counted)
+    conn = Connection(_target())
+    try:
+        assert conn.run(["cat"], timeout=10).stdout == b"", "a command reading its input ends at once"
+        assert conn.run(["sh", "-c", "exit 0"]).code == 0
+        assert eofs == []
+        assert conn.run(["cat"], stdin=b"weights").stdout == b"weights" and len(eofs) == 1, "input ends with EOF"
+    finally:
+        conn.close()
 
 
 def test_connections_writing_one_file_at_once_all_succeed() -> None:

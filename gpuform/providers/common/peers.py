@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gpuform.errors import GpuformError, SSHError
-from gpuform.providers.common.ssh import Connection
+from gpuform.providers.common.ssh import Connection, no_stdin
 
 RECEIVE = """#!/bin/sh
 # gpuform: receive one volume file from another host of the pool (the only thing this key may do)
@@ -109,8 +109,7 @@ def run_quietly(conn: Connection, argv: list[str], timeout: float = 24 * 3600.0)
     """Run a long command that prints little: wait for its exit without polling (a copy of a large file runs
     for minutes; several at once must not keep this machine's CPUs busy). SSHError when it fails."""
     try:
-        chan = conn.exec_channel(shlex.join(argv))
-        chan.shutdown_write()
+        chan = conn.exec_channel(no_stdin(shlex.join(argv)))
         done = chan.status_event.wait(timeout)
         code = chan.recv_exit_status() if done else -1
         err = b""

@@ -181,10 +181,12 @@ class Connection:
         try:
             chan = self._open_session()
             chan.settimeout(timeout)
-            chan.exec_command(command)
-            if stdin is not None:
+            if stdin is None:
+                chan.exec_command(no_stdin(command))
+            else:
+                chan.exec_command(command)
                 chan.sendall(stdin)
-            chan.shutdown_write()
+                chan.shutdown_write()  # it reads its input up to this EOF, so it has not closed the channel yet
             out, err = _drain(chan, timeout)
             code = chan.recv_exit_status()
         except (paramiko.SSHException, OSError, EOFError, TimeoutError) as exc:
@@ -290,6 +292,14 @@ class Connection:
         self.client.close()
         if self._own_jump is not None:
             self._own_jump.close()
+
+
+def no_stdin(command: str) -> str:
+    """``command`` reading /dev/null, so no EOF has to be sent on its channel. paramiko sends an EOF after
+    releasing the channel's lock: when the command has just exited, the reply to the host's CLOSE can go out
+    first, and sshd then drops the whole connection ("ieof packet referred to nonexistent channel",
+    paramiko#1705), with every other command and SFTP transfer on it."""
+    return f"{command} </dev/null"
 
 
 def _timed_out(exc: BaseException) -> bool:
