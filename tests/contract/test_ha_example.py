@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from tests import haproxy
 from tests.conftest import REPO, destroy_after_test, free_port, run_gpuform
 from tests.contract.hosts import load_hosts, ssh
 from tests.helpers import wait_for
@@ -100,7 +101,7 @@ def test_the_ha_example_runs_two_replicas_on_h1_and_h2_behind_haproxy(tmp_path: 
             assert httpx.get(f"{row['url']}/healthz", trust_env=False).status_code == 200, row
         with httpx.Client(base_url=f"http://{lb}:{lb_port}", headers={"Authorization": f"Bearer {KEY}"},
                           trust_env=False, timeout=10) as http:
-            wait_for(lambda: _up(http, f"http://127.0.0.1:{stats}/stats;csv") == {"r0", "r1"}, 20,
+            wait_for(lambda: haproxy.up(f"http://127.0.0.1:{stats}/stats;csv") == {"r0", "r1"}, 20,
                      what="haproxy to see both replicas healthy")
             assert all(http.get("/v2/echo/health").status_code == 200 for _ in range(10))
             planned = run_gpuform("-C", str(directory), *args, "plan", "-detailed-exitcode", env=env)
@@ -119,8 +120,3 @@ def test_the_ha_example_runs_two_replicas_on_h1_and_h2_behind_haproxy(tmp_path: 
     for row in rows:
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{row['url']}/healthz", trust_env=False, timeout=2)
-
-
-def _up(http: httpx.Client, stats: str) -> set[str]:
-    rows = [line.split(",") for line in http.get(stats).text.splitlines()]
-    return {r[1] for r in rows if len(r) > 17 and r[0] == "replicas" and r[1] != "BACKEND" and r[17] == "UP"}

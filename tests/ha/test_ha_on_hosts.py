@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import haproxy
 from tests.conftest import REPO, destroy_after_test, free_port, run_gpuform
 from tests.contract.hosts import host_dir, load_hosts, ssh
 from tests.ha.conftest import HaPostgres
@@ -36,11 +37,6 @@ pytestmark = [pytest.mark.ha, pytest.mark.slow]
 KEY = "ha-hosts-key"
 H2_LINK = "gpf-h2"
 HOSTS = ("10.77.0.11", "10.77.0.12")  # r0 on h1, r1 on h2
-
-
-def _stats(stats_url: str) -> set[str]:
-    rows = [line.split(",") for line in httpx.get(stats_url, trust_env=False).text.splitlines()]
-    return {r[1] for r in rows if len(r) > 17 and r[0] == "replicas" and r[1] != "BACKEND" and r[17] == "UP"}
 
 
 def _workers(http: httpx.Client, admin: str) -> list[dict]:  # type: ignore[type-arg]
@@ -76,7 +72,7 @@ def test_h2_lost_under_200_jobs_then_postgres_restarted_under_load(tmp_path: Pat
         assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
         admin = (directory / "state" / "secrets" / "gateway.main.admin_key").read_text()
         with httpx.Client(base_url=base, trust_env=False, timeout=30) as http:
-            wait_for(lambda: _stats(stats_url) == {"r0", "r1"}, 30, what="haproxy to see both replicas")
+            wait_for(lambda: haproxy.up(stats_url) == {"r0", "r1"}, 30, what="haproxy to see both replicas")
             def spread() -> list[dict]:  # type: ignore[type-arg]
                 ws = _workers(http, admin)
                 return ws if len(ws) >= 4 and {w["host"] for w in ws} == {"gpu1", "gpu2"} else []
@@ -92,10 +88,10 @@ def test_h2_lost_under_200_jobs_then_postgres_restarted_under_load(tmp_path: Pat
             if before is not None and before[0] == 0:  # r0 on h1 led: losing h2 (its workers, r1) must not depose it
                 assert _leadership(port, admin) == before, "r0 on h1 led, and kept leading while h2 was lost"
             wait_for(lambda: ssh("10.77.0.12", "true", check=False).returncode == 0, 30, what="h2 back")
-            wait_for(lambda: _stats(stats_url) == {"r0", "r1"}, 60, what="r1 back in haproxy after the link")
+            wait_for(lambda: haproxy.up(stats_url) == {"r0", "r1"}, 60, what="r1 back in haproxy after the link")
             _restart_postgres_under_load(base, ha_postgres)
             _kill_the_leader_under_load(base, admin, port, directory, args, env)
-            wait_for(lambda: _stats(stats_url) == {"r0", "r1"}, 60, what="the repaired replica back in haproxy")
+            wait_for(lambda: haproxy.up(stats_url) == {"r0", "r1"}, 60, what="the repaired replica back in haproxy")
     finally:
         subprocess.run(["ip", "link", "set", H2_LINK, "up"], check=False)
         balancer.terminate()

@@ -20,7 +20,8 @@ import pytest
 
 from gpuform.util import procs
 from gpuform.util.hashing import deployment_id
-from tests.conftest import REPO, free_port, local_config, pool_dir, run_gpuform, write_config
+from tests.conftest import free_port, local_config, pool_dir, run_gpuform, write_config
+from tests.haproxy import HAPROXY_CFG, up
 from tests.helpers import KEY, Deployment, wait_for
 from tests.pg import postgres_url
 
@@ -127,9 +128,6 @@ def test_a_job_submitted_on_one_replica_completes_through_the_other(pair: Deploy
     assert done["output"] == {"echo": {"n": 7}}
 
 
-HAPROXY_CFG = REPO / "examples" / "ha" / "haproxy.cfg"
-
-
 def test_the_example_haproxy_configuration_is_valid() -> None:
     env = {**os.environ, "GPUFORM_R0": "10.77.0.11:8080", "GPUFORM_R1": "10.77.0.12:8080"}
     checked = subprocess.run(["haproxy", "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True, env=env,
@@ -160,7 +158,7 @@ def test_haproxy_in_front_of_two_replicas_answers_while_one_is_killed(pair: Depl
     url, stats = haproxy
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, trust_env=False,
                       timeout=10) as http:
-        wait_for(lambda: _up(http, stats) == {"r0", "r1"}, 15, what="haproxy to see both replicas healthy")
+        wait_for(lambda: up(stats) == {"r0", "r1"}, 15, what="haproxy to see both replicas healthy")
         before = [http.get("/v2/echo/health").status_code for _ in range(10)]
         supervisor = _supervisor(lineage, "gateway.main")
         child = json.loads((pool_dir(pair.workdir) / "gateways/main/supervisor.pid").read_text())["child"]
@@ -170,12 +168,6 @@ def test_haproxy_in_front_of_two_replicas_answers_while_one_is_killed(pair: Depl
         after = [http.get("/v2/echo/health").status_code for _ in range(40)]  # r0 is still "up" in HAProxy at first
         assert _health(f"http://127.0.0.1:{pair.port}") is None, "replica r0 is dead"
     assert before == [200] * 10 and after == [200] * 40, (before, after)
-
-
-def _up(http: httpx.Client, stats: str) -> set[str]:
-    """The replicas HAProxy's health checks hold UP (from its CSV status page)."""
-    rows = [line.split(",") for line in http.get(stats).text.splitlines()]
-    return {r[1] for r in rows if len(r) > 17 and r[0] == "replicas" and r[1] != "BACKEND" and r[17] == "UP"}
 
 
 class Load:
@@ -219,8 +211,7 @@ def test_a_restart_rolls_replica_by_replica_and_a_reload_restarts_none_with_no_f
         pair: Deployment, schema: str, haproxy: tuple[str, str]) -> None:
     env = _apply(pair, schema)
     url, stats = haproxy
-    with httpx.Client(trust_env=False, timeout=10) as http:
-        wait_for(lambda: _up(http, stats) == {"r0", "r1"}, 15, what="haproxy to see both replicas healthy")
+    wait_for(lambda: up(stats) == {"r0", "r1"}, 15, what="haproxy to see both replicas healthy")
     text = (pair.workdir / "gpuform.yaml").read_text()
     started = _children(pair)
     with Load(url) as load:

@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests import haproxy
+from tests.conftest import free_port
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
-HAPROXY_CFG = REPO / "examples/ha/haproxy.cfg"
 
 
 @dataclass
@@ -70,13 +70,11 @@ class Balancer:
     log: Path
 
     def states(self) -> dict[str, str]:
-        """Each replica's state on HAProxy's status page (UP, NOLB, DOWN, "UP 1/2" between two, ...); none
-        while HAProxy does not answer yet."""
+        """Each replica's state on HAProxy's status page; none while HAProxy does not answer yet."""
         try:
-            rows = [line.split(",") for line in httpx.get(self.stats, trust_env=False).text.splitlines()]
+            return haproxy.states(self.stats)
         except httpx.ConnectError:
             return {}
-        return {r[1]: r[17] for r in rows if len(r) > 17 and r[0] == "replicas" and r[1] != "BACKEND"}
 
 
 @pytest.fixture
@@ -86,7 +84,7 @@ def balanced(tmp_path: Path) -> Iterator[tuple[Balancer, Replica, Replica]]:
     env = {**os.environ, "GPUFORM_LB_BIND": f"127.0.0.1:{port}", "GPUFORM_R0": f"127.0.0.1:{r0.start()}",
            "GPUFORM_R1": f"127.0.0.1:{r1.start()}", "GPUFORM_LB_STATS": f"127.0.0.1:{stats}"}
     log = tmp_path / "haproxy.log"
-    proc = subprocess.Popen(["haproxy", "-db", "-f", str(HAPROXY_CFG)], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(haproxy.HAPROXY_CFG)], env=env, stdout=subprocess.DEVNULL,
                             stderr=log.open("w"))
     balancer = Balancer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{stats}/stats;csv", log)
     try:
