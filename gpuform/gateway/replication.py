@@ -26,7 +26,6 @@ class Replication:
         self.rows = rows
         self.view = ""  # the leader's view as this replica last published or took it
         self.removing: set[str] = set()  # endpoints this replica's admin API is removing now
-        self.removed_here: set[str] = set()  # of those, the ones it removed from the store as a follower
 
     def pull(self, leading: bool) -> None:
         """Each tick of a replica: take the endpoints other replicas put or removed; a follower also takes the
@@ -63,8 +62,8 @@ class Replication:
                          found.revision, ", being removed," if stored[name][1] else "")
         for name in changes.removed:
             self._removed_elsewhere(name)
-        if leading:
-            self._stop_unowned(frozenset(self.removed_here))
+        if leading:  # its own removals already deleted from the store: begun as a follower, it leads now
+            self._stop_unowned(frozenset(self.removing - stored.keys()))
 
     def _removed_elsewhere(self, name: str) -> None:
         rt = self.rt
@@ -91,13 +90,9 @@ class Replication:
         assert sharing is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_WAIT
-        self.removed_here.add(name)  # if this replica comes to lead meanwhile, its own tick stops them
-        try:
-            while any(w.endpoint == name for w in sharing.rows.current()):
-                if loop.time() > deadline:
-                    log.warning("endpoint %s removed; the leader has not stopped all its workers after %gs", name,
-                                STOP_WAIT)
-                    return
-                await asyncio.sleep(0.2)
-        finally:
-            self.removed_here.discard(name)
+        while any(w.endpoint == name for w in sharing.rows.current()):  # this replica's own tick, if it leads now
+            if loop.time() > deadline:
+                log.warning("endpoint %s removed; the leader has not stopped all its workers after %gs", name,
+                            STOP_WAIT)
+                return
+            await asyncio.sleep(0.2)
